@@ -1,0 +1,42 @@
+"""What plugin authors import: ``from host.api import hookimpl, public, requires_gate, ...``."""
+
+from __future__ import annotations
+
+from quart import g
+
+from host.auth.decorators import public, requires_gate
+from host.auth.principal import Principal
+from host.context import GatewayContext, context
+from host.errors import GatewayError, error_response
+from host.events import EventHub, stream_response
+from host.hookspecs import hookimpl
+from host.storage import Event, Migration, Store
+from host.ws import FrameError, WsContext
+
+
+def current_principal() -> Principal:
+    """The authenticated caller of the current (non-public) request."""
+    principal: Principal | None = g.get("principal")
+    if principal is None:
+        raise GatewayError(401, "unauthorized", "this request is not authenticated")
+    return principal
+
+
+__all__ = [
+    "Event",
+    "EventHub",
+    "FrameError",
+    "GatewayContext",
+    "GatewayError",
+    "Migration",
+    "Principal",
+    "Store",
+    "WsContext",
+    "context",
+    "current_principal",
+    "error_response",
+    "hookimpl",
+    "public",
+    "requires_gate",
+    "stream_response",
+]

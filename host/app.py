@@ -1,0 +1,275 @@
+"""``create_app(settings)``: build the Quart app and load every plugin into it."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import time
+from typing import Any
+
+from quart import Quart, Response, g, request, websocket
+from quart_schema import QuartSchema
+from quart_schema.openapi import Info
+
+from host import __version__
+from host.auth.decorators import gate_of, is_public
+from host.auth.guard import Authenticator
+from host.auth.tokens import load_or_create_admin_token
+from host.context import EXTENSION_KEY, GatewayContext, RouteInfo, context
+from host.errors import GatewayError, install_error_handlers
+from host.events import EventHub
+from host.lifecycle import Lifecycle
+from host.metrics import GatewayMetrics
+from host.plugins import PluginError, PluginHost, Registry
+from host.settings import Settings, load_settings
+from host.storage import Migration, Store, sqlite_url
+
+log = logging.getLogger("gateway")
+
+REGISTRY_HOOKS = {
+    "providers": ("gateway_register_providers", "provider"),
+    "tools": ("gateway_register_tools", "tool"),
+    "step_kinds": ("gateway_register_step_kinds", "step kind"),
+    "pipelines": ("gateway_register_pipelines", "pipeline"),
+}
+
+# Routes the host itself serves (not a plugin): the generated OpenAPI document.
+HOST_PUBLIC_ENDPOINTS = frozenset({"openapi", "static"})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    extra_plugins: list[tuple[str, object]] | None = None,
+    load_entrypoints: bool = True,
+) -> Quart:
+    """Build the gateway. ``extra_plugins`` registers plugin objects directly (tests, embedding);
+    ``load_entrypoints=False`` skips installed third-party plugins."""
+    settings = settings or load_settings()
+    plugins = PluginHost(settings, extra_plugins=extra_plugins, load_entrypoints=load_entrypoints)
+
+    app = Quart("agent_gateway")
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    app.config["QUART_SCHEMA_CONVERT_CASING"] = False
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info=Info(title="agent-gateway", version=__version__),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearer": []}],
+    )
+    install_error_handlers(app)
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(
+        settings.storage.url or sqlite_url(settings.state_dir),
+        synchronous=settings.storage.synchronous,
+        busy_timeout_ms=settings.storage.busy_timeout_ms,
+    )
+    metrics = GatewayMetrics()
+    admin_token, admin_created = _admin_token(settings)
+    auth = Authenticator(settings, store, metrics, plugins, admin_token)
+
+    async def observe(event: Any) -> None:
+        await plugins.call_async("gateway_on_event", event=event)
+
+    hub = EventHub(
+        store,
+        heartbeat_seconds=settings.events.heartbeat_seconds,
+        poll_seconds=settings.events.poll_seconds,
+        page_limit_max=settings.events.page_limit_max,
+        observers=observe if plugins.impls("gateway_on_event") else None,
+    )
+    ctx = GatewayContext(
+        settings=settings,
+        plugins=plugins,
+        store=store,
+        hub=hub,
+        auth=auth,
+        metrics=metrics,
+        lifecycle=Lifecycle(store),
+        gates=plugins.collect("gateway_register_policy_gates", "policy gate"),
+        ws_kinds=plugins.collect("gateway_register_ws_kinds", "WebSocket kind"),
+        registries={
+            kind: plugins.collect(hook, label) for kind, (hook, label) in REGISTRY_HOOKS.items()
+        },
+        migrations=_collect_migrations(plugins),
+        admin_token=admin_token,
+        admin_token_created=admin_created,
+    )
+    app.extensions[EXTENSION_KEY] = ctx
+
+    _register_blueprints(app, ctx)
+    _install_request_hooks(app, ctx)
+    _install_lifecycle(app, ctx)
+    return app
+
+
+def _admin_token(settings: Settings) -> tuple[str | None, bool]:
+    if settings.auth.tokens or settings.auth.mode == "localhost-dev":
+        return None, False
+    return load_or_create_admin_token(settings.state_dir / settings.auth.admin_token_file)
+
+
+def _collect_migrations(plugins: PluginHost) -> list[Migration]:
+    registry = Registry("migration")
+    for plugin, fn in plugins.impls("gateway_register_migrations"):
+
+        def register(migration: Migration, _plugin: str = plugin) -> None:
+            if not isinstance(migration, Migration):
+                raise PluginError(f"plugin {_plugin!r} registered a migration that is not one")
+            if migration.namespace == "host":
+                raise PluginError(f"plugin {_plugin!r} may not add to the 'host' namespace")
+            registry.add(_plugin, f"{migration.namespace}#{migration.version}", migration)
+
+        fn(register=register)
+    return list(registry.items.values())
+
+
+def _rule_key(rule: str) -> str:
+    return re.sub(r"<[^>]*>", "<>", rule)
+
+
+def _register_blueprints(app: Quart, ctx: GatewayContext) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    blueprint_owner: dict[str, str] = {}
+    for plugin, fn in ctx.plugins.impls("gateway_register_blueprints"):
+
+        def register(blueprint: Any, _plugin: str = plugin) -> None:
+            if blueprint.name in blueprint_owner:
+                raise PluginError(
+                    f"blueprint {blueprint.name!r} is registered by both plugin "
+                    f"{blueprint_owner[blueprint.name]!r} and plugin {_plugin!r}"
+                )
+            before = {r.endpoint for r in app.url_map.iter_rules()}
+            app.register_blueprint(blueprint)
+            blueprint_owner[blueprint.name] = _plugin
+            for rule in app.url_map.iter_rules():
+                if rule.endpoint in before:
+                    continue
+                methods = tuple(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}))
+                for method in methods or ("GET",):
+                    key = (method, _rule_key(rule.rule))
+                    if key in seen:
+                        raise PluginError(
+                            f"route {method} {rule.rule} is registered by both plugin "
+                            f"{seen[key]!r} and plugin {_plugin!r}"
+                        )
+                    seen[key] = _plugin
+                view = app.view_functions[rule.endpoint]
+                gate = gate_of(view)
+                if gate is not None and gate not in ctx.gates:
+                    raise PluginError(
+                        f"plugin {_plugin!r} route {rule.rule} requires policy gate {gate!r}, "
+                        "which no plugin declares"
+                    )
+                doc = (view.__doc__ or "").strip().splitlines()
+                ctx.routes.append(
+                    RouteInfo(
+                        endpoint=rule.endpoint,
+                        rule=rule.rule,
+                        methods=methods,
+                        plugin=_plugin,
+                        public=is_public(view),
+                        gate=gate,
+                        websocket=bool(getattr(rule, "websocket", False)),
+                        summary=doc[0] if doc else "",
+                    )
+                )
+
+        fn(register=register, settings=ctx.settings)
+
+
+def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
+    metrics = ctx.metrics
+    lifecycle = ctx.lifecycle
+    max_body = ctx.settings.server.max_body_bytes
+
+    def view_for(req: Any) -> Any:
+        rule = req.url_rule
+        if rule is None or req.routing_exception is not None:
+            return None
+        if rule.endpoint in HOST_PUBLIC_ENDPOINTS:
+            return _HOST_PUBLIC
+        return app.view_functions.get(rule.endpoint)
+
+    @app.before_request
+    async def _before() -> None:
+        g.gw_start = time.perf_counter()
+        lifecycle.request_started()
+        metrics.in_flight.inc()
+        g.gw_counted = True
+        length = request.content_length
+        if length is not None and length > max_body:
+            raise GatewayError(
+                413, "payload_too_large", f"request body exceeds the limit of {max_body} bytes"
+            )
+        view = view_for(request)
+        if view is None:
+            return  # 404 / 405 follow from routing
+        if lifecycle.draining and not is_public(view):
+            raise GatewayError(
+                503, "draining", "the gateway is shutting down", headers={"Retry-After": "5"}
+            )
+        g.principal = await ctx.auth.check(request, view)
+
+    @app.after_request
+    async def _after(response: Response) -> Response:
+        start = g.get("gw_start")
+        if start is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+            metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
+            metrics.latency.labels(request.method, rule).observe(time.perf_counter() - start)
+        return response
+
+    @app.teardown_request
+    async def _teardown(_exc: BaseException | None) -> None:
+        if g.get("gw_counted"):
+            g.gw_counted = False
+            metrics.in_flight.dec()
+            lifecycle.request_finished()
+
+    @app.before_websocket
+    async def _before_ws() -> None:
+        view = view_for(websocket)
+        if view is None:
+            return
+        if lifecycle.draining:
+            raise GatewayError(503, "draining", "the gateway is shutting down")
+        g.principal = await ctx.auth.check(websocket, view, websocket=True)
+
+
+def _host_public() -> None:
+    """Marker view for routes the host serves without auth."""
+
+
+_host_public._gateway_public = True  # type: ignore[attr-defined]
+_HOST_PUBLIC = _host_public
+
+
+def _install_lifecycle(app: Quart, ctx: GatewayContext) -> None:
+    @app.before_serving
+    async def _startup() -> None:
+        await ctx.store.open(ctx.migrations)
+        await ctx.plugins.call_async("gateway_startup", app=app)
+
+    @app.after_serving
+    async def _shutdown() -> None:
+        ctx.lifecycle.draining = True
+        for plugin, fn in ctx.plugins.impls("gateway_shutdown"):
+            try:
+                result = fn(app=app)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %s failed during shutdown", plugin)
+        await ctx.hub.close()
+        await ctx.store.close()
+
+
+__all__ = ["context", "create_app"]

@@ -1,0 +1,202 @@
+"""The guard every HTTP request and WebSocket upgrade passes before its view runs.
+
+Order: public views (rate limited per client address) -> failed-auth lockout per client
+address -> plugin auth schemes -> the configured auth mode -> per-principal token bucket
+-> the view's policy gate (and a seed-004 body ``policy_gate`` field, when sent).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from host.auth.decorators import gate_of, is_public, is_unlimited
+from host.auth.principal import Principal
+from host.auth.ratelimit import RateLimiter
+from host.auth.tokens import token_hash
+from host.errors import GatewayError
+from host.metrics import GatewayMetrics
+from host.plugins import PluginHost
+from host.settings import Settings, is_loopback_bind
+from host.storage import AuthSession, Store, now_ms
+
+BEARER_CHALLENGE = 'Bearer realm="agent-gateway"'
+_SESSION_CACHE_SECONDS = 2.0
+
+
+class Authenticator:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        metrics: GatewayMetrics,
+        plugins: PluginHost,
+        admin_token: str | None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.plugins = plugins
+        self.limiter = RateLimiter()
+        self.admin_token = admin_token
+        self.failures = 0
+        self.rate_limited = 0
+        self._session_cache: dict[str, tuple[float, AuthSession | None]] = {}
+        self._plugin_schemes = bool(plugins.impls("gateway_actor_from_request"))
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        """(Re)build the token table; called at start and on every config reload."""
+        self.settings = settings
+        auth = settings.auth
+        table: dict[str, Principal] = {}
+        for name, cfg in auth.tokens.items():
+            table[token_hash(cfg.token.get())] = Principal(
+                name, "token", frozenset(cfg.gates), cfg.rate_limit
+            )
+        if not auth.tokens and self.admin_token:
+            table[token_hash(self.admin_token)] = Principal(
+                "admin", "admin", frozenset({"*"}), auth.session_rate_limit
+            )
+        self._tokens = table
+
+    # -- entry point ----------------------------------------------------------------------
+
+    async def check(self, req: Any, view: Any, websocket: bool = False) -> Principal | None:
+        client = req.remote_addr or "unknown"
+        auth = self.settings.auth
+        if is_public(view):
+            if not is_unlimited(view):
+                self._limit(f"addr:{client}", auth.public_rate_limit, "public")
+            return None
+        wait = self.limiter.blocked(f"fail:{client}", auth.failed_auth_limit)
+        if wait:
+            self._refuse_rate(wait, "failed_auth")
+        principal = await self.resolve(req, websocket)
+        if principal is None:
+            self.failures += 1
+            self.metrics.auth_failures.labels("missing_or_invalid").inc()
+            self.limiter.hit(f"fail:{client}", auth.failed_auth_limit)
+            raise GatewayError(
+                401,
+                "unauthorized",
+                "missing or invalid bearer token",
+                headers={"WWW-Authenticate": BEARER_CHALLENGE},
+            )
+        self._limit(principal.key, principal.rate_limit, "principal")
+        gate = gate_of(view)
+        if gate is not None and not principal.has_gate(gate):
+            self.metrics.gate_denied.labels(gate).inc()
+            raise GatewayError(
+                403,
+                "policy_gate_denied",
+                f"this route requires policy gate {gate!r}, which {principal.name!r} lacks",
+            )
+        if not websocket and req.method in ("POST", "PUT", "PATCH", "DELETE"):
+            await self._check_body_gate(req, gate)
+        return principal
+
+    def _limit(self, key: str, limit: Any, scope: str) -> None:
+        wait = self.limiter.hit(key, limit)
+        if wait:
+            self._refuse_rate(wait, scope)
+
+    def _refuse_rate(self, wait: int, scope: str) -> None:
+        self.rate_limited += 1
+        self.metrics.rate_limited.labels(scope).inc()
+        raise GatewayError(
+            429,
+            "rate_limited",
+            f"rate limit exceeded; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+    async def _check_body_gate(self, req: Any, gate: str | None) -> None:
+        if not req.is_json:
+            return
+        body = await req.get_json(silent=True)
+        if not isinstance(body, dict) or "policy_gate" not in body:
+            return
+        sent = body["policy_gate"]
+        if gate is None:
+            raise GatewayError(
+                403, "policy_gate_mismatch", f"this route has no policy gate, got {sent!r}"
+            )
+        if not isinstance(sent, str) or sent.strip() != gate:
+            raise GatewayError(403, "policy_gate_mismatch", f"policy_gate must equal {gate!r}")
+
+    # -- resolving a principal --------------------------------------------------------------
+
+    async def resolve(self, req: Any, websocket: bool = False) -> Principal | None:
+        if self._plugin_schemes:
+            for _plugin, result in await self.plugins.call_async(
+                "gateway_actor_from_request", request=req, settings=self.settings
+            ):
+                if isinstance(result, Principal):
+                    return result
+        token = bearer_token(req, websocket)
+        mode = self.settings.auth.mode
+        if token:
+            principal = self._tokens.get(token_hash(token))
+            if principal is not None:
+                return principal
+            if mode == "password-session":
+                return await self._session_principal(token)
+            return None
+        if mode == "localhost-dev" and _is_loopback_client(req):
+            auth = self.settings.auth
+            return Principal(
+                "localhost-dev",
+                "localhost-dev",
+                frozenset(auth.localhost_dev_gates),
+                auth.localhost_dev_rate_limit,
+            )
+        return None
+
+    async def _session_principal(self, token: str) -> Principal | None:
+        digest = token_hash(token)
+        now = time.monotonic()
+        cached = self._session_cache.get(digest)
+        if cached is None or now - cached[0] > _SESSION_CACHE_SECONDS:
+            if len(self._session_cache) > 10_000:
+                self._session_cache.clear()
+            session = await self.store.get_auth_session(digest)
+            self._session_cache[digest] = (now, session)
+        else:
+            session = cached[1]
+        if session is None or not hmac.compare_digest(session.token_hash, digest):
+            return None
+        if not session.active(now_ms()):
+            return None
+        auth = self.settings.auth
+        return Principal(
+            session.principal, "session", frozenset(auth.session_gates), auth.session_rate_limit
+        )
+
+    def forget_session(self, digest: str | None = None) -> None:
+        if digest is None:
+            self._session_cache.clear()
+        else:
+            self._session_cache.pop(digest, None)
+
+    def check_password(self, password: str) -> bool:
+        expected = self.settings.auth.password
+        if expected is None:
+            return False
+        return hmac.compare_digest(password.encode(), expected.get().encode())
+
+
+def bearer_token(req: Any, websocket: bool = False) -> str | None:
+    header = req.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if websocket:
+        # Browsers cannot set headers on a WebSocket upgrade.
+        return req.args.get("access_token") or None
+    return None
+
+
+def _is_loopback_client(req: Any) -> bool:
+    addr = req.remote_addr or ""
+    return addr in ("<local>", "") or is_loopback_bind(f"{addr}:0")

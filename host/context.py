@@ -1,0 +1,63 @@
+"""The per-app gateway context: everything a request or plugin needs, hung off the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from quart import Quart, current_app
+
+from host.auth.guard import Authenticator
+from host.events import EventHub
+from host.lifecycle import Lifecycle
+from host.metrics import GatewayMetrics
+from host.plugins import PluginHost, Registry
+from host.settings import Settings
+from host.storage import Store
+
+if TYPE_CHECKING:
+    from host.storage import Migration
+
+EXTENSION_KEY = "gateway"
+
+
+@dataclass
+class RouteInfo:
+    endpoint: str
+    rule: str
+    methods: tuple[str, ...]
+    plugin: str
+    public: bool
+    gate: str | None
+    websocket: bool
+    summary: str
+
+
+@dataclass
+class GatewayContext:
+    settings: Settings
+    plugins: PluginHost
+    store: Store
+    hub: EventHub
+    auth: Authenticator
+    metrics: GatewayMetrics
+    lifecycle: Lifecycle
+    gates: Registry
+    ws_kinds: Registry
+    registries: dict[str, Registry]
+    migrations: list[Migration]
+    routes: list[RouteInfo] = field(default_factory=list)
+    admin_token: str | None = None
+    admin_token_created: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def registry(self, kind: str) -> Registry:
+        """``providers``, ``tools``, ``step_kinds`` or ``pipelines``."""
+        return self.registries[kind]
+
+
+def context(app: Quart | None = None) -> GatewayContext:
+    """The gateway context of ``app`` (or of the current app)."""
+    target = app if app is not None else current_app
+    ctx: GatewayContext = target.extensions[EXTENSION_KEY]
+    return ctx

@@ -1,0 +1,149 @@
+"""The one error envelope: ``{"error": {"type", "code", "message"}}``, for every error.
+
+Handlers are installed on the app so that 404, 405, 413, malformed JSON, schema
+validation failures and unexpected exceptions all answer with JSON, never HTML and
+never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, jsonify
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("gateway.errors")
+
+# HTTP status -> (type, default code), after the OpenAI error vocabulary.
+_STATUS_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "unauthorized"),
+    403: ("permission_error", "forbidden"),
+    404: ("not_found_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    409: ("conflict_error", "conflict"),
+    413: ("invalid_request_error", "payload_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+    422: ("invalid_request_error", "validation_failed"),
+    429: ("rate_limit_error", "rate_limited"),
+    500: ("server_error", "internal_error"),
+    501: ("server_error", "not_implemented"),
+    503: ("server_error", "unavailable"),
+}
+
+
+def error_type_for(status: int) -> str:
+    if status in _STATUS_TYPES:
+        return _STATUS_TYPES[status][0]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+class GatewayError(Exception):
+    """Raise anywhere in a handler to answer with the error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.type = type or error_type_for(status)
+        self.headers = headers or {}
+        self.details = details
+
+
+def error_body(
+    status: int,
+    code: str,
+    message: str,
+    type: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    err: dict[str, Any] = {"type": type or error_type_for(status), "code": code, "message": message}
+    err.update({k: v for k, v in extra.items() if v is not None})
+    return {"error": err}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    type: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    resp = jsonify(error_body(status, code, message, type, **extra))
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str | None]:
+    """A readable message naming the first failing field, and that field's dotted path."""
+    errors = exc.errors()
+    if not errors:
+        return "request body is invalid", None
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
+    field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or None)
+    msg = first.get("msg", "invalid value")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if field:
+        return f"{field}: {msg}{more}", field
+    return f"{msg}{more}", None
+
+
+def install_error_handlers(app: Quart) -> None:
+    @app.errorhandler(GatewayError)
+    async def _gateway_error(exc: GatewayError) -> Response:
+        extra = {"details": exc.details} if exc.details else {}
+        return error_response(
+            exc.status, exc.code, exc.message, type=exc.type, headers=exc.headers, **extra
+        )
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _schema_error(exc: RequestSchemaValidationError) -> Response:
+        inner = exc.validation_error
+        if isinstance(inner, ValidationError):
+            message, field = validation_message(inner)
+        else:
+            message, field = f"request body is invalid: {inner}", None
+        return error_response(400, "invalid_request_body", message, param=field)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _STATUS_TYPES.get(status, ("", "http_error"))[1]
+        message = exc.description or exc.name
+        headers: dict[str, str] = {}
+        if status == 405:
+            allow = getattr(exc, "valid_methods", None)
+            if allow:
+                headers["Allow"] = ", ".join(sorted(allow))
+            message = "method not allowed for this route"
+        elif status == 404:
+            message = "no route matches this path"
+        elif status == 413:
+            message = "request body exceeds the configured limit"
+        elif status == 400 and "json" in (message or "").lower():
+            code = "invalid_json"
+            message = "request body is not valid JSON"
+        return error_response(status, code, message, headers=headers)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error in request", exc_info=exc)
+        return error_response(500, "internal_error", "internal server error")

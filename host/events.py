@@ -1,0 +1,313 @@
+"""Event streams: append-only logs in the store, live fan-out, SSE / JSONL / JSON page.
+
+One :class:`EventHub` per app. Each stream that has live subscribers gets one *tail*: a
+single task that learns about new events (woken in-process by :meth:`EventHub.notify`,
+or by polling the store's per-stream position for events written by other processes) and
+hands them to every subscriber. Many subscribers to one stream cost one producer.
+Subscribers first replay what is stored after their position, then follow the tail, so a
+resumed stream misses nothing and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Request, Response
+
+from host.errors import GatewayError
+from host.storage import Event, Store, now_ms
+
+log = logging.getLogger("gateway.events")
+
+SSE = "text/event-stream"
+JSONL = "application/x-ndjson"
+
+_STOP = object()
+
+
+class _Tail:
+    """The single producer for one stream while anyone listens."""
+
+    def __init__(self, hub: EventHub, stream: str, position: int) -> None:
+        self.hub = hub
+        self.stream = stream
+        self.position = position
+        self.subscribers: set[asyncio.Queue[Any]] = set()
+        self.wake = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"event-tail:{stream}")
+
+    async def _run(self) -> None:
+        poll = self.hub.poll_seconds
+        try:
+            while self.subscribers and not self.hub.draining:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), poll)
+                self.wake.clear()
+                await self._pump()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event tail for %s failed", self.stream)
+        finally:
+            for q in self.subscribers:
+                q.put_nowait(_STOP)
+            self.hub._tails.pop(self.stream, None)
+
+    async def _pump(self) -> None:
+        while True:
+            latest = await self.hub.store.last_seq(self.stream)
+            if latest <= self.position:
+                return
+            batch = await self.hub.store.events_after(self.stream, self.position, 500)
+            if not batch:
+                return
+            for event in batch:
+                for q in self.subscribers:
+                    q.put_nowait(event)
+            self.position = batch[-1].seq
+
+
+class EventHub:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        heartbeat_seconds: float = 15.0,
+        poll_seconds: float = 1.0,
+        page_limit_max: int = 1000,
+        observers: Callable[[Event], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.heartbeat_seconds = heartbeat_seconds
+        self.poll_seconds = poll_seconds
+        self.page_limit_max = page_limit_max
+        self.draining = False
+        self._tails: dict[str, _Tail] = {}
+        self._observers = observers
+        self._drained = asyncio.Event()
+        self._open_streams = 0
+
+    # -- producing ------------------------------------------------------------------------
+
+    async def publish(self, stream: str, type: str, data: dict[str, Any] | None = None) -> Event:
+        """Store an event and wake its subscribers."""
+        event = await self.store.append_event(stream, type, data)
+        await self.notify(event)
+        return event
+
+    async def notify(self, event: Event) -> None:
+        """Tell live subscribers and observers about an event already committed."""
+        tail = self._tails.get(event.stream)
+        if tail is not None:
+            tail.wake.set()
+        if self._observers is not None:
+            try:
+                await self._observers(event)
+            except Exception:
+                log.exception("event observer failed for %s#%s", event.stream, event.seq)
+
+    # -- consuming ------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        stream: str,
+        after: int = 0,
+        until: Callable[[Event], bool] | None = None,
+    ) -> AsyncIterator[Event | None]:
+        """Events after ``after``: stored ones first, then live ones. Yields ``None`` as a
+        heartbeat tick when nothing happened for ``heartbeat_seconds``. Ends when ``until``
+        returns True for an event (that event is yielded), or when the hub drains."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        tail = self._tails.get(stream)
+        if tail is None or tail.task.done():
+            tail = _Tail(self, stream, await self.store.last_seq(stream))
+            self._tails[stream] = tail
+        tail.subscribers.add(queue)
+        self._open_streams += 1
+        position = after
+        try:
+            # Replay everything stored up to what the tail will deliver from here on.
+            while True:
+                batch = await self.store.events_after(stream, position, 500)
+                for event in batch:
+                    position = event.seq
+                    yield event
+                    if until is not None and until(event):
+                        return
+                if len(batch) < 500:
+                    break
+            while not self.draining:
+                try:
+                    item = await asyncio.wait_for(queue.get(), self.heartbeat_seconds)
+                except TimeoutError:
+                    yield None
+                    continue
+                if item is _STOP:
+                    if self.draining:
+                        return
+                    # The tail ended with no other subscriber; start a fresh one.
+                    tail = self._restart_tail(stream, queue, position)
+                    continue
+                if item.seq <= position:
+                    continue
+                if item.seq > position + 1:
+                    # Defensive: fill any gap from the store.
+                    for missed in await self.store.events_after(stream, position, item.seq - 1):
+                        if missed.seq < item.seq:
+                            position = missed.seq
+                            yield missed
+                position = item.seq
+                yield item
+                if until is not None and until(item):
+                    return
+        finally:
+            tail.subscribers.discard(queue)
+            self._open_streams -= 1
+            if self._open_streams == 0:
+                self._drained.set()
+
+    def _restart_tail(self, stream: str, queue: asyncio.Queue[Any], position: int) -> _Tail:
+        tail = self._tails.get(stream)
+        if tail is None or tail.task.done():
+            tail = _Tail(self, stream, position)
+            self._tails[stream] = tail
+        tail.subscribers.add(queue)
+        return tail
+
+    @property
+    def open_streams(self) -> int:
+        return self._open_streams
+
+    async def drain(self, timeout: float) -> None:
+        """Make every open stream send its final event and end."""
+        self.draining = True
+        self._drained.clear()
+        for tail in list(self._tails.values()):
+            tail.wake.set()
+            for q in tail.subscribers:
+                q.put_nowait(_STOP)
+        if self._open_streams:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout)
+
+    async def close(self) -> None:
+        self.draining = True
+        for tail in list(self._tails.values()):
+            tail.task.cancel()
+        for tail in list(self._tails.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await tail.task
+        self._tails.clear()
+
+
+# -- HTTP encodings ---------------------------------------------------------------------------
+
+
+@dataclass
+class StreamRequest:
+    """What a client asked of a stream: the format and where to start."""
+
+    format: str  # "sse" | "jsonl" | "json"
+    after: int
+    limit: int
+
+
+def parse_stream_request(request: Request, page_limit_max: int = 1000) -> StreamRequest:
+    args = request.args
+    fmt = args.get("format")
+    accept = request.headers.get("Accept", "")
+    if fmt is None:
+        if JSONL in accept:
+            fmt = "jsonl"
+        elif "application/json" in accept and SSE not in accept:
+            fmt = "json"
+        elif "limit" in args:
+            fmt = "json"
+        else:
+            fmt = "sse"
+    if fmt not in ("sse", "jsonl", "json"):
+        raise GatewayError(400, "invalid_format", "format must be one of sse, jsonl, json")
+    after = _int_arg(args.get("after"), "after", 0)
+    last_event_id = request.headers.get("Last-Event-ID")
+    if last_event_id is not None and "after" not in args:
+        after = _int_arg(last_event_id, "Last-Event-ID", 0)
+    limit = _int_arg(args.get("limit"), "limit", 100)
+    if not 1 <= limit <= page_limit_max:
+        raise GatewayError(400, "invalid_limit", f"limit must be between 1 and {page_limit_max}")
+    return StreamRequest(fmt, after, limit)
+
+
+def _int_arg(raw: str | None, name: str, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise GatewayError(400, "invalid_parameter", f"{name} must be an integer") from None
+    if value < 0:
+        raise GatewayError(400, "invalid_parameter", f"{name} must be >= 0")
+    return value
+
+
+def _sse(event: Event) -> bytes:
+    data = json.dumps(event.as_dict(), separators=(",", ":"))
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def _jsonl(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+async def stream_response(
+    hub: EventHub,
+    request: Request,
+    stream: str,
+    *,
+    until: Callable[[Event], bool] | None = None,
+) -> Response:
+    """Answer a stream request in the format the client asked for."""
+    sr = parse_stream_request(request, hub.page_limit_max)
+    if sr.format == "json":
+        events = await hub.store.events_after(stream, sr.after, sr.limit + 1)
+        more = len(events) > sr.limit
+        events = events[: sr.limit]
+        page = {
+            "stream": stream,
+            "events": [e.as_dict() for e in events],
+            "next_after": events[-1].seq if events else sr.after,
+            "has_more": more,
+        }
+        return Response(json.dumps(page), content_type="application/json")
+    if hub.draining:
+        raise GatewayError(503, "draining", "the gateway is shutting down")
+
+    sse = sr.format == "sse"
+
+    async def body() -> AsyncIterator[bytes]:
+        if sse:
+            yield f"retry: 2000\n: stream {stream} after {sr.after}\n\n".encode()
+        async for event in hub.subscribe(stream, sr.after, until):
+            if event is None:
+                yield (
+                    b": heartbeat\n\n" if sse else _jsonl({"type": "heartbeat", "ts_ms": now_ms()})
+                )
+            else:
+                yield _sse(event) if sse else _jsonl(event.as_dict())
+        if hub.draining:
+            final = {"type": "stream.closing", "reason": "gateway shutting down", "ts_ms": now_ms()}
+            if sse:
+                yield f"event: stream.closing\ndata: {json.dumps(final)}\n\n".encode()
+            else:
+                yield _jsonl(final)
+
+    response = Response(body(), content_type=SSE if sse else JSONL)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.timeout = None
+    return response

@@ -1,0 +1,42 @@
+"""Prometheus metrics: one CollectorRegistry per app (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time to produce response headers, by method and route template",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gateway_http_requests_in_flight", "Requests being handled", registry=r
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures", "Failed authentication attempts", ["reason"], registry=r
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited_requests", "Requests refused with 429", ["scope"], registry=r
+        )
+        self.gate_denied = Counter(
+            "gateway_policy_gate_denials", "Requests refused by a policy gate", ["gate"], registry=r
+        )
+        self.open_streams = Gauge(
+            "gateway_event_streams_open", "Open event-stream subscriptions", registry=r
+        )
+        self.ws_connections = Gauge(
+            "gateway_websocket_connections", "Open WebSocket connections", registry=r
+        )

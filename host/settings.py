@@ -1,0 +1,338 @@
+"""Settings: ``gateway.toml`` + the runtime overrides file + ``GATEWAY_*`` environment.
+
+Precedence, lowest first: defaults, the config file, the overrides file written by
+``PATCH /gateway/config``, then environment variables (``GATEWAY_AUTH__MODE=token``;
+``__`` separates nested keys). Secrets are references (see :mod:`host.secrets`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from host.secrets import Secret
+
+CONFIG_FILENAME = "gateway.toml"
+OVERRIDES_FILENAME = "config.overrides.toml"
+DEFAULT_BIND = "127.0.0.1:8787"
+
+CURRENT_CONFIG_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "gateway_config_dir", default=None
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RateLimit(_Section):
+    per_minute: int = Field(600, ge=1, description="sustained requests per minute")
+    burst: int | None = Field(None, ge=1, description="bucket size; defaults to per_minute")
+
+    @property
+    def capacity(self) -> int:
+        return self.burst or self.per_minute
+
+
+class TokenSettings(_Section):
+    token: Secret
+    gates: list[str] = Field(default_factory=list, description='granted gates; "*" grants all')
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+
+
+class AuthSettings(_Section):
+    mode: Literal["token", "password-session", "localhost-dev"] = "token"
+    tokens: dict[str, TokenSettings] = Field(default_factory=dict)
+    # password-session mode
+    password: Secret | None = None
+    session_ttl_seconds: int = Field(12 * 3600, ge=60)
+    session_gates: list[str] = Field(default_factory=lambda: ["*"])
+    session_rate_limit: RateLimit = Field(default_factory=RateLimit)
+    # localhost-dev mode
+    localhost_dev_gates: list[str] = Field(default_factory=lambda: ["*"])
+    localhost_dev_rate_limit: RateLimit = Field(default_factory=RateLimit)
+    # unauthenticated traffic, per client address
+    failed_auth_limit: RateLimit = Field(default_factory=lambda: RateLimit(per_minute=30))
+    public_rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(per_minute=120))
+    admin_token_file: str = Field("admin-token", description="generated token, in the state dir")
+
+
+class ServerSettings(_Section):
+    bind: str = DEFAULT_BIND
+    workers: int = Field(1, ge=1, le=64)
+    certfile: str | None = None
+    keyfile: str | None = None
+    access_log: bool = True
+    graceful_timeout_seconds: float = Field(10.0, gt=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_has_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("bind must look like HOST:PORT, e.g. 127.0.0.1:8787")
+        return v
+
+
+class StorageSettings(_Section):
+    url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the state dir")
+    synchronous: Literal["full", "normal"] = "full"
+    busy_timeout_ms: int = Field(10_000, ge=100)
+
+
+class EventSettings(_Section):
+    heartbeat_seconds: float = Field(15.0, gt=0)
+    poll_seconds: float = Field(1.0, gt=0, description="fallback poll for other processes")
+    page_limit_max: int = Field(1000, ge=1)
+
+
+class PluginSection(BaseModel):
+    """``[plugins.<name>]``: ``enabled`` plus whatever keys the plugin reads."""
+
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="allow",
+        validate_default=True,
+    )
+
+    state_dir: Path = Path(".gateway")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    plugins: dict[str, PluginSection] = Field(default_factory=dict)
+    load_plugins: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="third-party plugins to load (all when unset); GATEWAY_LOAD_PLUGINS"
+    )
+
+    # Where this configuration came from; not part of the file format.
+    config_file: Path | None = Field(None, exclude=True)
+    cli_overrides: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    # The layer below the overrides file when there is no config file (embedding, tests).
+    base_data: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("load_plugins", mode="before")
+    @classmethod
+    def _split_plugins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Settings:
+        if self.auth.mode == "password-session" and self.auth.password is None:
+            raise ValueError("auth.password is required when auth.mode = 'password-session'")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    def plugin_enabled(self, name: str) -> bool:
+        section = self.plugins.get(name)
+        return section.enabled if section else True
+
+    def plugin_section(self, name: str) -> dict[str, Any]:
+        section = self.plugins.get(name)
+        return section.model_dump(exclude={"enabled"}) if section else {}
+
+    @property
+    def overrides_path(self) -> Path:
+        return self.state_dir / OVERRIDES_FILENAME
+
+    def extra_section(self, name: str) -> Any:
+        return (self.model_extra or {}).get(name)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be loaded; the message is meant for a person."""
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    env = os.environ.get("GATEWAY_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"GATEWAY_CONFIG names a missing file: {path}")
+        return path
+    local = Path(CONFIG_FILENAME)
+    return local if local.is_file() else None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch: ``null`` removes a key, objects merge, the rest replaces."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            current = out.get(key)
+            out[key] = merge_patch(current if isinstance(current, dict) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_settings(
+    data: dict[str, Any], config_dir: Path | None = None, config_file: Path | None = None
+) -> Settings:
+    """Validate a config dict (env still applies on top); raises ConfigError."""
+    from pydantic import ValidationError
+
+    from host.errors import validation_message
+
+    token = CURRENT_CONFIG_DIR.set(config_dir)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        message, _ = validation_message(exc)
+        raise ConfigError(f"invalid configuration: {message}") from exc
+    finally:
+        CURRENT_CONFIG_DIR.reset(token)
+    settings.config_file = config_file
+    settings.base_data = data
+    if not settings.state_dir.is_absolute() and config_dir is not None and config_file is not None:
+        settings.state_dir = (config_dir / settings.state_dir).resolve()
+    return settings
+
+
+def load_file_layers(config_file: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config file's own dict and the overrides file's dict (either may be empty)."""
+    file_data = read_toml(config_file) if config_file else {}
+    probe = build_settings(file_data, _dir_of(config_file), config_file)
+    overrides_path = probe.overrides_path
+    overrides = read_toml(overrides_path) if overrides_path.is_file() else {}
+    return file_data, overrides
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, **cli_overrides: Any) -> Settings:
+    """Load settings the way ``gateway serve`` does. ``cli_overrides`` are merged last
+    below the environment (``server={"bind": ...}``)."""
+    config_file = find_config_file(config)
+    file_data, overrides = load_file_layers(config_file)
+    data = deep_merge(deep_merge(file_data, overrides), cli_overrides)
+    settings = build_settings(data, _dir_of(config_file), config_file)
+    settings.cli_overrides = cli_overrides
+    settings.base_data = file_data
+    return settings
+
+
+def startup_problems(settings: Settings) -> list[str]:
+    """Rules that only make sense for a running server (checked at start and on reload)."""
+    problems = []
+    if settings.auth.mode == "localhost-dev" and not is_loopback_bind(settings.server.bind):
+        problems.append(
+            f"auth.mode = 'localhost-dev' is refused on {settings.server.bind}: it needs a "
+            "loopback bind (127.0.0.1, ::1 or localhost)"
+        )
+    if bool(settings.server.certfile) != bool(settings.server.keyfile):
+        problems.append("server.certfile and server.keyfile must be given together")
+    return problems
+
+
+def literal_secret_warnings(settings: Settings) -> list[str]:
+    out = []
+    for name, cfg in settings.auth.tokens.items():
+        if cfg.token.is_literal:
+            out.append(f'auth.tokens.{name}.token is a literal; prefer {{ env = "NAME" }}')
+    if settings.auth.password is not None and settings.auth.password.is_literal:
+        out.append('auth.password is a literal; prefer { env = "NAME" }')
+    return out
+
+
+def _dir_of(path: Path | None) -> Path | None:
+    return path.resolve().parent if path else None
+
+
+def is_loopback_bind(bind: str) -> bool:
+    import ipaddress
+
+    host = bind.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+DEFAULT_CONFIG_TEXT = """\
+# agent-gateway configuration. Every key is optional; these are the defaults.
+# Environment variables override this file: GATEWAY_SERVER__BIND=0.0.0.0:8787
+# Secrets are references: { env = "NAME" } or { file = "path" }; literals work but warn.
+
+state_dir = ".gateway"          # SQLite store, generated admin token, runtime overrides
+
+[server]
+bind = "127.0.0.1:8787"         # HTTP/1.1 and HTTP/2 (h2c) on one port
+workers = 1
+access_log = true
+graceful_timeout_seconds = 10
+max_body_bytes = 1048576        # larger bodies get 413
+# certfile = "cert.pem"         # with keyfile: TLS, HTTP/2 negotiated by ALPN
+# keyfile = "key.pem"
+
+[auth]
+mode = "token"                  # token | password-session | localhost-dev
+session_ttl_seconds = 43200     # password-session tokens
+# password = { env = "GATEWAY_PASSWORD" }
+
+# With no tokens configured, a generated admin token (all gates) is kept in
+# <state_dir>/admin-token and printed on first start.
+# [auth.tokens.ci]
+# token = { env = "GATEWAY_CI_TOKEN" }
+# gates = ["allow_session_write"]   # "*" grants every gate
+# rate_limit = { per_minute = 600 }
+
+[events]
+heartbeat_seconds = 15
+
+# Turn a built-in or installed plugin off (it is then never imported):
+# [plugins.control]
+# enabled = false
+"""

@@ -1,0 +1,7 @@
+"""Storage: one async interface over SQLite (embedded default) and, later, PostgreSQL."""
+
+from host.storage.migrations import Migration
+from host.storage.records import AuthSession, Event, now_ms
+from host.storage.store import Store, StoreError, sqlite_url
+
+__all__ = ["AuthSession", "Event", "Migration", "Store", "StoreError", "now_ms", "sqlite_url"]

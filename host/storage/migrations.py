@@ -1,0 +1,56 @@
+"""Versioned migrations, contributed per namespace by the host and by plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from host.storage import tables
+
+MigrationStep = Callable[[sa.Connection], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change. ``upgrade`` gets a synchronous SQLAlchemy connection inside the
+    migration transaction; use Core DDL (``table.create(conn)``) so it runs on every
+    dialect. Versions start at 1 and only ever grow."""
+
+    namespace: str
+    version: int
+    name: str
+    upgrade: MigrationStep
+
+    @classmethod
+    def create_tables(
+        cls, namespace: str, version: int, name: str, table_list: Sequence[sa.Table]
+    ) -> Migration:
+        def upgrade(conn: sa.Connection) -> None:
+            for table in table_list:
+                table.create(conn, checkfirst=True)
+
+        return cls(namespace, version, name, upgrade)
+
+
+HOST_MIGRATIONS: tuple[Migration, ...] = (
+    Migration.create_tables(
+        "host",
+        1,
+        "kv, events, leases, once keys, auth sessions",
+        [
+            tables.kv,
+            tables.events,
+            tables.event_streams,
+            tables.leases,
+            tables.once_keys,
+            tables.auth_sessions,
+        ],
+    ),
+)
+
+
+def pending(applied: set[tuple[str, int]], migrations: Sequence[Migration]) -> list[Migration]:
+    todo = [m for m in migrations if (m.namespace, m.version) not in applied]
+    return sorted(todo, key=lambda m: (m.namespace != "host", m.namespace, m.version))

@@ -1,0 +1,360 @@
+"""The async store: SQLAlchemy 2 Core over aiosqlite (PostgreSQL later, same interface).
+
+Domain-level methods only; plugins that need tables of their own contribute migrations
+and use :meth:`Store.write` / :meth:`Store.read` with Core statements, going through
+:attr:`Store.dialect` for the few dialect-specific constructs (claims, insert-or-ignore).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from host.storage import tables
+from host.storage.dialect import Dialect, for_url
+from host.storage.migrations import HOST_MIGRATIONS, Migration, pending
+from host.storage.records import AuthSession, Event, now_ms
+
+log = logging.getLogger("gateway.store")
+
+
+class StoreError(Exception):
+    pass
+
+
+def sqlite_url(state_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{(state_dir / 'gateway.db').resolve()}"
+
+
+class Store:
+    def __init__(
+        self, url: str, *, synchronous: str = "full", busy_timeout_ms: int = 10_000
+    ) -> None:
+        self.url = url
+        self.dialect: Dialect = for_url(url)
+        self._synchronous = synchronous.upper()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._engine: AsyncEngine | None = None
+        self.applied: list[tuple[str, int, str]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreError("the store is not open")
+        return self._engine
+
+    async def open(self, migrations: Sequence[Migration] = ()) -> None:
+        if self._engine is not None:
+            return
+        engine = create_async_engine(self.url)
+        if self.dialect.name == "sqlite":
+            self._setup_sqlite(engine)
+        self._engine = engine
+        await self.migrate([*HOST_MIGRATIONS, *migrations])
+
+    def _setup_sqlite(self, engine: AsyncEngine) -> None:
+        sync, busy = self._synchronous, self._busy_timeout_ms
+
+        @sa_event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take over transaction control from pysqlite so BEGIN IMMEDIATE is ours to say.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(busy)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute(f"PRAGMA synchronous = {sync}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+        @sa_event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; on SQLite it holds the write lock from its first statement,
+        which is what makes a read-then-write claim safe across processes."""
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- migrations -----------------------------------------------------------------------
+
+    async def migrate(self, migrations: Sequence[Migration]) -> list[tuple[str, int, str]]:
+        seen: dict[tuple[str, int], Migration] = {}
+        for m in migrations:
+            if (m.namespace, m.version) in seen:
+                raise StoreError(f"migration {m.namespace}#{m.version} is defined twice")
+            seen[(m.namespace, m.version)] = m
+        done: list[tuple[str, int, str]] = []
+        async with self.write() as conn:
+            await conn.run_sync(lambda c: tables.schema_migrations.create(c, checkfirst=True))
+            rows = await conn.execute(
+                sa.select(tables.schema_migrations.c.namespace, tables.schema_migrations.c.version)
+            )
+            applied = {(r.namespace, r.version) for r in rows}
+            for m in pending(applied, list(seen.values())):
+                await conn.run_sync(m.upgrade)
+                await conn.execute(
+                    tables.schema_migrations.insert().values(
+                        namespace=m.namespace, version=m.version, name=m.name, applied_ms=now_ms()
+                    )
+                )
+                done.append((m.namespace, m.version, m.name))
+        if done:
+            log.info("applied migrations: %s", ", ".join(f"{n}#{v}" for n, v, _ in done))
+        self.applied = done
+        return done
+
+    async def schema_versions(self) -> dict[str, int]:
+        t = tables.schema_migrations
+        async with self.read() as conn:
+            rows = await conn.execute(
+                sa.select(t.c.namespace, sa.func.max(t.c.version)).group_by(t.c.namespace)
+            )
+            return {ns: int(v) for ns, v in rows}
+
+    # -- key/value ------------------------------------------------------------------------
+
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        async with self.read() as conn:
+            row = await conn.execute(sa.select(tables.kv.c.value).where(tables.kv.c.key == key))
+            value = row.scalar_one_or_none()
+        return default if value is None else value
+
+    async def set_value(self, key: str, value: Any, conn: AsyncConnection | None = None) -> None:
+        stmt = self.dialect.upsert(
+            tables.kv, ["key"], {"key": key, "value": value, "updated_ms": now_ms()}
+        )
+        if conn is not None:
+            await conn.execute(stmt)
+            return
+        async with self.write() as c:
+            await c.execute(stmt)
+
+    async def compare_and_set(self, key: str, expected: Any, new: Any) -> bool:
+        """Set ``key`` to ``new`` only if it currently equals ``expected``."""
+        async with self.write() as conn:
+            row = await conn.execute(sa.select(tables.kv.c.value).where(tables.kv.c.key == key))
+            current = row.scalar_one_or_none()
+            if current != expected:
+                return False
+            await self.set_value(key, new, conn)
+            return True
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def append_event(
+        self,
+        stream: str,
+        type: str,
+        data: dict[str, Any] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> Event:
+        """Append to a stream. Pass ``conn`` to write in the same transaction as the state
+        change the event reports; publish it (``EventHub.notify``) after that commits."""
+        if conn is None:
+            async with self.write() as c:
+                return await self.append_event(stream, type, data, c)
+        ts = now_ms()
+        t = tables.event_streams
+        bump = (
+            self.dialect.insert(t)
+            .values(stream=stream, last_seq=1, updated_ms=ts)
+            .on_conflict_do_update(
+                index_elements=["stream"], set_={"last_seq": t.c.last_seq + 1, "updated_ms": ts}
+            )
+            .returning(t.c.last_seq)
+        )
+        seq = int((await conn.execute(bump)).scalar_one())
+        payload = data or {}
+        await conn.execute(
+            tables.events.insert().values(stream=stream, seq=seq, type=type, ts_ms=ts, data=payload)
+        )
+        return Event(stream, seq, type, ts, payload)
+
+    async def events_after(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        t = tables.events
+        async with self.read() as conn:
+            rows = await conn.execute(
+                sa.select(t.c.seq, t.c.type, t.c.ts_ms, t.c.data)
+                .where(t.c.stream == stream, t.c.seq > after)
+                .order_by(t.c.seq)
+                .limit(limit)
+            )
+            return [Event(stream, int(r.seq), r.type, int(r.ts_ms), r.data) for r in rows]
+
+    async def last_seq(self, stream: str) -> int:
+        t = tables.event_streams
+        async with self.read() as conn:
+            row = await conn.execute(sa.select(t.c.last_seq).where(t.c.stream == stream))
+            return int(row.scalar_one_or_none() or 0)
+
+    async def last_seqs(self, streams: Sequence[str]) -> dict[str, int]:
+        if not streams:
+            return {}
+        t = tables.event_streams
+        async with self.read() as conn:
+            rows = await conn.execute(
+                sa.select(t.c.stream, t.c.last_seq).where(t.c.stream.in_(list(streams)))
+            )
+            found = {r.stream: int(r.last_seq) for r in rows}
+        return {s: found.get(s, 0) for s in streams}
+
+    # -- once-only keys (ticks, deliveries, idempotency) -----------------------------------
+
+    async def once(
+        self, scope: str, key: str, value: Any = None, conn: AsyncConnection | None = None
+    ) -> bool:
+        """Record ``(scope, key)``; True only for the caller that recorded it first."""
+        if conn is None:
+            async with self.write() as c:
+                return await self.once(scope, key, value, c)
+        stmt = self.dialect.insert_ignore(tables.once_keys).values(
+            scope=scope, key=key, value=value, created_ms=now_ms()
+        )
+        result = await conn.execute(stmt)
+        return bool(result.rowcount)
+
+    async def once_value(self, scope: str, key: str) -> Any:
+        t = tables.once_keys
+        async with self.read() as conn:
+            row = await conn.execute(sa.select(t.c.value).where(t.c.scope == scope, t.c.key == key))
+            return row.scalar_one_or_none()
+
+    async def fire_tick(self, schedule_id: str, tick_time_ms: int) -> bool:
+        """True for exactly one caller per (schedule, tick), in any number of processes."""
+        return await self.once("tick", f"{schedule_id}@{tick_time_ms}")
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Take or renew ``name`` for ``owner`` unless another owner holds it unexpired."""
+        t = tables.leases
+        now = now_ms()
+        async with self.write() as conn:
+            row = (
+                await conn.execute(sa.select(t.c.owner, t.c.expires_ms).where(t.c.name == name))
+            ).first()
+            if row is not None and row.owner != owner and row.expires_ms > now:
+                return False
+            await conn.execute(
+                self.dialect.upsert(
+                    t, ["name"], {"name": name, "owner": owner, "expires_ms": now + ttl_ms}
+                )
+            )
+            return True
+
+    heartbeat = acquire_lease
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        t = tables.leases
+        async with self.write() as conn:
+            await conn.execute(t.delete().where(t.c.name == name, t.c.owner == owner))
+
+    async def lease_holder(self, name: str) -> str | None:
+        t = tables.leases
+        async with self.read() as conn:
+            row = (
+                await conn.execute(sa.select(t.c.owner, t.c.expires_ms).where(t.c.name == name))
+            ).first()
+        return row.owner if row is not None and row.expires_ms > now_ms() else None
+
+    async def sweep_stale_leases(self, prefix: str) -> list[str]:
+        """Delete lapsed leases whose name starts with ``prefix``; returns their names."""
+        t = tables.leases
+        async with self.write() as conn:
+            rows = await conn.execute(
+                sa.select(t.c.name).where(t.c.name.startswith(prefix), t.c.expires_ms <= now_ms())
+            )
+            names = [r.name for r in rows]
+            if names:
+                await conn.execute(t.delete().where(t.c.name.in_(names)))
+        return names
+
+    # -- auth sessions --------------------------------------------------------------------
+
+    async def create_auth_session(
+        self, token_hash: str, principal: str, ttl_ms: int, client: str | None
+    ) -> AuthSession:
+        now = now_ms()
+        record = AuthSession(token_hash, principal, now, now + ttl_ms, None, client)
+        async with self.write() as conn:
+            await conn.execute(
+                tables.auth_sessions.insert().values(
+                    token_hash=token_hash,
+                    principal=principal,
+                    created_ms=now,
+                    expires_ms=record.expires_ms,
+                    client=client,
+                )
+            )
+            await conn.execute(
+                self.dialect.insert(tables.kv)
+                .values(key="auth.sessions_issued", value=1, updated_ms=now)
+                .on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={"value": sa.cast(tables.kv.c.value, sa.Integer) + 1, "updated_ms": now},
+                )
+            )
+        return record
+
+    async def get_auth_session(self, token_hash: str) -> AuthSession | None:
+        t = tables.auth_sessions
+        async with self.read() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.token_hash == token_hash))).first()
+        return AuthSession(**row._asdict()) if row is not None else None
+
+    async def revoke_auth_sessions(self, token_hash: str | None = None) -> int:
+        """Revoke one session, or every active one when ``token_hash`` is None."""
+        t = tables.auth_sessions
+        stmt = t.update().where(t.c.revoked_ms.is_(None)).values(revoked_ms=now_ms())
+        if token_hash is not None:
+            stmt = stmt.where(t.c.token_hash == token_hash)
+        async with self.write() as conn:
+            return int((await conn.execute(stmt)).rowcount)
+
+    async def auth_session_counts(self) -> dict[str, int]:
+        t = tables.auth_sessions
+        now = now_ms()
+        async with self.read() as conn:
+            active = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(t)
+                    .where(t.c.revoked_ms.is_(None), t.c.expires_ms > now)
+                )
+            ).scalar_one()
+            issued = (
+                await conn.execute(
+                    sa.select(tables.kv.c.value).where(tables.kv.c.key == "auth.sessions_issued")
+                )
+            ).scalar_one_or_none()
+        return {"active_sessions": int(active), "total_sessions_issued": int(issued or 0)}
+
+    async def purge_expired_auth_sessions(self, older_than_ms: int) -> int:
+        t = tables.auth_sessions
+        async with self.write() as conn:
+            result = await conn.execute(t.delete().where(t.c.expires_ms < older_than_ms))
+            return int(result.rowcount)

@@ -1,0 +1,109 @@
+"""Auth bootstrap and password sessions: issue, revoke."""
+
+from __future__ import annotations
+
+from quart import Blueprint, request
+from quart_schema import validate_request, validate_response
+
+from host.api import GatewayError, context, current_principal, public, requires_gate
+from host.auth.guard import bearer_token
+from host.auth.tokens import TOKEN_PREFIX_SESSION, new_token, token_hash
+from host.errors import error_type_for
+from plugins.control.models import (
+    BootstrapResponse,
+    RevokeResponse,
+    SessionRequest,
+    SessionResponse,
+)
+
+GATE_CONTROL = "allow_gateway_control"
+
+bp = Blueprint("control_auth", __name__)
+
+
+@bp.get("/gateway/auth/bootstrap")
+@public
+@validate_response(BootstrapResponse)
+async def bootstrap() -> BootstrapResponse:
+    """How to authenticate against this gateway (public, rate limited per client)."""
+    mode = context().settings.auth.mode
+    ui_mode = "none" if mode == "localhost-dev" else mode
+    return BootstrapResponse(
+        auth_mode=mode,
+        ui_auth_mode=ui_mode,
+        requires_authentication=ui_mode != "none",
+        ops_endpoint="/ops",
+        ops_login_endpoint="/ops/login",
+        auth_session_endpoint="/gateway/auth/session",
+    )
+
+
+@bp.post("/gateway/auth/session")
+@public
+@validate_request(SessionRequest)
+@validate_response(SessionResponse)
+async def issue_session(data: SessionRequest) -> SessionResponse:
+    """Exchange the gateway password for a bearer token (password-session mode only)."""
+    ctx = context()
+    settings = ctx.settings
+    if settings.auth.mode != "password-session":
+        raise GatewayError(
+            400,
+            "auth_mode_mismatch",
+            f"sessions are issued only in password-session mode; this gateway uses "
+            f"{settings.auth.mode!r}",
+        )
+    client = request.remote_addr or "unknown"
+    limiter, fail_limit = ctx.auth.limiter, settings.auth.failed_auth_limit
+    wait = limiter.blocked(f"fail:{client}", fail_limit)
+    if wait:
+        raise GatewayError(
+            429,
+            "rate_limited",
+            f"too many failed attempts; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    if not ctx.auth.check_password(data.password):
+        ctx.auth.failures += 1
+        ctx.metrics.auth_failures.labels("invalid_password").inc()
+        limiter.hit(f"fail:{client}", fail_limit)
+        raise GatewayError(
+            401, "invalid_credentials", "invalid gateway password", type=error_type_for(401)
+        )
+    token = new_token(TOKEN_PREFIX_SESSION)
+    ttl_s = settings.auth.session_ttl_seconds
+    record = await ctx.store.create_auth_session(
+        token_hash(token), data.principal or "operator", ttl_s * 1000, client
+    )
+    return SessionResponse(
+        access_token=token,
+        token_type="bearer",  # noqa: S106 - the OAuth token type name
+        expires_in_seconds=ttl_s,
+        expires_unix_ms=record.expires_ms,
+    )
+
+
+@bp.delete("/gateway/auth/session")
+@validate_response(RevokeResponse)
+async def revoke_own_session() -> RevokeResponse:
+    """Log out: revoke the session token this request carries."""
+    ctx = context()
+    principal = current_principal()
+    token = bearer_token(request)
+    if principal.kind != "session" or token is None:
+        raise GatewayError(400, "not_a_session", "this request is not authenticated by a session")
+    digest = token_hash(token)
+    revoked = await ctx.store.revoke_auth_sessions(digest)
+    ctx.auth.forget_session(digest)
+    return RevokeResponse(revoked=revoked)
+
+
+@bp.delete("/gateway/auth/sessions")
+@requires_gate(GATE_CONTROL)
+@validate_response(RevokeResponse)
+async def revoke_all_sessions() -> RevokeResponse:
+    """Revoke every active password session (everyone logs in again)."""
+    ctx = context()
+    revoked = await ctx.store.revoke_auth_sessions(None)
+    ctx.auth.forget_session(None)
+    return RevokeResponse(revoked=revoked)

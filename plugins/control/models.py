@@ -1,0 +1,114 @@
+"""Request and response bodies of the control routes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "draining"]
+
+
+class PrometheusText(RootModel[str]):
+    """Prometheus text exposition format (``text/plain; version=0.0.4``)."""
+
+
+class StateResponse(BaseModel):
+    state: Literal["running", "paused"]
+    paused: bool
+    by: str | None = None
+    at_ms: int | None = None
+
+
+class AuthStatus(BaseModel):
+    mode: str
+    session_ttl_seconds: int
+    active_sessions: int
+    total_sessions_issued: int
+    auth_failures: int
+    rate_limited_requests: int
+    principal: dict[str, Any]
+
+
+class StatusResponse(BaseModel):
+    service: str
+    version: str
+    state: Literal["running", "paused", "draining"]
+    uptime_seconds: float
+    started_unix_ms: int
+    auth: AuthStatus
+    plugins: list[dict[str, Any]]
+    plugin_status: dict[str, Any]
+    store: dict[str, Any]
+    streams: dict[str, Any]
+    gateway: dict[str, Any]
+
+
+class ReloadResponse(BaseModel):
+    status: str
+    applied_live: list[str]
+    restart_required: list[str]
+    plugins: dict[str, Any]
+
+
+class ConfigResponse(BaseModel):
+    config: dict[str, Any]
+    sources: dict[str, Any]
+
+
+class ConfigPatchRequest(BaseModel):
+    """A JSON merge patch (RFC 7386) over the configuration: objects merge, ``null``
+    removes a key from the overrides file, other values replace."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ConfigPatchResponse(ReloadResponse):
+    overrides_file: str
+    env_shadowed: list[str]
+
+
+class PluginsResponse(BaseModel):
+    plugins: list[dict[str, Any]]
+    gates: dict[str, dict[str, str]]
+    registrations: dict[str, dict[str, list[str]]]
+    ws_kinds: list[str]
+
+
+class BootstrapResponse(BaseModel):
+    auth_mode: str
+    ui_auth_mode: str
+    requires_authentication: bool
+    ops_endpoint: str
+    ops_login_endpoint: str
+    auth_session_endpoint: str
+
+
+class SessionRequest(BaseModel):
+    password: str = Field(..., min_length=1, max_length=1024)
+    principal: str | None = Field(
+        None, max_length=100, description="a name for the session's principal (audit)"
+    )
+
+
+class SessionResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in_seconds: int
+    expires_unix_ms: int
+
+
+class RevokeResponse(BaseModel):
+    revoked: int

@@ -1,0 +1,142 @@
+"""Health, metrics, status, pause/resume/reload, config and plugin views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Blueprint, Response, current_app, request
+from quart_schema import document_request, document_response, validate_response
+
+from host.api import GatewayError, context, current_principal, public, requires_gate
+from host.config_admin import config_sources, masked_config, patch_config, reload_config
+from plugins.control.models import (
+    ConfigPatchRequest,
+    ConfigPatchResponse,
+    ConfigResponse,
+    HealthResponse,
+    PluginsResponse,
+    PrometheusText,
+    ReloadResponse,
+    StateResponse,
+    StatusResponse,
+)
+from plugins.control.status import status_report
+
+GATE_CONTROL = "allow_gateway_control"
+GATE_CONFIG_WRITE = "allow_config_write"
+
+bp = Blueprint("control", __name__)
+
+
+@bp.get("/health")
+@public(rate_limited=False)
+@validate_response(HealthResponse, 200)
+@document_response(HealthResponse, 503)
+async def health() -> Any:
+    """Liveness probe; 503 while the gateway drains for shutdown."""
+    if context().lifecycle.draining:
+        return HealthResponse(status="draining"), 503
+    return HealthResponse(status="ok")
+
+
+@bp.get("/metrics")
+@document_response(PrometheusText, 200)
+async def metrics() -> Response:
+    """Prometheus metrics in the text exposition format."""
+    ctx = context()
+    ctx.metrics.open_streams.set(ctx.hub.open_streams)
+    return Response(generate_latest(ctx.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/gateway/status")
+@validate_response(StatusResponse)
+async def status() -> StatusResponse:
+    """Gateway state, uptime, auth counters, plugins and store."""
+    report = await status_report(current_app, current_principal())
+    return StatusResponse(**report)
+
+
+async def _state(paused_record: dict[str, Any]) -> StateResponse:
+    return StateResponse(
+        state="paused" if paused_record["paused"] else "running",
+        paused=paused_record["paused"],
+        by=paused_record.get("by"),
+        at_ms=paused_record.get("at_ms"),
+    )
+
+
+@bp.post("/gateway/pause")
+@requires_gate(GATE_CONTROL)
+@validate_response(StateResponse)
+async def pause() -> StateResponse:
+    """Stop accepting new runs (stored; every worker and plugin sees it). 409 if paused."""
+    return await _state(await context().lifecycle.pause(current_principal().name))
+
+
+@bp.post("/gateway/resume")
+@requires_gate(GATE_CONTROL)
+@validate_response(StateResponse)
+async def resume() -> StateResponse:
+    """Accept new runs again. 409 if the gateway is not paused."""
+    return await _state(await context().lifecycle.resume(current_principal().name))
+
+
+@bp.post("/gateway/reload")
+@requires_gate(GATE_CONTROL)
+@validate_response(ReloadResponse)
+async def reload() -> ReloadResponse:
+    """Re-read the config and let plugins reload; a broken config is refused (400)."""
+    return ReloadResponse(**await reload_config(current_app))
+
+
+@bp.get("/gateway/config")
+@validate_response(ConfigResponse)
+async def get_config() -> ConfigResponse:
+    """The running configuration with secrets masked, and where it came from."""
+    settings = context().settings
+    return ConfigResponse(config=masked_config(settings), sources=config_sources(settings))
+
+
+@bp.patch("/gateway/config")
+@requires_gate(GATE_CONFIG_WRITE)
+@document_request(ConfigPatchRequest)
+@validate_response(ConfigPatchResponse)
+async def patch_config_view() -> ConfigPatchResponse:
+    """Change the configuration at runtime (JSON merge patch, validated, written to the
+    overrides file atomically); says which keys applied live and which need a restart."""
+    body = await request.get_json(silent=True)
+    if not request.is_json:
+        raise GatewayError(415, "unsupported_media_type", "send the patch as application/json")
+    if not isinstance(body, dict):
+        raise GatewayError(400, "invalid_json", "the patch must be a JSON object")
+    body.pop("policy_gate", None)
+    if not body:
+        raise GatewayError(400, "empty_patch", "the patch changes nothing")
+    return ConfigPatchResponse(**await patch_config(current_app, body))
+
+
+@bp.get("/gateway/plugins")
+@validate_response(PluginsResponse)
+async def plugins() -> PluginsResponse:
+    """Which plugins loaded, from where, which hooks each implements and what it registered."""
+    ctx = context()
+    registrations: dict[str, dict[str, list[str]]] = {}
+    for kind, registry in ctx.registries.items():
+        for owner, names in registry.by_owner().items():
+            registrations.setdefault(owner, {})[kind] = sorted(names)
+    for owner, names in ctx.gates.by_owner().items():
+        registrations.setdefault(owner, {})["policy_gates"] = sorted(names)
+    for route in ctx.routes:
+        registrations.setdefault(route.plugin, {}).setdefault("routes", []).append(
+            f"{','.join(route.methods) or 'WS'} {route.rule}"
+        )
+    return PluginsResponse(
+        plugins=ctx.plugins.plugin_list(),
+        gates={
+            name: {"description": str(ctx.gates[name]), "plugin": ctx.gates.owners[name]}
+            for name in ctx.gates
+        },
+        registrations=registrations,
+        ws_kinds=sorted(ctx.ws_kinds),
+    )

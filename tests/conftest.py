@@ -1,0 +1,178 @@
+"""Shared fixtures: settings on a real SQLite file in tmp_path, the Quart test client,
+and a real ``gateway serve`` process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import tomli_w
+
+from host.app import create_app
+from host.settings import Settings, build_settings, deep_merge
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+READER_TOKEN = "test-reader-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+READER = {"Authorization": f"Bearer {READER_TOKEN}"}
+
+
+def base_config(state_dir: Path) -> dict[str, Any]:
+    return {
+        "state_dir": str(state_dir),
+        "auth": {
+            "mode": "token",
+            "tokens": {
+                "admin": {"token": ADMIN_TOKEN, "gates": ["*"]},
+                "reader": {"token": READER_TOKEN, "gates": []},
+            },
+        },
+    }
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def make_settings(state_dir: Path) -> Callable[..., Settings]:
+    """``make_settings(**overrides)``: base config deep-merged with ``overrides``."""
+
+    def make(**overrides: Any) -> Settings:
+        return build_settings(deep_merge(base_config(state_dir), overrides))
+
+    return make
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, **kwargs: Any) -> AsyncIterator[Any]:
+    """Yield ``(app, client)`` with start-up and shut-down hooks run."""
+    kwargs.setdefault("load_entrypoints", False)
+    app = create_app(settings, **kwargs)
+    async with app.test_app() as test_app:
+        yield app, test_app.test_client()
+
+
+@pytest.fixture
+async def app_and_client(make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
+    async with running_app(make_settings()) as pair:
+        yield pair
+
+
+@pytest.fixture
+def client(app_and_client: Any) -> Any:
+    return app_and_client[1]
+
+
+# -- a real server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    proc: subprocess.Popen[bytes]
+    url: str
+    config_path: Path
+    state_dir: Path
+    log_path: Path
+    token: str = ADMIN_TOKEN
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def start_server(
+    tmp_path: Path,
+    config: dict[str, Any] | None = None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    wait: bool = True,
+    verify: Any = False,
+) -> LiveServer:
+    state = tmp_path / "srv-state"
+    port = free_port()
+    data = deep_merge(base_config(state), config or {})
+    data.setdefault("server", {})
+    data["server"].setdefault("bind", f"127.0.0.1:{port}")
+    data["server"].setdefault("graceful_timeout_seconds", 5)
+    data.setdefault("events", {}).setdefault("poll_seconds", 0.2)
+    port = int(data["server"]["bind"].rpartition(":")[2])
+    config_path = tmp_path / "gateway.toml"
+    config_path.write_text(tomli_w.dumps(data))
+    log_path = tmp_path / "server.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host.cli", "serve", "--config", str(config_path), *(args or [])],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        cwd=tmp_path,
+    )
+    server = LiveServer(proc, f"{scheme}://127.0.0.1:{port}", config_path, state, log_path)
+    if wait:
+        wait_healthy(server, verify=verify)
+    return server
+
+
+def wait_healthy(server: LiveServer, timeout: float = 30, verify: Any = False) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"gateway did not become healthy:\n{server.log()}")
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """``live_server(config=..., args=[...], env=...)`` starts ``gateway serve``."""
+    servers: list[LiveServer] = []
+
+    def start(**kwargs: Any) -> LiveServer:
+        server = start_server(tmp_path / f"srv{len(servers)}", **kwargs)
+        servers.append(server)
+        return server
+
+    for path in [tmp_path / f"srv{i}" for i in range(8)]:
+        path.mkdir()
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
