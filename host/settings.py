@@ -51,7 +51,7 @@ class AuthSettings(_Section):
     tokens: dict[str, TokenSettings] = Field(default_factory=dict)
     # password-session mode
     password: Secret | None = None
-    session_ttl_seconds: int = Field(12 * 3600, ge=60)
+    session_ttl_seconds: int = Field(12 * 3600, ge=1)
     session_gates: list[str] = Field(default_factory=lambda: ["*"])
     session_rate_limit: RateLimit = Field(default_factory=RateLimit)
     # localhost-dev mode

@@ -75,6 +75,9 @@ async def issue_session(data: SessionRequest) -> SessionResponse:
     record = await ctx.store.create_auth_session(
         token_hash(token), data.principal or "operator", ttl_s * 1000, client
     )
+    await ctx.hub.publish(
+        "gateway", "auth.session_issued", {"principal": record.principal, "client": client}
+    )
     return SessionResponse(
         access_token=token,
         token_type="bearer",  # noqa: S106 - the OAuth token type name
@@ -95,6 +98,7 @@ async def revoke_own_session() -> RevokeResponse:
     digest = token_hash(token)
     revoked = await ctx.store.revoke_auth_sessions(digest)
     ctx.auth.forget_session(digest)
+    await ctx.hub.publish("gateway", "auth.session_revoked", {"principal": principal.name})
     return RevokeResponse(revoked=revoked)
 
 
@@ -106,4 +110,7 @@ async def revoke_all_sessions() -> RevokeResponse:
     ctx = context()
     revoked = await ctx.store.revoke_auth_sessions(None)
     ctx.auth.forget_session(None)
+    await ctx.hub.publish(
+        "gateway", "auth.sessions_revoked", {"by": current_principal().name, "count": revoked}
+    )
     return RevokeResponse(revoked=revoked)

@@ -25,6 +25,24 @@ class PrometheusText(RootModel[str]):
     """Prometheus text exposition format (``text/plain; version=0.0.4``)."""
 
 
+class EventRecord(BaseModel):
+    stream: str
+    seq: int
+    type: str
+    ts_ms: int
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    """The JSON page form of an event stream; the same route also speaks SSE
+    (``text/event-stream``, ``id:`` = seq) and JSONL (``application/x-ndjson``)."""
+
+    stream: str
+    events: list[EventRecord]
+    next_after: int
+    has_more: bool
+
+
 class StateResponse(BaseModel):
     state: Literal["running", "paused"]
     paused: bool

@@ -8,12 +8,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, current_app, request
 from quart_schema import document_request, document_response, validate_response
 
-from host.api import GatewayError, context, current_principal, public, requires_gate
+from host.api import (
+    GatewayError,
+    context,
+    current_principal,
+    public,
+    requires_gate,
+    stream_response,
+)
 from host.config_admin import config_sources, masked_config, patch_config, reload_config
 from plugins.control.models import (
     ConfigPatchRequest,
     ConfigPatchResponse,
     ConfigResponse,
+    EventPage,
     HealthResponse,
     PluginsResponse,
     PrometheusText,
@@ -25,6 +33,13 @@ from plugins.control.status import status_report
 
 GATE_CONTROL = "allow_gateway_control"
 GATE_CONFIG_WRITE = "allow_config_write"
+GATEWAY_STREAM = "gateway"
+
+
+async def publish(type_: str, data: dict[str, Any]) -> None:
+    """Record a gateway-level event (pause, reload, config change, session grant)."""
+    await context().hub.publish(GATEWAY_STREAM, type_, data)
+
 
 bp = Blueprint("control", __name__)
 
@@ -71,7 +86,9 @@ async def _state(paused_record: dict[str, Any]) -> StateResponse:
 @validate_response(StateResponse)
 async def pause() -> StateResponse:
     """Stop accepting new runs (stored; every worker and plugin sees it). 409 if paused."""
-    return await _state(await context().lifecycle.pause(current_principal().name))
+    record = await context().lifecycle.pause(current_principal().name)
+    await publish("gateway.paused", record)
+    return await _state(record)
 
 
 @bp.post("/gateway/resume")
@@ -79,7 +96,9 @@ async def pause() -> StateResponse:
 @validate_response(StateResponse)
 async def resume() -> StateResponse:
     """Accept new runs again. 409 if the gateway is not paused."""
-    return await _state(await context().lifecycle.resume(current_principal().name))
+    record = await context().lifecycle.resume(current_principal().name)
+    await publish("gateway.resumed", record)
+    return await _state(record)
 
 
 @bp.post("/gateway/reload")
@@ -87,7 +106,9 @@ async def resume() -> StateResponse:
 @validate_response(ReloadResponse)
 async def reload() -> ReloadResponse:
     """Re-read the config and let plugins reload; a broken config is refused (400)."""
-    return ReloadResponse(**await reload_config(current_app))
+    report = await reload_config(current_app)
+    await publish("gateway.reloaded", {"by": current_principal().name, **report})
+    return ReloadResponse(**report)
 
 
 @bp.get("/gateway/config")
@@ -113,7 +134,15 @@ async def patch_config_view() -> ConfigPatchResponse:
     body.pop("policy_gate", None)
     if not body:
         raise GatewayError(400, "empty_patch", "the patch changes nothing")
-    return ConfigPatchResponse(**await patch_config(current_app, body))
+    report = await patch_config(current_app, body)
+    await publish(
+        "config.patched",
+        {
+            "by": current_principal().name,
+            "keys": report["applied_live"] + report["restart_required"],
+        },
+    )
+    return ConfigPatchResponse(**report)
 
 
 @bp.get("/gateway/plugins")
@@ -140,3 +169,12 @@ async def plugins() -> PluginsResponse:
         registrations=registrations,
         ws_kinds=sorted(ctx.ws_kinds),
     )
+
+
+@bp.get("/gateway/events")
+@document_response(EventPage, 200)
+async def gateway_events() -> Response:
+    """The gateway's own event stream (pause, resume, reload, config, sessions): SSE with
+    ``Last-Event-ID`` resume, JSONL for ``Accept: application/x-ndjson``, or a JSON page
+    with ``?after=&limit=``."""
+    return await stream_response(context().hub, request, GATEWAY_STREAM)
