@@ -10,6 +10,7 @@ from host.context import GatewayContext, context
 from host.errors import GatewayError, error_response
 from host.events import EventHub, stream_response
 from host.hookspecs import hookimpl
+from host.openapi import document_media_type, document_stream
 from host.storage import Event, Migration, Store
 from host.ws import FrameError, WsContext
 
@@ -34,6 +35,8 @@ __all__ = [
     "WsContext",
     "context",
     "current_principal",
+    "document_media_type",
+    "document_stream",
     "error_response",
     "hookimpl",
     "public",

@@ -11,6 +11,7 @@ from typing import Any
 from quart import Quart, Response, g, request, websocket
 from quart_schema import QuartSchema
 from quart_schema.openapi import Info
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from host import __version__
 from host.auth.decorators import gate_of, is_public
@@ -21,7 +22,9 @@ from host.errors import GatewayError, install_error_handlers
 from host.events import EventHub
 from host.lifecycle import Lifecycle
 from host.metrics import GatewayMetrics
+from host.openapi import GatewayOpenAPIProvider
 from host.plugins import PluginError, PluginHost, Registry
+from host.responses import install_cached_conversion
 from host.settings import Settings, load_settings
 from host.storage import Migration, Store, sqlite_url
 
@@ -35,7 +38,8 @@ REGISTRY_HOOKS = {
 }
 
 # Routes the host itself serves (not a plugin): the generated OpenAPI document.
-HOST_PUBLIC_ENDPOINTS = frozenset({"openapi", "static"})
+HOST_PUBLIC_ENDPOINTS = frozenset({"openapi"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def create_app(
@@ -49,7 +53,8 @@ def create_app(
     settings = settings or load_settings()
     plugins = PluginHost(settings, extra_plugins=extra_plugins, load_entrypoints=load_entrypoints)
 
-    app = Quart("agent_gateway")
+    # No static folder: Quart would otherwise serve <cwd>/static/* to anyone, unauthenticated.
+    app = Quart("agent_gateway", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
@@ -62,7 +67,9 @@ def create_app(
         info=Info(title="agent-gateway", version=__version__),
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
+        openapi_provider_class=GatewayOpenAPIProvider,
     )
+    install_cached_conversion(app)
     install_error_handlers(app)
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +83,7 @@ def create_app(
     auth = Authenticator(settings, store, metrics, plugins, admin_token)
 
     async def observe(event: Any) -> None:
-        await plugins.call_async("gateway_on_event", event=event)
+        await plugins.call_async("gateway_on_event", event=event, log_errors=True)
 
     hub = EventHub(
         store,
@@ -206,9 +213,16 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
         g.gw_counted = True
         length = request.content_length
         if length is not None and length > max_body:
-            raise GatewayError(
-                413, "payload_too_large", f"request body exceeds the limit of {max_body} bytes"
-            )
+            raise _too_large(max_body)
+        if length is None and (
+            request.method in _BODY_METHODS or "Transfer-Encoding" in request.headers
+        ):
+            # No Content-Length (chunked, or HTTP/2 without it): read the body now, before
+            # auth and the view, so an oversized one is refused before any work is done.
+            try:
+                await request.get_data(cache=True)
+            except RequestEntityTooLarge:
+                raise _too_large(max_body) from None
         view = view_for(request)
         if view is None:
             return  # 404 / 405 follow from routing
@@ -223,8 +237,8 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
         start = g.get("gw_start")
         if start is not None:
             rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-            metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
-            metrics.latency.labels(request.method, rule).observe(time.perf_counter() - start)
+            method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+            metrics.observe_request(method, rule, response.status_code, time.perf_counter() - start)
         return response
 
     @app.teardown_request
@@ -242,6 +256,16 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
         if lifecycle.draining:
             raise GatewayError(503, "draining", "the gateway is shutting down")
         g.principal = await ctx.auth.check(websocket, view, websocket=True)
+
+
+# Anything else is labelled OTHER, so a client cannot grow the metric label sets.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413, "payload_too_large", f"request body exceeds the limit of {limit} bytes"
+    )
 
 
 def _host_public() -> None:

@@ -60,6 +60,7 @@ def serve(
     state_dir: str | None,
 ) -> None:
     """Serve the gateway (HTTP/1.1 and HTTP/2 on one port; TLS with --certfile/--keyfile)."""
+    from host.plugins import PluginError
     from host.serve import serve as run
 
     server = {
@@ -76,7 +77,13 @@ def serve(
     overrides: dict[str, Any] = {"server": server} if server else {}
     if state_dir:
         overrides["state_dir"] = str(Path(state_dir).resolve())
-    sys.exit(run(_load(config_path, **overrides)))
+    settings = _load(config_path, **overrides)
+    try:
+        code = run(settings)
+    except PluginError as exc:
+        # A broken plugin is a configuration problem: say which, without a traceback.
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
 
 
 @cli.group()
@@ -114,12 +121,18 @@ def config_show(config_path: str | None) -> None:
 @config_option
 def config_check(config_path: str | None) -> None:
     """Validate the configuration and the plugins it loads; exit 1 on any error."""
-    from host.plugins import PluginError, PluginHost
+    import tempfile
+
+    from host.app import create_app
+    from host.plugins import PluginError
 
     settings = _load(config_path)
     problems = startup_problems(settings)
     try:
-        PluginHost(settings)
+        # Build the whole app, so duplicate routes, gates and kinds are found too, against
+        # a scratch state directory: a check creates no state and no admin token.
+        with tempfile.TemporaryDirectory() as scratch:
+            create_app(settings.model_copy(update={"state_dir": Path(scratch)}))
     except PluginError as exc:
         problems.append(str(exc))
     for warning in literal_secret_warnings(settings):

@@ -8,6 +8,7 @@ config file, written to a temp file and moved into place with ``os.replace``.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,12 @@ from quart import Quart
 
 from host.context import GatewayContext, context
 from host.errors import GatewayError
-from host.secrets import Secret
+from host.secrets import MASK, Secret
 from host.settings import (
     ConfigError,
     Settings,
     build_settings,
     deep_merge,
-    find_config_file,
     merge_patch,
     read_toml,
     startup_problems,
@@ -32,10 +32,53 @@ from host.settings import (
 
 # Keys that take effect only after a restart; everything else applies live.
 RESTART_KEYS = ("server", "state_dir", "storage", "plugins", "load_plugins")
+# Keys inside a live section that are still read only at start.
+RESTART_SUBKEYS = {"auth": ("admin_token_file",)}
+
+
+# In free-form sections (plugins, extra top-level tables) the host cannot know which
+# values are secrets: a literal string under a key named like one is masked.
+_SECRET_KEY = re.compile(r"token|secret|passw|api_?key|private_?key|credential", re.IGNORECASE)
 
 
 def masked_config(settings: Settings) -> dict[str, Any]:
-    return settings.model_dump(mode="json")
+    """The configuration as JSON with no secret in clear: :class:`Secret` values show their
+    reference (literals masked), a password in ``storage.url`` is masked, and so are
+    literal strings under secret-looking keys of plugin sections."""
+    data = settings.model_dump(mode="json")
+    url = data.get("storage", {}).get("url")
+    if url:
+        data["storage"]["url"] = _mask_url(url)
+    data["plugins"] = _mask_free_form(data.get("plugins", {}))
+    for key in settings.model_extra or {}:
+        if key in data:
+            data[key] = _mask_free_form(data[key], _SECRET_KEY.search(key) is not None)
+    return data
+
+
+def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def _mask_free_form(value: Any, secret: bool = False) -> Any:
+    if isinstance(value, dict):
+        if set(value) in ({"env"}, {"file"}):
+            return value  # a reference, not a secret
+        return {
+            k: _mask_free_form(v, secret or bool(_SECRET_KEY.search(k))) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_free_form(v, secret) for v in value]
+    if secret and isinstance(value, str) and value:
+        return MASK
+    return value
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -48,7 +91,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(old: Settings, new: Settings) -> list[str]:
-    a, b = flatten(masked_config(old)), flatten(masked_config(new))
+    a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
     keys = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
     # A secret whose reference stays the same but whose value changed is a change too.
     for path in _secret_paths(old) | _secret_paths(new):
@@ -58,12 +101,16 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
 
 
 def needs_restart(key: str) -> bool:
-    return key.split(".", 1)[0] in RESTART_KEYS
+    section, _, rest = key.partition(".")
+    return section in RESTART_KEYS or rest.split(".", 1)[0] in RESTART_SUBKEYS.get(section, ())
 
 
 def _live_view(old: Settings, new: Settings) -> Settings:
     """The new settings, except for keys that only a restart can apply."""
-    keep = {name: getattr(old, name) for name in RESTART_KEYS}
+    keep: dict[str, Any] = {name: getattr(old, name) for name in RESTART_KEYS}
+    for section, names in RESTART_SUBKEYS.items():
+        kept = {name: getattr(getattr(old, section), name) for name in names}
+        keep[section] = getattr(new, section).model_copy(update=kept)
     applied = new.model_copy(update=keep)
     applied.config_file = old.config_file
     applied.cli_overrides = old.cli_overrides
@@ -72,7 +119,9 @@ def _live_view(old: Settings, new: Settings) -> Settings:
 
 async def apply_settings(app: Quart, new: Settings) -> dict[str, Any]:
     ctx = context(app)
-    problems = startup_problems(new)
+    # Also the live view: server.* only changes on restart, so a new auth mode must suit
+    # the bind the process is actually listening on.
+    problems = startup_problems(new) or startup_problems(_live_view(ctx.settings, new))
     if problems:
         raise GatewayError(400, "config_invalid", "; ".join(problems))
     old = ctx.settings
@@ -119,7 +168,7 @@ def _reread(settings: Settings, overrides: dict[str, Any] | None = None) -> Sett
         overrides = read_toml(path) if path.is_file() else {}
     layers = deep_merge(deep_merge(base, overrides), settings.cli_overrides)
     config_dir = config_file.resolve().parent if config_file else None
-    new = build_settings(layers, config_dir, config_file)
+    new = build_settings(layers, config_dir, config_file, settings.cli_overrides)
     new.cli_overrides = settings.cli_overrides
     new.base_data = base
     return new
@@ -140,8 +189,22 @@ async def reload_config(app: Quart) -> dict[str, Any]:
 async def patch_config(app: Quart, patch: dict[str, Any]) -> dict[str, Any]:
     ctx = context(app)
     path = ctx.settings.overrides_path
+    if "state_dir" in patch:
+        # The overrides file lives in the state directory: it cannot move itself.
+        raise GatewayError(
+            400,
+            "config_invalid",
+            "state_dir: cannot be changed at runtime; set it in gateway.toml, "
+            "GATEWAY_STATE_DIR or --state-dir",
+        )
     current = read_toml(path) if path.is_file() else {}
-    overrides = merge_patch(current, patch)
+    overrides = _prune_empty(merge_patch(current, patch))
+    try:
+        tomli_w.dumps(overrides).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # e.g. null in a list, or a lone surrogate
+        raise GatewayError(
+            400, "config_invalid", f"the patch cannot be stored as TOML: {exc}"
+        ) from None
     try:
         new = _reread(ctx.settings, overrides)
     except ConfigError as exc:
@@ -154,7 +217,9 @@ async def patch_config(app: Quart, patch: dict[str, Any]) -> dict[str, Any]:
             f'{literal[0]}: secrets are written as {{"env": "NAME"}} or {{"file": '
             '"path"}} references, never in clear',
         )
-    problems = startup_problems(new)
+    # Also the live view: server.* only changes on restart, so a new auth mode must suit
+    # the bind the process is actually listening on.
+    problems = startup_problems(new) or startup_problems(_live_view(ctx.settings, new))
     if problems:
         raise GatewayError(400, "config_invalid", "; ".join(problems))
     write_toml_atomic(path, overrides)
@@ -166,6 +231,18 @@ async def patch_config(app: Quart, patch: dict[str, Any]) -> dict[str, Any]:
         "env_shadowed": env_shadowed,
         **report,
     }
+
+
+def _prune_empty(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop tables left empty once ``null`` removed their last key."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _prune_empty(value)
+            if not value:
+                continue
+        out[key] = value
+    return out
 
 
 def write_toml_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -228,17 +305,12 @@ def _has_path(data: dict[str, Any], dotted: str) -> bool:
 
 def config_sources(settings: Settings) -> dict[str, Any]:
     env = sorted(k for k in os.environ if k.startswith("GATEWAY_") and k != "GATEWAY_CONFIG")
-    file = settings.config_file or find_config_file_quiet()
+    # Only the file this configuration was loaded from: an app built from settings in
+    # code (embedding, tests) has none, whatever lies in the working directory.
+    file = settings.config_file
     return {
         "config_file": str(file) if file else None,
         "overrides_file": str(settings.overrides_path),
         "overrides_present": settings.overrides_path.is_file(),
         "env_keys": env,
     }
-
-
-def find_config_file_quiet() -> Path | None:
-    try:
-        return find_config_file()
-    except ConfigError:
-        return None

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import ValidationError
-from quart import Quart, Response, jsonify
+from pydantic import BaseModel, Field, ValidationError
+from quart import Quart, Request, Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
+from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 
 log = logging.getLogger("gateway.errors")
 
@@ -33,6 +35,20 @@ _STATUS_TYPES: dict[int, tuple[str, str]] = {
     501: ("server_error", "not_implemented"),
     503: ("server_error", "unavailable"),
 }
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(..., description="error class, after the OpenAI vocabulary")
+    code: str = Field(..., description="stable machine-readable code, e.g. policy_gate_denied")
+    message: str = Field(..., description="human-readable; names the failing field if any")
+    param: str | None = Field(None, description="the request field a validation error is about")
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The error envelope every non-2xx JSON answer uses."""
+
+    error: ErrorDetail
 
 
 def error_type_for(status: int) -> str:
@@ -106,7 +122,22 @@ def validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str
     return f"{msg}{more}", None
 
 
+class GatewayRequest(Request):
+    """Quart's request, except that a body that is not valid JSON is a typed 400."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except UnicodeDecodeError as error:  # Quart decodes before its own try
+            return None if silent else self.on_json_loading_failed(error)
+
+    def on_json_loading_failed(self, error: Exception) -> Any:
+        raise GatewayError(400, "invalid_json", f"request body is not valid JSON: {error}")
+
+
 def install_error_handlers(app: Quart) -> None:
+    app.request_class = GatewayRequest
+
     @app.errorhandler(GatewayError)
     async def _gateway_error(exc: GatewayError) -> Response:
         extra = {"details": exc.details} if exc.details else {}
@@ -116,12 +147,26 @@ def install_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(exc: RequestSchemaValidationError) -> Response:
+        if isinstance(exc, QuerystringValidationError):
+            code, what = "invalid_query", "query string"
+        elif isinstance(exc, RequestHeadersValidationError):
+            code, what = "invalid_headers", "request headers"
+        else:
+            code, what = "invalid_request_body", "request body"
+            if not request.is_json:
+                # quart-schema reads a non-JSON body as None; say what is wrong instead.
+                return error_response(
+                    415, "unsupported_media_type", "send the request body as application/json"
+                )
         inner = exc.validation_error
+        field: str | None = None
         if isinstance(inner, ValidationError):
             message, field = validation_message(inner)
+            if field is None:
+                message = f"{what} must be a JSON object matching the schema: {message}"
         else:
-            message, field = f"request body is invalid: {inner}", None
-        return error_response(400, "invalid_request_body", message, param=field)
+            message = f"{what} is invalid: {inner}"
+        return error_response(400, code, message, param=field)
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
@@ -137,7 +182,11 @@ def install_error_handlers(app: Quart) -> None:
         elif status == 404:
             message = "no route matches this path"
         elif status == 413:
-            message = "request body exceeds the configured limit"
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"request body exceeds the limit of {limit} bytes"
+        elif isinstance(exc, WebsocketMismatch):
+            code = "websocket_required"
+            message = "this route only accepts WebSocket connections"
         elif status == 400 and "json" in (message or "").lower():
             code = "invalid_json"
             message = "request body is not valid JSON"

@@ -159,6 +159,11 @@ class PluginHost:
     def _register(self, obj: object, name: str, info: PluginInfo) -> None:
         if name in self.infos and self.infos[name].enabled:
             raise PluginError(f"two plugins are named {name!r}")
+        if self.pm.is_registered(obj):
+            other = self.pm.get_name(obj)
+            raise PluginError(
+                f"plugin {name!r} ({info.module}) is already loaded as plugin {other!r}"
+            )
         try:
             self.pm.register(obj, name=name)
         except pluggy.PluginValidationError as exc:
@@ -207,13 +212,25 @@ class PluginHost:
             fn(register=register, **kwargs)
         return registry
 
-    async def call_async(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call every implementation, awaiting awaitables; returns (plugin, result)."""
+    async def call_async(
+        self, hook_name: str, *, log_errors: bool = False, **kwargs: Any
+    ) -> list[tuple[str, Any]]:
+        """Call every implementation, awaiting awaitables; returns (plugin, result).
+
+        With ``log_errors`` an implementation that raises is logged and left out of the
+        results, and the others are still called (observers); otherwise it propagates.
+        """
         results = []
         for plugin, fn in self.impls(hook_name):
-            result = fn(**kwargs)
-            if inspect.isawaitable(result):
-                result = await result
+            try:
+                result = fn(**kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception:
+                if not log_errors:
+                    raise
+                log.exception("plugin %s failed in %s", plugin, hook_name)
+                continue
             results.append((plugin, result))
         return results
 

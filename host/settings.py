@@ -25,6 +25,18 @@ DEFAULT_BIND = "127.0.0.1:8787"
 CURRENT_CONFIG_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "gateway_config_dir", default=None
 )
+# Command-line flags (``gateway serve --bind``) beat the environment, which beats files.
+CURRENT_CLI: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "gateway_cli_overrides", default=None
+)
+
+
+class _CliSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(CURRENT_CLI.get() or {})
 
 
 class _Section(BaseModel):
@@ -146,7 +158,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
+        return (_CliSource(settings_cls), env_settings, init_settings)
 
     def plugin_enabled(self, name: str) -> bool:
         section = self.plugins.get(name)
@@ -173,15 +185,15 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | N
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        return path
+        return path.resolve()
     env = os.environ.get("GATEWAY_CONFIG")
     if env:
         path = Path(env)
         if not path.is_file():
             raise ConfigError(f"GATEWAY_CONFIG names a missing file: {path}")
-        return path
+        return path.resolve()
     local = Path(CONFIG_FILENAME)
-    return local if local.is_file() else None
+    return local.resolve() if local.is_file() else None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -219,14 +231,19 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
 
 
 def build_settings(
-    data: dict[str, Any], config_dir: Path | None = None, config_file: Path | None = None
+    data: dict[str, Any],
+    config_dir: Path | None = None,
+    config_file: Path | None = None,
+    cli: dict[str, Any] | None = None,
 ) -> Settings:
-    """Validate a config dict (env still applies on top); raises ConfigError."""
+    """Validate a config dict; the environment applies on top, and ``cli`` (command-line
+    flags) on top of that. Raises ConfigError."""
     from pydantic import ValidationError
 
     from host.errors import validation_message
 
     token = CURRENT_CONFIG_DIR.set(config_dir)
+    cli_token = CURRENT_CLI.set(cli)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -234,6 +251,7 @@ def build_settings(
         raise ConfigError(f"invalid configuration: {message}") from exc
     finally:
         CURRENT_CONFIG_DIR.reset(token)
+        CURRENT_CLI.reset(cli_token)
     settings.config_file = config_file
     settings.base_data = data
     if not settings.state_dir.is_absolute() and config_dir is not None and config_file is not None:
@@ -241,22 +259,27 @@ def build_settings(
     return settings
 
 
-def load_file_layers(config_file: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The config file's own dict and the overrides file's dict (either may be empty)."""
+def load_file_layers(
+    config_file: Path | None, cli_overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config file's own dict and the overrides file's dict (either may be empty).
+    The overrides file lives in the state directory, which the CLI (``--state-dir``) or
+    the environment may move away from the file's."""
     file_data = read_toml(config_file) if config_file else {}
-    probe = build_settings(file_data, _dir_of(config_file), config_file)
+    probe_data = deep_merge(file_data, cli_overrides) if cli_overrides else file_data
+    probe = build_settings(probe_data, _dir_of(config_file), config_file, cli_overrides)
     overrides_path = probe.overrides_path
     overrides = read_toml(overrides_path) if overrides_path.is_file() else {}
     return file_data, overrides
 
 
 def load_settings(config: str | os.PathLike[str] | None = None, **cli_overrides: Any) -> Settings:
-    """Load settings the way ``gateway serve`` does. ``cli_overrides`` are merged last
-    below the environment (``server={"bind": ...}``)."""
+    """Load settings the way ``gateway serve`` does. ``cli_overrides`` (command-line flags,
+    ``server={"bind": ...}``) beat the environment, which beats the files."""
     config_file = find_config_file(config)
-    file_data, overrides = load_file_layers(config_file)
+    file_data, overrides = load_file_layers(config_file, cli_overrides)
     data = deep_merge(deep_merge(file_data, overrides), cli_overrides)
-    settings = build_settings(data, _dir_of(config_file), config_file)
+    settings = build_settings(data, _dir_of(config_file), config_file, cli_overrides)
     settings.cli_overrides = cli_overrides
     settings.base_data = file_data
     return settings

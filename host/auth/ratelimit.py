@@ -44,7 +44,8 @@ class RateLimiter:
 
     def _bucket(self, key: str, limit: RateLimit) -> TokenBucket:
         entry = self._buckets.get(key)
-        if entry is None or entry[0] != limit:
+        # Identity first: the same settings object on every request until a reload.
+        if entry is None or (entry[0] is not limit and entry[0] != limit):
             bucket = TokenBucket(limit)
             self._buckets[key] = (limit, bucket)
             if len(self._buckets) > self.max_keys:

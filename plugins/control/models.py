@@ -6,15 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-
-class ErrorDetail(BaseModel):
-    type: str
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
+# The host's error envelope, re-exported next to the control plugin's own bodies.
+from host.errors import ErrorDetail as ErrorDetail
+from host.errors import ErrorResponse as ErrorResponse
 
 
 class HealthResponse(BaseModel):
@@ -22,7 +16,7 @@ class HealthResponse(BaseModel):
 
 
 class PrometheusText(RootModel[str]):
-    """Prometheus text exposition format (``text/plain; version=0.0.4``)."""
+    """Prometheus text exposition format (``text/plain``)."""
 
 
 class EventRecord(BaseModel):

@@ -17,6 +17,7 @@ from host.api import (
     stream_response,
 )
 from host.config_admin import config_sources, masked_config, patch_config, reload_config
+from host.openapi import document_media_type, document_stream
 from plugins.control.models import (
     ConfigPatchRequest,
     ConfigPatchResponse,
@@ -57,6 +58,7 @@ async def health() -> Any:
 
 @bp.get("/metrics")
 @document_response(PrometheusText, 200)
+@document_media_type("text/plain")
 async def metrics() -> Response:
     """Prometheus metrics in the text exposition format."""
     ctx = context()
@@ -173,6 +175,7 @@ async def plugins() -> PluginsResponse:
 
 @bp.get("/gateway/events")
 @document_response(EventPage, 200)
+@document_stream
 async def gateway_events() -> Response:
     """The gateway's own event stream (pause, resume, reload, config, sessions): SSE with
     ``Last-Event-ID`` resume, JSONL for ``Accept: application/x-ndjson``, or a JSON page

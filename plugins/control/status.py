@@ -17,7 +17,9 @@ async def status_report(app: Quart, principal: Principal) -> dict[str, Any]:
     counts = await ctx.store.auth_session_counts()
     plugin_status = {
         plugin: result
-        for plugin, result in await ctx.plugins.call_async("gateway_status", app=app)
+        for plugin, result in await ctx.plugins.call_async(
+            "gateway_status", app=app, log_errors=True
+        )
         if result is not None
     }
     return {
