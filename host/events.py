@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ log = logging.getLogger("gateway.events")
 
 SSE = "text/event-stream"
 JSONL = "application/x-ndjson"
+MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in every store
 
 _STOP = object()
 
@@ -47,8 +48,11 @@ class _Tail:
         try:
             while self.subscribers and not self.hub.draining:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), poll)
+                    async with asyncio.timeout(poll):
+                        await self.wake.wait()
                 self.wake.clear()
+                if not self.subscribers or self.hub.draining:
+                    break
                 await self._pump()
         except asyncio.CancelledError:
             raise
@@ -57,7 +61,14 @@ class _Tail:
         finally:
             for q in self.subscribers:
                 q.put_nowait(_STOP)
-            self.hub._tails.pop(self.stream, None)
+            # A newer tail may already serve this stream: only remove ourselves.
+            if self.hub._tails.get(self.stream) is self:
+                del self.hub._tails[self.stream]
+
+    def leave(self, queue: asyncio.Queue[Any]) -> None:
+        self.subscribers.discard(queue)
+        if not self.subscribers:
+            self.wake.set()  # let the producer notice at once that nobody listens
 
     async def _pump(self) -> None:
         while True:
@@ -119,64 +130,81 @@ class EventHub:
         stream: str,
         after: int = 0,
         until: Callable[[Event], bool] | None = None,
-    ) -> AsyncIterator[Event | None]:
+    ) -> AsyncGenerator[Event | None, None]:
         """Events after ``after``: stored ones first, then live ones. Yields ``None`` as a
         heartbeat tick when nothing happened for ``heartbeat_seconds``. Ends when ``until``
         returns True for an event (that event is yielded), or when the hub drains."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        tail = self._tails.get(stream)
-        if tail is None or tail.task.done():
-            tail = _Tail(self, stream, await self.store.last_seq(stream))
-            self._tails[stream] = tail
-        tail.subscribers.add(queue)
         self._open_streams += 1
         position = after
+        tail: _Tail | None = None
         try:
-            # Replay everything stored up to what the tail will deliver from here on.
             while True:
-                batch = await self.store.events_after(stream, position, 500)
-                for event in batch:
-                    position = event.seq
-                    yield event
-                    if until is not None and until(event):
-                        return
-                if len(batch) < 500:
-                    break
-            while not self.draining:
-                try:
-                    item = await asyncio.wait_for(queue.get(), self.heartbeat_seconds)
-                except TimeoutError:
-                    yield None
-                    continue
-                if item is _STOP:
-                    if self.draining:
-                        return
-                    # The tail ended with no other subscriber; start a fresh one.
-                    tail = self._restart_tail(stream, queue, position)
-                    continue
-                if item.seq <= position:
-                    continue
-                if item.seq > position + 1:
-                    # Defensive: fill any gap from the store.
-                    for missed in await self.store.events_after(stream, position, item.seq - 1):
-                        if missed.seq < item.seq:
+                # Join the stream's producer first, then replay what is stored: the tail
+                # delivers everything after its position at the moment we joined, and the
+                # replay reads the store after that moment, so between them nothing is
+                # missed; what both deliver is dropped by seq.
+                tail = await self._join(stream, queue)
+                while True:
+                    batch = await self.store.events_after(stream, position, 500)
+                    for event in batch:
+                        position = event.seq
+                        yield event
+                        if until is not None and until(event):
+                            return
+                    if len(batch) < 500:
+                        break
+                restart = False
+                while not self.draining:
+                    try:
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                        # cancellation (client gone) that lands as the item arrives, and
+                        # the stream would then write to a closed connection forever.
+                        async with asyncio.timeout(self.heartbeat_seconds):
+                            item = await queue.get()
+                    except TimeoutError:
+                        yield None
+                        continue
+                    if item is _STOP:
+                        # Draining, or the producer ended (it failed, or it stopped just
+                        # as we joined): join a fresh one and replay from our position.
+                        restart = not self.draining
+                        break
+                    if item.seq <= position:
+                        continue
+                    if item.seq > position + 1:
+                        # Defensive: fill any gap from the store.
+                        gap = item.seq - position - 1
+                        for missed in await self.store.events_after(stream, position, gap):
                             position = missed.seq
                             yield missed
-                position = item.seq
-                yield item
-                if until is not None and until(item):
+                            if until is not None and until(missed):
+                                return
+                    position = item.seq
+                    yield item
+                    if until is not None and until(item):
+                        return
+                if not restart:
                     return
+                tail.leave(queue)
+                tail = None
         finally:
-            tail.subscribers.discard(queue)
+            if tail is not None:
+                tail.leave(queue)
             self._open_streams -= 1
             if self._open_streams == 0:
                 self._drained.set()
 
-    def _restart_tail(self, stream: str, queue: asyncio.Queue[Any], position: int) -> _Tail:
+    async def _join(self, stream: str, queue: asyncio.Queue[Any]) -> _Tail:
+        """Add ``queue`` to the stream's single producer, starting one if there is none."""
         tail = self._tails.get(stream)
         if tail is None or tail.task.done():
-            tail = _Tail(self, stream, position)
-            self._tails[stream] = tail
+            position = await self.store.last_seq(stream)
+            # Another subscriber may have started one while we read the position.
+            tail = self._tails.get(stream)
+            if tail is None or tail.task.done():
+                tail = _Tail(self, stream, position)
+                self._tails[stream] = tail
         tail.subscribers.add(queue)
         return tail
 
@@ -252,6 +280,8 @@ def _int_arg(raw: str | None, name: str, default: int) -> int:
         raise GatewayError(400, "invalid_parameter", f"{name} must be an integer") from None
     if value < 0:
         raise GatewayError(400, "invalid_parameter", f"{name} must be >= 0")
+    if value > MAX_SEQ:
+        raise GatewayError(400, "invalid_parameter", f"{name} must be <= {MAX_SEQ}")
     return value
 
 
@@ -292,13 +322,17 @@ async def stream_response(
     async def body() -> AsyncIterator[bytes]:
         if sse:
             yield f"retry: 2000\n: stream {stream} after {sr.after}\n\n".encode()
-        async for event in hub.subscribe(stream, sr.after, until):
-            if event is None:
-                yield (
-                    b": heartbeat\n\n" if sse else _jsonl({"type": "heartbeat", "ts_ms": now_ms()})
-                )
-            else:
-                yield _sse(event) if sse else _jsonl(event.as_dict())
+        # aclosing: a client that goes away leaves the subscription at once, not at GC.
+        async with contextlib.aclosing(hub.subscribe(stream, sr.after, until)) as events:
+            async for event in events:
+                if event is None:
+                    yield (
+                        b": heartbeat\n\n"
+                        if sse
+                        else _jsonl({"type": "heartbeat", "ts_ms": now_ms()})
+                    )
+                else:
+                    yield _sse(event) if sse else _jsonl(event.as_dict())
         if hub.draining:
             final = {"type": "stream.closing", "reason": "gateway shutting down", "ts_ms": now_ms()}
             if sse:

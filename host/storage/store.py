@@ -59,7 +59,13 @@ class Store:
         if self.dialect.name == "sqlite":
             self._setup_sqlite(engine)
         self._engine = engine
-        await self.migrate([*HOST_MIGRATIONS, *migrations])
+        try:
+            await self.migrate([*HOST_MIGRATIONS, *migrations])
+        except BaseException:
+            # Not half-open: a later open() must migrate again, not find an engine.
+            self._engine = None
+            await engine.dispose()
+            raise
 
     def _setup_sqlite(self, engine: AsyncEngine) -> None:
         sync, busy = self._synchronous, self._busy_timeout_ms
