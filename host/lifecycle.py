@@ -21,6 +21,9 @@ class Lifecycle:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.open_websockets = 0
+        self._no_websockets = asyncio.Event()
+        self._no_websockets.set()
 
     @property
     def uptime_seconds(self) -> float:
@@ -78,3 +81,18 @@ class Lifecycle:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
         return self.in_flight == 0
+
+    def websocket_opened(self) -> None:
+        self.open_websockets += 1
+        self._no_websockets.clear()
+
+    def websocket_closed(self) -> None:
+        self.open_websockets = max(0, self.open_websockets - 1)
+        if self.open_websockets == 0:
+            self._no_websockets.set()
+
+    async def wait_websockets_closed(self, timeout: float) -> bool:
+        """WebSocket loops notice ``draining`` within a second and say goodbye."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_websockets.wait(), timeout)
+        return self.open_websockets == 0

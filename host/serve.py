@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -97,8 +98,17 @@ async def run_worker(
         budget = settings.server.graceful_timeout_seconds
         ctx.lifecycle.draining = True
         await ctx.hub.drain(timeout=budget / 2)
-        await ctx.lifecycle.wait_idle(timeout=budget / 2)
+        await ctx.lifecycle.wait_websockets_closed(timeout=budget / 4)
+        await ctx.lifecycle.wait_idle(timeout=budget / 4)
         stop.set()
+
+    @app.before_serving
+    async def _freeze_startup_objects() -> None:
+        # Runs after the host's start-up (store open, plugins started). Everything built so
+        # far lives as long as the worker: move it out of the cyclic collector's reach, or
+        # every full collection walks it (tens of ms, the p99 under load).
+        gc.collect()
+        gc.freeze()
 
     def on_signal() -> None:
         if not draining:

@@ -133,7 +133,10 @@ async def serve_socket(
     try:
         while not is_draining():
             try:
-                raw = await asyncio.wait_for(ws.receive(), timeout=1.0)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the frame does, and the socket would outlive its server.
+                async with asyncio.timeout(1.0):
+                    raw = await ws.receive()
             except TimeoutError:
                 continue
             await _handle(app, principal, kinds, raw, send, send_text, check_rate)

@@ -316,3 +316,39 @@ async def test_a_stream_client_that_just_left_does_not_hold_up_shutdown(live_ser
     # (which would cancel the stuck connection and log a traceback).
     assert exit_code(server, graceful) == 0
     assert_clean_log(server)
+
+
+async def test_sigterm_says_goodbye_on_open_websockets_and_exits_0(live_server):
+    from websockets.asyncio.client import connect
+
+    server = live_server(config={"events": {"heartbeat_seconds": 30}})
+    ws_url = server.url.replace("http://", "ws://") + "/gateway/ws"
+    async with connect(ws_url, additional_headers=ADMIN) as ws:
+        request = {
+            "schema_version": 1,
+            "request_id": "r1",
+            "kind": "capabilities.request",
+            "payload": {},
+        }
+        await ws.send(json.dumps(request))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        assert answer["kind"] == "capabilities.response"
+        server.proc.send_signal(signal.SIGTERM)
+        goodbye = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        assert goodbye["kind"] == "gateway.closing"
+        assert goodbye["payload"] == {"reason": "draining"}
+    assert exit_code(server, 30) == 0
+    assert_clean_log(server)
+
+
+async def test_a_websocket_upgrade_without_credentials_is_refused_by_the_real_server(live_server):
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    server = live_server()
+    ws_url = server.url.replace("http://", "ws://") + "/gateway/ws"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url):
+            pass
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body)["error"]["code"] == "unauthorized"

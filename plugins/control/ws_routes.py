@@ -31,6 +31,7 @@ async def gateway_ws() -> None:
         return ctx.auth.limiter.hit(p.key, p.rate_limit)
 
     ctx.metrics.ws_connections.inc()
+    ctx.lifecycle.websocket_opened()
     try:
         await serve_socket(
             current_app._get_current_object(),  # type: ignore[attr-defined]
@@ -43,6 +44,7 @@ async def gateway_ws() -> None:
         )
     finally:
         ctx.metrics.ws_connections.dec()
+        ctx.lifecycle.websocket_closed()
 
 
 async def capabilities(payload: dict[str, Any], ws: WsContext) -> dict[str, Any]:
