@@ -10,7 +10,6 @@ access log:
 * informational rows (skip with ``--no-info``): ``bare_app.py --quart-schema``, and
   ``python -m host.cli serve`` as shipped for ``GET /gateway/status`` (authenticated,
   reads the store) and ``GET /health`` (public);
-* with ``--candidate-fixes``: ``gateway_app.py --candidate-fixes`` (see bench/README.md).
 
 Load comes from ``wrk`` (1 thread, 16 keep-alive connections) when installed, else from
 a small asyncio keep-alive client in this process (slower than wrk, so it understates
@@ -200,9 +199,7 @@ class Servers:
                 proc.wait()
 
 
-def start_servers(
-    servers: Servers, profile: Path | None, candidate: bool, info: bool
-) -> list[Target]:
+def start_servers(servers: Servers, profile: Path | None, info: bool) -> list[Target]:
     """Start every server the run needs and return the targets, main pair first."""
     port = free_port()
     servers.ports["bare"] = port
@@ -254,22 +251,6 @@ def start_servers(
                 note="python -m host.cli serve: public, not rate limited",
             ),
         ]
-    if candidate:
-        config = servers.gateway_config("gw_fix")
-        servers.start(
-            "gw_fix",
-            [str(BENCH_DIR / "gateway_app.py"), "--config", str(config), "--candidate-fixes"],
-        )
-        targets.append(
-            Target(
-                "gateway + candidate fixes",
-                "gw_fix",
-                ROUTE,
-                auth=True,
-                main=False,
-                note="bench/gateway_app.py --candidate-fixes (see bench/README.md)",
-            )
-        )
     for t in targets:
         t.url = servers.url(t.server, t.path)
         t.headers = dict(servers.auth) if t.auth else {}
@@ -456,11 +437,6 @@ def main() -> int:
     parser.add_argument(
         "--no-info", action="store_true", help="only the bare/gateway pair, no informational rows"
     )
-    parser.add_argument(
-        "--candidate-fixes",
-        action="store_true",
-        help="add a row: the gateway with the fixes suggested in bench/README.md applied",
-    )
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -491,7 +467,7 @@ def main() -> int:
         servers = Servers(tmp, token)
         profile = args.profile.resolve() if args.profile else None
         try:
-            targets = start_servers(servers, profile, args.candidate_fixes, not args.no_info)
+            targets = start_servers(servers, profile, not args.no_info)
             gateway = targets[1]
             expect_status(gateway.url, {}, 401)  # the route really is behind auth
             sizes = {t.name: body_size(t.url, t.headers) for t in targets}

@@ -112,6 +112,7 @@ def create_app(
     app.extensions[EXTENSION_KEY] = ctx
 
     _register_blueprints(app, ctx)
+    ctx.metrics.in_flight.set_function(lambda: ctx.lifecycle.in_flight)
     _install_request_hooks(app, ctx)
     _install_lifecycle(app, ctx)
     return app
@@ -205,47 +206,48 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
             return _HOST_PUBLIC
         return app.view_functions.get(rule.endpoint)
 
+    # These hooks run on every request: each proxy (request, g) is dereferenced once, and
+    # per-request state rides on the request object itself.
     @app.before_request
     async def _before() -> None:
-        g.gw_start = time.perf_counter()
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        req.gw_start = time.perf_counter()
         lifecycle.request_started()
-        metrics.in_flight.inc()
-        g.gw_counted = True
-        length = request.content_length
+        req.gw_counted = True
+        length = req.content_length
         if length is not None and length > max_body:
             raise _too_large(max_body)
-        if length is None and (
-            request.method in _BODY_METHODS or "Transfer-Encoding" in request.headers
-        ):
+        if length is None and (req.method in _BODY_METHODS or "Transfer-Encoding" in req.headers):
             # No Content-Length (chunked, or HTTP/2 without it): read the body now, before
             # auth and the view, so an oversized one is refused before any work is done.
             try:
-                await request.get_data(cache=True)
+                await req.get_data(cache=True)
             except RequestEntityTooLarge:
                 raise _too_large(max_body) from None
-        view = view_for(request)
+        view = view_for(req)
         if view is None:
             return  # 404 / 405 follow from routing
         if lifecycle.draining and not is_public(view):
             raise GatewayError(
                 503, "draining", "the gateway is shutting down", headers={"Retry-After": "5"}
             )
-        g.principal = await ctx.auth.check(request, view)
+        g.principal = await ctx.auth.check(req, view)
 
     @app.after_request
     async def _after(response: Response) -> Response:
-        start = g.get("gw_start")
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        start = getattr(req, "gw_start", None)
         if start is not None:
-            rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-            method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+            rule = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
+            method = req.method if req.method in _KNOWN_METHODS else "OTHER"
             metrics.observe_request(method, rule, response.status_code, time.perf_counter() - start)
         return response
 
     @app.teardown_request
     async def _teardown(_exc: BaseException | None) -> None:
-        if g.get("gw_counted"):
-            g.gw_counted = False
-            metrics.in_flight.dec()
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if getattr(req, "gw_counted", False):
+            req.gw_counted = False
             lifecycle.request_finished()
 
     @app.before_websocket

@@ -83,11 +83,13 @@ async def run_worker(
     settings: Settings,
     sockets: Sockets | None = None,
     on_signals_handled: Callable[[], None] | None = None,
+    extra_plugins: list[tuple[str, object]] | None = None,
 ) -> None:
     """Serve one worker until SIGTERM/SIGINT, then drain and return.
     ``on_signals_handled`` (given in a worker process of ``--workers N``) is called once
-    the signal handlers are in place; such a worker ignores the signals once it stops."""
-    app = create_app(settings)
+    the signal handlers are in place; such a worker ignores the signals once it stops.
+    ``extra_plugins`` are registered directly (embedding, the benchmarks)."""
+    app = create_app(settings, extra_plugins=extra_plugins)
     ctx = context(app)
     config = hypercorn_config(settings)
     stop = asyncio.Event()
