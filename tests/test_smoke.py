@@ -1,8 +1,15 @@
-"""The first thing a newcomer does: the gateway answers /health and knows its admin."""
+"""The first thing a newcomer does: start with no config, curl /health, use the token."""
 
 from __future__ import annotations
 
-from tests.conftest import ADMIN
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ADMIN, free_port
 
 
 async def test_health_is_public_and_ok(client):
@@ -23,22 +30,14 @@ async def test_status_requires_auth_and_reports_the_principal(client):
     assert any(p["name"] == "control" for p in body["plugins"])
 
 
-def test_serve_with_no_config_generates_and_keeps_an_admin_token(tmp_path):
-    import subprocess
-    import sys
-
-    import httpx
-
-    from tests.conftest import free_port
-
-    port = free_port()
+def _serve_once(tmp_path: Path, port: int, log: Path, token: str | None) -> str:
+    """Start ``gateway serve`` with no config in ``tmp_path``, check the admin token works,
+    stop it with SIGTERM (exit 0); returns the log."""
     args = [sys.executable, "-m", "host.cli", "serve", "--bind", f"127.0.0.1:{port}"]
-    log1 = tmp_path / "first.log"
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=log1.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        _wait(port, proc, log1)
-        token = (tmp_path / ".gateway" / "admin-token").read_text().strip()
-        assert token in log1.read_text()  # printed once, on first start
+        _wait_healthy(port, proc, log)
+        token = token or (tmp_path / ".gateway" / "admin-token").read_text().strip()
         r = httpx.get(
             f"http://127.0.0.1:{port}/gateway/status", headers={"Authorization": f"Bearer {token}"}
         )
@@ -46,26 +45,20 @@ def test_serve_with_no_config_generates_and_keeps_an_admin_token(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-    log2 = tmp_path / "second.log"
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=log2.open("wb"), stderr=subprocess.STDOUT)
-    try:
-        _wait(port, proc, log2)
-        assert token not in log2.read_text()
-        assert "admin-token" in log2.read_text()
-        r = httpx.get(
-            f"http://127.0.0.1:{port}/gateway/status", headers={"Authorization": f"Bearer {token}"}
-        )
-        assert r.status_code == 200
-    finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
+    return log.read_text()
 
 
-def _wait(port, proc, log):
-    import time
+def test_serve_with_no_config_generates_and_keeps_an_admin_token(tmp_path):
+    port = free_port()
+    first = _serve_once(tmp_path, port, tmp_path / "first.log", None)
+    token = (tmp_path / ".gateway" / "admin-token").read_text().strip()
+    assert token in first  # printed once, on first start
+    second = _serve_once(tmp_path, port, tmp_path / "second.log", token)
+    assert token not in second
+    assert "admin-token" in second
 
-    import httpx
 
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     for _ in range(300):
         if proc.poll() is not None:
             raise AssertionError(log.read_text())

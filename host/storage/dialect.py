@@ -19,7 +19,10 @@ class Dialect:
         return self.insert(table).on_conflict_do_nothing()
 
     def upsert(self, table: sa.Table, keys: list[str], values: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        """INSERT ``values``; on a conflict over ``keys`` update the other columns."""
+        stmt = self.insert(table).values(**values)
+        updates = {k: v for k, v in values.items() if k not in keys}
+        return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
 
     def claim(self, select: sa.Select[Any]) -> sa.Select[Any]:
         """A SELECT that takes rows for this transaction alone."""
@@ -34,22 +37,12 @@ class SQLiteDialect(Dialect):
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
 
-    def upsert(self, table: sa.Table, keys: list[str], values: dict[str, Any]) -> Any:
-        stmt = self.insert(table).values(**values)
-        updates = {k: v for k, v in values.items() if k not in keys}
-        return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
-
 
 class PostgresDialect(Dialect):
     name = "postgresql"
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
-
-    def upsert(self, table: sa.Table, keys: list[str], values: dict[str, Any]) -> Any:
-        stmt = self.insert(table).values(**values)
-        updates = {k: v for k, v in values.items() if k not in keys}
-        return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
 
     def claim(self, select: sa.Select[Any]) -> sa.Select[Any]:
         return select.with_for_update(skip_locked=True)
