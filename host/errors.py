@@ -69,6 +69,7 @@ class GatewayError(Exception):
         type: str | None = None,
         headers: dict[str, str] | None = None,
         details: dict[str, Any] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -77,6 +78,7 @@ class GatewayError(Exception):
         self.type = type or error_type_for(status)
         self.headers = headers or {}
         self.details = details
+        self.param = param
 
 
 def error_body(
@@ -140,7 +142,9 @@ def install_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(GatewayError)
     async def _gateway_error(exc: GatewayError) -> Response:
-        extra = {"details": exc.details} if exc.details else {}
+        extra: dict[str, Any] = {"details": exc.details} if exc.details else {}
+        if exc.param is not None:
+            extra["param"] = exc.param
         return error_response(
             exc.status, exc.code, exc.message, type=exc.type, headers=exc.headers, **extra
         )

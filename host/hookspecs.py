@@ -120,6 +120,20 @@ def gateway_register_pipelines(register: Register) -> None:
 
 
 @hookspec
+def gateway_register_safety_scanners(register: Register) -> None:
+    """Register safety scanners for text entering and leaving models:
+    ``register(name, scanner)``.
+
+    :param register: ``register(name: str, scanner: host.safety.Scanner)``; a scanner has
+        ``async scan(text, *, direction, context) -> host.safety.Verdict | None``.
+
+    All implementations are called; a scanner name registered twice fails start-up.
+    Scanners run in registration order on model input (before the provider is called) and
+    output (streamed text included); the strongest verdict wins (block > redact > warn).
+    """
+
+
+@hookspec
 def gateway_register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``gateway`` command line.
 

@@ -26,7 +26,11 @@ log = logging.getLogger("gateway.plugins")
 ENTRY_POINT_GROUP = "agent_gateway"
 
 # Built-in route families: (plugin name, module). The host knows plugins only through here.
-BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (("control", "plugins.control"),)
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("control", "plugins.control"),
+    ("openai_compat", "plugins.openai_compat"),
+    ("pipelines", "plugins.pipelines"),
+)
 
 
 class PluginError(Exception):

@@ -121,12 +121,16 @@ async def run_worker(
     # A worker may have inherited these blocked (see _serve_workers); one that arrived
     # while it started is delivered now, to the handler above.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    watchdog: asyncio.Task[None] | None = None
     if on_signals_handled is not None:
         on_signals_handled()
+        watchdog = asyncio.ensure_future(_watch_parent(os.getppid(), on_signal))
     wrapped = wrap_app(_request_before_response_end(app), config.wsgi_max_body_size, "asgi")
     try:
         await worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=stop.wait)
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         if on_signals_handled is not None:
             # A worker process: closing the loop would reset these to their defaults, and
             # a late SIGTERM (the parent forwarding a Ctrl-C this worker already got)
@@ -134,6 +138,15 @@ async def run_worker(
             for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, signal.SIG_IGN)
+
+
+async def _watch_parent(parent: int, stop: Callable[[], None]) -> None:
+    """A worker whose parent died (SIGKILL, OOM) is reparented: drain and exit rather than
+    serve on as an orphan nobody will ever stop."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event exists for a parent death
+        await asyncio.sleep(0.5)
+    log.warning("the gateway's parent process %s is gone; this worker drains and exits", parent)
+    stop()
 
 
 def _request_before_response_end(app: Any) -> Any:

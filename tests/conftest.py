@@ -176,3 +176,18 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
+
+
+# -- a fake OpenAI-compatible upstream ---------------------------------------------------------
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[Any]:
+    """A real OpenAI-compatible HTTP server on loopback (``tests/fake_openai_upstream.py``):
+    ``.url``, ``.api_key``, ``.requests`` (everything it received), ``.release`` and
+    ``.disconnected`` events; behaviour chosen by the upstream model name."""
+    from tests.fake_openai_upstream import FakeUpstream
+
+    upstream = FakeUpstream().start()
+    yield upstream
+    upstream.stop()

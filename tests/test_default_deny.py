@@ -21,8 +21,16 @@ PUBLIC = {
     ("GET", "/gateway/auth/bootstrap"),
     ("POST", "/gateway/auth/session"),
     ("GET", "/openapi.json"),
+    # Authenticated by its HMAC signature instead of a bearer token (pipelines plugin).
+    ("POST", "/triggers/<trigger_id>/webhook"),
 }
-PUBLIC_PATHS = {"/health", "/gateway/auth/bootstrap", "/gateway/auth/session", "/openapi.json"}
+PUBLIC_PATHS = {
+    "/health",
+    "/gateway/auth/bootstrap",
+    "/gateway/auth/session",
+    "/openapi.json",
+    "/triggers/<trigger_id>/webhook",
+}
 UNLIMITED = {"per_minute": 100_000}  # the walk must see 401, not a failed-auth 429
 DUMMY = {"int": "1", "float": "1.5", "path": "a/b", "uuid": "00000000-0000-0000-0000-000000000000"}
 

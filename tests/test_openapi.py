@@ -105,7 +105,8 @@ async def test_public_operations_declare_no_security_and_protected_ones_document
                 "$ref": "#/components/schemas/ErrorResponse"
             }, key
     assert public_seen == {"/health", "/openapi.json", "/gateway/auth/bootstrap"} | {
-        "/gateway/auth/session"
+        "/gateway/auth/session",
+        "/triggers/{trigger_id}/webhook",
     }
 
 

@@ -282,9 +282,9 @@ DUPLICATES = [
     ),
     (
         "provider",
-        _registering("gateway_register_providers", "echo", object()),
-        _registering("gateway_register_providers", "echo", object()),
-        "provider 'echo'",
+        _registering("gateway_register_providers", "third-party-llm", object()),
+        _registering("gateway_register_providers", "third-party-llm", object()),
+        "provider 'third-party-llm'",
     ),
     (
         "tool",
@@ -294,9 +294,9 @@ DUPLICATES = [
     ),
     (
         "step kind",
-        _registering("gateway_register_step_kinds", "llm", object()),
-        _registering("gateway_register_step_kinds", "llm", object()),
-        "step kind 'llm'",
+        _registering("gateway_register_step_kinds", "shell", object()),
+        _registering("gateway_register_step_kinds", "shell", object()),
+        "step kind 'shell'",
     ),
     (
         "pipeline",

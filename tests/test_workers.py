@@ -212,3 +212,12 @@ async def test_a_worker_that_dies_takes_the_service_down_with_a_nonzero_exit(liv
     assert exit_code(server, 30) == 1
     assert not [pid for pid in workers if _alive(pid)]
     assert "worker" in server.log() and "exited unexpectedly" in server.log()
+
+
+async def test_workers_exit_when_their_parent_is_killed(live_server):
+    server = live_server(args=["--workers", "2"])
+    pids = await _wait_workers_running(server, 2)
+    server.proc.kill()  # SIGKILL: the parent cannot forward anything
+    server.proc.wait(TIMEOUT)
+    await until(lambda: not any(_alive(pid) for pid in pids))
+    assert "parent process" in server.log() and "is gone" in server.log()

@@ -1,0 +1,64 @@
+"""Built-in OpenAI-compatible plugin: /v1/models, chat completions, completions and the
+Responses API over registered model providers (``openai`` upstreams by base_url, and the
+offline ``echo``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart
+
+from host.api import context, hookimpl
+from host.hookspecs import Register
+from host.settings import Settings
+from plugins.openai_compat import responses_routes, responses_store, routes
+from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog
+from plugins.openai_compat.metrics import LLMMetrics
+from plugins.openai_compat.providers.echo import EchoProvider
+from plugins.openai_compat.providers.upstream import OpenAIUpstream
+
+
+@hookimpl
+def gateway_register_blueprints(register: Register, settings: Settings) -> None:
+    register(routes.bp)
+    register(responses_routes.bp)
+
+
+@hookimpl
+def gateway_register_migrations(register: Register) -> None:
+    for migration in responses_store.MIGRATIONS:
+        register(migration)
+
+
+@hookimpl
+def gateway_register_providers(register: Register) -> None:
+    register("echo", EchoProvider())
+    register("openai", OpenAIUpstream())
+
+
+def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
+    ctx = context(app)
+    return ModelCatalog.from_config(ctx.registry("providers"), settings.extra_section("models"))
+
+
+@hookimpl
+def gateway_startup(app: Quart) -> None:
+    ctx = context(app)
+    ctx.extras[routes.METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
+    ctx.extras[CATALOG_KEY] = _build_catalog(app, ctx.settings)
+
+
+@hookimpl
+def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
+    catalog = _build_catalog(app, settings)
+    context(app).extras[CATALOG_KEY] = catalog
+    return {"models": sorted(catalog.models)}
+
+
+@hookimpl
+async def gateway_shutdown(app: Quart) -> None:
+    for name in context(app).registry("providers"):
+        provider = context(app).registry("providers")[name]
+        aclose = getattr(provider, "aclose", None)
+        if aclose is not None:
+            await aclose()

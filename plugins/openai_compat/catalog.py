@@ -1,0 +1,122 @@
+"""The model catalog: gateway model names (``[models.<name>]``) -> provider + route.
+
+Clients see gateway model names; each maps to a registered provider and, for upstream
+providers, a ``base_url`` and ``upstream_model``. With no ``[models]`` section the
+catalog offers the offline ``echo`` model so a fresh gateway works at once. Other
+plugins (the pipelines ``llm`` step) reach models through the catalog too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from host.errors import GatewayError, validation_message
+from host.plugins import Registry
+from host.secrets import Secret
+from plugins.openai_compat.providers.base import ModelRoute, Provider
+
+CATALOG_KEY = "openai_compat.catalog"
+
+
+class ModelSettings(BaseModel):
+    """One ``[models.<name>]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    upstream_model: str | None = Field(None, description="model name the upstream knows")
+    base_url: str | None = None
+    api_key: Secret | None = None
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    read_timeout_seconds: float = Field(120.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    description: str = ""
+
+
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "echo": {"provider": "echo", "description": "offline echo model (not a language model)"}
+}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    name: str
+    provider: Provider
+    route: ModelRoute
+
+
+class ModelCatalog:
+    def __init__(self, providers: Registry, models: dict[str, ModelRoute]) -> None:
+        self.providers = providers
+        self.models = models
+
+    @classmethod
+    def from_config(cls, providers: Registry, raw: Any) -> ModelCatalog:
+        """Build from the ``models`` config section; raises GatewayError naming the key."""
+        section = raw if raw else DEFAULT_MODELS
+        if not isinstance(section, dict):
+            raise GatewayError(400, "config_invalid", "models must be a table of [models.<name>]")
+        models: dict[str, ModelRoute] = {}
+        for name, table in section.items():
+            try:
+                cfg = ModelSettings.model_validate(table)
+            except ValidationError as exc:
+                message, _ = validation_message(exc, prefix=f"models.{name}.")
+                raise GatewayError(400, "config_invalid", message) from exc
+            if cfg.provider not in providers:
+                known = ", ".join(sorted(providers)) or "none"
+                raise GatewayError(
+                    400,
+                    "config_invalid",
+                    f"models.{name}.provider: unknown provider {cfg.provider!r} (known: {known})",
+                )
+            models[name] = ModelRoute(
+                name=name,
+                provider=cfg.provider,
+                upstream_model=cfg.upstream_model or name,
+                base_url=cfg.base_url,
+                api_key=cfg.api_key,
+                connect_timeout_seconds=cfg.connect_timeout_seconds,
+                read_timeout_seconds=cfg.read_timeout_seconds,
+                max_retries=cfg.max_retries,
+                description=cfg.description or providers[cfg.provider].description,
+            )
+        return cls(providers, models)
+
+    def resolve(self, name: str) -> Resolved:
+        route = self.models.get(name)
+        if route is None:
+            raise GatewayError(
+                404,
+                "model_not_found",
+                f"the model {name!r} does not exist; GET /v1/models lists the models",
+                type="invalid_request_error",
+                param="model",
+            )
+        return Resolved(name, self.providers[route.provider], route)
+
+    def listing(self, created: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": f"agent-gateway:{route.provider}",
+                "description": route.description,
+            }
+            for name, route in sorted(self.models.items())
+        ]
+
+    # -- what other plugins call ------------------------------------------------------------
+
+    async def chat(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.resolve(model)
+        return await r.provider.chat(r.route, {**body, "model": r.route.upstream_model})
+
+    def chat_stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        r = self.resolve(model)
+        return r.provider.chat_stream(r.route, {**body, "model": r.route.upstream_model})

@@ -1,0 +1,43 @@
+"""Model-call metrics, on the app's own CollectorRegistry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class LLMMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "gateway_llm_requests",
+            "Model requests by model, provider, API and outcome",
+            ["model", "provider", "api", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "gateway_llm_request_duration_seconds",
+            "Time from request to the last byte of the answer",
+            ["model", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "gateway_llm_time_to_first_token_seconds",
+            "Streaming: time from request to the first content delta",
+            ["model", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "gateway_llm_tokens",
+            "Tokens in (prompt) and out (completion), as the provider reports them",
+            ["model", "provider", "direction"],
+            registry=registry,
+        )
+
+    def count_usage(self, model: str, provider: str, usage: dict[str, int] | None) -> None:
+        if not usage:
+            return
+        self.tokens.labels(model, provider, "in").inc(usage.get("prompt_tokens") or 0)
+        self.tokens.labels(model, provider, "out").inc(usage.get("completion_tokens") or 0)

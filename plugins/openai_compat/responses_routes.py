@@ -1,0 +1,221 @@
+"""``POST /v1/responses`` (OpenResponses / OpenAI Responses), served over chat-completion
+providers, and stored responses: ``GET`` and ``DELETE /v1/responses/<id>``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Blueprint, Response
+from quart_schema import document_request, document_response
+
+from host.api import GatewayError, context, document_stream
+from plugins.openai_compat import responses_store
+from plugins.openai_compat.catalog import Resolved
+from plugins.openai_compat.models import parse_body
+from plugins.openai_compat.providers.base import ProviderError
+from plugins.openai_compat.responses_models import ResponsesRequest
+from plugins.openai_compat.responses_stream import ResponsesStream
+from plugins.openai_compat.responses_translate import (
+    chat_body,
+    new_id,
+    output_from_chat,
+    output_to_messages,
+    response_resource,
+    usage_from_chat,
+)
+from plugins.openai_compat.routes import catalog, json_body, metrics, provider_failure
+from plugins.openai_compat.safety import OutputScanner, scan_messages
+from plugins.openai_compat.schemas import DeletedResponse, ResponseObject
+from plugins.openai_compat.streaming import first_of
+
+bp = Blueprint("openai_responses", __name__)
+
+
+def _error_object(exc: ProviderError) -> dict[str, Any]:
+    return {"code": exc.code, "message": exc.message}
+
+
+async def _history(req: ResponsesRequest) -> list[dict[str, Any]]:
+    if req.previous_response_id is None:
+        return []
+    found = await responses_store.load(context().store, req.previous_response_id)
+    if found is None:
+        raise GatewayError(
+            404,
+            "previous_response_not_found",
+            f"previous response {req.previous_response_id!r} was not found (was it stored?)",
+            param="previous_response_id",
+        )
+    return found[1]
+
+
+@bp.post("/v1/responses")
+@document_request(ResponsesRequest)
+@document_response(ResponseObject)
+@document_stream
+async def create_response() -> Any:
+    """Create a model response (OpenResponses). ``stream: true`` answers with the typed
+    events (``response.created`` ... ``response.completed``), each with a
+    ``sequence_number``, then ``data: [DONE]``."""
+    req: ResponsesRequest = parse_body(ResponsesRequest, await json_body())
+    resolved = catalog().resolve(req.model)
+    history = await _history(req)
+    body = chat_body(req, history)
+    await scan_messages(body["messages"], "responses", resolved.name)
+    # What a continuation replays: everything but this request's own instructions.
+    conversation = body["messages"][1:] if req.instructions else body["messages"]
+    upstream = {**body, "model": resolved.route.upstream_model}
+    if req.stream:
+        return await _stream(req, resolved, upstream, conversation)
+    return await _complete(req, resolved, upstream, conversation)
+
+
+async def _complete(
+    req: ResponsesRequest, resolved: Resolved, body: dict[str, Any], conversation: list[Any]
+) -> Any:
+    m = metrics()
+    labels = (resolved.name, resolved.provider.name)
+    started = time.perf_counter()
+    try:
+        result = await resolved.provider.chat(resolved.route, body)
+        result = await OutputScanner("responses", resolved.name).completion(result)
+    except ProviderError as exc:
+        m.requests.labels(*labels, "responses", "error").inc()
+        return provider_failure(exc)
+    m.requests.labels(*labels, "responses", "ok").inc()
+    m.latency.labels(*labels).observe(time.perf_counter() - started)
+    m.count_usage(*labels, result.get("usage"))
+    choice = (result.get("choices") or [{}])[0]
+    output = output_from_chat(choice.get("message") or {})
+    truncated = choice.get("finish_reason") == "length"
+    resource = response_resource(
+        req,
+        new_id("resp"),
+        resolved.name,
+        status="incomplete" if truncated else "completed",
+        output=output,
+        usage=usage_from_chat(result.get("usage")),
+        incomplete_reason="max_output_tokens" if truncated else None,
+    )
+    if req.store:
+        await responses_store.save(
+            context().store, resource, conversation + output_to_messages(output)
+        )
+    return resource
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+async def _stream(
+    req: ResponsesRequest, resolved: Resolved, body: dict[str, Any], conversation: list[Any]
+) -> Any:
+    m = metrics()
+    labels = (resolved.name, resolved.provider.name)
+    started = time.perf_counter()
+    body = {**body, "stream_options": {"include_usage": True}}
+    try:
+        chunks = resolved.provider.chat_stream(resolved.route, body)
+        first = await first_of(chunks)
+    except ProviderError as exc:
+        m.requests.labels(*labels, "responses", "error").inc()
+        return provider_failure(exc)
+    response_id = new_id("resp")
+    created_at = int(time.time())
+    store = context().store
+
+    def resource(status: str, **kw: Any) -> dict[str, Any]:
+        return response_resource(
+            req, response_id, resolved.name, status=status, created_at=created_at, **kw
+        )
+
+    scanner = OutputScanner("responses", resolved.name)
+
+    async def events() -> AsyncIterator[bytes]:
+        state = ResponsesStream()
+        outcome = "cancelled"
+        first_token_seen = False
+        try:
+            yield _sse(state.event("response.created", response=resource("in_progress")))
+            yield _sse(state.event("response.in_progress", response=resource("in_progress")))
+            pending = [first] if first is not None else []
+            try:
+                async for chunk in _chain(pending, chunks):
+                    for event in state.feed(await scanner.chunk(chunk)):
+                        if not first_token_seen and event["type"].endswith(".delta"):
+                            first_token_seen = True
+                            m.ttft.labels(*labels).observe(time.perf_counter() - started)
+                        yield _sse(event)
+            except ProviderError as exc:
+                outcome = "error"
+                for event in state.close():
+                    yield _sse(event)
+                failed = resource("failed", output=state.output, error=_error_object(exc))
+                yield _sse(state.event("response.failed", response=failed))
+                yield b"data: [DONE]\n\n"
+                return
+            for event in state.close():
+                yield _sse(event)
+            m.count_usage(*labels, state.usage)
+            truncated = state.finish_reason == "length"
+            final = resource(
+                "incomplete" if truncated else "completed",
+                output=state.output,
+                usage=usage_from_chat(state.usage),
+                incomplete_reason="max_output_tokens" if truncated else None,
+            )
+            if req.store:
+                await responses_store.save(
+                    store, final, conversation + output_to_messages(state.output)
+                )
+            kind = "response.incomplete" if truncated else "response.completed"
+            yield _sse(state.event(kind, response=final))
+            yield b"data: [DONE]\n\n"
+            outcome = "ok"
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # noqa: S110 - closing a broken upstream
+                    pass
+            m.requests.labels(*labels, "responses", outcome).inc()
+            m.latency.labels(*labels).observe(time.perf_counter() - started)
+
+    response = Response(events(), content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.timeout = None
+    return response
+
+
+async def _chain(
+    first: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+@bp.get("/v1/responses/<response_id>")
+@document_response(ResponseObject)
+async def get_response(response_id: str) -> Any:
+    """A stored response."""
+    found = await responses_store.load(context().store, response_id)
+    if found is None:
+        raise GatewayError(404, "response_not_found", f"response {response_id!r} was not found")
+    return found[0]
+
+
+@bp.delete("/v1/responses/<response_id>")
+@document_response(DeletedResponse)
+async def delete_response(response_id: str) -> Any:
+    """Delete a stored response (it can no longer be continued)."""
+    if not await responses_store.delete(context().store, response_id):
+        raise GatewayError(404, "response_not_found", f"response {response_id!r} was not found")
+    return {"id": response_id, "object": "response.deleted", "deleted": True}

@@ -1,0 +1,168 @@
+"""``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from quart import Blueprint, Response, jsonify, request
+from quart_schema import document_request, document_response
+
+from host.api import GatewayError, context, document_stream
+from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, Resolved
+from plugins.openai_compat.metrics import LLMMetrics
+from plugins.openai_compat.models import ChatCompletionRequest, CompletionRequest, parse_body
+from plugins.openai_compat.providers.base import ProviderError
+from plugins.openai_compat.safety import OutputScanner, scan_messages, scan_prompt
+from plugins.openai_compat.schemas import (
+    ChatCompletionResponse,
+    CompletionResponse,
+    ModelList,
+    ModelObject,
+)
+from plugins.openai_compat.streaming import first_of, provider_error_body, sse_response
+
+METRICS_KEY = "openai_compat.metrics"
+bp = Blueprint("openai_compat", __name__)
+
+
+def catalog() -> ModelCatalog:
+    cat: ModelCatalog | None = context().extras.get(CATALOG_KEY)
+    if cat is None:
+        raise GatewayError(503, "models_unavailable", "the model catalog is not loaded")
+    return cat
+
+
+def metrics() -> LLMMetrics:
+    found: LLMMetrics = context().extras[METRICS_KEY]
+    return found
+
+
+def provider_failure(exc: ProviderError) -> Response:
+    response = jsonify(provider_error_body(exc))
+    response.status_code = exc.status
+    if exc.retry_after:
+        response.headers["Retry-After"] = exc.retry_after
+    return response
+
+
+async def json_body() -> Any:
+    body = await request.get_json(silent=True)
+    if body is None:
+        raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
+    return body
+
+
+@bp.get("/v1/models")
+@document_response(ModelList)
+async def list_models() -> Any:
+    """The gateway's model names (``[models.<name>]``), as OpenAI lists models."""
+    return {"object": "list", "data": catalog().listing(context().lifecycle.started_ms // 1000)}
+
+
+@bp.get("/v1/models/<path:model_id>")
+@document_response(ModelObject)
+async def get_model(model_id: str) -> Any:
+    """One model of the catalog."""
+    resolved = catalog().resolve(model_id)
+    listing = catalog().listing(context().lifecycle.started_ms // 1000)
+    return next(m for m in listing if m["id"] == resolved.name)
+
+
+def _upstream_body(parsed: Any, resolved: Resolved) -> dict[str, Any]:
+    body: dict[str, Any] = parsed.model_dump(exclude_none=True, exclude={"n"})
+    body["model"] = resolved.route.upstream_model
+    return body
+
+
+@bp.post("/v1/chat/completions")
+@document_request(ChatCompletionRequest)
+@document_response(ChatCompletionResponse)
+@document_stream
+async def chat_completions() -> Any:
+    """OpenAI-compatible chat completions; ``stream: true`` forwards upstream chunks as
+    they arrive and ends with ``data: [DONE]``."""
+    parsed: ChatCompletionRequest = parse_body(ChatCompletionRequest, await json_body())
+    resolved = catalog().resolve(parsed.model)
+    body = _upstream_body(parsed, resolved)
+    await scan_messages(body["messages"], "chat", resolved.name)
+    return await _call(resolved, body, parsed.stream, "chat")
+
+
+@bp.post("/v1/completions")
+@document_request(CompletionRequest)
+@document_response(CompletionResponse)
+@document_stream
+async def completions() -> Any:
+    """OpenAI-compatible (legacy) text completions, streaming or not."""
+    parsed: CompletionRequest = parse_body(CompletionRequest, await json_body())
+    resolved = catalog().resolve(parsed.model)
+    body = _upstream_body(parsed, resolved)
+    body["prompt"] = await scan_prompt(body["prompt"], "completions", resolved.name)
+    return await _call(resolved, body, parsed.stream, "completions")
+
+
+async def _call(resolved: Resolved, body: dict[str, Any], stream: bool, api: str) -> Any:
+    m = metrics()
+    provider, route = resolved.provider, resolved.route
+    labels = (resolved.name, provider.name)
+    started = time.perf_counter()
+    scanner = OutputScanner(api, resolved.name)
+    if not stream:
+        try:
+            if api == "chat":
+                result = await provider.chat(route, body)
+            else:
+                result = await provider.completion(route, body)
+            result = await scanner.completion(result)
+        except ProviderError as exc:
+            m.requests.labels(*labels, api, "error").inc()
+            return provider_failure(exc)
+        m.requests.labels(*labels, api, "ok").inc()
+        m.latency.labels(*labels).observe(time.perf_counter() - started)
+        m.count_usage(*labels, result.get("usage"))
+        result["model"] = resolved.name
+        return result
+
+    # Token metrics need the upstream's usage, so it is always asked for; the client gets
+    # the usage chunk only when it asked for it too.
+    client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    body = {**body, "stream_options": {"include_usage": True}}
+    try:
+        if api == "chat":
+            chunks = provider.chat_stream(route, body)
+        else:
+            chunks = provider.completion_stream(route, body)
+        first = await first_of(chunks)
+    except ProviderError as exc:
+        m.requests.labels(*labels, api, "error").inc()
+        return provider_failure(exc)
+    seen_first_token = False
+
+    async def transform(chunk: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal seen_first_token
+        chunk = await scanner.chunk(chunk)
+        if not seen_first_token and _has_content(chunk):
+            seen_first_token = True
+            m.ttft.labels(*labels).observe(time.perf_counter() - started)
+        m.count_usage(*labels, chunk.get("usage"))
+        if not client_wants_usage and chunk.get("usage") is not None:
+            if not chunk.get("choices"):
+                return None
+            del chunk["usage"]
+        chunk["model"] = resolved.name
+        return chunk
+
+    def on_end(outcome: str) -> None:
+        m.requests.labels(*labels, api, outcome).inc()
+        m.latency.labels(*labels).observe(time.perf_counter() - started)
+
+    return sse_response(first, chunks, transform, on_end)
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+            return True
+    return False

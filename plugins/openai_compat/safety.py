@@ -1,0 +1,102 @@
+"""Safety scanning on the OpenAI surfaces: input before the provider is called, output
+(each streamed delta included) before it reaches the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host.api import GatewayError, context, current_principal
+from host.safety import scan_text
+from plugins.openai_compat.providers.base import ProviderError
+
+
+def _active() -> bool:
+    return bool(len(context().registry("safety_scanners")))
+
+
+def _info(surface: str, model: str) -> dict[str, Any]:
+    return {"surface": surface, "model": model, "principal": current_principal().name}
+
+
+def _blocked_message(findings: list[dict[str, str]]) -> str:
+    reasons = "; ".join(f"{f['scanner']}: {f['reason']}" for f in findings if f["reason"])
+    return f"blocked by the gateway's safety policy ({reasons or 'no reason given'})"
+
+
+async def scan_messages(messages: list[dict[str, Any]], surface: str, model: str) -> None:
+    """Scan (and redact in place) every text message; 400 ``content_blocked`` on a block."""
+    if not _active():
+        return
+    ctx, info = context(), _info(surface, model)
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            result = await scan_text(ctx, content, "input", info)
+            if result.blocked:
+                raise GatewayError(400, "content_blocked", _blocked_message(result.findings))
+            message["content"] = result.text
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    result = await scan_text(ctx, part["text"], "input", info)
+                    if result.blocked:
+                        raise GatewayError(
+                            400, "content_blocked", _blocked_message(result.findings)
+                        )
+                    part["text"] = result.text
+
+
+async def scan_prompt(prompt: str | list[str], surface: str, model: str) -> str | list[str]:
+    if not _active():
+        return prompt
+    ctx, info = context(), _info(surface, model)
+    texts = [prompt] if isinstance(prompt, str) else list(prompt)
+    out = []
+    for text in texts:
+        result = await scan_text(ctx, text, "input", info)
+        if result.blocked:
+            raise GatewayError(400, "content_blocked", _blocked_message(result.findings))
+        out.append(result.text)
+    return out[0] if isinstance(prompt, str) else out
+
+
+class OutputScanner:
+    """Scans model output for one request; a block raises ProviderError so every surface
+    turns it into its own mid-stream error event (or a 400 when not streaming)."""
+
+    def __init__(self, surface: str, model: str) -> None:
+        self.active = _active()
+        self.ctx = context() if self.active else None
+        self.info = _info(surface, model) if self.active else {}
+
+    async def text(self, text: str) -> str:
+        if not self.active or not text or self.ctx is None:
+            return text
+        result = await scan_text(self.ctx, text, "output", self.info)
+        if result.blocked:
+            raise ProviderError(400, "content_blocked", _blocked_message(result.findings))
+        return result.text
+
+    async def chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """A chat or completion chunk with its text scanned (and redacted) in place."""
+        if not self.active:
+            return chunk
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                delta["content"] = await self.text(delta["content"])
+            if isinstance(choice.get("text"), str):
+                choice["text"] = await self.text(choice["text"])
+        return chunk
+
+    async def completion(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed chat completion or text completion, scanned in place."""
+        if not self.active:
+            return result
+        for choice in result.get("choices") or []:
+            message = choice.get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                message["content"] = await self.text(message["content"])
+            if isinstance(choice.get("text"), str):
+                choice["text"] = await self.text(choice["text"])
+        return result

@@ -1,0 +1,83 @@
+"""Server-sent events for the OpenAI surfaces: forward chunks as they arrive.
+
+The first chunk is awaited before the response starts, so an upstream that refuses or
+times out yields a proper HTTP error; after that, a failure becomes an error event and
+the stream ends. A client that goes away cancels the generator, which closes the
+upstream request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from quart import Response
+
+from host.errors import error_body
+from plugins.openai_compat.providers.base import ProviderError
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse_data(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def first_of(stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
+def provider_error_body(exc: ProviderError) -> dict[str, Any]:
+    extra = {"upstream_status": exc.upstream_status} if exc.upstream_status else {}
+    return error_body(exc.status, exc.code, exc.message, exc.type, **extra)
+
+
+def sse_response(
+    first: dict[str, Any] | None,
+    stream: AsyncIterator[dict[str, Any]],
+    transform: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
+    on_end: Callable[[str], None],
+) -> Response:
+    """``transform`` maps each upstream chunk to what the client gets (None: drop it);
+    ``on_end("ok" | "error" | "cancelled")`` runs once when the stream stops."""
+
+    async def body() -> AsyncIterator[bytes]:
+        outcome = "cancelled"
+        try:
+            try:
+                if first is not None:
+                    out = await transform(first)
+                    if out is not None:
+                        yield sse_data(out)
+                async for chunk in stream:
+                    out = await transform(chunk)
+                    if out is not None:
+                        yield sse_data(out)
+            except ProviderError as exc:
+                outcome = "error"
+                yield sse_data(provider_error_body(exc))
+                return
+            outcome = "ok"
+            yield DONE
+        finally:
+            await _close(stream)
+            on_end(outcome)
+
+    response = Response(body(), content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.timeout = None
+    return response
+
+
+async def _close(stream: AsyncIterator[dict[str, Any]]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: S110 - closing a broken upstream; nothing to add
+            pass

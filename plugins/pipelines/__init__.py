@@ -1,0 +1,95 @@
+"""Built-in pipelines plugin: pipeline definitions, durable runs, approvals, debug
+breakpoints. Hooks only; routes in ``routes.py``, the engine in ``engine.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from quart import Quart
+
+from host.api import context, hookimpl
+from host.hookspecs import Register
+from host.settings import Settings
+from plugins.pipelines import routes, tables
+from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
+from plugins.pipelines.engine import ENGINE_KEY, Engine
+from plugins.pipelines.kinds import BUILTIN_KINDS
+
+
+@hookimpl
+def gateway_register_blueprints(register: Register, settings: Settings) -> None:
+    register(routes.bp)
+
+
+@hookimpl
+def gateway_register_policy_gates(register: Register) -> None:
+    register(
+        routes.GATE_RUN,
+        "start, run, resume and cancel pipeline runs; set breakpoints and release paused runs",
+    )
+    register(routes.GATE_APPROVE, "approve or deny a run's approval gate")
+
+
+@hookimpl
+def gateway_register_migrations(register: Register) -> None:
+    for migration in tables.MIGRATIONS:
+        register(migration)
+
+
+@hookimpl
+def gateway_register_step_kinds(register: Register) -> None:
+    for name, kind in BUILTIN_KINDS.items():
+        register(name, kind)
+
+
+def _load(app: Quart, settings: Settings) -> dict[str, Any]:
+    ctx = context(app)
+    cat: PipelineCatalog = ctx.extras.setdefault(routes.CATALOG_KEY, PipelineCatalog())
+    directory = pipelines_directory(settings.plugin_section("pipelines"), settings.config_file)
+    registered = dict(ctx.registry("pipelines").items)
+    return cat.load(directory, registered)
+
+
+@hookimpl
+async def gateway_startup(app: Quart) -> None:
+    ctx = context(app)
+    _load(app, ctx.settings)
+    engine = Engine(app, ctx.extras[routes.CATALOG_KEY], ctx.settings.plugin_section("pipelines"))
+    ctx.extras[ENGINE_KEY] = engine
+    await engine.start()
+
+
+@hookimpl
+async def gateway_shutdown(app: Quart) -> None:
+    engine: Engine | None = context(app).extras.pop(ENGINE_KEY, None)
+    if engine is not None:
+        await engine.stop()
+
+
+@hookimpl
+def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
+    # Reported under "pipelines" in the reload response: a broken file with its error
+    # (its last good definitions stay); runs in flight keep the definition they started with.
+    return _load(app, settings)
+
+
+@hookimpl
+async def gateway_status(app: Quart) -> dict[str, Any]:
+    ctx = context(app)
+    engine: Engine | None = ctx.extras.get(ENGINE_KEY)
+    cat: PipelineCatalog | None = ctx.extras.get(routes.CATALOG_KEY)
+    return {
+        "pipelines": len(cat.current) if cat else 0,
+        "load_errors": cat.errors if cat else {},
+        "worker": engine.worker_id if engine else None,
+        "active_runs": len(engine.tasks) if engine else 0,
+        "max_concurrent_runs": engine.max_concurrent if engine else None,
+    }
+
+
+@hookimpl
+def gateway_register_commands(cli: click.Group) -> None:
+    from plugins.pipelines import cli as commands
+
+    commands.register(cli)

@@ -1,0 +1,223 @@
+"""The pipeline definition API: what a pipelines module builds.
+
+A pipeline is an id, a description, a version, optional pydantic input and output models
+and a list of steps. Each step has an id (unique in the pipeline), a kind (registered
+through ``gateway_register_step_kinds``), a kind-specific ``config`` and the common
+options: ``retries`` with exponential ``backoff_seconds``, ``timeout_seconds``, a ``when``
+predicate and ``continue_on_error``.
+
+Helpers build the built-in kinds::
+
+    from plugins.pipelines.definition import Pipeline, approval, code, wait
+
+    PIPELINE = Pipeline(
+        id="greet",
+        description="Say hello",
+        steps=[code("hello", lambda ctx: {"text": f"hello {ctx.input['name']}"})],
+    )
+
+A module in the pipelines directory exposes its pipelines as module-level ``Pipeline``
+objects (or a ``PIPELINES`` list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from plugins.pipelines.engine import StepContext
+
+Predicate = Callable[["StepContext"], bool]
+StepFn = Callable[["StepContext"], Any | Awaitable[Any]]
+
+KNOWN_ON_TIMEOUT = ("fail", "approve", "deny")
+
+
+class DefinitionError(ValueError):
+    """A pipeline or step that cannot be run as written."""
+
+
+@dataclass
+class Step:
+    id: str
+    kind: str
+    config: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    backoff_seconds: float = 0.5
+    timeout_seconds: float | None = None
+    when: Predicate | None = None
+    continue_on_error: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id or not isinstance(self.id, str):
+            raise DefinitionError("a step needs a non-empty string id")
+        if self.retries < 0:
+            raise DefinitionError(f"step {self.id!r}: retries must be >= 0")
+        if self.timeout_seconds is not None and self.timeout_seconds <= 0:
+            raise DefinitionError(f"step {self.id!r}: timeout_seconds must be > 0")
+
+    def children(self) -> list[Step]:
+        """Steps nested in a branch, parallel or loop step."""
+        out: list[Step] = []
+        for key in ("then", "else", "body"):
+            out += list(self.config.get(key) or [])
+        for branch in (self.config.get("branches") or {}).values():
+            out += list(branch)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "description": self.description,
+            "retries": self.retries,
+            "backoff_seconds": self.backoff_seconds,
+            "timeout_seconds": self.timeout_seconds,
+            "conditional": self.when is not None,
+            "continue_on_error": self.continue_on_error,
+        }
+        schema = self.config.get("schema")
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            info["input_schema"] = schema.model_json_schema()
+        for key in ("then", "else", "body"):
+            if self.config.get(key):
+                info[key] = [s.describe() for s in self.config[key]]
+        if self.config.get("branches"):
+            info["branches"] = {
+                name: [s.describe() for s in steps]
+                for name, steps in self.config["branches"].items()
+            }
+        if "max" in self.config:
+            info["max"] = self.config["max"]
+        return info
+
+
+@dataclass
+class Pipeline:
+    id: str
+    steps: Sequence[Step]
+    description: str = ""
+    version: str = "1"
+    input_model: type[BaseModel] | None = None
+    output_model: type[BaseModel] | None = None
+    output: Callable[[StepContext], Any] | None = None
+    source: str = "code"
+
+    def __post_init__(self) -> None:
+        if not self.id or not isinstance(self.id, str) or "/" in self.id:
+            raise DefinitionError("a pipeline needs a non-empty id without '/'")
+        if not self.steps:
+            raise DefinitionError(f"pipeline {self.id!r} has no steps")
+        self.steps = list(self.steps)
+        seen: set[str] = set()
+        for step in self.all_steps():
+            if step.id in seen:
+                raise DefinitionError(f"pipeline {self.id!r}: step id {step.id!r} is used twice")
+            seen.add(step.id)
+
+    def all_steps(self) -> list[Step]:
+        out: list[Step] = []
+        todo = list(self.steps)
+        while todo:
+            step = todo.pop(0)
+            out.append(step)
+            todo = step.children() + todo
+        return out
+
+    def step(self, step_id: str) -> Step | None:
+        for step in self.all_steps():
+            if step.id == step_id:
+                return step
+        return None
+
+    def input_schema(self) -> dict[str, Any]:
+        if self.input_model is None:
+            return {"type": "object"}
+        return self.input_model.model_json_schema()
+
+    def output_schema(self) -> dict[str, Any]:
+        if self.output_model is None:
+            return {"type": "object"}
+        return self.output_model.model_json_schema()
+
+
+# -- helpers for the built-in kinds ----------------------------------------------------------
+
+
+def code(step_id: str, fn: StepFn, **options: Any) -> Step:
+    """Call ``fn(ctx)`` (sync or async); its JSON-able return value is the step output."""
+    return Step(step_id, "code", {"fn": fn}, **options)
+
+
+def approval(
+    step_id: str,
+    message: str = "",
+    *,
+    timeout_seconds: float | None = None,
+    on_timeout: str = "fail",
+    **options: Any,
+) -> Step:
+    """A human gate: the run waits until ``POST /runs/{id}/approve`` or ``/deny``.
+    With ``timeout_seconds`` the gate resolves by ``on_timeout``: fail, approve or deny.
+    A denial fails the step (and the run, unless ``continue_on_error``)."""
+    if on_timeout not in KNOWN_ON_TIMEOUT:
+        raise DefinitionError(f"step {step_id!r}: on_timeout must be one of {KNOWN_ON_TIMEOUT}")
+    config = {"message": message, "approval_timeout_seconds": timeout_seconds}
+    config["on_timeout"] = on_timeout
+    return Step(step_id, "approval", config, **options)
+
+
+def wait(
+    step_id: str, schema: type[BaseModel] | None = None, prompt: str = "", **options: Any
+) -> Step:
+    """Wait for ``POST /runs/{id}/resume`` with ``input`` valid against ``schema``."""
+    return Step(step_id, "wait", {"schema": schema, "prompt": prompt}, **options)
+
+
+def tool(step_id: str, name: str, args: Any = None, **options: Any) -> Step:
+    """Call the tool ``name`` (``gateway_register_tools``) with ``args`` (a dict, or a
+    function of the step context returning one)."""
+    return Step(step_id, "tool", {"tool": name, "args": args}, **options)
+
+
+def llm(step_id: str, model: str, prompt: Any, **options: Any) -> Step:
+    """Ask ``model`` (a gateway model name of the OpenAI-compatible plugin); ``prompt`` is
+    a string or a function of the step context. Token deltas become ``step.delta`` events."""
+    return Step(step_id, "llm", {"model": model, "prompt": prompt}, **options)
+
+
+def branch(
+    step_id: str,
+    condition: Predicate,
+    then: Sequence[Step],
+    otherwise: Sequence[Step] = (),
+    **options: Any,
+) -> Step:
+    return Step(
+        step_id, "branch", {"if": condition, "then": list(then), "else": list(otherwise)}, **options
+    )
+
+
+def parallel(step_id: str, branches: dict[str, Sequence[Step]], **options: Any) -> Step:
+    return Step(
+        step_id, "parallel", {"branches": {k: list(v) for k, v in branches.items()}}, **options
+    )
+
+
+def loop(
+    step_id: str,
+    body: Sequence[Step],
+    *,
+    max: int,
+    while_: Predicate | None = None,
+    **options: Any,
+) -> Step:
+    """Run ``body`` while ``while_`` holds (checked before each pass), at most ``max`` times."""
+    if not isinstance(max, int) or max < 1:
+        raise DefinitionError(f"loop step {step_id!r} needs a maximum >= 1")
+    return Step(step_id, "loop", {"body": list(body), "while": while_, "max": max}, **options)

@@ -1,0 +1,171 @@
+"""The built-in step kinds. A step kind is an object with ``async run(step, ctx)`` that
+returns the step's output; it raises :class:`Suspend` to make the run wait (top-level
+steps only) and :class:`StepError` for a failure that must not be retried."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from plugins.pipelines.definition import Step
+
+if TYPE_CHECKING:
+    from plugins.pipelines.engine import StepContext
+
+LLM_CATALOG_KEY = "openai_compat.catalog"
+
+
+class Suspend(Exception):
+    """Make the run wait; ``waiting_for`` says for what (stored on the run)."""
+
+    def __init__(self, waiting_for: dict[str, Any]) -> None:
+        super().__init__(waiting_for.get("type", "wait"))
+        self.waiting_for = waiting_for
+
+
+class StepError(Exception):
+    """A failure that retrying cannot fix (a denial, a misconfigured step)."""
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _resolve(value: Any, ctx: StepContext) -> Any:
+    return value(ctx) if callable(value) else value
+
+
+class CodeKind:
+    """Call ``config["fn"](ctx)``, sync or async."""
+
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        fn = step.config.get("fn")
+        if not callable(fn):
+            raise StepError(f"code step {step.id!r} has no callable 'fn'")
+        return await _maybe_await(fn(ctx))
+
+
+class ApprovalKind:
+    """A human gate; the engine stores the request and the decision."""
+
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        decision = ctx.resolution
+        if decision is None:
+            timeout = step.config.get("approval_timeout_seconds")
+            raise Suspend(
+                {
+                    "type": "approval",
+                    "step": step.id,
+                    "message": str(step.config.get("message") or ""),
+                    "timeout_seconds": timeout,
+                    "on_timeout": step.config.get("on_timeout", "fail"),
+                }
+            )
+        if decision.get("decision") == "approved":
+            return decision
+        raise StepError(
+            f"approval {step.id!r} denied by {decision.get('approver')}: "
+            f"{decision.get('reason') or 'no reason given'}"
+        )
+
+
+class WaitKind:
+    """Wait for ``POST /runs/{id}/resume``; the resume input is the step output."""
+
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        if ctx.resolution is None:
+            schema = step.config.get("schema")
+            raise Suspend(
+                {
+                    "type": "input",
+                    "step": step.id,
+                    "prompt": str(step.config.get("prompt") or ""),
+                    "schema": schema.model_json_schema() if schema is not None else None,
+                }
+            )
+        return ctx.resolution.get("input")
+
+
+class ToolKind:
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        name = str(step.config.get("tool") or "")
+        tools = ctx.gateway.registry("tools")
+        if name not in tools:
+            raise StepError(f"tool {name!r} is not registered (gateway_register_tools)")
+        target = tools[name]
+        args = _resolve(step.config.get("args"), ctx) or {}
+        if not isinstance(args, dict):
+            raise StepError(f"tool step {step.id!r}: args must be a dict")
+        fn = target if callable(target) else getattr(target, "run", None)
+        if fn is None:
+            raise StepError(f"tool {name!r} is neither callable nor has run()")
+        return await _maybe_await(fn(**args))
+
+
+class LlmKind:
+    """A model call through the OpenAI-compatible plugin's catalog; deltas become
+    ``step.delta`` events."""
+
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        catalog = ctx.gateway.extras.get(LLM_CATALOG_KEY)
+        if catalog is None:
+            raise StepError(
+                "llm steps need the openai_compat plugin (it provides the model catalog), "
+                "which is not loaded in this gateway"
+            )
+        prompt = _resolve(step.config.get("prompt"), ctx)
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        body = {"model": step.config["model"], "messages": messages, "stream": True}
+        parts: list[str] = []
+        async for chunk in catalog.chat_stream(step.config["model"], body):
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    parts.append(text)
+                    await ctx.delta(text)
+        return {"text": "".join(parts)}
+
+
+class BranchKind:
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        condition = step.config.get("if")
+        taken = bool(condition(ctx)) if callable(condition) else bool(condition)
+        steps = step.config.get("then" if taken else "else") or []
+        results = await ctx.run_steps(steps)
+        return {"branch": "then" if taken else "else", "results": results}
+
+
+class ParallelKind:
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        branches: dict[str, list[Step]] = step.config.get("branches") or {}
+        names = list(branches)
+        outs = await asyncio.gather(*(ctx.run_steps(branches[n]) for n in names))
+        return dict(zip(names, outs, strict=True))
+
+
+class LoopKind:
+    async def run(self, step: Step, ctx: StepContext) -> Any:
+        maximum = int(step.config["max"])
+        condition = step.config.get("while")
+        passes: list[Any] = []
+        for i in range(maximum):
+            ctx.iteration = i
+            if callable(condition) and not condition(ctx):
+                break
+            passes.append(await ctx.run_steps(step.config.get("body") or []))
+        return {"iterations": len(passes), "results": passes}
+
+
+BUILTIN_KINDS: dict[str, Any] = {
+    "code": CodeKind(),
+    "llm": LlmKind(),
+    "tool": ToolKind(),
+    "approval": ApprovalKind(),
+    "wait": WaitKind(),
+    "branch": BranchKind(),
+    "parallel": ParallelKind(),
+    "loop": LoopKind(),
+}

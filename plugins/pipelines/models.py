@@ -1,0 +1,221 @@
+"""Request and response bodies of the pipelines routes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["pending", "running", "waiting", "paused", "completed", "failed", "cancelled"]
+
+
+class PipelineSummary(BaseModel):
+    id: str
+    description: str
+    version: str
+    source: str
+    steps: int
+
+
+class PipelineList(BaseModel):
+    pipelines: list[PipelineSummary]
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="pipeline files that failed to load, with the error"
+    )
+
+
+class PipelineDetail(BaseModel):
+    id: str
+    description: str
+    version: str
+    source: str
+    steps: list[dict[str, Any]]
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartRequest(_Body):
+    input: dict[str, Any] = Field(default_factory=dict, description="the pipeline's input")
+
+
+class RunRequest(StartRequest):
+    wait_seconds: float = Field(
+        30.0, gt=0, le=300, description="answer with the run's current state after this long"
+    )
+
+
+class ResumeRequest(_Body):
+    input: Any = Field(None, description="the input the waiting step asked for")
+
+
+class DecisionRequest(_Body):
+    reason: str | None = Field(None, max_length=2000)
+
+
+class StepResult(BaseModel):
+    step_id: str
+    status: Literal["completed", "failed", "skipped"]
+    attempts: int
+    output: Any = None
+    error: str | None = None
+    started_ms: int
+    finished_ms: int
+    duration_ms: int
+
+
+class RunRecord(BaseModel):
+    id: str
+    pipeline_id: str
+    pipeline_version: str
+    status: RunStatus
+    input: dict[str, Any]
+    output: Any = None
+    error: dict[str, Any] | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+    next_step_index: int
+    waiting_for: dict[str, Any] | None = None
+    paused_at: str | None = None
+    trigger: dict[str, Any]
+    idempotency_key: str | None = None
+    created_by: str | None = None
+    created_ms: int
+    started_ms: int | None = None
+    updated_ms: int
+    finished_ms: int | None = None
+    claims: int
+
+
+class StartResponse(BaseModel):
+    runId: str
+    status: RunStatus
+    created: bool = Field(description="false when an Idempotency-Key repeat found the run")
+    events: str = Field(description="the run's event stream")
+
+
+class RunQuery(BaseModel):
+    pipeline: str | None = None
+    status: RunStatus | None = None
+    since_ms: int | None = Field(None, ge=0, description="created at or after (Unix ms)")
+    until_ms: int | None = Field(None, ge=0, description="created before (Unix ms)")
+    limit: int = Field(50, ge=1, le=500)
+    before: int | None = Field(None, ge=0, description="the next_before of the previous page")
+
+
+class RunList(BaseModel):
+    runs: list[RunRecord]
+    next_before: int | None = Field(None, description="pass as ?before= for the next page")
+
+
+class ApprovalRecord(BaseModel):
+    run_id: str
+    step_id: str
+    pipeline_id: str
+    status: str
+    message: str
+    requested_ms: int
+    expires_ms: int | None = None
+    on_timeout: str
+    resolved_ms: int | None = None
+    approver: str | None = None
+    reason: str | None = None
+
+
+class ApprovalQuery(BaseModel):
+    status: Literal["pending", "approved", "denied", "timed_out", "cancelled", "all"] = "pending"
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class ApprovalList(BaseModel):
+    approvals: list[ApprovalRecord]
+
+
+class BreakpointRequest(_Body):
+    step_id: str = Field(..., min_length=1, max_length=200)
+    pipeline_id: str | None = Field(
+        None, max_length=200, description="only this pipeline (default: every pipeline)"
+    )
+
+
+class Breakpoint(BaseModel):
+    step_id: str
+    pipeline_id: str | None = None
+    created_by: str | None = None
+    created_ms: int
+
+
+class BreakpointList(BaseModel):
+    breakpoints: list[Breakpoint]
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class ScheduleRequest(_Body):
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="default: generated",
+    )
+    pipeline_id: str = Field(..., min_length=1, max_length=200)
+    cron: str | None = Field(None, max_length=200, description="5-field cron expression")
+    interval_seconds: float | None = Field(None, ge=1, le=366 * 86400)
+    timezone: str = Field("UTC", max_length=100, description="IANA time zone of the cron")
+    input: dict[str, Any] = Field(default_factory=dict)
+    overlap: Literal["skip", "queue", "cancel"] = "skip"
+
+
+class ScheduleRecord(BaseModel):
+    id: str
+    pipeline_id: str
+    cron: str | None = None
+    interval_seconds: float | None = None
+    timezone: str
+    input: dict[str, Any]
+    overlap: str
+    created_by: str | None = None
+    created_ms: int
+    next_fire_ms: int
+    last_fire_ms: int | None = None
+    last_outcome: str | None = None
+    last_run_id: str | None = None
+    missed: int
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleRecord]
+
+
+class TriggerRecord(BaseModel):
+    id: str
+    type: Literal["manual", "schedule", "webhook"]
+    pipeline_id: str
+    description: str
+
+
+class TriggerList(BaseModel):
+    triggers: list[TriggerRecord]
+
+
+class FireRequest(_Body):
+    input: dict[str, Any] | None = Field(
+        None, description="manual triggers: the run input (schedule triggers use their own)"
+    )
+
+
+class FireResponse(BaseModel):
+    trigger_id: str
+    outcome: str
+    runId: str | None = None
+
+
+class WebhookPayload(BaseModel):
+    """Any JSON object: it becomes the run input (validated against the pipeline's schema)."""
+
+    model_config = ConfigDict(extra="allow")

@@ -1,0 +1,713 @@
+"""Pipelines, runs, approvals and debug routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from croniter import croniter
+from pydantic import BaseModel, ValidationError
+from quart import Blueprint, Response, g, request
+from quart_schema import (
+    document_request,
+    document_response,
+    validate_querystring,
+    validate_response,
+)
+
+from host.api import (
+    GatewayError,
+    context,
+    current_principal,
+    document_stream,
+    public,
+    requires_gate,
+    stream_response,
+)
+from host.errors import ErrorResponse, validation_message
+from host.secrets import Secret, SecretError
+from host.storage import now_ms
+from plugins.control.models import EventPage
+from plugins.pipelines import schedules as schedules_mod
+from plugins.pipelines.catalog import PipelineCatalog
+from plugins.pipelines.definition import Pipeline
+from plugins.pipelines.engine import TERMINAL_EVENTS, Engine, engine_of, stream_of
+from plugins.pipelines.models import (
+    ApprovalList,
+    ApprovalQuery,
+    ApprovalRecord,
+    Breakpoint,
+    BreakpointList,
+    BreakpointRequest,
+    DecisionRequest,
+    Deleted,
+    FireRequest,
+    FireResponse,
+    PipelineDetail,
+    PipelineList,
+    PipelineSummary,
+    ResumeRequest,
+    RunList,
+    RunQuery,
+    RunRecord,
+    RunRequest,
+    ScheduleList,
+    ScheduleRecord,
+    ScheduleRequest,
+    StartRequest,
+    StartResponse,
+    TriggerList,
+    TriggerRecord,
+    WebhookPayload,
+)
+from plugins.pipelines.tables import approvals, breakpoints, runs, schedules, step_results
+
+GATE_RUN = "allow_pipeline_run"
+GATE_APPROVE = "allow_pipeline_approve"
+CATALOG_KEY = "pipelines.catalog"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+bp = Blueprint("pipelines", __name__)
+
+
+def catalog() -> PipelineCatalog:
+    found: PipelineCatalog | None = context().extras.get(CATALOG_KEY)
+    if found is None:
+        raise GatewayError(503, "pipelines_not_ready", "the pipelines plugin has not started")
+    return found
+
+
+def pipeline_or_404(pipeline_id: str) -> Pipeline:
+    pipeline = catalog().get(pipeline_id)
+    if pipeline is None:
+        raise GatewayError(404, "pipeline_not_found", f"no pipeline {pipeline_id!r}")
+    return pipeline
+
+
+async def body_of(model: type[BaseModel]) -> Any:
+    """The JSON body as ``model``; an empty body is ``{}``. 400 naming the field."""
+    raw = await request.get_data()
+    data: Any = {}
+    if raw.strip():
+        if not request.is_json:
+            raise GatewayError(
+                415, "unsupported_media_type", "send the request body as application/json"
+            )
+        data = await request.get_json()
+    if not isinstance(data, dict):
+        raise GatewayError(400, "invalid_request_body", "the request body must be a JSON object")
+    data.pop("policy_gate", None)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, param = validation_message(exc)
+        raise GatewayError(400, "invalid_request_body", message, details={"param": param}) from None
+
+
+async def run_record(run_id: str) -> RunRecord:
+    store = context().store
+    async with store.read() as conn:
+        row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
+        if row is None:
+            raise GatewayError(404, "run_not_found", f"no run {run_id!r}")
+        steps = (
+            await conn.execute(
+                sa.select(step_results)
+                .where(step_results.c.run_id == run_id)
+                .order_by(step_results.c.n)
+            )
+        ).all()
+    return _record(row, steps)
+
+
+def _record(row: Any, steps: Sequence[Any] | None = None) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        pipeline_id=row.pipeline_id,
+        pipeline_version=row.pipeline_version,
+        status=row.status,
+        input=row.input,
+        output=row.output,
+        error=row.error,
+        steps=[
+            {
+                "step_id": s.step_id,
+                "status": s.status,
+                "attempts": s.attempts,
+                "output": s.output,
+                "error": s.error,
+                "started_ms": s.started_ms,
+                "finished_ms": s.finished_ms,
+                "duration_ms": s.finished_ms - s.started_ms,
+            }
+            for s in steps or []
+        ],
+        next_step_index=row.cursor,
+        waiting_for=row.waiting_for,
+        paused_at=row.paused_at,
+        trigger=row.trigger,
+        idempotency_key=row.idempotency_key,
+        created_by=row.created_by,
+        created_ms=row.created_ms,
+        started_ms=row.started_ms,
+        updated_ms=row.updated_ms,
+        finished_ms=row.finished_ms,
+        claims=row.claims,
+    )
+
+
+async def start_run(
+    pipeline: Pipeline,
+    raw_input: Any,
+    trigger: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> tuple[str, bool]:
+    """Every way a run starts goes through here: refused while the gateway is paused."""
+    ctx = context()
+    await ctx.lifecycle.require_running()
+    engine = engine_of()
+    run_input = engine.validate_input(pipeline, raw_input)
+    caller = g.get("principal")  # None on the public webhook route
+    principal = caller.name if caller is not None else trigger.get("trigger_id")
+    return await engine.create_run(
+        pipeline,
+        run_input,
+        trigger=trigger,
+        created_by=principal,
+        idempotency_key=idempotency_key,
+    )
+
+
+# -- pipelines ---------------------------------------------------------------------------------
+
+
+@bp.get("/pipelines")
+@validate_response(PipelineList)
+async def list_pipelines() -> PipelineList:
+    """Registered pipelines, and pipeline files that failed to load."""
+    cat = catalog()
+    return PipelineList(
+        pipelines=[
+            PipelineSummary(
+                id=p.id,
+                description=p.description,
+                version=p.version,
+                source=p.source,
+                steps=len(p.steps),
+            )
+            for p in sorted(cat.current.values(), key=lambda p: p.id)
+        ],
+        errors=cat.errors,
+    )
+
+
+@bp.get("/pipelines/<pipeline_id>")
+@validate_response(PipelineDetail)
+async def describe_pipeline(pipeline_id: str) -> PipelineDetail:
+    """One pipeline: its steps and its input and output JSON Schemas."""
+    p = pipeline_or_404(pipeline_id)
+    return PipelineDetail(
+        id=p.id,
+        description=p.description,
+        version=p.version,
+        source=p.source,
+        steps=[s.describe() for s in p.steps],
+        input_schema=p.input_schema(),
+        output_schema=p.output_schema(),
+    )
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 200:
+        raise GatewayError(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"
+        )
+    return key
+
+
+@bp.post("/pipelines/<pipeline_id>/start")
+@requires_gate(GATE_RUN)
+@document_request(StartRequest)
+@validate_response(StartResponse, 202)
+@document_response(ErrorResponse, 422)
+@document_response(ErrorResponse, 503)
+async def start_pipeline(pipeline_id: str) -> Any:
+    """Start a run; 202 with its ``runId``. A repeated ``Idempotency-Key`` returns the same
+    run (across restarts); 422 names the input field that fails the schema; 503 while paused."""
+    pipeline = pipeline_or_404(pipeline_id)
+    body = await body_of(StartRequest)
+    run_id, created = await start_run(
+        pipeline, body.input, {"type": "api", "route": "start"}, _idempotency_key()
+    )
+    record = await run_record(run_id)
+    return StartResponse(
+        runId=run_id, status=record.status, created=created, events=f"/runs/{run_id}/events"
+    ), 202
+
+
+@bp.post("/pipelines/<pipeline_id>/run")
+@requires_gate(GATE_RUN)
+@document_request(RunRequest)
+@validate_response(RunRecord)
+@document_response(ErrorResponse, 422)
+@document_response(ErrorResponse, 503)
+async def run_pipeline(pipeline_id: str) -> RunRecord:
+    """Run synchronously: the run record once it ends, or in its current state when it
+    waits, pauses at a breakpoint, or ``wait_seconds`` pass."""
+    pipeline = pipeline_or_404(pipeline_id)
+    body = await body_of(RunRequest)
+    run_id, _created = await start_run(
+        pipeline, body.input, {"type": "api", "route": "run"}, _idempotency_key()
+    )
+    stops = {*TERMINAL_EVENTS, "run.waiting", "run.paused"}
+    hub = context().hub
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(body.wait_seconds):
+            async with contextlib.aclosing(
+                hub.subscribe(stream_of(run_id), 0, lambda e: e.type in stops)
+            ) as events:
+                async for _event in events:
+                    pass
+    return await run_record(run_id)
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+@bp.get("/runs")
+@validate_querystring(RunQuery)
+@validate_response(RunList)
+async def list_runs(query_args: RunQuery) -> RunList:
+    """Runs, newest first; filter by pipeline, status and creation time; page with
+    ``?before=`` (the previous page's ``next_before``)."""
+    q = query_args
+    stmt = sa.select(runs).order_by(runs.c.n.desc()).limit(q.limit + 1)
+    if q.pipeline:
+        stmt = stmt.where(runs.c.pipeline_id == q.pipeline)
+    if q.status:
+        stmt = stmt.where(runs.c.status == q.status)
+    if q.since_ms is not None:
+        stmt = stmt.where(runs.c.created_ms >= q.since_ms)
+    if q.until_ms is not None:
+        stmt = stmt.where(runs.c.created_ms < q.until_ms)
+    if q.before is not None:
+        stmt = stmt.where(runs.c.n < q.before)
+    async with context().store.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return RunList(
+        runs=[_record(r) for r in rows], next_before=rows[-1].n if more and rows else None
+    )
+
+
+@bp.get("/runs/<run_id>")
+@validate_response(RunRecord)
+async def get_run(run_id: str) -> RunRecord:
+    """The run record: input, output, error, per-step results with timings, what it waits for."""
+    return await run_record(run_id)
+
+
+@bp.get("/runs/<run_id>/events")
+@document_response(EventPage, 200)
+@document_stream
+async def run_events(run_id: str) -> Response:
+    """The run's events: SSE with ``Last-Event-ID`` resume, JSONL, or a JSON page; the
+    stream ends after the run's terminal event (a finished run's stream replays and ends)."""
+    await run_record(run_id)  # 404 for an unknown run
+    return await stream_response(
+        context().hub, request, stream_of(run_id), until=lambda e: e.type in TERMINAL_EVENTS
+    )
+
+
+@bp.post("/runs/<run_id>/resume")
+@requires_gate(GATE_RUN)
+@document_request(ResumeRequest)
+@validate_response(RunRecord)
+@document_response(ErrorResponse, 409)
+@document_response(ErrorResponse, 422)
+async def resume_run(run_id: str) -> RunRecord:
+    """Give a run waiting at a ``wait`` step its input; 422 names the failing field (the run
+    still waits); 409 when the run does not wait for input."""
+    body = await body_of(ResumeRequest)
+    await engine_of().resume(run_id, body.input, current_principal().name)
+    return await run_record(run_id)
+
+
+async def _decide(run_id: str, decision: str) -> RunRecord:
+    body = await body_of(DecisionRequest)
+    await engine_of().resolve_approval(run_id, decision, current_principal().name, body.reason)
+    return await run_record(run_id)
+
+
+@bp.post("/runs/<run_id>/approve")
+@requires_gate(GATE_APPROVE)
+@document_request(DecisionRequest)
+@validate_response(RunRecord)
+@document_response(ErrorResponse, 409)
+async def approve_run(run_id: str) -> RunRecord:
+    """Approve the approval gate the run waits at; 409 if it does not wait for an approval."""
+    return await _decide(run_id, "approved")
+
+
+@bp.post("/runs/<run_id>/deny")
+@requires_gate(GATE_APPROVE)
+@document_request(DecisionRequest)
+@validate_response(RunRecord)
+@document_response(ErrorResponse, 409)
+async def deny_run(run_id: str) -> RunRecord:
+    """Deny the approval gate the run waits at (the step fails); 409 if not waiting."""
+    return await _decide(run_id, "denied")
+
+
+@bp.post("/runs/<run_id>/cancel")
+@requires_gate(GATE_RUN)
+@document_request(DecisionRequest)
+@validate_response(RunRecord)
+@document_response(ErrorResponse, 409)
+async def cancel_run(run_id: str) -> RunRecord:
+    """Cancel a run that has not finished; 409 if it already has."""
+    body = await body_of(DecisionRequest)
+    await engine_of().cancel(run_id, current_principal().name, body.reason)
+    return await run_record(run_id)
+
+
+# -- approvals ---------------------------------------------------------------------------------
+
+
+@bp.get("/approvals")
+@validate_querystring(ApprovalQuery)
+@validate_response(ApprovalList)
+async def list_approvals(query_args: ApprovalQuery) -> ApprovalList:
+    """Approvals, pending ones by default (``?status=all`` for every one), oldest first."""
+    stmt = sa.select(approvals).order_by(approvals.c.requested_ms).limit(query_args.limit)
+    if query_args.status != "all":
+        stmt = stmt.where(approvals.c.status == query_args.status)
+    async with context().store.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return ApprovalList(approvals=[ApprovalRecord(**r._asdict()) for r in rows])
+
+
+# -- debug -------------------------------------------------------------------------------------
+
+
+@bp.get("/debug/breakpoints")
+@validate_response(BreakpointList)
+async def list_breakpoints() -> BreakpointList:
+    """Active breakpoints: every run pauses before a step with this id."""
+    async with context().store.read() as conn:
+        rows = (await conn.execute(sa.select(breakpoints).order_by(breakpoints.c.created_ms))).all()
+    return BreakpointList(breakpoints=[Breakpoint(**r._asdict()) for r in rows])
+
+
+@bp.post("/debug/breakpoints")
+@requires_gate(GATE_RUN)
+@document_request(BreakpointRequest)
+@validate_response(Breakpoint, 201)
+async def add_breakpoint() -> Any:
+    """Pause every run (however started) before the step ``step_id`` (optionally of one
+    pipeline only); stored, so it survives restarts."""
+    body = await body_of(BreakpointRequest)
+    if body.pipeline_id is not None:
+        pipeline = pipeline_or_404(body.pipeline_id)
+        if pipeline.step(body.step_id) is None:
+            raise GatewayError(
+                404, "step_not_found", f"pipeline {pipeline.id!r} has no step {body.step_id!r}"
+            )
+    values = {
+        "step_id": body.step_id,
+        "pipeline_id": body.pipeline_id,
+        "created_by": current_principal().name,
+        "created_ms": now_ms(),
+    }
+    store = context().store
+    async with store.write() as conn:
+        await conn.execute(store.dialect.upsert(breakpoints, ["step_id"], values))
+    return Breakpoint(**values), 201
+
+
+@bp.delete("/debug/breakpoints/<step_id>")
+@requires_gate(GATE_RUN)
+@validate_response(Deleted)
+async def delete_breakpoint(step_id: str) -> Deleted:
+    """Remove a breakpoint (runs already paused stay paused until released); 404 if none."""
+    async with context().store.write() as conn:
+        result = await conn.execute(breakpoints.delete().where(breakpoints.c.step_id == step_id))
+    if not result.rowcount:
+        raise GatewayError(404, "breakpoint_not_found", f"no breakpoint on step {step_id!r}")
+    return Deleted(deleted=step_id)
+
+
+@bp.get("/debug/runs")
+@validate_response(RunList)
+async def paused_runs() -> RunList:
+    """Runs paused at a breakpoint, oldest first."""
+    async with context().store.read() as conn:
+        rows = (
+            await conn.execute(sa.select(runs).where(runs.c.status == "paused").order_by(runs.c.n))
+        ).all()
+    return RunList(runs=[_record(r) for r in rows])
+
+
+@bp.post("/debug/runs/<run_id>/release")
+@requires_gate(GATE_RUN)
+@validate_response(RunRecord)
+@document_response(ErrorResponse, 409)
+async def release_run(run_id: str) -> RunRecord:
+    """Let a run paused at a breakpoint continue (it runs the step it paused before);
+    409 if the run is not paused."""
+    await engine_of().release(run_id, current_principal().name)
+    return await run_record(run_id)
+
+
+# -- triggers and schedules --------------------------------------------------------------------
+
+
+def _schedule_record(row: Any) -> ScheduleRecord:
+    return ScheduleRecord(**row._asdict())
+
+
+async def _schedule_row(schedule_id: str) -> Any:
+    async with context().store.read() as conn:
+        row = (
+            await conn.execute(sa.select(schedules).where(schedules.c.id == schedule_id))
+        ).first()
+    if row is None:
+        raise GatewayError(404, "schedule_not_found", f"no schedule {schedule_id!r}")
+    return row
+
+
+@bp.get("/triggers")
+@validate_response(TriggerList)
+async def list_triggers() -> TriggerList:
+    """Triggers: one manual trigger per pipeline (``manual:<pipeline>``) and one per
+    schedule (``schedule:<id>``)."""
+    found = [
+        TriggerRecord(
+            id=f"manual:{p.id}", type="manual", pipeline_id=p.id, description=f"start {p.id} now"
+        )
+        for p in sorted(catalog().current.values(), key=lambda p: p.id)
+    ]
+    async with context().store.read() as conn:
+        rows = (await conn.execute(sa.select(schedules).order_by(schedules.c.created_ms))).all()
+    found += [
+        TriggerRecord(
+            id=f"schedule:{r.id}",
+            type="schedule",
+            pipeline_id=r.pipeline_id,
+            description=f"schedule {r.cron or f'every {r.interval_seconds:g} s'}",
+        )
+        for r in rows
+    ]
+    found += [
+        TriggerRecord(
+            id=f"webhook:{name}",
+            type="webhook",
+            pipeline_id=str(config.get("pipeline", "")),
+            description=f"POST /triggers/webhook:{name}/webhook, HMAC-signed",
+        )
+        for name, config in sorted(webhooks().items())
+    ]
+    return TriggerList(triggers=found)
+
+
+@bp.post("/triggers/<trigger_id>/fire")
+@requires_gate(GATE_RUN)
+@document_request(FireRequest)
+@validate_response(FireResponse, 202)
+@document_response(ErrorResponse, 422)
+@document_response(ErrorResponse, 503)
+async def fire_trigger(trigger_id: str) -> Any:
+    """Fire a trigger now: ``manual:<pipeline>`` starts a run with the body's ``input``;
+    ``schedule:<id>`` fires the schedule once (its overlap policy applies). 404 unknown
+    trigger; 503 while the gateway is paused."""
+    body = await body_of(FireRequest)
+    kind, _, name = trigger_id.partition(":")
+    if kind == "manual":
+        pipeline = pipeline_or_404_as_trigger(name, trigger_id)
+        run_id, _created = await start_run(
+            pipeline, body.input or {}, {"type": "manual", "trigger_id": trigger_id}
+        )
+        return FireResponse(trigger_id=trigger_id, outcome="fired", runId=run_id), 202
+    if kind == "webhook" and name in webhooks():
+        pipeline = pipeline_or_404_as_trigger(str(webhooks()[name].get("pipeline", "")), trigger_id)
+        run_id, _created = await start_run(
+            pipeline,
+            body.input or {},
+            {"type": "webhook", "trigger_id": trigger_id, "manual": True},
+        )
+        return FireResponse(trigger_id=trigger_id, outcome="fired", runId=run_id), 202
+    if kind == "schedule":
+        try:
+            row = await _schedule_row(name)
+        except GatewayError:
+            raise GatewayError(404, "trigger_not_found", f"no trigger {trigger_id!r}") from None
+        await context().lifecycle.require_running()
+        outcome = await schedules_mod.fire_schedule(engine_of(), row, now_ms(), manual=True)
+        fresh = await _schedule_row(name)
+        fired = fresh.last_run_id if outcome == "fired" else None
+        return FireResponse(trigger_id=trigger_id, outcome=outcome, runId=fired), 202
+    raise GatewayError(404, "trigger_not_found", f"no trigger {trigger_id!r}")
+
+
+WEBHOOK_SIGNATURE = "X-Gateway-Signature"
+WEBHOOK_DELIVERY = "X-Gateway-Delivery"
+
+
+def webhooks() -> dict[str, dict[str, Any]]:
+    """``[plugins.pipelines.webhooks.<name>]`` tables: ``pipeline`` and ``secret``."""
+    raw = context().settings.plugin_section("pipelines").get("webhooks") or {}
+    return (
+        {str(k): v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
+    )
+
+
+def _webhook_secret(config: dict[str, Any]) -> str | None:
+    try:
+        return Secret.resolve(config.get("secret")).get() or None
+    except (SecretError, TypeError, ValueError):
+        return None
+
+
+@bp.post("/triggers/<trigger_id>/webhook")
+@public
+@document_request(WebhookPayload)
+@validate_response(FireResponse, 202)
+@document_response(ErrorResponse, 503)
+async def webhook(trigger_id: str) -> Any:
+    """Webhook trigger (public; authenticated by an HMAC-SHA256 signature of the raw body
+    in ``X-Gateway-Signature: sha256=<hex>``): the JSON body is the run input. A repeated
+    ``X-Gateway-Delivery`` id returns the first run. 401 bad signature (nothing started);
+    404 unknown webhook; 503 while paused."""
+    kind, _, name = trigger_id.partition(":")
+    config = webhooks().get(name) if kind == "webhook" else None
+    secret = _webhook_secret(config) if config is not None else None
+    data = await request.get_data(as_text=False)
+    raw = data if isinstance(data, bytes) else data.encode()
+    sent = request.headers.get(WEBHOOK_SIGNATURE, "")
+    expected = "sha256=" + hmac.new((secret or "").encode(), raw, hashlib.sha256).hexdigest()
+    if config is None or secret is None:
+        raise GatewayError(404, "trigger_not_found", f"no webhook trigger {trigger_id!r}")
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise GatewayError(401, "invalid_signature", f"{WEBHOOK_SIGNATURE} does not match the body")
+    pipeline = pipeline_or_404_as_trigger(str(config.get("pipeline", "")), trigger_id)
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise GatewayError(400, "invalid_json", "the webhook body is not valid JSON") from None
+    delivery = request.headers.get(WEBHOOK_DELIVERY, "").strip()[:200] or None
+    run_id, created = await start_run(
+        pipeline,
+        body,
+        {"type": "webhook", "trigger_id": trigger_id, "delivery": delivery},
+        f"webhook:{name}:{delivery}" if delivery else None,
+    )
+    outcome = "fired" if created else "duplicate_delivery"
+    return FireResponse(trigger_id=trigger_id, outcome=outcome, runId=run_id), 202
+
+
+def pipeline_or_404_as_trigger(pipeline_id: str, trigger_id: str) -> Pipeline:
+    pipeline = catalog().get(pipeline_id)
+    if pipeline is None:
+        raise GatewayError(404, "trigger_not_found", f"no trigger {trigger_id!r}")
+    return pipeline
+
+
+@bp.get("/schedules")
+@validate_response(ScheduleList)
+async def list_schedules() -> ScheduleList:
+    """Schedules with their next and last fire and the last outcome."""
+    async with context().store.read() as conn:
+        rows = (await conn.execute(sa.select(schedules).order_by(schedules.c.created_ms))).all()
+    return ScheduleList(schedules=[_schedule_record(r) for r in rows])
+
+
+@bp.post("/schedules")
+@requires_gate(GATE_RUN)
+@document_request(ScheduleRequest)
+@validate_response(ScheduleRecord, 201)
+@document_response(ErrorResponse, 409)
+@document_response(ErrorResponse, 422)
+async def add_schedule() -> Any:
+    """Add a schedule: ``cron`` (5 fields, in ``timezone``) or ``interval_seconds``;
+    ``overlap`` skip, queue or cancel. 404 unknown pipeline; 422 bad cron, time zone or
+    input; 409 an existing id."""
+    body = await body_of(ScheduleRequest)
+    pipeline = pipeline_or_404(body.pipeline_id)
+    if (body.cron is None) == (body.interval_seconds is None):
+        raise GatewayError(
+            422,
+            "validation_failed",
+            "give exactly one of cron and interval_seconds",
+            details={"param": "cron"},
+        )
+    if body.cron is not None and (len(body.cron.split()) != 5 or not croniter.is_valid(body.cron)):
+        raise GatewayError(
+            422,
+            "validation_failed",
+            "cron: not a valid 5-field cron expression",
+            details={"param": "cron"},
+        )
+    try:
+        ZoneInfo(body.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise GatewayError(
+            422,
+            "validation_failed",
+            f"timezone: unknown IANA time zone {body.timezone!r}",
+            details={"param": "timezone"},
+        ) from None
+    run_input = engine_of().validate_input(pipeline, body.input)
+    now = now_ms()
+    values = {
+        "id": body.id or uuid.uuid4().hex[:12],
+        "pipeline_id": pipeline.id,
+        "cron": body.cron,
+        "interval_seconds": body.interval_seconds,
+        "timezone": body.timezone,
+        "input": run_input,
+        "overlap": body.overlap,
+        "created_by": current_principal().name,
+        "created_ms": now,
+        "next_fire_ms": schedules_mod.next_after(
+            body.cron, body.timezone, body.interval_seconds, now
+        ),
+        "last_fire_ms": None,
+        "last_outcome": None,
+        "last_run_id": None,
+        "missed": 0,
+    }
+    store = context().store
+    async with store.write() as conn:
+        inserted = await conn.execute(store.dialect.insert_ignore(schedules).values(**values))
+    if not inserted.rowcount:
+        raise GatewayError(409, "schedule_exists", f"schedule {values['id']!r} already exists")
+    engine_of().wake.set()
+    return ScheduleRecord(**values), 201
+
+
+@bp.delete("/schedules/<schedule_id>")
+@requires_gate(GATE_RUN)
+@validate_response(Deleted)
+async def delete_schedule(schedule_id: str) -> Deleted:
+    """Remove a schedule (its runs go on); 404 if there is none."""
+    async with context().store.write() as conn:
+        result = await conn.execute(schedules.delete().where(schedules.c.id == schedule_id))
+    if not result.rowcount:
+        raise GatewayError(404, "schedule_not_found", f"no schedule {schedule_id!r}")
+    return Deleted(deleted=schedule_id)
+
+
+__all__ = ["GATE_APPROVE", "GATE_RUN", "Engine", "bp"]

@@ -1,0 +1,121 @@
+"""The pipelines plugin's tables and their migration (namespace ``pipelines``)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from host.api import Migration
+
+NAMESPACE = "pipelines"
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "pipelines_runs",
+    metadata,
+    # ``n`` orders runs (pending runs start in this order) and pages listings.
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("pipeline_id", sa.String(200), nullable=False, index=True),
+    sa.Column("pipeline_version", sa.String(100), nullable=False),
+    sa.Column("definition_key", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("output", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("cursor", sa.Integer, nullable=False, default=0),
+    sa.Column("results", sa.JSON, nullable=False),
+    sa.Column("resolutions", sa.JSON, nullable=False),
+    sa.Column("waiting_for", sa.JSON, nullable=True),
+    sa.Column("paused_at", sa.String(200), nullable=True),
+    sa.Column("released_step", sa.String(200), nullable=True),
+    sa.Column("trigger", sa.JSON, nullable=False),
+    sa.Column("idempotency_key", sa.String(300), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("started_ms", sa.BigInteger, nullable=True),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("finished_ms", sa.BigInteger, nullable=True),
+    sa.Column("claims", sa.Integer, nullable=False, default=0),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_expires_ms", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint("pipeline_id", "idempotency_key", name="uq_pipelines_runs_idem"),
+)
+
+step_results = sa.Table(
+    "pipelines_step_results",
+    metadata,
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("output", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("started_ms", sa.BigInteger, nullable=False),
+    sa.Column("finished_ms", sa.BigInteger, nullable=False),
+)
+
+approvals = sa.Table(
+    "pipelines_approvals",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("step_id", sa.String(200), primary_key=True),
+    sa.Column("pipeline_id", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("requested_ms", sa.BigInteger, nullable=False),
+    sa.Column("expires_ms", sa.BigInteger, nullable=True),
+    sa.Column("on_timeout", sa.String(20), nullable=False),
+    sa.Column("resolved_ms", sa.BigInteger, nullable=True),
+    sa.Column("approver", sa.String(200), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+)
+
+breakpoints = sa.Table(
+    "pipelines_breakpoints",
+    metadata,
+    sa.Column("step_id", sa.String(200), primary_key=True),
+    sa.Column("pipeline_id", sa.String(200), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+schedules = sa.Table(
+    "pipelines_schedules",
+    metadata,
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("pipeline_id", sa.String(200), nullable=False),
+    sa.Column("cron", sa.String(200), nullable=True),
+    sa.Column("timezone", sa.String(100), nullable=False),
+    sa.Column("interval_seconds", sa.Float, nullable=True),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("overlap", sa.String(20), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("next_fire_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_fire_ms", sa.BigInteger, nullable=True),
+    sa.Column("last_outcome", sa.String(40), nullable=True),
+    sa.Column("last_run_id", sa.String(64), nullable=True),
+    sa.Column("missed", sa.Integer, nullable=False, default=0),
+)
+
+# One row per tick that was due: fired, skipped (paused, overlap) or missed (while down).
+schedule_fires = sa.Table(
+    "pipelines_schedule_fires",
+    metadata,
+    sa.Column("schedule_id", sa.String(100), primary_key=True),
+    sa.Column("tick_ms", sa.BigInteger, primary_key=True),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("recorded_ms", sa.BigInteger, nullable=False),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration.create_tables(
+        NAMESPACE,
+        1,
+        "runs, step results, approvals, breakpoints",
+        [runs, step_results, approvals, breakpoints],
+    ),
+    Migration.create_tables(NAMESPACE, 2, "schedules and their fires", [schedules, schedule_fires]),
+)

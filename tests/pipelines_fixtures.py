@@ -1,0 +1,144 @@
+"""Pipelines the pipelines tests load from a directory (written into tmp_path)."""
+
+from __future__ import annotations
+
+PIPELINES_SOURCE = """
+from __future__ import annotations
+
+import asyncio
+import pathlib
+
+from pydantic import BaseModel, Field
+
+from plugins.pipelines.definition import (
+    Pipeline, approval, branch, code, llm, loop, parallel, wait,
+)
+
+
+class Numbers(BaseModel):
+    n: int = Field(..., ge=0)
+
+
+class Reply(BaseModel):
+    text: str = Field(..., min_length=2)
+
+
+THREE = Pipeline(
+    id="three",
+    description="three code steps",
+    input_model=Numbers,
+    steps=[
+        code("one", lambda c: {"v": c.input["n"] + 1}),
+        code("two", lambda c: {"v": c.results["one"]["v"] * 2}),
+        code("three", lambda c: {"v": c.results["two"]["v"] + 1}),
+    ],
+)
+
+_tries: dict[str, int] = {}
+
+
+def flaky(ctx):
+    _tries[ctx.run_id] = _tries.get(ctx.run_id, 0) + 1
+    if _tries[ctx.run_id] < 3:
+        raise RuntimeError(f"attempt {_tries[ctx.run_id]} failed")
+    return {"tries": _tries[ctx.run_id]}
+
+
+def boom(ctx):
+    raise ValueError("broken on purpose")
+
+
+async def slow(ctx):
+    await asyncio.sleep(5)
+
+
+OPTIONS = Pipeline(
+    id="options",
+    steps=[
+        code("flaky", flaky, retries=2, backoff_seconds=0.01),
+        code("skipped", boom, when=lambda c: False),
+        code("tolerated", boom, continue_on_error=True),
+        code("last", lambda c: {"ok": True}),
+    ],
+)
+
+FAILING = Pipeline(id="failing", steps=[code("boom", boom), code("never", lambda c: 1)])
+TIMEOUT = Pipeline(id="timeout", steps=[code("slow", slow, timeout_seconds=0.05)])
+
+COMPOSITE = Pipeline(
+    id="composite",
+    steps=[
+        branch(
+            "pick",
+            lambda c: c.input.get("big", False),
+            then=[code("big", lambda c: "big")],
+            otherwise=[code("small", lambda c: "small")],
+        ),
+        parallel(
+            "both",
+            {"a": [code("pa", lambda c: 1)], "b": [code("pb", lambda c: 2)]},
+        ),
+        loop("count", [code("tick", lambda c: c.iteration)], max=3),
+    ],
+)
+
+INPUT = Pipeline(
+    id="input",
+    version="1",
+    steps=[
+        wait("reply", schema=Reply),
+        code("answer", lambda c: {"v": 1, "text": c.results["reply"]["text"]}),
+    ],
+)
+
+GATED = Pipeline(
+    id="gated",
+    steps=[
+        code("draft", lambda c: {"text": "draft"}),
+        approval("review", "ok?"),
+        code("publish", lambda c: {"done": True}),
+    ],
+)
+
+TIMED = Pipeline(
+    id="timed",
+    steps=[
+        approval("auto", "ok?", timeout_seconds=0.2, on_timeout="approve"),
+        code("after", lambda c: {"decision": c.results["auto"]["decision"]}),
+    ],
+)
+
+EXPIRING = Pipeline(
+    id="expiring",
+    steps=[approval("gate", "ok?", timeout_seconds=0.2), code("never", lambda c: 1)],
+)
+
+LLM = Pipeline(id="llm-step", steps=[llm("ask", "echo", prompt="hello")])
+
+
+def wait_for_gate(ctx):
+    gate = pathlib.Path(ctx.input["gate"])
+    counter = pathlib.Path(ctx.input["counter"])
+    with counter.open("a") as fh:
+        fh.write(ctx.step.id + "\\n")
+    return {"gate": gate.name}
+
+
+async def blocked(ctx):
+    gate = pathlib.Path(ctx.input["gate"])
+    with pathlib.Path(ctx.input["counter"]).open("a") as fh:
+        fh.write(ctx.step.id + "\\n")
+    while not gate.exists():
+        await asyncio.sleep(0.05)
+    return {"passed": True}
+
+
+DURABLE = Pipeline(
+    id="durable",
+    steps=[
+        code("first", wait_for_gate),
+        code("second", blocked),
+        code("third", lambda c: {"done": True}),
+    ],
+)
+"""
