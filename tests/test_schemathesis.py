@@ -58,6 +58,18 @@ def _strategy(operation: Any) -> Any:
     )
 
 
+def _designed_unavailable(response: Any) -> bool:
+    """A 503 ``gateway_paused`` is the designed answer to starting work while the gateway is
+    paused, which the fuzzer does when it calls POST /gateway/pause before a start route.
+    Every other 5xx is a failure."""
+    if response.status_code != 503:
+        return False
+    try:
+        return bool(response.json()["error"]["code"] == "gateway_paused")
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 @pytest.mark.parametrize("authenticated", [True, False], ids=["admin", "anonymous"])
 def test_no_operation_answers_with_a_server_error(server: LiveServer, authenticated: bool) -> None:
     headers = ADMIN if authenticated else {}
@@ -78,6 +90,8 @@ def test_no_operation_answers_with_a_server_error(server: LiveServer, authentica
             for name in [h for h in case.headers or {} if h.lower() == "transfer-encoding"]:
                 del case.headers[name]
             response = case.call(base_url=server.url, headers=headers, timeout=30)
+            if _designed_unavailable(response):
+                return
             case.validate_response(response, checks=[not_a_server_error])
 
         try:
