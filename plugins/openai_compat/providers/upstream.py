@@ -62,12 +62,16 @@ class OpenAIUpstream(Provider):
 
     # -- plain requests -------------------------------------------------------------------
 
-    async def _post(self, route: ModelRoute, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _send(
+        self, route: ModelRoute, path: str, body: dict[str, Any], stream: bool
+    ) -> httpx.Response:
+        """Send, retrying only connection errors (nothing reached the upstream, so nothing
+        can run twice); timeouts and other failures map to the error envelope at once."""
         client = self._client(route)
+        request = client.build_request("POST", path, json=body, headers=self._headers(route))
         for attempt in range(route.max_retries + 1):
             try:
-                response = await client.post(path, json=body, headers=self._headers(route))
-                break
+                return await client.send(request, stream=stream)
             except _RETRYABLE as exc:
                 if attempt >= route.max_retries:
                     raise _unavailable(route, exc) from exc
@@ -76,6 +80,10 @@ class OpenAIUpstream(Provider):
                 raise _timeout(route) from exc
             except httpx.HTTPError as exc:
                 raise _unavailable(route, exc) from exc
+        raise _unavailable(route, RuntimeError("no attempt made"))
+
+    async def _post(self, route: ModelRoute, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._send(route, path, body, stream=False)
         if response.status_code >= 400:
             raise _upstream_error(route, response.status_code, response.content, response.headers)
         try:
@@ -108,22 +116,7 @@ class OpenAIUpstream(Provider):
     async def _stream(
         self, route: ModelRoute, path: str, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        client = self._client(route)
-        request = client.build_request("POST", path, json=body, headers=self._headers(route))
-        response: httpx.Response | None = None
-        for attempt in range(route.max_retries + 1):
-            try:
-                response = await client.send(request, stream=True)
-                break
-            except _RETRYABLE as exc:
-                if attempt >= route.max_retries:
-                    raise _unavailable(route, exc) from exc
-                await asyncio.sleep(0.1 * 2**attempt)
-            except httpx.TimeoutException as exc:
-                raise _timeout(route) from exc
-            except httpx.HTTPError as exc:
-                raise _unavailable(route, exc) from exc
-        assert response is not None
+        response = await self._send(route, path, body, stream=True)
         try:
             if response.status_code >= 400:
                 raise _upstream_error(
