@@ -96,13 +96,21 @@ class StartResponse(BaseModel):
     events: str = Field(description="the run's event stream")
 
 
+MAX_INT64 = 2**63 - 1
+
+
 class RunQuery(BaseModel):
     pipeline: str | None = None
     status: RunStatus | None = None
-    since_ms: int | None = Field(None, ge=0, description="created at or after (Unix ms)")
-    until_ms: int | None = Field(None, ge=0, description="created before (Unix ms)")
+    # Bounded to what the store's 64-bit integers hold: a larger value is a 400, not a 500.
+    since_ms: int | None = Field(
+        None, ge=0, le=MAX_INT64, description="created at or after (Unix ms)"
+    )
+    until_ms: int | None = Field(None, ge=0, le=MAX_INT64, description="created before (Unix ms)")
     limit: int = Field(50, ge=1, le=500)
-    before: int | None = Field(None, ge=0, description="the next_before of the previous page")
+    before: int | None = Field(
+        None, ge=0, le=MAX_INT64, description="the next_before of the previous page"
+    )
 
 
 class RunList(BaseModel):
