@@ -810,15 +810,7 @@ class Engine:
         events: list[Event] = []
         now = now_ms()
         async with self.store.write() as conn:
-            row = await _run_row(conn, run_id)
-            waiting = row.waiting_for or {}
-            if row.status != "waiting" or waiting.get("type") != "approval":
-                raise GatewayError(
-                    409,
-                    "not_waiting_for_approval",
-                    f"run {run_id} is {row.status}, not waiting for an approval",
-                )
-            step_id = waiting["step"]
+            row, step_id = await _waiting_run(conn, run_id, "approval", "an approval")
             status = decision or "timed_out"
             await conn.execute(
                 approvals.update()
@@ -890,15 +882,7 @@ class Engine:
         events: list[Event] = []
         now = now_ms()
         async with self.store.write() as conn:
-            row = await _run_row(conn, run_id)
-            waiting = row.waiting_for or {}
-            if row.status != "waiting" or waiting.get("type") != "input":
-                raise GatewayError(
-                    409,
-                    "not_waiting_for_input",
-                    f"run {run_id} is {row.status}, not waiting for input",
-                )
-            step_id = waiting["step"]
+            row, step_id = await _waiting_run(conn, run_id, "input", "input")
             pipeline = self.catalog.for_run(row.pipeline_id, row.definition_key)
             step = pipeline.step(step_id) if pipeline is not None else None
             schema = step.config.get("schema") if step is not None else None
@@ -1008,6 +992,17 @@ class _StepFailed(Exception):
         super().__init__(message)
         self.message = message
         self.attempts = attempts
+
+
+async def _waiting_run(conn: AsyncConnection, run_id: str, kind: str, what: str) -> tuple[Any, str]:
+    """The run and the step it waits at, or 409 ``not_waiting_for_<kind>``."""
+    row = await _run_row(conn, run_id)
+    waiting = row.waiting_for or {}
+    if row.status != "waiting" or waiting.get("type") != kind:
+        raise GatewayError(
+            409, f"not_waiting_for_{kind}", f"run {run_id} is {row.status}, not waiting for {what}"
+        )
+    return row, waiting["step"]
 
 
 async def _run_row(conn: AsyncConnection, run_id: str) -> Any:
