@@ -29,7 +29,7 @@ from plugins.openai_compat.responses_translate import (
 from plugins.openai_compat.routes import catalog, json_body, metrics, provider_failure
 from plugins.openai_compat.safety import OutputScanner, scan_messages
 from plugins.openai_compat.schemas import DeletedResponse, ResponseObject
-from plugins.openai_compat.streaming import first_of
+from plugins.openai_compat.streaming import close_stream, first_of
 
 bp = Blueprint("openai_responses", __name__)
 
@@ -178,12 +178,7 @@ async def _stream(
             yield b"data: [DONE]\n\n"
             outcome = "ok"
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:  # noqa: S110 - closing a broken upstream
-                    pass
+            await close_stream(chunks)
             m.requests.labels(*labels, "responses", outcome).inc()
             m.latency.labels(*labels).observe(time.perf_counter() - started)
 

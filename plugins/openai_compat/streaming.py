@@ -64,7 +64,7 @@ def sse_response(
             outcome = "ok"
             yield DONE
         finally:
-            await _close(stream)
+            await close_stream(stream)
             on_end(outcome)
 
     response = Response(body(), content_type="text/event-stream")
@@ -74,7 +74,8 @@ def sse_response(
     return response
 
 
-async def _close(stream: AsyncIterator[dict[str, Any]]) -> None:
+async def close_stream(stream: AsyncIterator[dict[str, Any]]) -> None:
+    """Close an upstream chunk iterator (and with it the upstream request)."""
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         try:
