@@ -49,16 +49,18 @@ def gateway_startup(app: Quart) -> None:
 
 
 @hookimpl
-def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
+async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     catalog = _build_catalog(app, settings)
     context(app).extras[CATALOG_KEY] = catalog
+    # Connection pools to upstreams no model points at any more are closed.
+    providers = context(app).registry("providers")
+    for name in providers:
+        await providers[name].retain(catalog.models.values())
     return {"models": sorted(catalog.models)}
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
-    for name in context(app).registry("providers"):
-        provider = context(app).registry("providers")[name]
-        aclose = getattr(provider, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    providers = context(app).registry("providers")
+    for name in providers:
+        await providers[name].aclose()

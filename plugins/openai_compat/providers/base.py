@@ -8,7 +8,7 @@ completions, Responses, the pipelines ``llm`` step) all sit on these two calls.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ class ModelRoute:
     read_timeout_seconds: float = 120.0
     max_retries: int = 2
     description: str = ""
+    stream_usage: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,6 +79,11 @@ class Provider:
         raise ProviderError(
             501, "not_implemented", f"provider {self.name!r} does not serve /v1/completions"
         )
+
+    async def retain(self, routes: Iterable[ModelRoute]) -> None:
+        """After a reload: ``routes`` are the models now configured; let go of what only
+        other models used (connection pools to an old base_url, say)."""
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -1,25 +1,35 @@
 """``openai``: any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp server, LiteLLM,
 OpenAI itself), addressed by ``base_url``.
 
-One pooled ``httpx.AsyncClient`` per (base_url, timeouts). Retries only on connection
+One connection pool per (base_url, timeouts): the gateway's own HTTP/1.1 client
+(``http1.py``), or httpx when a proxy from the environment (``HTTP_PROXY``,
+``HTTPS_PROXY``, ``NO_PROXY``) applies to the upstream. Retries only on connection
 errors (nothing reached the upstream, so nothing can run twice); upstream errors keep
 their status in ``upstream_status``. Streams are forwarded chunk by chunk as they arrive;
-closing the iterator (a client that went away) closes the upstream request.
+closing the iterator (a client that went away) closes the upstream connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import httpx
-
 from plugins.openai_compat.providers.base import ModelRoute, Provider, ProviderError
+from plugins.openai_compat.providers.http1 import (
+    ConnectFailed,
+    Http1Pool,
+    Origin,
+    Response,
+    TransportError,
+    UpstreamTimeout,
+)
+from plugins.openai_compat.providers.proxied import ProxiedPool, ProxiedResponse, proxy_for
 
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 _DRAIN_SECONDS = 0.2  # what may follow [DONE] before the body ends (normally nothing)
+
+PoolKey = tuple[str, float, float]
 
 
 class OpenAIUpstream(Provider):
@@ -27,74 +37,110 @@ class OpenAIUpstream(Provider):
     description = "an OpenAI-compatible HTTP upstream, by base_url"
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[str, float, float], httpx.AsyncClient] = {}
+        self._pools: dict[PoolKey, tuple[Http1Pool | ProxiedPool, str]] = {}
 
-    def _client(self, route: ModelRoute) -> httpx.AsyncClient:
+    @staticmethod
+    def _key(route: ModelRoute) -> PoolKey:
+        return (route.base_url or "", route.connect_timeout_seconds, route.read_timeout_seconds)
+
+    def _pool(self, route: ModelRoute) -> tuple[Http1Pool | ProxiedPool, str]:
+        key = self._key(route)
+        found = self._pools.get(key)
+        if found is not None:
+            return found
         if not route.base_url:
             raise ProviderError(500, "model_misconfigured", f"model {route.name!r} has no base_url")
-        key = (route.base_url, route.connect_timeout_seconds, route.read_timeout_seconds)
-        client = self._clients.get(key)
-        if client is None:
-            timeout = httpx.Timeout(
-                connect=route.connect_timeout_seconds,
-                read=route.read_timeout_seconds,
-                write=route.read_timeout_seconds,
-                pool=route.connect_timeout_seconds,
+        try:
+            origin, prefix = Origin.parse(route.base_url)
+        except ValueError as exc:
+            raise ProviderError(500, "model_misconfigured", f"model {route.name!r}: {exc}") from exc
+        proxy = proxy_for(route.base_url)
+        pool: Http1Pool | ProxiedPool
+        if proxy is not None:
+            pool = ProxiedPool(
+                route.base_url,
+                proxy,
+                connect_timeout=route.connect_timeout_seconds,
+                read_timeout=route.read_timeout_seconds,
             )
-            client = httpx.AsyncClient(
-                base_url=route.base_url.rstrip("/") + "/",
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            prefix = ""
+        else:
+            pool = Http1Pool(
+                origin,
+                connect_timeout=route.connect_timeout_seconds,
+                read_timeout=route.read_timeout_seconds,
             )
-            self._clients[key] = client
-        return client
+        self._pools[key] = (pool, prefix)
+        return pool, prefix
 
-    def _headers(self, route: ModelRoute) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _headers(self, route: ModelRoute) -> list[tuple[str, str]]:
+        headers = [("Content-Type", "application/json"), ("Accept", "application/json")]
         if route.api_key is not None:
-            headers["Authorization"] = f"Bearer {route.api_key.get()}"
+            headers.append(("Authorization", f"Bearer {route.api_key.get()}"))
         return headers
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            await client.aclose()
+        pools, self._pools = self._pools, {}
+        for pool, _ in pools.values():
+            await pool.aclose()
+
+    async def retain(self, routes: Iterable[ModelRoute]) -> None:
+        """Close the pools no configured model uses any more (after a reload changed a
+        base_url or timeouts). Requests in flight on them finish first."""
+        keep = {self._key(route) for route in routes if route.provider == self.name}
+        for key in [key for key in self._pools if key not in keep]:
+            pool, _ = self._pools.pop(key)
+            await pool.aclose()
 
     # -- plain requests -------------------------------------------------------------------
 
     async def _send(
-        self, route: ModelRoute, path: str, body: dict[str, Any], stream: bool
-    ) -> httpx.Response:
+        self, route: ModelRoute, path: str, body: dict[str, Any]
+    ) -> Response | ProxiedResponse:
         """Send, retrying only connection errors (nothing reached the upstream, so nothing
         can run twice); timeouts and other failures map to the error envelope at once."""
-        client = self._client(route)
-        request = client.build_request("POST", path, json=body, headers=self._headers(route))
+        pool, prefix = self._pool(route)
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        headers = self._headers(route)
         for attempt in range(route.max_retries + 1):
             try:
-                return await client.send(request, stream=stream)
-            except _RETRYABLE as exc:
+                return await pool.request("POST", prefix + path, headers, payload)
+            except ConnectFailed as exc:
                 if attempt >= route.max_retries:
                     raise _unavailable(route, exc) from exc
                 await asyncio.sleep(0.1 * 2**attempt)
-            except httpx.TimeoutException as exc:
-                raise _timeout(route) from exc
-            except httpx.HTTPError as exc:
+            except UpstreamTimeout as exc:
+                if exc.connecting and attempt < route.max_retries:
+                    await asyncio.sleep(0.1 * 2**attempt)
+                    continue
+                raise (_unavailable(route, exc) if exc.connecting else _timeout(route)) from exc
+            except TransportError as exc:
                 raise _unavailable(route, exc) from exc
         raise _unavailable(route, RuntimeError("no attempt made"))
 
     async def _post(self, route: ModelRoute, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._send(route, path, body, stream=False)
-        if response.status_code >= 400:
-            raise _upstream_error(route, response.status_code, response.content, response.headers)
+        response = await self._send(route, path, body)
         try:
-            data: dict[str, Any] = response.json()
-        except ValueError as exc:
+            content = await response.read()
+        except UpstreamTimeout as exc:
+            raise _timeout(route) from exc
+        except TransportError as exc:
+            raise _unavailable(route, exc) from exc
+        finally:
+            await response.aclose()
+        if response.status >= 400:
+            raise _upstream_error(route, response.status, content, response.headers)
+        try:
+            data = json.loads(content)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
             raise ProviderError(
                 502,
                 "upstream_invalid_response",
-                f"model {route.name!r}: upstream sent no JSON",
-                upstream_status=response.status_code,
-            ) from exc
+                f"model {route.name!r}: upstream sent no JSON object",
+                upstream_status=response.status,
+            )
         return data
 
     async def chat(self, route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
@@ -116,19 +162,16 @@ class OpenAIUpstream(Provider):
     async def _stream(
         self, route: ModelRoute, path: str, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        response = await self._send(route, path, body, stream=True)
+        response = await self._send(route, path, body)
         try:
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raise _upstream_error(
-                    route, response.status_code, await response.aread(), response.headers
+                    route, response.status, await response.read(), response.headers
                 )
-            lines = response.aiter_lines()
-            async for line in lines:
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    await _drain(lines)
+            events = sse_data_lines(response.aiter_bytes())
+            async for data in events:
+                if data == b"[DONE]":
+                    await _drain(events)
                     return
                 try:
                     chunk = json.loads(data)
@@ -139,27 +182,42 @@ class OpenAIUpstream(Provider):
                         f"model {route.name!r}: upstream sent a malformed stream chunk",
                     ) from exc
                 if isinstance(chunk, dict) and "error" in chunk:
-                    raise _upstream_error(route, 502, json.dumps(chunk).encode())
+                    raise _upstream_error(route, 502, data)
                 yield chunk
             raise ProviderError(
                 502,
                 "upstream_stream_incomplete",
                 f"model {route.name!r}: upstream stream ended without [DONE]",
             )
-        except httpx.TimeoutException as exc:
+        except UpstreamTimeout as exc:
             raise _timeout(route) from exc
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise ProviderError(
                 502,
                 "upstream_stream_broken",
-                f"model {route.name!r}: upstream connection broke mid-stream "
-                f"({type(exc).__name__})",
+                f"model {route.name!r}: upstream connection broke mid-stream ({exc})",
             ) from exc
         finally:
             await response.aclose()
 
 
-async def _drain(lines: AsyncIterator[str]) -> None:
+async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of a server-sent event stream, one per line as they arrive
+    (OpenAI-compatible servers put each JSON chunk on one ``data:`` line)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    if pending.startswith(b"data:"):
+        yield pending[5:].strip()
+
+
+async def _drain(lines: AsyncIterator[bytes]) -> None:
     """Read the end of the body after ``[DONE]`` so the pool keeps the connection (an
     unread body closes it, and the next stream pays a new connect). An upstream that
     keeps the body open after ``[DONE]`` is given up on after a moment."""
@@ -167,7 +225,7 @@ async def _drain(lines: AsyncIterator[str]) -> None:
         async with asyncio.timeout(_DRAIN_SECONDS):
             async for _ in lines:
                 pass
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, TransportError):
         pass
 
 
@@ -184,7 +242,7 @@ def _timeout(route: ModelRoute) -> ProviderError:
 
 
 def _upstream_error(
-    route: ModelRoute, status: int, content: bytes, headers: httpx.Headers | None = None
+    route: ModelRoute, status: int, content: bytes, headers: dict[str, str] | None = None
 ) -> ProviderError:
     message = ""
     code = "upstream_error"
