@@ -7,6 +7,7 @@ config file, written to a temp file and moved into place with ``os.replace``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import tempfile
@@ -117,13 +118,34 @@ def _live_view(old: Settings, new: Settings) -> Settings:
     return applied
 
 
-async def apply_settings(app: Quart, new: Settings) -> dict[str, Any]:
-    ctx = context(app)
+async def plugin_config_problems(app: Quart, settings: Settings) -> list[str]:
+    """What the plugins' ``gateway_validate_config`` find wrong with ``settings``."""
+    problems: list[str] = []
+    for plugin, fn in context(app).plugins.impls("gateway_validate_config"):
+        try:
+            result = fn(app=app, settings=settings)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            problems.append(f"plugin {plugin!r} failed to check the configuration: {exc}")
+            continue
+        problems.extend(str(p) for p in result or ())
+    return problems
+
+
+async def _refuse_invalid(app: Quart, new: Settings, suffix: str = "") -> None:
     # Also the live view: server.* only changes on restart, so a new auth mode must suit
     # the bind the process is actually listening on.
-    problems = startup_problems(new) or startup_problems(_live_view(ctx.settings, new))
+    old = context(app).settings
+    problems = startup_problems(new) or startup_problems(_live_view(old, new))
+    problems = problems or await plugin_config_problems(app, new)
     if problems:
-        raise GatewayError(400, "config_invalid", "; ".join(problems))
+        raise GatewayError(400, "config_invalid", "; ".join(problems) + suffix)
+
+
+async def apply_settings(app: Quart, new: Settings) -> dict[str, Any]:
+    """Put ``new`` in force (already checked by :func:`_refuse_invalid`)."""
+    ctx = context(app)
     old = ctx.settings
     keys = changed_keys(old, new)
     applied = _live_view(old, new)
@@ -182,6 +204,7 @@ async def reload_config(app: Quart) -> dict[str, Any]:
         raise GatewayError(
             400, "config_invalid", f"{exc}; the running configuration is unchanged"
         ) from exc
+    await _refuse_invalid(app, new, "; the running configuration is unchanged")
     report = await apply_settings(app, new)
     return {"status": "reloaded", **report}
 
@@ -217,11 +240,7 @@ async def patch_config(app: Quart, patch: dict[str, Any]) -> dict[str, Any]:
             f'{literal[0]}: secrets are written as {{"env": "NAME"}} or {{"file": '
             '"path"}} references, never in clear',
         )
-    # Also the live view: server.* only changes on restart, so a new auth mode must suit
-    # the bind the process is actually listening on.
-    problems = startup_problems(new) or startup_problems(_live_view(ctx.settings, new))
-    if problems:
-        raise GatewayError(400, "config_invalid", "; ".join(problems))
+    await _refuse_invalid(app, new, "; nothing was written")
     write_toml_atomic(path, overrides)
     report = await apply_settings(app, new)
     env_shadowed = sorted(k for k in flatten(patch) if _env_name(k) in os.environ)

@@ -179,6 +179,40 @@ def gateway_reload(app: Quart, settings: Settings) -> Any:
 
 
 @hookspec
+def gateway_validate_config(app: Quart, settings: Settings) -> Any:
+    """Check the plugin's part of a configuration before it is used: at
+    ``gateway config check``, before a config PATCH is written and before
+    ``POST /gateway/reload`` applies it.
+
+    :param app: the Quart app (``host.api.context(app)`` gives the registries); under
+        ``gateway config check`` it has not started, so its store is not open.
+    :param settings: the candidate settings, not yet in force.
+
+    Awaitable. All implementations are called; each returns a list of problems (strings
+    naming the key, e.g. ``models.gpt.base_url: ...``) or ``None``. Any problem refuses the
+    configuration (400 ``config_invalid``, or exit 1 for the check) and the running
+    configuration stays as it was; an exception counts as a problem of that plugin.
+    """
+
+
+@hookspec
+def gateway_record_conversation(app: Quart, record: dict[str, Any]) -> Any:
+    """Receive one model exchange of a conversation that has a session key (a Responses
+    chain, or ``metadata.session_id``), to store it: the contract of the sessions plugin.
+
+    :param app: the Quart app.
+    :param record: a JSON-able dict: ``session_key``, ``api`` (``chat`` or
+        ``responses``), ``model``, ``response_id``, ``previous_response_id``,
+        ``principal``, ``user``, ``metadata``, ``instructions``, ``input`` and ``output``
+        (chat messages), ``usage``, ``status``, ``created_ms``.
+
+    Awaitable. Called only for exchanges the model answered, before the answer's end
+    reaches the client (before ``[DONE]`` for streams). All implementations are called;
+    exceptions are logged and never reach the client.
+    """
+
+
+@hookspec
 def gateway_on_event(event: Event) -> Any:
     """Observe every event appended to any stream (audit, metrics, dashboards).
 

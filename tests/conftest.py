@@ -22,6 +22,9 @@ import tomli_w
 from host.app import create_app
 from host.settings import Settings, build_settings, deep_merge
 
+# Fixtures of the OpenAI surface's tests (module_upstream, upstream, openai_gateway).
+pytest_plugins = ["tests.openai_helpers"]
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
 READER_TOKEN = "test-reader-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -14,6 +14,8 @@
 - ``dies``: streams two chunks, then closes the socket mid-stream (no ``[DONE]``).
 - ``endless``: streams a chunk every few milliseconds until the client goes away; then
   ``disconnected`` is set.
+- ``strict``: like ``normal``, except that a body with ``stream_options`` is refused
+  with 400, as some OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif model == "ratelimit":
             error = _error("slow down", "rate_limit_error", "rate_limit_exceeded")
             self._json(429, error, {"Retry-After": "7"})
+        elif model == "strict" and "stream_options" in body:
+            message = "Unrecognized request argument supplied: stream_options"
+            self._json(400, _error(message, "invalid_request_error", "unsupported_parameter"))
         elif model == "sleepy":
             up._stop.wait(up.sleep_seconds)
             self._answer(body, chat, stream)
@@ -293,7 +298,8 @@ WRONG_KEY = "sk-wrong-key-that-must-not-leak"
 def models_config(upstream: FakeUpstream) -> dict[str, Any]:
     """``[models]`` for a gateway in front of ``upstream``: one gateway model per
     behaviour (``gpt-<behaviour>``), the key read from ``$FAKE_UPSTREAM_KEY``, plus a model
-    on a closed port and the offline ``echo``."""
+    on a closed port, ``gpt-strict-quiet`` (``stream_usage = false``) and the offline
+    ``echo``."""
 
     def model(upstream_model: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -312,6 +318,8 @@ def models_config(upstream: FakeUpstream) -> dict[str, Any]:
         "gpt-sleepy": model("sleepy", read_timeout_seconds=0.3),
         "gpt-dies": model("dies"),
         "gpt-endless": model("endless"),
+        "gpt-strict": model("strict"),
+        "gpt-strict-quiet": model("strict", stream_usage=False),
         "gpt-refused": {
             **model("normal", max_retries=1),
             "base_url": f"http://127.0.0.1:{closed_port()}/v1",

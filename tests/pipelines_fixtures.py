@@ -128,6 +128,9 @@ async def blocked(ctx):
     gate = pathlib.Path(ctx.input["gate"])
     with pathlib.Path(ctx.input["counter"]).open("a") as fh:
         fh.write(ctx.step.id + "\\n")
+    if "keys" in ctx.input:
+        with pathlib.Path(ctx.input["keys"]).open("a") as fh:
+            fh.write(f"{ctx.step_key} {ctx.attempt}\\n")
     while not gate.exists():
         await asyncio.sleep(0.05)
     return {"passed": True}
@@ -138,6 +141,18 @@ DURABLE = Pipeline(
     steps=[
         code("first", wait_for_gate),
         code("second", blocked),
+        code("third", lambda c: {"done": True}),
+    ],
+)
+
+DURABLE_NESTED = Pipeline(
+    id="durable-nested",
+    steps=[
+        branch(
+            "inner",
+            lambda c: True,
+            then=[code("first", wait_for_gate), code("second", blocked)],
+        ),
         code("third", lambda c: {"done": True}),
     ],
 )

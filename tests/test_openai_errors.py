@@ -8,17 +8,16 @@ cancels the upstream request."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, LiveServer, running_app, start_server
-from tests.fake_openai_upstream import KEY_ENV, WRONG_KEY, FakeUpstream, models_config
-
-USER = [{"role": "user", "content": "hi"}]
+from tests.conftest import ADMIN, running_app
+from tests.fake_openai_upstream import KEY_ENV, WRONG_KEY, models_config
+from tests.openai_helpers import USER, assert_error, sdk, sse_data
 
 
 @pytest.fixture
@@ -27,25 +26,6 @@ async def app_client(make_settings, fake_upstream, monkeypatch) -> AsyncIterator
     settings = make_settings(models=models_config(fake_upstream), server={"max_body_bytes": 2048})
     async with running_app(settings) as (_, client):
         yield client
-
-
-def assert_error(body: Any, code: str, param: str | None = None) -> dict[str, Any]:
-    err = body["error"]
-    assert set(err) >= {"type", "code", "message"}
-    assert err["code"] == code, err
-    if param is not None:
-        assert err["param"] == param, err
-        assert param in err["message"], err
-    return err
-
-
-def sse_data(raw: bytes) -> list[Any]:
-    out: list[Any] = []
-    for line in raw.decode().splitlines():
-        if line.startswith("data: "):
-            data = line[len("data: ") :]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 # -- bad input never reaches the upstream -----------------------------------------------------
@@ -302,32 +282,8 @@ async def test_metrics_count_requests_first_tokens_and_tokens_by_model_and_provi
 # -- against a real server: the SDK mid-stream, and a client that goes away -------------------
 
 
-@pytest.fixture(scope="module")
-def module_upstream() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(module_upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(
-        tmp_path_factory.mktemp("errors"),
-        config={"models": models_config(module_upstream)},
-        env={KEY_ENV: module_upstream.api_key},
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def upstream(module_upstream: FakeUpstream) -> FakeUpstream:
-    module_upstream.reset()
-    return module_upstream
-
-
-def test_sdk_raises_mid_iteration_when_the_upstream_dies(gateway, upstream):
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
+def test_sdk_raises_mid_iteration_when_the_upstream_dies(openai_gateway, upstream):
+    client = sdk(openai_gateway)
     stream = client.chat.completions.create(model="gpt-dies", messages=USER, stream=True)
     received: list[str] = []
     with pytest.raises(openai.APIError) as caught:
@@ -338,8 +294,8 @@ def test_sdk_raises_mid_iteration_when_the_upstream_dies(gateway, upstream):
     assert caught.value.body["code"] in {"upstream_stream_broken", "upstream_stream_incomplete"}
 
 
-def test_sdk_errors_carry_status_and_code(gateway, upstream):
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
+def test_sdk_errors_carry_status_and_code(openai_gateway, upstream):
+    client = sdk(openai_gateway)
     with pytest.raises(openai.NotFoundError) as not_found:
         client.chat.completions.create(model="gpt-nope", messages=USER)
     assert not_found.value.code == "model_not_found"
@@ -354,10 +310,10 @@ def test_sdk_errors_carry_status_and_code(gateway, upstream):
     assert [r.body["model"] for r in upstream.requests] == ["ratelimit", "error500"]
 
 
-def test_client_disconnect_cancels_the_upstream_request(gateway, upstream):
+def test_client_disconnect_cancels_the_upstream_request(openai_gateway, upstream):
     body = {"model": "gpt-endless", "messages": USER, "stream": True}
     with (
-        httpx.Client(base_url=gateway.url, headers=ADMIN, timeout=10) as http,
+        httpx.Client(base_url=openai_gateway.url, headers=ADMIN, timeout=10) as http,
         http.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         assert response.status_code == 200
@@ -368,7 +324,7 @@ def test_client_disconnect_cancels_the_upstream_request(gateway, upstream):
     assert upstream.disconnected.wait(10), "the upstream request kept running"
     # The gateway is still healthy and serves the next request.
     again = httpx.post(
-        f"{gateway.url}/v1/chat/completions",
+        f"{openai_gateway.url}/v1/chat/completions",
         json={"model": "gpt-test", "messages": USER},
         headers=ADMIN,
     )

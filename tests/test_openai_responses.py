@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.openai_helpers import sdk
 
 RESOURCE_FIELDS = {
     "id", "object", "created_at", "completed_at", "status", "incomplete_details", "model",
@@ -34,10 +35,6 @@ TOOLS = [
 @pytest.fixture
 def gateway(live_server):
     return live_server()
-
-
-def sdk(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
 
 
 def test_a_plain_response_has_every_resource_field_and_the_text(gateway):

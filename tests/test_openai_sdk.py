@@ -5,15 +5,15 @@ OpenAI-compatible upstream on loopback (``tests/fake_openai_upstream.py``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, LiveServer, start_server
-from tests.fake_openai_upstream import KEY_ENV, NORMAL_TEXT, FakeUpstream, models_config
+from tests.conftest import ADMIN
+from tests.fake_openai_upstream import NORMAL_TEXT
+from tests.openai_helpers import async_sdk, sdk
 
 TOOLS = [
     {
@@ -27,45 +27,11 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def module_upstream() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    module_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    server = start_server(
-        tmp_path_factory.mktemp("sdk"),
-        config={"models": models_config(module_upstream)},
-        env={KEY_ENV: module_upstream.api_key},
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def upstream(module_upstream: FakeUpstream) -> FakeUpstream:
-    module_upstream.reset()
-    return module_upstream
-
-
-def sdk(server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
-
-
-def async_sdk(server: LiveServer) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
-
-
 # -- models -----------------------------------------------------------------------------------
 
 
-def test_models_list_shows_gateway_model_names(gateway, upstream):
-    client = sdk(gateway)
+def test_models_list_shows_gateway_model_names(openai_gateway, upstream):
+    client = sdk(openai_gateway)
     ids = {m.id for m in client.models.list()}
     assert {"gpt-test", "gpt-slow", "echo"} <= ids
     assert "normal" not in ids  # upstream names stay hidden
@@ -79,8 +45,8 @@ def test_models_list_shows_gateway_model_names(gateway, upstream):
 # -- chat completions -------------------------------------------------------------------------
 
 
-def test_chat_completion_reaches_upstream_with_its_key_and_model(gateway, upstream):
-    result = sdk(gateway).chat.completions.create(
+def test_chat_completion_reaches_upstream_with_its_key_and_model(openai_gateway, upstream):
+    result = sdk(openai_gateway).chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "hi"}]
     )
     assert result.choices[0].message.content == NORMAL_TEXT
@@ -92,8 +58,8 @@ def test_chat_completion_reaches_upstream_with_its_key_and_model(gateway, upstre
     assert seen.headers["Authorization"] == f"Bearer {upstream.api_key}"
 
 
-def test_upstream_key_never_reaches_the_client(gateway, upstream):
-    with httpx.Client(base_url=gateway.url, headers=ADMIN) as http:
+def test_upstream_key_never_reaches_the_client(openai_gateway, upstream):
+    with httpx.Client(base_url=openai_gateway.url, headers=ADMIN) as http:
         answers = [
             http.get("/v1/models"),
             http.get("/v1/models/gpt-test"),
@@ -120,11 +86,11 @@ def test_upstream_key_never_reaches_the_client(gateway, upstream):
         assert upstream.api_key not in answer.text
         assert upstream.api_key not in str(answer.headers)
     assert answers[5].status_code == 502
-    assert upstream.api_key not in gateway.log()
+    assert upstream.api_key not in openai_gateway.log()
 
 
-def test_chat_stream_is_forwarded_with_gateway_model_name(gateway, upstream):
-    stream = sdk(gateway).chat.completions.create(
+def test_chat_stream_is_forwarded_with_gateway_model_name(openai_gateway, upstream):
+    stream = sdk(openai_gateway).chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
     )
     chunks = list(stream)
@@ -139,8 +105,8 @@ def test_chat_stream_is_forwarded_with_gateway_model_name(gateway, upstream):
     assert seen.body["stream_options"] == {"include_usage": True}
 
 
-def test_stream_options_include_usage_passes_through(gateway, upstream):
-    stream = sdk(gateway).chat.completions.create(
+def test_stream_options_include_usage_passes_through(openai_gateway, upstream):
+    stream = sdk(openai_gateway).chat.completions.create(
         model="gpt-test",
         messages=[{"role": "user", "content": "hi"}],
         stream=True,
@@ -153,9 +119,9 @@ def test_stream_options_include_usage_passes_through(gateway, upstream):
     assert upstream.requests[0].body["stream_options"] == {"include_usage": True}
 
 
-def test_chat_stream_really_streams(gateway, upstream):
+def test_chat_stream_really_streams(openai_gateway, upstream):
     """The client sees the first delta while the upstream still holds its last one."""
-    stream = sdk(gateway).chat.completions.create(
+    stream = sdk(openai_gateway).chat.completions.create(
         model="gpt-slow", messages=[{"role": "user", "content": "hi"}], stream=True
     )
     texts: list[str] = []
@@ -171,8 +137,8 @@ def test_chat_stream_really_streams(gateway, upstream):
     assert upstream.last_chunk_sent is True
 
 
-def test_sampling_parameters_pass_through_to_upstream(gateway, upstream):
-    client = sdk(gateway)
+def test_sampling_parameters_pass_through_to_upstream(openai_gateway, upstream):
+    client = sdk(openai_gateway)
     client.chat.completions.create(
         model="gpt-test",
         messages=[{"role": "system", "content": "be short"}, {"role": "user", "content": "hi"}],
@@ -198,8 +164,8 @@ def test_sampling_parameters_pass_through_to_upstream(gateway, upstream):
     assert "max_tokens" not in second and "user" not in second and "n" not in second
 
 
-def test_tool_call_round_trip(gateway, upstream):
-    client = sdk(gateway)
+def test_tool_call_round_trip(openai_gateway, upstream):
+    client = sdk(openai_gateway)
     messages: list[dict] = [{"role": "user", "content": "weather in Oslo?"}]
     first = client.chat.completions.create(
         model="gpt-test", messages=messages, tools=TOOLS, tool_choice="auto"
@@ -226,8 +192,8 @@ def test_tool_call_round_trip(gateway, upstream):
     }
 
 
-def test_streamed_tool_call_arrives_as_deltas(gateway, upstream):
-    stream = sdk(gateway).chat.completions.create(
+def test_streamed_tool_call_arrives_as_deltas(openai_gateway, upstream):
+    stream = sdk(openai_gateway).chat.completions.create(
         model="gpt-test",
         messages=[{"role": "user", "content": "weather?"}],
         tools=TOOLS,
@@ -247,8 +213,8 @@ def test_streamed_tool_call_arrives_as_deltas(gateway, upstream):
 # -- completions ------------------------------------------------------------------------------
 
 
-def test_completion_not_streamed(gateway, upstream):
-    result = sdk(gateway).completions.create(
+def test_completion_not_streamed(openai_gateway, upstream):
+    result = sdk(openai_gateway).completions.create(
         model="gpt-test", prompt="Say hello", max_tokens=5, stop=["\n"]
     )
     assert result.choices[0].text == NORMAL_TEXT
@@ -264,16 +230,18 @@ def test_completion_not_streamed(gateway, upstream):
     }
 
 
-def test_completion_streamed(gateway, upstream):
-    stream = sdk(gateway).completions.create(model="gpt-test", prompt="Say hello", stream=True)
+def test_completion_streamed(openai_gateway, upstream):
+    stream = sdk(openai_gateway).completions.create(
+        model="gpt-test", prompt="Say hello", stream=True
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks) == NORMAL_TEXT
     assert {c.model for c in chunks} == {"gpt-test"}
     assert upstream.requests[0].body["stream"] is True
 
 
-def test_completion_stream_really_streams(gateway, upstream):
-    stream = sdk(gateway).completions.create(model="gpt-slow", prompt="x", stream=True)
+def test_completion_stream_really_streams(openai_gateway, upstream):
+    stream = sdk(openai_gateway).completions.create(model="gpt-slow", prompt="x", stream=True)
     texts: list[str] = []
     for chunk in stream:
         if chunk.choices and chunk.choices[0].text:
@@ -287,8 +255,8 @@ def test_completion_stream_really_streams(gateway, upstream):
 # -- async client -----------------------------------------------------------------------------
 
 
-async def test_async_client_chat_and_completion_streaming_and_not(gateway, upstream):
-    async with async_sdk(gateway) as client:
+async def test_async_client_chat_and_completion_streaming_and_not(openai_gateway, upstream):
+    async with async_sdk(openai_gateway) as client:
         chat = await client.chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": "hi"}]
         )
@@ -307,8 +275,8 @@ async def test_async_client_chat_and_completion_streaming_and_not(gateway, upstr
     assert [r.body["stream"] for r in upstream.requests] == [False, True, False, True]
 
 
-async def test_async_client_stream_really_streams(gateway, upstream):
-    async with async_sdk(gateway) as client:
+async def test_async_client_stream_really_streams(openai_gateway, upstream):
+    async with async_sdk(openai_gateway) as client:
         stream = await client.chat.completions.create(
             model="gpt-slow", messages=[{"role": "user", "content": "hi"}], stream=True
         )

@@ -114,6 +114,14 @@ async def test_default_directory_ships_the_offline_examples(make_settings):
         done = await wait_status(client, run_id, TERMINAL)
         assert done["output"]["published"] is True
         assert done["output"]["approved_by"] == "admin"
+        # The draft is an llm step on the offline echo model, streamed as step deltas.
+        expected = "echo: Write a short note on gardens for everyone."
+        assert done["output"]["text"] == expected
+        assert [s["step_id"] for s in done["steps"]] == ["draft", "review", "publish"]
+        page = await client.get(f"/runs/{run_id}/events?format=json", headers=ADMIN)
+        deltas = [e for e in (await page.get_json())["events"] if e["type"] == "step.delta"]
+        assert "".join(d["data"]["text"] for d in deltas) == expected
+        assert len(deltas) > 1 and {d["data"]["step"] for d in deltas} == {"draft"}
 
 
 # -- starting and running ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Durability against real ``gateway serve`` processes: a run survives SIGKILL and
-continues from its last completed step; idempotency keys survive the restart; with
+continues from its last completed step (the step in progress runs again, with the same
+``step_key`` and a higher ``attempt``); idempotency keys survive the restart; with
 ``--workers 2`` on one state directory every run executes once."""
 
 from __future__ import annotations
@@ -50,13 +51,22 @@ def run_status(url: str, run_id: str, statuses: set[str]) -> dict[str, Any] | No
     return record if record["status"] in statuses else None
 
 
-def test_run_continues_from_its_last_completed_step_after_sigkill(live_server, tmp_path):
+@pytest.mark.parametrize(
+    ("pipeline", "prefix", "recorded"),
+    [
+        ("durable", "", ["first", "second", "third"]),
+        ("durable-nested", "inner.", ["inner.first", "inner.second", "inner", "third"]),
+    ],
+)
+def test_run_continues_from_its_last_completed_step_after_sigkill(
+    live_server, tmp_path, pipeline, prefix, recorded
+):
     config = config_for(tmp_path)
-    gate, counter = tmp_path / "gate", tmp_path / "counter"
+    gate, counter, keys = tmp_path / "gate", tmp_path / "counter", tmp_path / "keys"
     first = live_server(config=config)
     key = {**ADMIN, "Idempotency-Key": "durable-1"}
-    body = {"input": {"gate": str(gate), "counter": str(counter)}}
-    started = httpx.post(f"{first.url}/pipelines/durable/start", json=body, headers=key)
+    body = {"input": {"gate": str(gate), "counter": str(counter), "keys": str(keys)}}
+    started = httpx.post(f"{first.url}/pipelines/{pipeline}/start", json=body, headers=key)
     assert started.status_code == 202
     run_id = started.json()["runId"]
     # The first step completed and the second is in progress (blocked on the gate).
@@ -71,10 +81,15 @@ def test_run_continues_from_its_last_completed_step_after_sigkill(live_server, t
     assert record["output"] == {"done": True}
     # "first" ran once; "second" ran again (it had not completed); "third" once.
     assert counter.read_text().split() == ["first", "second", "second"]
-    assert [s["step_id"] for s in record["steps"]] == ["first", "second", "third"]
+    # The re-run saw the same idempotency handle, and knew it was a second attempt.
+    assert keys.read_text().splitlines() == [
+        f"{run_id}:{prefix}second 1",
+        f"{run_id}:{prefix}second 2",
+    ]
+    assert [s["step_id"] for s in record["steps"]] == recorded
     assert record["claims"] == 2
     # The idempotency key outlived the killed process.
-    again = httpx.post(f"{second.url}/pipelines/durable/start", json=body, headers=key)
+    again = httpx.post(f"{second.url}/pipelines/{pipeline}/start", json=body, headers=key)
     assert again.json()["runId"] == run_id and again.json()["created"] is False
     events = httpx.get(f"{second.url}/runs/{run_id}/events?format=json", headers=ADMIN).json()
     types = [e["type"] for e in events["events"]]

@@ -11,8 +11,8 @@ from quart import Quart
 from host.api import context, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
-from plugins.openai_compat import responses_routes, responses_store, routes
-from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog
+from plugins.openai_compat import pipeline_models, responses_routes, responses_store, routes
+from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, parse_models
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.providers.echo import EchoProvider
 from plugins.openai_compat.providers.upstream import OpenAIUpstream
@@ -46,17 +46,26 @@ def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     ctx.extras[routes.METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
     ctx.extras[CATALOG_KEY] = _build_catalog(app, ctx.settings)
+    ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
+
+
+@hookimpl
+def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
+    _, problems = parse_models(context(app).registry("providers"), settings.extra_section("models"))
+    return problems + pipeline_models.problems(settings)
 
 
 @hookimpl
 async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     catalog = _build_catalog(app, settings)
+    exposed = pipeline_models.configured(settings)
     context(app).extras[CATALOG_KEY] = catalog
+    context(app).extras[pipeline_models.EXPOSED_KEY] = exposed
     # Connection pools to upstreams no model points at any more are closed.
     providers = context(app).registry("providers")
     for name in providers:
         await providers[name].retain(catalog.models.values())
-    return {"models": sorted(catalog.models)}
+    return {"models": sorted(catalog.models), "pipeline_models": exposed}
 
 
 @hookimpl

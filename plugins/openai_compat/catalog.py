@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from host.errors import GatewayError, validation_message
+from host.errors import GatewayError
 from host.plugins import Registry
 from host.secrets import Secret
 from plugins.openai_compat.providers.base import ModelRoute, Provider
@@ -34,7 +35,18 @@ class ModelSettings(BaseModel):
     connect_timeout_seconds: float = Field(5.0, gt=0)
     read_timeout_seconds: float = Field(120.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
+    stream_usage: bool = Field(True, description="ask streams for usage (stream_options)")
     description: str = ""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        return v
 
 
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
@@ -57,34 +69,9 @@ class ModelCatalog:
     @classmethod
     def from_config(cls, providers: Registry, raw: Any) -> ModelCatalog:
         """Build from the ``models`` config section; raises GatewayError naming the key."""
-        section = raw if raw else DEFAULT_MODELS
-        if not isinstance(section, dict):
-            raise GatewayError(400, "config_invalid", "models must be a table of [models.<name>]")
-        models: dict[str, ModelRoute] = {}
-        for name, table in section.items():
-            try:
-                cfg = ModelSettings.model_validate(table)
-            except ValidationError as exc:
-                message, _ = validation_message(exc, prefix=f"models.{name}.")
-                raise GatewayError(400, "config_invalid", message) from exc
-            if cfg.provider not in providers:
-                known = ", ".join(sorted(providers)) or "none"
-                raise GatewayError(
-                    400,
-                    "config_invalid",
-                    f"models.{name}.provider: unknown provider {cfg.provider!r} (known: {known})",
-                )
-            models[name] = ModelRoute(
-                name=name,
-                provider=cfg.provider,
-                upstream_model=cfg.upstream_model or name,
-                base_url=cfg.base_url,
-                api_key=cfg.api_key,
-                connect_timeout_seconds=cfg.connect_timeout_seconds,
-                read_timeout_seconds=cfg.read_timeout_seconds,
-                max_retries=cfg.max_retries,
-                description=cfg.description or providers[cfg.provider].description,
-            )
+        models, problems = parse_models(providers, raw)
+        if problems:
+            raise GatewayError(400, "config_invalid", "; ".join(problems))
         return cls(providers, models)
 
     def resolve(self, name: str) -> Resolved:
@@ -120,3 +107,56 @@ class ModelCatalog:
     def chat_stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         r = self.resolve(model)
         return r.provider.chat_stream(r.route, {**body, "model": r.route.upstream_model})
+
+
+def parse_models(providers: Registry, raw: Any) -> tuple[dict[str, ModelRoute], list[str]]:
+    """The routes of the ``models`` section, and every problem found in it, each naming
+    the model and the key (``models.gpt.base_url: ...``)."""
+    section = raw if raw else DEFAULT_MODELS
+    if not isinstance(section, dict):
+        return {}, ["models must be a table of [models.<name>]"]
+    models: dict[str, ModelRoute] = {}
+    problems: list[str] = []
+    for name, table in section.items():
+        try:
+            cfg = ModelSettings.model_validate(table)
+        except ValidationError as exc:
+            problems.extend(_field_problems(exc, f"models.{name}."))
+            continue
+        if cfg.provider not in providers:
+            known = ", ".join(sorted(providers)) or "none"
+            problems.append(
+                f"models.{name}.provider: unknown provider {cfg.provider!r} (known: {known})"
+            )
+            continue
+        if providers[cfg.provider].needs_base_url and not cfg.base_url:
+            problems.append(
+                f"models.{name}.base_url: required for provider {cfg.provider!r} "
+                "(the upstream's API root, e.g. http://127.0.0.1:8000/v1)"
+            )
+            continue
+        models[name] = ModelRoute(
+            name=name,
+            provider=cfg.provider,
+            upstream_model=cfg.upstream_model or name,
+            base_url=cfg.base_url,
+            api_key=cfg.api_key,
+            connect_timeout_seconds=cfg.connect_timeout_seconds,
+            read_timeout_seconds=cfg.read_timeout_seconds,
+            max_retries=cfg.max_retries,
+            description=cfg.description or providers[cfg.provider].description,
+            stream_usage=cfg.stream_usage,
+        )
+    return models, problems
+
+
+def _field_problems(exc: ValidationError, prefix: str) -> list[str]:
+    out = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        out.append(
+            f"{prefix}{loc}: {error.get('msg', 'invalid value')}"
+            if loc
+            else f"{prefix.rstrip('.')}: {error.get('msg', 'invalid value')}"
+        )
+    return out

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from host.errors import GatewayError, validation_message
 
@@ -27,6 +34,21 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+def _metadata_limits(v: dict[str, str]) -> dict[str, str]:
+    # OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512.
+    if len(v) > 16:
+        raise ValueError("at most 16 metadata pairs")
+    for key, value in v.items():
+        if len(key) > 64:
+            raise ValueError(f"metadata key {key[:20]!r}... is longer than 64 characters")
+        if len(value) > 512:
+            raise ValueError(f"metadata.{key} is longer than 512 characters")
+    return v
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_metadata_limits)]
+
+
 class ChatCompletionRequest(_Strict):
     model: str = Field(..., min_length=1)
     messages: list[ChatMessage] = Field(..., min_length=1)
@@ -46,6 +68,7 @@ class ChatCompletionRequest(_Strict):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
     response_format: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     @field_validator("stop")
     @classmethod
@@ -59,6 +82,7 @@ class CompletionRequest(_Strict):
     model: str = Field(..., min_length=1)
     prompt: str | list[str]
     stream: bool = False
+    stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     temperature: float | None = Field(None, ge=0, le=2)

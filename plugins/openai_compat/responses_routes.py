@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Blueprint, Response
@@ -14,6 +15,7 @@ from quart_schema import document_request, document_response
 from host.api import GatewayError, context, document_stream
 from plugins.openai_compat import responses_store
 from plugins.openai_compat.catalog import Resolved
+from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.models import parse_body
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.responses_models import ResponsesRequest
@@ -26,7 +28,7 @@ from plugins.openai_compat.responses_translate import (
     response_resource,
     usage_from_chat,
 )
-from plugins.openai_compat.routes import catalog, json_body, metrics, provider_failure
+from plugins.openai_compat.routes import json_body, metrics, provider_failure, resolve_model
 from plugins.openai_compat.safety import OutputScanner, scan_messages
 from plugins.openai_compat.schemas import DeletedResponse, ResponseObject
 from plugins.openai_compat.streaming import close_stream, first_of
@@ -61,20 +63,56 @@ async def create_response() -> Any:
     events (``response.created`` ... ``response.completed``), each with a
     ``sequence_number``, then ``data: [DONE]``."""
     req: ResponsesRequest = parse_body(ResponsesRequest, await json_body())
-    resolved = catalog().resolve(req.model)
+    resolved = resolve_model(req.model)
     history = await _history(req)
     body = chat_body(req, history)
     await scan_messages(body["messages"], "responses", resolved.name)
     # What a continuation replays: everything but this request's own instructions.
     conversation = body["messages"][1:] if req.instructions else body["messages"]
     upstream = {**body, "model": resolved.route.upstream_model}
+    turn = await _turn(req, resolved, conversation[len(history) :])
     if req.stream:
-        return await _stream(req, resolved, upstream, conversation)
-    return await _complete(req, resolved, upstream, conversation)
+        return await _stream(req, resolved, upstream, conversation, turn)
+    return await _complete(req, resolved, upstream, conversation, turn)
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """The new response's id, the session key of its chain, and its recorder."""
+
+    response_id: str
+    session_key: str
+    recorder: Recorder | None
+
+
+async def _turn(req: ResponsesRequest, resolved: Resolved, new_input: list[Any]) -> _Turn:
+    response_id = new_id("resp")
+    # metadata.session_id names the session; otherwise a continuation keeps the key of
+    # the response it continues, and a new chain is keyed by its first response's id.
+    key = session_id_of(req.metadata)
+    if key is None and req.previous_response_id is not None:
+        previous = req.previous_response_id
+        key = await responses_store.session_key(context().store, previous) or previous
+    key = key or response_id
+    recorder = Recorder.start(
+        "responses",
+        key,
+        model=resolved.name,
+        input=new_input,
+        metadata=req.metadata,
+        user=req.user,
+        previous_response_id=req.previous_response_id,
+        instructions=req.instructions,
+    )
+    return _Turn(response_id, key, recorder)
 
 
 async def _complete(
-    req: ResponsesRequest, resolved: Resolved, body: dict[str, Any], conversation: list[Any]
+    req: ResponsesRequest,
+    resolved: Resolved,
+    body: dict[str, Any],
+    conversation: list[Any],
+    turn: _Turn,
 ) -> Any:
     m = metrics()
     labels = (resolved.name, resolved.provider.name)
@@ -93,7 +131,7 @@ async def _complete(
     truncated = choice.get("finish_reason") == "length"
     resource = response_resource(
         req,
-        new_id("resp"),
+        turn.response_id,
         resolved.name,
         status="incomplete" if truncated else "completed",
         output=output,
@@ -102,7 +140,14 @@ async def _complete(
     )
     if req.store:
         await responses_store.save(
-            context().store, resource, conversation + output_to_messages(output)
+            context().store, resource, conversation + output_to_messages(output), turn.session_key
+        )
+    if turn.recorder is not None:
+        await turn.recorder.send(
+            response_id=turn.response_id,
+            output=output_to_messages(output),
+            usage=result.get("usage"),
+            status=resource["status"],
         )
     return resource
 
@@ -113,19 +158,24 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 async def _stream(
-    req: ResponsesRequest, resolved: Resolved, body: dict[str, Any], conversation: list[Any]
+    req: ResponsesRequest,
+    resolved: Resolved,
+    body: dict[str, Any],
+    conversation: list[Any],
+    turn: _Turn,
 ) -> Any:
     m = metrics()
     labels = (resolved.name, resolved.provider.name)
     started = time.perf_counter()
-    body = {**body, "stream_options": {"include_usage": True}}
+    if resolved.route.stream_usage:  # false: the upstream refuses stream_options
+        body = {**body, "stream_options": {"include_usage": True}}
     try:
         chunks = resolved.provider.chat_stream(resolved.route, body)
         first = await first_of(chunks)
     except ProviderError as exc:
         m.requests.labels(*labels, "responses", "error").inc()
         return provider_failure(exc)
-    response_id = new_id("resp")
+    response_id = turn.response_id
     created_at = int(time.time())
     store = context().store
 
@@ -171,7 +221,14 @@ async def _stream(
             )
             if req.store:
                 await responses_store.save(
-                    store, final, conversation + output_to_messages(state.output)
+                    store, final, conversation + output_to_messages(state.output), turn.session_key
+                )
+            if turn.recorder is not None:
+                await turn.recorder.send(
+                    response_id=response_id,
+                    output=output_to_messages(state.output),
+                    usage=state.usage,
+                    status=final["status"],
                 )
             kind = "response.incomplete" if truncated else "response.completed"
             yield _sse(state.event(kind, response=final))

@@ -22,10 +22,26 @@ responses = sa.Table(
     sa.Column("response", sa.JSON, nullable=False),
 )
 
-MIGRATIONS = (Migration.create_tables("openai_compat", 1, "stored responses", [responses]),)
+# The session key of a stored response (see conversations.py): a continuation keeps it.
+response_sessions = sa.Table(
+    "openai_response_sessions",
+    metadata,
+    sa.Column("response_id", sa.String(100), primary_key=True),
+    sa.Column("session_key", sa.Text, nullable=False),
+)
+
+MIGRATIONS = (
+    Migration.create_tables("openai_compat", 1, "stored responses", [responses]),
+    Migration.create_tables("openai_compat", 2, "session keys", [response_sessions]),
+)
 
 
-async def save(store: Store, response: dict[str, Any], conversation: list[dict[str, Any]]) -> None:
+async def save(
+    store: Store,
+    response: dict[str, Any],
+    conversation: list[dict[str, Any]],
+    session_key: str | None = None,
+) -> None:
     async with store.write() as conn:
         await conn.execute(
             responses.insert().values(
@@ -36,6 +52,23 @@ async def save(store: Store, response: dict[str, Any], conversation: list[dict[s
                 response=response,
             )
         )
+        if session_key is not None:
+            await conn.execute(
+                response_sessions.insert().values(
+                    response_id=response["id"], session_key=session_key
+                )
+            )
+
+
+async def session_key(store: Store, response_id: str) -> str | None:
+    async with store.read() as conn:
+        return (
+            await conn.execute(
+                sa.select(response_sessions.c.session_key).where(
+                    response_sessions.c.response_id == response_id
+                )
+            )
+        ).scalar()
 
 
 async def load(
@@ -55,4 +88,7 @@ async def load(
 async def delete(store: Store, response_id: str) -> bool:
     async with store.write() as conn:
         result = await conn.execute(responses.delete().where(responses.c.id == response_id))
+        await conn.execute(
+            response_sessions.delete().where(response_sessions.c.response_id == response_id)
+        )
         return bool(result.rowcount)

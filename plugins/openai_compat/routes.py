@@ -9,7 +9,9 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_request, document_response
 
 from host.api import GatewayError, context, document_stream
+from plugins.openai_compat import pipeline_models
 from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, Resolved
+from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.models import ChatCompletionRequest, CompletionRequest, parse_body
 from plugins.openai_compat.providers.base import ProviderError
@@ -31,6 +33,18 @@ def catalog() -> ModelCatalog:
     if cat is None:
         raise GatewayError(503, "models_unavailable", "the model catalog is not loaded")
     return cat
+
+
+def resolve_model(name: str) -> Resolved:
+    """A configured model, or a pipeline exposed as one (``pipeline:<id>``)."""
+    if name.startswith(pipeline_models.PREFIX):
+        return pipeline_models.resolve(name)
+    return catalog().resolve(name)
+
+
+def model_listing() -> list[dict[str, Any]]:
+    created = context().lifecycle.started_ms // 1000
+    return catalog().listing(created) + pipeline_models.listing(created)
 
 
 def metrics() -> LLMMetrics:
@@ -56,21 +70,23 @@ async def json_body() -> Any:
 @bp.get("/v1/models")
 @document_response(ModelList)
 async def list_models() -> Any:
-    """The gateway's model names (``[models.<name>]``), as OpenAI lists models."""
-    return {"object": "list", "data": catalog().listing(context().lifecycle.started_ms // 1000)}
+    """The gateway's model names (``[models.<name>]``, and ``pipeline:<id>`` for the
+    pipelines exposed as models), as OpenAI lists models."""
+    return {"object": "list", "data": model_listing()}
 
 
 @bp.get("/v1/models/<path:model_id>")
 @document_response(ModelObject)
 async def get_model(model_id: str) -> Any:
     """One model of the catalog."""
-    resolved = catalog().resolve(model_id)
-    listing = catalog().listing(context().lifecycle.started_ms // 1000)
-    return next(m for m in listing if m["id"] == resolved.name)
+    resolved = resolve_model(model_id)
+    return next(m for m in model_listing() if m["id"] == resolved.name)
 
 
 def _upstream_body(parsed: Any, resolved: Resolved) -> dict[str, Any]:
-    body: dict[str, Any] = parsed.model_dump(exclude_none=True, exclude={"n"})
+    # metadata is the gateway's own (session keys); upstreams that see it without
+    # ``store`` refuse it.
+    body: dict[str, Any] = parsed.model_dump(exclude_none=True, exclude={"n", "metadata"})
     body["model"] = resolved.route.upstream_model
     return body
 
@@ -83,10 +99,18 @@ async def chat_completions() -> Any:
     """OpenAI-compatible chat completions; ``stream: true`` forwards upstream chunks as
     they arrive and ends with ``data: [DONE]``."""
     parsed: ChatCompletionRequest = parse_body(ChatCompletionRequest, await json_body())
-    resolved = catalog().resolve(parsed.model)
+    resolved = resolve_model(parsed.model)
     body = _upstream_body(parsed, resolved)
     await scan_messages(body["messages"], "chat", resolved.name)
-    return await _call(resolved, body, parsed.stream, "chat")
+    recorder = Recorder.start(
+        "chat",
+        session_id_of(parsed.metadata),
+        model=resolved.name,
+        input=body["messages"],
+        metadata=parsed.metadata,
+        user=parsed.user,
+    )
+    return await _call(resolved, body, parsed.stream, "chat", recorder)
 
 
 @bp.post("/v1/completions")
@@ -96,18 +120,27 @@ async def chat_completions() -> Any:
 async def completions() -> Any:
     """OpenAI-compatible (legacy) text completions, streaming or not."""
     parsed: CompletionRequest = parse_body(CompletionRequest, await json_body())
-    resolved = catalog().resolve(parsed.model)
+    resolved = resolve_model(parsed.model)
     body = _upstream_body(parsed, resolved)
     body["prompt"] = await scan_prompt(body["prompt"], "completions", resolved.name)
     return await _call(resolved, body, parsed.stream, "completions")
 
 
-async def _call(resolved: Resolved, body: dict[str, Any], stream: bool, api: str) -> Any:
+async def _call(
+    resolved: Resolved,
+    body: dict[str, Any],
+    stream: bool,
+    api: str,
+    recorder: Recorder | None = None,
+) -> Any:
     m = metrics()
     provider, route = resolved.provider, resolved.route
     labels = (resolved.name, provider.name)
     started = time.perf_counter()
     scanner = OutputScanner(api, resolved.name)
+    # stream_options means nothing to a non-streamed call (upstreams refuse it there),
+    # and a streamed call asks for usage below only if the model allows it.
+    client_wants_usage = bool((body.pop("stream_options", None) or {}).get("include_usage"))
     if not stream:
         try:
             if api == "chat":
@@ -122,12 +155,15 @@ async def _call(resolved: Resolved, body: dict[str, Any], stream: bool, api: str
         m.latency.labels(*labels).observe(time.perf_counter() - started)
         m.count_usage(*labels, result.get("usage"))
         result["model"] = resolved.name
+        if recorder is not None:
+            await recorder.chat_completed(result)
         return result
 
-    # Token metrics need the upstream's usage, so it is always asked for; the client gets
-    # the usage chunk only when it asked for it too.
-    client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    body = {**body, "stream_options": {"include_usage": True}}
+    # Token metrics need the upstream's usage, so it is asked for unless the model says
+    # its upstream refuses stream_options (stream_usage = false); the client gets the
+    # usage chunk only when it asked for it too.
+    if route.stream_usage:
+        body = {**body, "stream_options": {"include_usage": True}}
     try:
         if api == "chat":
             chunks = provider.chat_stream(route, body)
@@ -138,14 +174,20 @@ async def _call(resolved: Resolved, body: dict[str, Any], stream: bool, api: str
         m.requests.labels(*labels, api, "error").inc()
         return provider_failure(exc)
     seen_first_token = False
+    last: dict[str, Any] = {}
+    usage_sent = False
 
     async def transform(chunk: dict[str, Any]) -> dict[str, Any] | None:
-        nonlocal seen_first_token
+        nonlocal seen_first_token, last, usage_sent
         chunk = await scanner.chunk(chunk)
+        last = chunk
         if not seen_first_token and _has_content(chunk):
             seen_first_token = True
             m.ttft.labels(*labels).observe(time.perf_counter() - started)
         m.count_usage(*labels, chunk.get("usage"))
+        if recorder is not None:
+            recorder.feed(chunk)
+        usage_sent = usage_sent or chunk.get("usage") is not None
         if not client_wants_usage and chunk.get("usage") is not None:
             if not chunk.get("choices"):
                 return None
@@ -153,11 +195,28 @@ async def _call(resolved: Resolved, body: dict[str, Any], stream: bool, api: str
         chunk["model"] = resolved.name
         return chunk
 
+    async def before_done() -> list[dict[str, Any]]:
+        if recorder is not None:
+            await recorder.chat_stream_completed()
+        if not client_wants_usage or usage_sent:
+            return []
+        # Asked for, but the upstream gave none: the usage chunk still comes, with
+        # ``usage: null`` (unknown), as OpenAI's stream_options promise one.
+        keep = ("id", "object", "created", "system_fingerprint")
+        return [
+            {
+                **{k: last[k] for k in keep if k in last},
+                "model": resolved.name,
+                "choices": [],
+                "usage": None,
+            }
+        ]
+
     def on_end(outcome: str) -> None:
         m.requests.labels(*labels, api, outcome).inc()
         m.latency.labels(*labels).observe(time.perf_counter() - started)
 
-    return sse_response(first, chunks, transform, on_end)
+    return sse_response(first, chunks, transform, on_end, before_done)
 
 
 def _has_content(chunk: dict[str, Any]) -> bool:

@@ -41,9 +41,12 @@ def sse_response(
     stream: AsyncIterator[dict[str, Any]],
     transform: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
     on_end: Callable[[str], None],
+    before_done: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
 ) -> Response:
     """``transform`` maps each upstream chunk to what the client gets (None: drop it);
-    ``on_end("ok" | "error" | "cancelled")`` runs once when the stream stops."""
+    ``before_done()`` runs when the upstream finished well and returns chunks to send
+    last, before ``[DONE]``; ``on_end("ok" | "error" | "cancelled")`` runs once when the
+    stream stops."""
 
     async def body() -> AsyncIterator[bytes]:
         outcome = "cancelled"
@@ -61,6 +64,8 @@ def sse_response(
                 outcome = "error"
                 yield sse_data(provider_error_body(exc))
                 return
+            for out in await before_done() if before_done is not None else []:
+                yield sse_data(out)
             outcome = "ok"
             yield DONE
         finally:

@@ -12,6 +12,7 @@ from host.api import context, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
 from plugins.pipelines import routes, tables
+from plugins.pipelines.api import API_KEY, PipelinesAPI
 from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
 from plugins.pipelines.engine import ENGINE_KEY, Engine
 from plugins.pipelines.kinds import BUILTIN_KINDS
@@ -58,10 +59,12 @@ async def gateway_startup(app: Quart) -> None:
     engine = Engine(app, ctx.extras[routes.CATALOG_KEY], ctx.settings.plugin_section("pipelines"))
     ctx.extras[ENGINE_KEY] = engine
     await engine.start()
+    ctx.extras[API_KEY] = PipelinesAPI(app)
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
+    context(app).extras.pop(API_KEY, None)
     engine: Engine | None = context(app).extras.pop(ENGINE_KEY, None)
     if engine is not None:
         await engine.stop()

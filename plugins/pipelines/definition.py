@@ -35,6 +35,8 @@ Predicate = Callable[["StepContext"], bool]
 StepFn = Callable[["StepContext"], Any | Awaitable[Any]]
 
 KNOWN_ON_TIMEOUT = ("fail", "approve", "deny")
+# They join step ids into step paths (``review.approve``, ``count[2].tick``, ``pick#if``).
+PATH_CHARACTERS = (".", "[", "]", "#")
 
 
 class DefinitionError(ValueError):
@@ -56,6 +58,11 @@ class Step:
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str):
             raise DefinitionError("a step needs a non-empty string id")
+        if any(c in self.id for c in PATH_CHARACTERS):
+            raise DefinitionError(
+                f"step {self.id!r}: a step id may not contain {' '.join(PATH_CHARACTERS)} "
+                "(they separate the parts of a nested step's path)"
+            )
         if self.retries < 0:
             raise DefinitionError(f"step {self.id!r}: retries must be >= 0")
         if self.timeout_seconds is not None and self.timeout_seconds <= 0:
@@ -107,6 +114,8 @@ class Pipeline:
     output_model: type[BaseModel] | None = None
     output: Callable[[StepContext], Any] | None = None
     source: str = "code"
+    # Set by the catalog that loaded it: where this definition came from, its fingerprint.
+    origin: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str) or "/" in self.id:

@@ -6,7 +6,15 @@ process) claims ``pending`` runs in creation order, up to the concurrency limit 
 over the whole store, and holds a lease on each (``lease_owner``/``lease_expires_ms``)
 that it renews by heartbeat; a run whose lease lapsed (its process died) is re-queued and
 continues from its last completed step. A run's ``cursor`` is the index of the next
-top-level step; ``results`` holds every completed step's output.
+top-level step; ``results`` holds every completed step's output. The step journal
+(``pipelines_step_journal``) holds every step by its path (``review.approve``,
+``count[2].tick``): its attempts, written before each attempt, and, once finished, its
+outcome, which a resumed run replays instead of running the step again. So a step that
+was in progress when the process died runs again (at least once); a finished one never.
+
+A run stores the definition it started with (version and fingerprint); a run resumed in
+a process whose catalog holds another definition is rebuilt from the stored module
+source, or fails with ``definition_changed``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,17 @@ from host.api import Event, GatewayContext, GatewayError, context
 from host.errors import validation_message
 from host.storage import now_ms
 from plugins.pipelines import schedules
-from plugins.pipelines.catalog import PipelineCatalog
+from plugins.pipelines.catalog import PipelineCatalog, definition_key
 from plugins.pipelines.definition import Pipeline, Step
 from plugins.pipelines.kinds import StepError, Suspend
-from plugins.pipelines.tables import approvals, breakpoints, runs, step_results
+from plugins.pipelines.tables import (
+    approvals,
+    breakpoints,
+    definition_sources,
+    runs,
+    step_journal,
+    step_results,
+)
 
 log = logging.getLogger("gateway.pipelines")
 
@@ -60,6 +75,13 @@ class LostRun(Exception):
     """The run is no longer ours to advance (cancelled, or our lease lapsed)."""
 
 
+class DefinitionChanged(Exception):
+    """The definition a run started with cannot be had in this process."""
+
+
+FINISHED_STEP = ("completed", "failed", "skipped")
+
+
 @dataclass
 class StepContext:
     """What a step function sees."""
@@ -74,18 +96,39 @@ class StepContext:
     iteration: int = 0
     nested: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    path: str = ""  # the step's path: its id, under its parents' (``review.approve``)
+    attempt: int = 0  # 1 on the first start of this step; counts retries and re-runs
+    resolutions: dict[str, Any] = field(default_factory=dict)  # by step path
+    journal: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step path
 
     @property
     def gateway(self) -> GatewayContext:
         return self.engine.gateway
 
+    @property
+    def step_path(self) -> str:
+        return self.path or self.step.id
+
+    @property
+    def step_key(self) -> str:
+        """``<run id>:<step path>``: the same on every attempt of this step, also when it
+        runs again after a restart. Pass it to external systems as an idempotency key."""
+        return f"{self.run_id}:{self.step_path}"
+
     async def delta(self, text: str) -> None:
         """Publish a ``step.delta`` event (token streaming)."""
-        await self.engine.publish(self.run_id, "step.delta", {"step": self.step.id, "text": text})
+        await self.engine.publish(self.run_id, "step.delta", {"step": self.step_path, "text": text})
 
-    async def run_steps(self, steps: list[Step]) -> dict[str, Any]:
-        """Run nested steps in order (branch, parallel, loop); returns their outputs."""
-        return await self.engine.run_nested(self, steps)
+    async def run_steps(self, steps: list[Step], scope: str = "") -> dict[str, Any]:
+        """Run nested steps in order (branch, parallel, loop); returns their outputs.
+        A nested step's path is ``<this path><scope>.<id>``: a kind that runs the same
+        steps more than once must give each pass its own ``scope`` (loops use ``[i]``)."""
+        return await self.engine.run_nested(self, steps, scope)
+
+    async def decide(self, suffix: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run: the value is stored under ``<path><suffix>`` and a
+        resumed run gets the stored value (branch conditions, loop tests)."""
+        return await self.engine.decide(self, self.step_path + suffix, compute)
 
 
 class Engine:
@@ -105,6 +148,7 @@ class Engine:
         self._stopping = False
         self._last_heartbeat = 0.0
         self._critical: set[asyncio.Future[Any]] = set()
+        self._stored_sources: set[str] = set()  # digests known to be in the store
         self._init_metrics()
 
     def _init_metrics(self) -> None:
@@ -402,6 +446,7 @@ class Engine:
         run_id = uuid.uuid4().hex
         now = now_ms()
         event: Event | None = None
+        definition = self.catalog.definition_of(pipeline)
         async with self.store.write() as conn:
             if idempotency_key is not None:
                 existing = (
@@ -414,12 +459,24 @@ class Engine:
                 ).scalar_one_or_none()
                 if existing is not None:
                     return str(existing), False
+            digest = definition.digest
+            if digest is not None and definition.text is not None:
+                if digest not in self._stored_sources:
+                    await conn.execute(
+                        self.store.dialect.insert_ignore(definition_sources).values(
+                            digest=digest,
+                            path=definition.path or definition.source,
+                            source=definition.text,
+                            created_ms=now,
+                        )
+                    )
             await conn.execute(
                 runs.insert().values(
                     id=run_id,
                     pipeline_id=pipeline.id,
                     pipeline_version=pipeline.version,
-                    definition_key=self.catalog.keys.get(pipeline.id, pipeline.id),
+                    definition_key=definition_key(pipeline, definition.fingerprint),
+                    definition=definition.record(pipeline),
                     status="pending",
                     input=run_input,
                     cursor=0,
@@ -439,6 +496,8 @@ class Engine:
                 {"run_id": run_id, "pipeline_id": pipeline.id, "trigger": trigger},
                 conn,
             )
+        if definition.digest is not None:
+            self._stored_sources.add(definition.digest)
         await self.hub.notify(event)
         self.wake.set()
         return run_id, True
@@ -461,13 +520,16 @@ class Engine:
     async def _advance(self, run_id: str) -> None:
         async with self.store.read() as conn:
             row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
-        if row is None:
-            return
-        pipeline = self.catalog.for_run(row.pipeline_id, row.definition_key)
+            if row is None:
+                return
+            journal = await _journal_of(conn, run_id)
+            changed = ""
+            try:
+                pipeline = await self.definition_for(conn, row)
+            except DefinitionChanged as exc:
+                pipeline, changed = None, str(exc)
         if pipeline is None:
-            await self._fail(
-                run_id, {"message": f"pipeline {row.pipeline_id!r} is no longer defined"}, []
-            )
+            await self._fail(run_id, {"code": "definition_changed", "message": changed}, [])
             return
         results: dict[str, Any] = dict(row.results or {})
         resolutions: dict[str, Any] = dict(row.resolutions or {})
@@ -480,13 +542,21 @@ class Engine:
                 await self._pause(run_id, step.id)
                 return
             ctx = StepContext(
-                self, run_id, pipeline, dict(row.input), results, step, resolutions.get(step.id)
+                self,
+                run_id,
+                pipeline,
+                dict(row.input),
+                results,
+                step,
+                resolutions.get(step.id),
+                path=step.id,
+                resolutions=resolutions,
+                journal=journal,
             )
             started = now_ms()
-            if step.when is not None and not step.when(ctx):
-                await self._record(
-                    run_id, step, "skipped", None, None, 0, started, cursor + 1, results
-                )
+            # A step that already started (it waits, or its process died) is not re-tested.
+            if step.when is not None and step.id not in journal and not step.when(ctx):
+                await self._record(ctx, "skipped", None, None, 0, started, cursor + 1)
                 cursor += 1
                 continue
             try:
@@ -501,49 +571,98 @@ class Engine:
                 if step.continue_on_error:
                     results[step.id] = {"error": failure.message}
                     await self._record(
-                        run_id,
-                        step,
+                        ctx,
                         "failed",
                         None,
                         failure.message,
                         failure.attempts,
                         started,
                         cursor + 1,
-                        results,
                     )
                     cursor += 1
                     released = None
                     continue
+                error = {"message": failure.message, "step": step.id}
+                if failure.path is not None:
+                    error["path"] = failure.path
                 await self._fail(
                     run_id,
-                    {"message": failure.message, "step": step.id},
+                    error,
                     [("step.failed", {"step": step.id, "error": failure.message})],
-                    step_row=(step, failure.attempts, started, failure.message),
+                    step_row=(ctx, failure.attempts, started, failure.message),
                 )
                 return
             self.m_step.labels(pipeline.id, step.kind, "completed").observe(
                 (now_ms() - started) / 1000
             )
             results[step.id] = output
-            await self._record(
-                run_id, step, "completed", output, None, attempts, started, cursor + 1, results
-            )
+            await self._record(ctx, "completed", output, None, attempts, started, cursor + 1)
             cursor += 1
             released = None
         await self._complete(run_id, pipeline, dict(row.input), results)
 
+    async def definition_for(self, conn: AsyncConnection, row: Any) -> Pipeline:
+        """The definition the run started with: the one this process loaded, or one
+        rebuilt from its stored module source. ``DefinitionChanged`` when it cannot be had
+        (a plugin now registers another definition, or the stored source no longer loads)."""
+        record = row.definition
+        if not record:  # a run stored before definitions were recorded
+            found = self.catalog.for_run(row.pipeline_id, row.definition_key)
+            if found is None:
+                raise DefinitionChanged(f"pipeline {row.pipeline_id!r} is no longer defined")
+            return found
+        known = self.catalog.by_key.get(row.definition_key)
+        if known is not None:
+            return known
+        started = f"version {record.get('version')!r} ({record.get('fingerprint')})"
+        if record.get("origin") == "directory":
+            digest = str(record.get("fingerprint", "")).removeprefix("sha256:")
+            stored = (
+                await conn.execute(
+                    sa.select(definition_sources).where(definition_sources.c.digest == digest)
+                )
+            ).first()
+            if stored is None:
+                raise DefinitionChanged(
+                    f"pipeline {row.pipeline_id!r} changed since this run started with "
+                    f"{started}, and that definition's stored source is missing"
+                )
+            try:
+                pipeline = self.catalog.rebuild(row.pipeline_id, record, stored.source, stored.path)
+            except Exception as exc:
+                raise DefinitionChanged(
+                    f"pipeline {row.pipeline_id!r} changed since this run started with "
+                    f"{started}, and that definition could not be rebuilt from its stored "
+                    f"source ({record.get('source')}): {type(exc).__name__}: {exc}"
+                ) from None
+            log.info("run %s continues with its stored definition, %s", row.id, started)
+            return pipeline
+        current = self.catalog.current.get(row.pipeline_id)
+        now = (
+            "no definition"
+            if current is None
+            else f"version {current.version!r} ({self.catalog.definition_of(current).fingerprint})"
+        )
+        raise DefinitionChanged(
+            f"pipeline {row.pipeline_id!r} changed since this run started with {started}; "
+            f"this gateway has {now}. A definition registered by a plugin cannot be rebuilt, "
+            "so the run stops rather than run different steps"
+        )
+
     async def run_step(self, ctx: StepContext) -> tuple[Any, int]:
         step = ctx.step
         kind = self.gateway.registry("step_kinds").get(step.kind)
-        await self.publish(ctx.run_id, "step.started", {"step": step.id, "kind": step.kind})
+        path = ctx.step_path
         if kind is None:
+            await self.publish(ctx.run_id, "step.started", {"step": path, "kind": step.kind})
             raise _StepFailed(f"unknown step kind {step.kind!r}", 1)
         for attempt in range(step.retries + 1):
+            await self._attempt_started(ctx, first=attempt == 0)
             try:
                 async with asyncio.timeout(step.timeout_seconds):
                     output = await kind.run(step, ctx)
                 return jsonable(output), attempt + 1
-            except (Suspend, asyncio.CancelledError):
+            except (Suspend, asyncio.CancelledError, LostRun):
                 raise
             except StepError as exc:
                 raise _StepFailed(str(exc), attempt + 1) from None
@@ -561,7 +680,7 @@ class Engine:
                     ctx.run_id,
                     "step.retry",
                     {
-                        "step": step.id,
+                        "step": path,
                         "attempt": attempt + 1,
                         "error": message,
                         "delay_seconds": delay,
@@ -570,42 +689,190 @@ class Engine:
                 await asyncio.sleep(delay)
         raise _StepFailed("no attempt made", 0)  # pragma: no cover - loop always returns
 
-    async def run_nested(self, parent: StepContext, steps: list[Step]) -> dict[str, Any]:
-        outputs: dict[str, Any] = {}
-        for step in steps:
-            ctx = StepContext(
-                self,
-                parent.run_id,
-                parent.pipeline,
-                parent.input,
-                parent.results,
-                step,
-                None,
-                parent.iteration,
-                True,
+    async def _attempt_started(self, ctx: StepContext, first: bool) -> None:
+        """Count the attempt in the journal before it runs (so a re-run after a crash
+        sees ``attempt`` grow) and, for the first attempt, publish ``step.started``."""
+        path = ctx.step_path
+        entry = ctx.journal.get(path) or {}
+        attempts = int(entry.get("attempts") or 0) + 1
+        ctx.attempt = attempts
+        ctx.journal[path] = {"status": "running", "attempts": attempts}
+        started = now_ms()
+
+        async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
+            await self._guarded_update(conn, ctx.run_id)
+            await conn.execute(
+                self._journal_upsert(ctx.run_id, path, "running", attempts, None, None, started)
             )
-            if step.when is not None and not step.when(ctx):
-                continue
-            try:
-                output, _attempts = await self.run_step(ctx)
-            except Suspend:
-                raise _StepFailed(
-                    f"step {step.id!r}: approval and wait steps must be top-level steps", 1
-                ) from None
-            except _StepFailed as failure:
-                await self.publish(
-                    parent.run_id, "step.failed", {"step": step.id, "error": failure.message}
-                )
-                if not step.continue_on_error:
-                    raise
-                output = {"error": failure.message}
+            if not first:
+                return []
+            return [("step.started", {"step": path, "kind": ctx.step.kind, "attempt": attempts})]
+
+        await self.commit(ctx.run_id, write)
+
+    def _journal_upsert(
+        self,
+        run_id: str,
+        path: str,
+        status: str,
+        attempts: int,
+        output: Any,
+        error: str | None,
+        started: int,
+        finished: int | None = None,
+    ) -> Any:
+        return self.store.dialect.upsert(
+            step_journal,
+            ["run_id", "path"],
+            {
+                "run_id": run_id,
+                "path": path,
+                "status": status,
+                "attempts": attempts,
+                "output": output,
+                "error": error,
+                "started_ms": started,
+                "finished_ms": finished,
+            },
+        )
+
+    async def decide(self, ctx: StepContext, path: str, compute: Callable[[], Any]) -> Any:
+        entry = ctx.journal.get(path)
+        if entry is not None and entry.get("status") == "decided":
+            return entry.get("output")
+        value = jsonable(compute())
+        ctx.journal[path] = {"status": "decided", "attempts": 0, "output": value}
+        now = now_ms()
+
+        async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
+            await self._guarded_update(conn, ctx.run_id)
+            await conn.execute(
+                self._journal_upsert(ctx.run_id, path, "decided", 0, value, None, now, now)
+            )
+            return []
+
+        await self.commit(ctx.run_id, write)
+        return value
+
+    async def run_nested(
+        self, parent: StepContext, steps: list[Step], scope: str = ""
+    ) -> dict[str, Any]:
+        """Run nested steps in order. A step the journal holds as finished is replayed
+        from it (its stored output; a stored failure fails again), not run again; an
+        approval or wait step suspends the whole run (``Suspend`` goes up to the run)."""
+        outputs: dict[str, Any] = {}
+        base = f"{parent.step_path}{scope}"
+        for step in steps:
+            path = f"{base}.{step.id}"
+            entry = parent.journal.get(path)
+            if entry is not None and entry.get("status") in FINISHED_STEP:
+                if entry["status"] == "skipped":
+                    continue
+                if entry["status"] == "failed" and not step.continue_on_error:
+                    raise _StepFailed(str(entry.get("error")), int(entry["attempts"]), path)
+                output = entry.get("output")
             else:
-                await self.publish(
-                    parent.run_id, "step.completed", {"step": step.id, "output": output}
-                )
+                output = await self._run_nested_step(parent, step, path)
+                if output is _SKIPPED:
+                    continue
             parent.results[step.id] = output
             outputs[step.id] = output
         return outputs
+
+    async def _run_nested_step(self, parent: StepContext, step: Step, path: str) -> Any:
+        ctx = StepContext(
+            self,
+            parent.run_id,
+            parent.pipeline,
+            parent.input,
+            parent.results,
+            step,
+            parent.resolutions.get(path),
+            parent.iteration,
+            True,
+            path=path,
+            resolutions=parent.resolutions,
+            journal=parent.journal,
+        )
+        started = now_ms()
+        if step.when is not None and path not in parent.journal and not step.when(ctx):
+            await self._record_nested(ctx, "skipped", None, None, 0, started)
+            return _SKIPPED
+        try:
+            output, attempts = await self.run_step(ctx)
+        except _StepFailed as failure:
+            self.m_step.labels(parent.pipeline.id, step.kind, "failed").observe(
+                (now_ms() - started) / 1000
+            )
+            if not step.continue_on_error:
+                if failure.path is None:  # a failure of this step, not of one inside it
+                    failure.path = path
+                    await self._record_nested(
+                        ctx, "failed", None, failure.message, failure.attempts, started
+                    )
+                raise
+            output = {"error": failure.message}
+            await self._record_nested(
+                ctx, "failed", output, failure.message, failure.attempts, started
+            )
+            return output
+        self.m_step.labels(parent.pipeline.id, step.kind, "completed").observe(
+            (now_ms() - started) / 1000
+        )
+        await self._record_nested(ctx, "completed", output, None, attempts, started)
+        return output
+
+    async def _record_nested(
+        self,
+        ctx: StepContext,
+        status: str,
+        output: Any,
+        error: str | None,
+        attempts: int,
+        started: int,
+    ) -> None:
+        """Store a nested step's outcome (journal and step results) with its event."""
+        path = ctx.step_path
+        total = int((ctx.journal.get(path) or {}).get("attempts") or 0)
+        ctx.journal[path] = {
+            "status": status,
+            "attempts": total,
+            "output": output,
+            "error": error,
+        }
+        finished = now_ms()
+
+        async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
+            await self._guarded_update(conn, ctx.run_id)
+            await conn.execute(
+                self._journal_upsert(
+                    ctx.run_id, path, status, total, output, error, started, finished
+                )
+            )
+            await conn.execute(
+                step_results.insert().values(
+                    run_id=ctx.run_id,
+                    step_id=path,
+                    status=status,
+                    attempts=attempts,
+                    output=output if status == "completed" else None,
+                    error=error,
+                    started_ms=started,
+                    finished_ms=finished,
+                )
+            )
+            data: dict[str, Any] = {"step": path, "attempts": attempts}
+            if status == "completed":
+                data["output"] = output
+            if error is not None:
+                data["error"] = error
+                data["continued"] = ctx.step.continue_on_error
+            event = {"completed": "step.completed", "failed": "step.failed"}.get(
+                status, "step.skipped"
+            )
+            return [(event, data)]
+
+        await self.commit(ctx.run_id, write)
 
     async def _breakpoint_at(self, pipeline_id: str, step_id: str) -> bool:
         async with self.store.read() as conn:
@@ -624,20 +891,26 @@ class Engine:
 
     async def _record(
         self,
-        run_id: str,
-        step: Step,
+        ctx: StepContext,
         status: str,
         output: Any,
         error: str | None,
         attempts: int,
         started: int,
         cursor: int,
-        results: dict[str, Any],
     ) -> None:
+        """Store a top-level step's outcome, the run's new cursor and results, and its
+        journal entry, with its event."""
+        run_id, step = ctx.run_id, ctx.step
+        total = int((ctx.journal.get(step.id) or {}).get("attempts") or 0)
+        kept = {"error": error} if status == "failed" else output
+        ctx.journal[step.id] = {"status": status, "attempts": total, "output": kept}
+
         async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
             await self._guarded_update(
-                conn, run_id, cursor=cursor, results=results, released_step=None
+                conn, run_id, cursor=cursor, results=ctx.results, released_step=None
             )
+            finished = now_ms()
             await conn.execute(
                 step_results.insert().values(
                     run_id=run_id,
@@ -647,8 +920,11 @@ class Engine:
                     output=output,
                     error=error,
                     started_ms=started,
-                    finished_ms=now_ms(),
+                    finished_ms=finished,
                 )
+            )
+            await conn.execute(
+                self._journal_upsert(run_id, step.id, status, total, kept, error, started, finished)
             )
             event = {"completed": "step.completed", "failed": "step.failed"}.get(
                 status, "step.skipped"
@@ -723,7 +999,7 @@ class Engine:
         run_id: str,
         error: dict[str, Any],
         extra: list[tuple[str, dict[str, Any]]],
-        step_row: tuple[Step, int, int, str] | None = None,
+        step_row: tuple[StepContext, int, int, str] | None = None,
     ) -> None:
         pipeline_id = ""
 
@@ -744,17 +1020,24 @@ class Engine:
                 ).scalar_one()
             )
             if step_row is not None:
-                step, attempts, started, message = step_row
+                ctx, attempts, started, message = step_row
+                finished = now_ms()
                 await conn.execute(
                     step_results.insert().values(
                         run_id=run_id,
-                        step_id=step.id,
+                        step_id=ctx.step.id,
                         status="failed",
                         attempts=attempts,
                         output=None,
                         error=message,
                         started_ms=started,
-                        finished_ms=now_ms(),
+                        finished_ms=finished,
+                    )
+                )
+                total = int((ctx.journal.get(ctx.step.id) or {}).get("attempts") or 0)
+                await conn.execute(
+                    self._journal_upsert(
+                        run_id, ctx.step.id, "failed", total, None, message, started, finished
                     )
                 )
             return [*extra, ("run.failed", {"error": error})]
@@ -883,8 +1166,12 @@ class Engine:
         now = now_ms()
         async with self.store.write() as conn:
             row, step_id = await _waiting_run(conn, run_id, "input", "input")
-            pipeline = self.catalog.for_run(row.pipeline_id, row.definition_key)
-            step = pipeline.step(step_id) if pipeline is not None else None
+            try:
+                pipeline: Pipeline | None = await self.definition_for(conn, row)
+            except DefinitionChanged:
+                pipeline = None  # the run fails with definition_changed when it goes on
+            # A nested step's path ends with its id (``count[1].reply``).
+            step = pipeline.step(step_id.rsplit(".", 1)[-1]) if pipeline is not None else None
             schema = step.config.get("schema") if step is not None else None
             value = raw_input
             if schema is not None:
@@ -988,10 +1275,22 @@ class Engine:
 
 
 class _StepFailed(Exception):
-    def __init__(self, message: str, attempts: int) -> None:
+    def __init__(self, message: str, attempts: int, path: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.attempts = attempts
+        self.path = path  # the nested step that failed, if it was one
+
+
+_SKIPPED = object()
+
+
+async def _journal_of(conn: AsyncConnection, run_id: str) -> dict[str, dict[str, Any]]:
+    rows = await conn.execute(sa.select(step_journal).where(step_journal.c.run_id == run_id))
+    return {
+        r.path: {"status": r.status, "attempts": r.attempts, "output": r.output, "error": r.error}
+        for r in rows
+    }
 
 
 async def _waiting_run(conn: AsyncConnection, run_id: str, kind: str, what: str) -> tuple[Any, str]:

@@ -1,6 +1,7 @@
 """The built-in step kinds. A step kind is an object with ``async run(step, ctx)`` that
-returns the step's output; it raises :class:`Suspend` to make the run wait (top-level
-steps only) and :class:`StepError` for a failure that must not be retried."""
+returns the step's output; it raises :class:`Suspend` to make the run wait (also from a
+step nested in a branch, parallel or loop step) and :class:`StepError` for a failure
+that must not be retried."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class ApprovalKind:
             raise Suspend(
                 {
                     "type": "approval",
-                    "step": step.id,
+                    "step": ctx.step_path,
                     "message": str(step.config.get("message") or ""),
                     "timeout_seconds": timeout,
                     "on_timeout": step.config.get("on_timeout", "fail"),
@@ -81,7 +82,7 @@ class WaitKind:
             raise Suspend(
                 {
                     "type": "input",
-                    "step": step.id,
+                    "step": ctx.step_path,
                     "prompt": str(step.config.get("prompt") or ""),
                     "schema": schema.model_json_schema() if schema is not None else None,
                 }
@@ -130,32 +131,53 @@ class LlmKind:
 
 
 class BranchKind:
+    """Runs ``then`` or ``else``; the choice is stored, so a resumed run takes the same."""
+
     async def run(self, step: Step, ctx: StepContext) -> Any:
         condition = step.config.get("if")
-        taken = bool(condition(ctx)) if callable(condition) else bool(condition)
+        taken = await ctx.decide(
+            "#if", lambda: bool(condition(ctx)) if callable(condition) else bool(condition)
+        )
         steps = step.config.get("then" if taken else "else") or []
         results = await ctx.run_steps(steps)
         return {"branch": "then" if taken else "else", "results": results}
 
 
 class ParallelKind:
+    """Runs the branches concurrently and ends when every branch has ended. A failure
+    wins over a suspension; a branch at an approval or wait step suspends the run once
+    its siblings have finished or stopped at a gate of their own (one gate at a time)."""
+
     async def run(self, step: Step, ctx: StepContext) -> Any:
         branches: dict[str, list[Step]] = step.config.get("branches") or {}
         names = list(branches)
-        outs = await asyncio.gather(*(ctx.run_steps(branches[n]) for n in names))
+        outs = await asyncio.gather(
+            *(ctx.run_steps(branches[n]) for n in names), return_exceptions=True
+        )
+        errors = [o for o in outs if isinstance(o, BaseException)]
+        for error in errors:
+            if not isinstance(error, Suspend):
+                raise error
+        if errors:
+            raise errors[0]
         return dict(zip(names, outs, strict=True))
 
 
 class LoopKind:
+    """Pass ``i`` runs the body with paths ``<loop>[i].<id>``; each ``while`` test is
+    stored, so a resumed run repeats the same passes."""
+
     async def run(self, step: Step, ctx: StepContext) -> Any:
         maximum = int(step.config["max"])
         condition = step.config.get("while")
         passes: list[Any] = []
         for i in range(maximum):
             ctx.iteration = i
-            if callable(condition) and not condition(ctx):
+            if callable(condition) and not await ctx.decide(
+                f"[{i}]#while", lambda: bool(condition(ctx))
+            ):
                 break
-            passes.append(await ctx.run_steps(step.config.get("body") or []))
+            passes.append(await ctx.run_steps(step.config.get("body") or [], scope=f"[{i}]"))
         return {"iterations": len(passes), "results": passes}
 
 

@@ -67,15 +67,35 @@ class StepResult(BaseModel):
     duration_ms: int
 
 
+class RunDefinition(BaseModel):
+    """The pipeline definition a run started with, and keeps (also across restarts)."""
+
+    version: str
+    fingerprint: str = Field(
+        description="directory pipelines: sha256:<hex> of the module source; plugin-registered: "
+        "code:sha256:<hex> of the version and step tree (functions by module and qualname)"
+    )
+    origin: Literal["directory", "hook"]
+    source: str = Field(description="the module's file name, or hook")
+
+
 class RunRecord(BaseModel):
     id: str
     pipeline_id: str
     pipeline_version: str
+    definition: RunDefinition | None = Field(
+        None,
+        description="the definition the run started with (none on runs from before it was stored)",
+    )
     status: RunStatus
     input: dict[str, Any]
     output: Any = None
     error: dict[str, Any] | None = None
-    steps: list[StepResult] = Field(default_factory=list)
+    steps: list[StepResult] = Field(
+        default_factory=list,
+        description="finished steps in order; a nested step's step_id is its path "
+        "(review.approve, count[2].tick)",
+    )
     next_step_index: int
     waiting_for: dict[str, Any] | None = None
     paused_at: str | None = None

@@ -133,6 +133,7 @@ def _record(row: Any, steps: Sequence[Any] | None = None) -> RunRecord:
         id=row.id,
         pipeline_id=row.pipeline_id,
         pipeline_version=row.pipeline_version,
+        definition=row.definition,
         status=row.status,
         input=row.input,
         output=row.output,

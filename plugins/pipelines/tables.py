@@ -18,6 +18,8 @@ runs = sa.Table(
     sa.Column("pipeline_id", sa.String(200), nullable=False, index=True),
     sa.Column("pipeline_version", sa.String(100), nullable=False),
     sa.Column("definition_key", sa.String(200), nullable=False),
+    # What the run started with: version, fingerprint, origin, source (migration 3).
+    sa.Column("definition", sa.JSON, nullable=True),
     sa.Column("status", sa.String(20), nullable=False, index=True),
     sa.Column("input", sa.JSON, nullable=False),
     sa.Column("output", sa.JSON, nullable=True),
@@ -110,6 +112,46 @@ schedule_fires = sa.Table(
     sa.Column("recorded_ms", sa.BigInteger, nullable=False),
 )
 
+# The source of every pipelines module a run started with, once per content hash: a run
+# resumed after a restart is rebuilt from it when the directory now holds another version.
+definition_sources = sa.Table(
+    "pipelines_definition_sources",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # sha256 hex of the source
+    sa.Column("path", sa.String(1000), nullable=False),  # the file it was read from
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+# Per run, the state of every step by its path (``review``, ``review.approve``,
+# ``count[2].tick``): attempts (written before each attempt runs) and, once finished, the
+# outcome that a resumed run replays instead of running the step again. ``#if`` and
+# ``#while`` paths hold the decisions of branch and loop steps.
+step_journal = sa.Table(
+    "pipelines_step_journal",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("path", sa.String(500), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("output", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("started_ms", sa.BigInteger, nullable=False),
+    sa.Column("finished_ms", sa.BigInteger, nullable=True),
+)
+
+
+def _definitions_upgrade(conn: sa.Connection) -> None:
+    # Migration 1 creates ``runs`` from the current table object, so a new store already
+    # has the column; an older one gets it added.
+    present = {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}
+    if "definition" not in present:
+        column_type = runs.c.definition.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN definition {column_type}"))
+    for table in (definition_sources, step_journal):
+        table.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration.create_tables(
         NAMESPACE,
@@ -118,4 +160,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         [runs, step_results, approvals, breakpoints],
     ),
     Migration.create_tables(NAMESPACE, 2, "schedules and their fires", [schedules, schedule_fires]),
+    Migration(
+        NAMESPACE,
+        3,
+        "run definitions, stored definition sources, step journal",
+        _definitions_upgrade,
+    ),
 )

@@ -61,6 +61,7 @@ class Provider:
     name: str = "provider"
     description: str = ""
     supports_tools: bool = True
+    needs_base_url: bool = False  # a model on it must set base_url (checked with the config)
 
     async def chat(self, route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

@@ -35,6 +35,7 @@ PoolKey = tuple[str, float, float]
 class OpenAIUpstream(Provider):
     name = "openai"
     description = "an OpenAI-compatible HTTP upstream, by base_url"
+    needs_base_url = True
 
     def __init__(self) -> None:
         self._pools: dict[PoolKey, tuple[Http1Pool | ProxiedPool, str]] = {}

@@ -1,8 +1,11 @@
 """Approval-gated publish: draft a text, wait for a human to approve it, then publish.
 
-The draft is written by a ``code`` step so the example works offline and without the
-OpenAI-compatible plugin; with that plugin loaded, replace ``draft`` by
-``llm("draft", "echo", prompt=lambda ctx: f"Write about {ctx.input['topic']}")``.
+The draft is written by an ``llm`` step on the built-in offline ``echo`` model, so the
+example works without a network or a language model (echo answers ``echo: <prompt>``,
+streamed word by word as ``step.delta`` events). Point it at a real model by naming a
+``[models.<name>]`` of your gateway instead of ``"echo"``. The step needs the
+OpenAI-compatible plugin, which provides the model catalog; without it the run fails at
+``draft`` saying so.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from plugins.pipelines.definition import Pipeline, approval, code
+from plugins.pipelines.definition import Pipeline, approval, code, llm
 
 
 class PublishInput(BaseModel):
@@ -25,9 +28,8 @@ class PublishOutput(BaseModel):
     approved_by: str
 
 
-def draft(ctx: Any) -> dict[str, str]:
-    topic, audience = ctx.input["topic"], ctx.input["audience"]
-    return {"text": f"A short note on {topic}, written for {audience}."}
+def draft_prompt(ctx: Any) -> str:
+    return f"Write a short note on {ctx.input['topic']} for {ctx.input['audience']}."
 
 
 def publish(ctx: Any) -> dict[str, Any]:
@@ -41,11 +43,11 @@ def publish(ctx: Any) -> dict[str, Any]:
 PIPELINE = Pipeline(
     id="approval-publish",
     description="Draft a text, publish it only after a human approves it",
-    version="1",
+    version="2",
     input_model=PublishInput,
     output_model=PublishOutput,
     steps=[
-        code("draft", draft),
+        llm("draft", "echo", prompt=draft_prompt),
         approval("review", "Publish this draft?", timeout_seconds=86_400, on_timeout="deny"),
         code("publish", publish),
     ],

@@ -1,0 +1,143 @@
+"""The pipelines plugin's public API for other plugins: look up a pipeline, start a run,
+follow its events and await its end.
+
+Other plugins reach it as ``context(app).extras[API_KEY]``, which exists only while the
+pipelines plugin is loaded and started, so they never import the engine (nor this
+plugin at all when it is disabled). Runs started here are ordinary runs: stored, listed
+by ``GET /runs``, refused while the gateway is paused, paused by breakpoints, and they
+need the caller to hold the ``allow_pipeline_run`` gate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from quart import Quart
+
+from host.api import Event, GatewayError, Principal, context
+from plugins.pipelines.catalog import PipelineCatalog
+from plugins.pipelines.definition import Pipeline
+from plugins.pipelines.engine import TERMINAL, TERMINAL_EVENTS, engine_of, stream_of
+from plugins.pipelines.routes import CATALOG_KEY, GATE_RUN
+from plugins.pipelines.tables import runs
+
+API_KEY = "pipelines.api"
+
+# Events after which a run needs nothing more from its caller: it ended, or it waits for a
+# person (an approval, an input) or for a debugger (a breakpoint).
+STOP_EVENTS = frozenset({*TERMINAL_EVENTS, "run.waiting", "run.paused"})
+
+__all__ = ["API_KEY", "GATE_RUN", "STOP_EVENTS", "PipelinesAPI", "RunState"]
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run stands: ``status`` is one of pending, running, waiting, paused,
+    completed, failed, cancelled."""
+
+    run_id: str
+    pipeline_id: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    waiting_for: dict[str, Any] | None = None
+    paused_at: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+class PipelinesAPI:
+    def __init__(self, app: Quart) -> None:
+        self.app = app
+
+    def _catalog(self) -> PipelineCatalog:
+        found: PipelineCatalog | None = context(self.app).extras.get(CATALOG_KEY)
+        if found is None:
+            raise GatewayError(503, "pipelines_not_ready", "the pipelines plugin has not started")
+        return found
+
+    def pipeline(self, pipeline_id: str) -> Pipeline | None:
+        """The current definition of ``pipeline_id``, or None."""
+        return self._catalog().get(pipeline_id)
+
+    def pipeline_ids(self) -> list[str]:
+        return sorted(self._catalog().current)
+
+    async def start_run(
+        self,
+        pipeline_id: str,
+        raw_input: Any,
+        *,
+        principal: Principal,
+        trigger: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Start a run as ``principal``; returns its id. 403 ``policy_gate_denied``
+        without the run gate, 404 ``pipeline_not_found``, 503 ``gateway_paused`` while
+        paused, 422 ``validation_failed`` (``details.param`` names the field) when the
+        input fails the pipeline's schema. Nothing is stored on any of these."""
+        ctx = context(self.app)
+        if not principal.has_gate(GATE_RUN):
+            ctx.auth.metrics.gate_denied.labels(GATE_RUN).inc()
+            raise GatewayError(
+                403,
+                "policy_gate_denied",
+                f"running a pipeline requires policy gate {GATE_RUN!r}, "
+                f"which {principal.name!r} lacks",
+            )
+        pipeline = self.pipeline(pipeline_id)
+        if pipeline is None:
+            raise GatewayError(404, "pipeline_not_found", f"no pipeline {pipeline_id!r}")
+        await ctx.lifecycle.require_running()
+        engine = engine_of(self.app)
+        run_input = engine.validate_input(pipeline, raw_input)
+        run_id, _created = await engine.create_run(
+            pipeline,
+            run_input,
+            trigger=trigger,
+            created_by=principal.name,
+            idempotency_key=idempotency_key,
+        )
+        return run_id
+
+    async def state(self, run_id: str) -> RunState:
+        """The run as stored; 404 ``run_not_found``."""
+        async with context(self.app).store.read() as conn:
+            row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
+        if row is None:
+            raise GatewayError(404, "run_not_found", f"no run {run_id!r}")
+        return RunState(
+            run_id=row.id,
+            pipeline_id=row.pipeline_id,
+            status=row.status,
+            output=row.output,
+            error=row.error,
+            waiting_for=row.waiting_for,
+            paused_at=row.paused_at,
+        )
+
+    async def events(self, run_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
+        """The run's events after ``after`` (stored ones, then live ones), ending with the
+        first of ``STOP_EVENTS``, or without one if the gateway shuts down meanwhile.
+        Heartbeat ticks are left out."""
+        hub = context(self.app).hub
+        async with contextlib.aclosing(
+            hub.subscribe(stream_of(run_id), after, lambda e: e.type in STOP_EVENTS)
+        ) as stream:
+            async for event in stream:
+                if event is not None:
+                    yield event
+
+    async def wait(self, run_id: str) -> RunState:
+        """Await the run's end, or the moment it waits (approval, input) or pauses at a
+        breakpoint; returns its state then."""
+        async with contextlib.aclosing(self.events(run_id)) as stream:
+            async for _event in stream:
+                pass
+        return await self.state(run_id)
