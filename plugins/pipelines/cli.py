@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -426,7 +427,8 @@ def register(cli: click.Group) -> None:
     def debug_rm(step_id: str, url: str | None, token: str | None, as_json: bool) -> None:
         """Remove a breakpoint."""
         api = Api(url, token, as_json)
-        api.show(api.call("DELETE", f"/debug/breakpoints/{step_id}"), None, [])
+        # A step path's brackets must be sent encoded (``rounds%5B1%5D.ask``).
+        api.show(api.call("DELETE", f"/debug/breakpoints/{quote(step_id, safe='')}"), None, [])
 
     @debug.command("runs")
     @_options

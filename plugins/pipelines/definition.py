@@ -22,6 +22,7 @@ objects (or a ``PIPELINES`` list).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ StepFn = Callable[["StepContext"], Any | Awaitable[Any]]
 KNOWN_ON_TIMEOUT = ("fail", "approve", "deny")
 # They join step ids into step paths (``review.approve``, ``count[2].tick``, ``pick#if``).
 PATH_CHARACTERS = (".", "[", "]", "#")
+# One part of a step path: a step id, with the pass index if a loop ran it (``rounds[2]``).
+PATH_PART = re.compile(r"([^.\[\]#]+)(?:\[(\d+)\])?")
 
 
 class DefinitionError(ValueError):
@@ -143,6 +146,33 @@ class Pipeline:
             if step.id == step_id:
                 return step
         return None
+
+    def step_at(self, path: str) -> Step | None:
+        """The step a path names as the built-in kinds form it (``review.approve``,
+        ``rounds[1].reply``: a loop's pass index is required, below its ``max``), or the
+        step with that id if ``path`` is a bare id; ``None`` if there is none."""
+        parts = [PATH_PART.fullmatch(part) for part in path.split(".")]
+        if len(parts) == 1:
+            return self.step(path)  # a bare id names the step at any depth
+        found: Step | None = None
+        candidates = list(self.steps)
+        for n, match in enumerate(parts):
+            if match is None:
+                return None
+            step_id, index = match[1], match[2]
+            found = next((s for s in candidates if s.id == step_id), None)
+            if found is None:
+                return None
+            last = n == len(parts) - 1
+            if last and index is not None:
+                return None
+            if not last and found.kind == "loop":
+                if index is None or int(index) >= int(found.config.get("max", 0)):
+                    return None
+            elif not last and found.kind in ("branch", "parallel") and index is not None:
+                return None
+            candidates = found.children()
+        return found
 
     def input_schema(self) -> dict[str, Any]:
         if self.input_model is None:

@@ -52,6 +52,7 @@ from plugins.pipelines.tables import (
     step_journal,
     step_results,
 )
+from plugins.pipelines.tables import schedules as schedules_table
 
 log = logging.getLogger("gateway.pipelines")
 
@@ -59,6 +60,10 @@ TERMINAL = ("completed", "failed", "cancelled")
 STATES = ("pending", "running", "waiting", "paused", *TERMINAL)
 TERMINAL_EVENTS = ("run.completed", "run.failed", "run.cancelled")
 ENGINE_KEY = "pipelines.engine"
+# The run and approval gauges follow a change in this process within GAUGE_MIN_SECONDS,
+# and changes made by other processes within GAUGE_MAX_SECONDS.
+GAUGE_MIN_SECONDS = 1.0
+GAUGE_MAX_SECONDS = 15.0
 
 
 def stream_of(run_id: str) -> str:
@@ -100,6 +105,7 @@ class StepContext:
     attempt: int = 0  # 1 on the first start of this step; counts retries and re-runs
     resolutions: dict[str, Any] = field(default_factory=dict)  # by step path
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step path
+    released: str | None = None  # the step path a release lets past its breakpoint once
 
     @property
     def gateway(self) -> GatewayContext:
@@ -141,12 +147,19 @@ class Engine:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.max_concurrent = int(section.get("max_concurrent_runs", 4))
         self.lease_ms = int(float(section.get("lease_seconds", 15)) * 1000)
-        self.poll_seconds = float(section.get("poll_seconds", 0.5))
+        self.poll_seconds = float(section.get("poll_seconds", 1.0))
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_heartbeat = 0.0
+        # The worker loop's timers (see ``tick``): monotonic seconds, or wall ms for what
+        # the store holds (``None``: nothing known to fall due).
+        self._next_poll = 0.0
+        self._last_gauges = -GAUGE_MAX_SECONDS
+        self._gauges_dirty = True
+        self._expiry_due_ms: int | None = None
+        self._schedule_due_ms: int | None = None
         self._critical: set[asyncio.Future[Any]] = set()
         self._stored_sources: set[str] = set()  # digests known to be in the store
         self._init_metrics()
@@ -227,27 +240,96 @@ class Engine:
 
     async def _loop(self) -> None:
         while not self._stopping:
+            woken = self.wake.is_set()
+            self.wake.clear()  # a wake during the tick makes the next one come at once
             try:
-                await self.tick()
+                await self.tick(woken)
+                delay = self._next_tick() - time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("pipelines worker tick failed")
+                delay = self.poll_seconds  # not at once again: what failed may still be due
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
+                async with asyncio.timeout(max(0.0, delay)):
                     await self.wake.wait()
-            self.wake.clear()
 
-    async def tick(self) -> None:
-        if time.monotonic() - self._last_heartbeat > self.lease_ms / 3000:
+    async def tick(self, woken: bool = True) -> None:
+        """One pass of the worker. A wake (a run created, resumed, released or finished in
+        this process) claims at once; everything else runs on its own timer, so an idle
+        worker costs one read every ``poll_seconds``: that read finds runs another process
+        left ``pending``, lapsed leases, and when the next approval timeout and schedule
+        tick fall due; those run at their time, not on every pass."""
+        now_m = time.monotonic()
+        if self.tasks and now_m - self._last_heartbeat > self.lease_ms / 3000:
             await self.heartbeat()
-        await self.sweep()
-        await self.expire_approvals()
-        if not self._stopping:
-            await schedules.run_due(self)
-        for run_id in await self.claim():
-            self.tasks[run_id] = asyncio.create_task(self._execute(run_id), name=f"run:{run_id}")
-        await self.update_gauges()
+        pending = lapsed = False
+        if now_m >= self._next_poll:
+            self._next_poll = now_m + self.poll_seconds
+            pending, lapsed = await self._poll_store()
+        if lapsed:
+            await self.sweep()
+            pending = True
+        now = now_ms()
+        if self._expiry_due_ms is not None and self._expiry_due_ms <= now:
+            await self.expire_approvals()
+        if (
+            not self._stopping
+            and self._schedule_due_ms is not None
+            and (self._schedule_due_ms <= now)
+        ):
+            self._schedule_due_ms = await schedules.run_due(self)
+        if woken or pending:
+            for run_id in await self.claim():
+                self.tasks[run_id] = asyncio.create_task(
+                    self._execute(run_id), name=f"run:{run_id}"
+                )
+        self._gauges_dirty = self._gauges_dirty or woken or pending or lapsed
+        if time.monotonic() >= self._gauges_due():
+            await self.update_gauges()
+
+    def _gauges_due(self) -> float:
+        wait = GAUGE_MIN_SECONDS if self._gauges_dirty else GAUGE_MAX_SECONDS
+        return self._last_gauges + wait
+
+    def _next_tick(self) -> float:
+        """When the loop must run again without a wake (monotonic seconds)."""
+        now_m, now = time.monotonic(), now_ms()
+        due = [self._next_poll, self._gauges_due()]
+        if self.tasks:
+            due.append(self._last_heartbeat + self.lease_ms / 3000)
+        for at_ms in (self._expiry_due_ms, self._schedule_due_ms):
+            if at_ms is not None:
+                due.append(now_m + (at_ms - now) / 1000)
+        return min(due)
+
+    def due_at(self, *, expiry_ms: int | None = None, schedule_ms: int | None = None) -> None:
+        """Tell the loop about an approval timeout or a schedule tick stored by this
+        process, so it comes due at its time rather than at the next poll."""
+        if expiry_ms is not None:
+            self._expiry_due_ms = min(expiry_ms, self._expiry_due_ms or expiry_ms)
+        if schedule_ms is not None:
+            self._schedule_due_ms = min(schedule_ms, self._schedule_due_ms or schedule_ms)
+        self.wake.set()
+
+    async def _poll_store(self) -> tuple[bool, bool]:
+        """One read (one statement) for what other processes stored: is a run
+        ``pending``, has a running run's lease lapsed, and when are the next approval
+        timeout and schedule tick."""
+        now = now_ms()
+        pending = sa.exists().where(runs.c.status == "pending")
+        lapsed = sa.exists().where(runs.c.status == "running", runs.c.lease_expires_ms < now)
+        expiry = (
+            sa.select(sa.func.min(approvals.c.expires_ms))
+            .where(approvals.c.status == "pending")
+            .scalar_subquery()
+        )
+        schedule = sa.select(sa.func.min(schedules_table.c.next_fire_ms)).scalar_subquery()
+        async with self.store.read() as conn:
+            row = (await conn.execute(sa.select(pending, lapsed, expiry, schedule))).one()
+        self._expiry_due_ms = None if row[2] is None else int(row[2])
+        self._schedule_due_ms = None if row[3] is None else int(row[3])
+        return bool(row[0]), bool(row[1])
 
     async def heartbeat(self) -> None:
         self._last_heartbeat = time.monotonic()
@@ -273,8 +355,11 @@ class Engine:
             )
             still = {r.id for r in held}
         for run_id in mine:
-            if run_id not in still:  # cancelled elsewhere, or the lease went to another
-                self.tasks[run_id].cancel()
+            # Cancelled elsewhere, or the lease went to another worker. A run whose task
+            # ended during the write above has left self.tasks already: nothing to stop.
+            task = self.tasks.get(run_id)
+            if run_id not in still and task is not None:
+                task.cancel()
 
     async def sweep(self) -> None:
         """Re-queue running runs whose lease lapsed: their process is gone."""
@@ -343,6 +428,13 @@ class Engine:
                     )
                 )
             ).all()
+            self._expiry_due_ms = (
+                await conn.execute(
+                    sa.select(sa.func.min(approvals.c.expires_ms)).where(
+                        approvals.c.status == "pending", approvals.c.expires_ms > now
+                    )
+                )
+            ).scalar()
         for row in rows:
             decision = {"fail": None, "approve": "approved", "deny": "denied"}[row.on_timeout]
             with contextlib.suppress(GatewayError):
@@ -351,6 +443,11 @@ class Engine:
                 )
 
     async def update_gauges(self) -> None:
+        """Non-terminal runs by state (over the whole store) and pending approvals: soon
+        after a change in this process (at most every ``GAUGE_MIN_SECONDS``), otherwise
+        every ``GAUGE_MAX_SECONDS`` (changes made by other processes)."""
+        self._last_gauges = time.monotonic()
+        self._gauges_dirty = False
         async with self.store.read() as conn:
             rows = await conn.execute(
                 sa.select(runs.c.status, runs.c.pipeline_id, sa.func.count())
@@ -538,9 +635,12 @@ class Engine:
         steps = list(pipeline.steps)
         while cursor < len(steps):
             step = steps[cursor]
-            if released != step.id and await self._breakpoint_at(pipeline.id, step.id):
-                await self._pause(run_id, step.id)
-                return
+            # A step that already started (it waits, or its process died) is not re-tested.
+            if released != step.id and step.id not in journal:
+                hit = await self._breakpoint_at(pipeline.id, step.id, step.id)
+                if hit is not None:
+                    await self._pause(run_id, step.id, hit)
+                    return
             ctx = StepContext(
                 self,
                 run_id,
@@ -552,6 +652,7 @@ class Engine:
                 path=step.id,
                 resolutions=resolutions,
                 journal=journal,
+                released=released,
             )
             started = now_ms()
             # A step that already started (it waits, or its process died) is not re-tested.
@@ -562,7 +663,11 @@ class Engine:
             try:
                 output, attempts = await self.run_step(ctx)
             except Suspend as suspend:
-                await self._suspend(run_id, pipeline, suspend.waiting_for)
+                if suspend.waiting_for.get("type") == "breakpoint":  # at a nested step
+                    waiting = suspend.waiting_for
+                    await self._pause(run_id, waiting["step"], waiting["breakpoint"])
+                else:
+                    await self._suspend(run_id, pipeline, suspend.waiting_for)
                 return
             except _StepFailed as failure:
                 self.m_step.labels(pipeline.id, step.kind, "failed").observe(
@@ -772,12 +877,24 @@ class Engine:
                     raise _StepFailed(str(entry.get("error")), int(entry["attempts"]), path)
                 output = entry.get("output")
             else:
+                await self._nested_breakpoint(parent, step, path)
                 output = await self._run_nested_step(parent, step, path)
                 if output is _SKIPPED:
                     continue
             parent.results[step.id] = output
             outputs[step.id] = output
         return outputs
+
+    async def _nested_breakpoint(self, parent: StepContext, step: Step, path: str) -> None:
+        """Pause the run before a nested step that has not started yet when a breakpoint
+        names its id or its path: a ``Suspend`` that goes up like an approval's (so in a
+        ``parallel`` step the other branches go on to their end or their own stop first),
+        and which the run turns into ``paused``."""
+        if path in parent.journal or parent.released == path:
+            return
+        hit = await self._breakpoint_at(parent.pipeline.id, step.id, path)
+        if hit is not None:
+            raise Suspend({"type": "breakpoint", "step": path, "breakpoint": hit})
 
     async def _run_nested_step(self, parent: StepContext, step: Step, path: str) -> Any:
         ctx = StepContext(
@@ -793,6 +910,7 @@ class Engine:
             path=path,
             resolutions=parent.resolutions,
             journal=parent.journal,
+            released=parent.released,
         )
         started = now_ms()
         if step.when is not None and path not in parent.journal and not step.when(ctx):
@@ -874,20 +992,23 @@ class Engine:
 
         await self.commit(ctx.run_id, write)
 
-    async def _breakpoint_at(self, pipeline_id: str, step_id: str) -> bool:
+    async def _breakpoint_at(self, pipeline_id: str, step_id: str, path: str) -> str | None:
+        """The breakpoint (its ``step_id``) that names this step by id or by path."""
         async with self.store.read() as conn:
             row = (
                 await conn.execute(
-                    sa.select(breakpoints.c.step_id).where(
-                        breakpoints.c.step_id == step_id,
+                    sa.select(breakpoints.c.step_id)
+                    .where(
+                        breakpoints.c.step_id.in_({step_id, path}),
                         sa.or_(
                             breakpoints.c.pipeline_id.is_(None),
                             breakpoints.c.pipeline_id == pipeline_id,
                         ),
                     )
+                    .limit(1)
                 )
             ).first()
-        return row is not None
+        return None if row is None else str(row.step_id)
 
     async def _record(
         self,
@@ -979,8 +1100,11 @@ class Engine:
             return events
 
         await self.commit(run_id, write)
+        timeout = waiting_for.get("timeout_seconds") if waiting_for["type"] == "approval" else None
+        if timeout:
+            self.due_at(expiry_ms=now + int(timeout * 1000))
 
-    async def _pause(self, run_id: str, step_id: str) -> None:
+    async def _pause(self, run_id: str, step_id: str, breakpoint: str) -> None:
         async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
             await self._guarded_update(
                 conn,
@@ -990,7 +1114,9 @@ class Engine:
                 lease_owner=None,
                 lease_expires_ms=None,
             )
-            return [("run.paused", {"step": step_id, "reason": "breakpoint"})]
+            return [
+                ("run.paused", {"step": step_id, "reason": "breakpoint", "breakpoint": breakpoint})
+            ]
 
         await self.commit(run_id, write)
 

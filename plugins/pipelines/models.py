@@ -162,7 +162,14 @@ class ApprovalList(BaseModel):
 
 
 class BreakpointRequest(_Body):
-    step_id: str = Field(..., min_length=1, max_length=200)
+    step_id: str = Field(
+        ...,
+        min_length=1,
+        max_length=200,
+        pattern=r"^(?:[^.\[\]#]+(?:\[[0-9]+\])?\.)*[^.\[\]#]+$",
+        description="a step id (pauses before that step at any depth, in every loop pass) "
+        "or a step path (`review.approve`, `rounds[1].reply`: only there)",
+    )
     pipeline_id: str | None = Field(
         None, max_length=200, description="only this pipeline (default: every pipeline)"
     )

@@ -407,7 +407,8 @@ async def list_approvals(query_args: ApprovalQuery) -> ApprovalList:
 @bp.get("/debug/breakpoints")
 @validate_response(BreakpointList)
 async def list_breakpoints() -> BreakpointList:
-    """Active breakpoints: every run pauses before a step with this id."""
+    """Active breakpoints: every run pauses before a step with this id (at any depth)
+    or path."""
     async with context().store.read() as conn:
         rows = (await conn.execute(sa.select(breakpoints).order_by(breakpoints.c.created_ms))).all()
     return BreakpointList(breakpoints=[Breakpoint(**r._asdict()) for r in rows])
@@ -418,12 +419,13 @@ async def list_breakpoints() -> BreakpointList:
 @document_request(BreakpointRequest)
 @validate_response(Breakpoint, 201)
 async def add_breakpoint() -> Any:
-    """Pause every run (however started) before the step ``step_id`` (optionally of one
-    pipeline only); stored, so it survives restarts."""
+    """Pause every run (however started) before the step ``step_id``: a step id, at any
+    depth and in every loop pass, or a step path (``review.approve``, ``rounds[1].reply``);
+    optionally of one pipeline only; stored, so it survives restarts."""
     body = await body_of(BreakpointRequest)
     if body.pipeline_id is not None:
         pipeline = pipeline_or_404(body.pipeline_id)
-        if pipeline.step(body.step_id) is None:
+        if pipeline.step_at(body.step_id) is None:
             raise GatewayError(
                 404, "step_not_found", f"pipeline {pipeline.id!r} has no step {body.step_id!r}"
             )
@@ -695,7 +697,7 @@ async def add_schedule() -> Any:
         inserted = await conn.execute(store.dialect.insert_ignore(schedules).values(**values))
     if not inserted.rowcount:
         raise GatewayError(409, "schedule_exists", f"schedule {values['id']!r} already exists")
-    engine_of().wake.set()
+    engine_of().due_at(schedule_ms=int(values["next_fire_ms"]))
     return ScheduleRecord(**values), 201
 
 

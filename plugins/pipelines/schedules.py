@@ -1,8 +1,10 @@
 """Schedules: 5-field cron in an IANA time zone, or a fixed interval.
 
-Every worker looks for due schedules on each tick. Taking a tick is one write
-transaction that moves the schedule's ``next_fire_ms`` on (compare-and-set) and records
-the tick as a once-only key, so with any number of processes each tick fires once. Ticks
+Every worker knows when the next schedule falls due (the earliest ``next_fire_ms``,
+read on each store poll and after each fire) and looks for due schedules then. Taking a
+tick is one write transaction that moves the schedule's ``next_fire_ms`` on
+(compare-and-set) and records the tick as a once-only key, so with any number of
+processes each tick fires once. Ticks
 that fell due while no gateway ran are recorded as ``missed``, not replayed: only the
 latest due tick fires, and only if it is recent. A fire while the gateway is paused is
 recorded as ``skipped_paused``; the overlap policy (``skip | queue | cancel``) decides
@@ -57,7 +59,8 @@ def idempotency_key(schedule_id: str, tick_ms: int) -> str:
     return f"schedule:{schedule_id}@{tick_ms}"
 
 
-async def run_due(engine: Engine) -> None:
+async def run_due(engine: Engine) -> int | None:
+    """Fire the due schedules; returns when the next one falls due (``None``: none)."""
     now = now_ms()
     store = engine.store
     async with store.read() as conn:
@@ -101,6 +104,9 @@ async def run_due(engine: Engine) -> None:
                 await fire_schedule(engine, row, fire)
             except Exception:
                 log.exception("schedule %s failed to fire", row.id)
+    async with store.read() as conn:
+        nxt = (await conn.execute(sa.select(sa.func.min(schedules.c.next_fire_ms)))).scalar()
+    return None if nxt is None else int(nxt)
 
 
 async def fire_schedule(engine: Engine, row: Any, tick: int, *, manual: bool = False) -> str:
