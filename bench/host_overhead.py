@@ -24,179 +24,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-RESULTS = BENCH_DIR / "results" / "host_overhead.json"
-TARGET_RATIO = 0.85
-TOKEN_ENV = "BENCH_GATEWAY_TOKEN"
-
 sys.path.insert(0, str(BENCH_DIR))
+from common import (  # noqa: E402
+    RESULTS_DIR,
+    WRK_LUA,
+    Sample,
+    Servers,
+    Target,
+    expect_status,
+    free_port,
+    load_average,
+    machine,
+    print_machine,
+    result_head,
+    run_wrk,
+    serve_args,
+    summarize,
+    with_cpu,
+    write_results,
+)
 from payload import ROUTE  # noqa: E402
 
-# wrk prints one JSON line from its done() callback; latencies are in microseconds.
-WRK_LUA = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCHJSON {"requests": %d, "duration_us": %d, "bytes": %d, "p50_us": %d, '
-    .. '"p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, "connect_errors": %d, '
-    .. '"read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d}\\n',
-    summary.requests, summary.duration, summary.bytes, latency:percentile(50),
-    latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
-    e.connect, e.read, e.write, e.status, e.timeout))
-end
-"""
-
-
-@dataclass
-class Target:
-    name: str
-    server: str  # which server process answers (its CPU time is read per measurement)
-    path: str
-    auth: bool = False
-    main: bool = True  # part of the bare-vs-gateway comparison, or informational
-    note: str = ""
-    url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Sample:
-    rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-    cpu_us_per_request: float | None = None
+RESULTS = RESULTS_DIR / "host_overhead.json"
+TARGET_RATIO = 0.85
 
 
 # -- servers -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def gateway_toml(state_dir: Path, port: int) -> str:
-    return f"""\
-state_dir = "{state_dir}"
-
-[server]
-bind = "127.0.0.1:{port}"
-workers = 1
-access_log = false
-
-[auth]
-mode = "token"
-
-[auth.tokens.bench]
-token = {{ env = "{TOKEN_ENV}" }}
-gates = ["*"]
-
-[auth.tokens.bench.rate_limit]
-per_minute = 10000000
-"""
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, from /proc (None where there is no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Servers:
-    """Server processes, one Hypercorn worker each, in their own temp working directory."""
-
-    def __init__(self, tmp: Path, token: str) -> None:
-        self.tmp = tmp
-        self.auth = {"Authorization": f"Bearer {token}"}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.ports: dict[str, int] = {}
-        self.env = {**os.environ, TOKEN_ENV: token, "PYTHONUNBUFFERED": "1"}
-        self.env.pop("GATEWAY_CONFIG", None)
-
-    def gateway_config(self, name: str) -> Path:
-        """A gateway.toml with its own port and state dir; returns its path."""
-        port = self.ports[name] = free_port()
-        path = self.tmp / f"{name}.toml"
-        path.write_text(gateway_toml(self.tmp / f"{name}-state", port), encoding="utf-8")
-        return path
-
-    def start(self, name: str, args: list[str]) -> None:
-        self.ports.setdefault(name, 0)
-        log = (self.tmp / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=self.tmp,  # no stray ./gateway.toml is picked up
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def url(self, name: str, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}{path}"
-
-    def wait(self, name: str, path: str, auth: bool, timeout: float = 45) -> None:
-        deadline = time.monotonic() + timeout
-        proc = self.procs[name]
-        headers = self.auth if auth else {}
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited early:\n{self.log(name)}")
-            try:
-                req = urllib.request.Request(self.url(name, path), headers=headers)
-                with urllib.request.urlopen(req, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"{name} did not answer {path} in {timeout} s:\n{self.log(name)}")
-
-    def cpu(self, name: str) -> float | None:
-        return cpu_seconds(self.procs[name].pid)
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def start_servers(servers: Servers, profile: Path | None, info: bool) -> list[Target]:
@@ -224,9 +88,7 @@ def start_servers(servers: Servers, profile: Path | None, info: bool) -> list[Ta
             [str(BENCH_DIR / "bare_app.py"), "--bind", f"127.0.0.1:{port}", "--quart-schema"],
         )
         config = servers.gateway_config("serve")
-        servers.start(
-            "serve", ["-m", "host.cli", "serve", "--config", str(config), "--no-access-log"]
-        )
+        servers.start("serve", serve_args(config))
         targets += [
             Target(
                 "bare Quart + QuartSchema",
@@ -271,48 +133,12 @@ def config_differences() -> list[str]:
     return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
 
 
-def expect_status(url: str, headers: dict[str, str], status: int) -> None:
-    """Sanity check that the route really is behind auth (or really public)."""
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            got = resp.status
-    except urllib.error.HTTPError as exc:
-        got = exc.code
-    if got != status:
-        raise SystemExit(f"GET {url} answered {got}, expected {status}")
-
-
 def body_size(url: str, headers: dict[str, str]) -> int:
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
         return len(r.read())
 
 
 # -- load generators ---------------------------------------------------------------------
-
-
-def run_wrk(target: Target, seconds: int, connections: int, script: Path) -> Sample:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script)]
-    for key, value in target.headers.items():
-        cmd += ["-H", f"{key}: {value}"]
-    cmd.append(target.url)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"^BENCHJSON (\{.*\})$", out, re.MULTILINE)
-    if not match:
-        raise SystemExit(f"could not parse wrk output:\n{out}")
-    data = json.loads(match.group(1))
-    errors = sum(
-        data[k]
-        for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
-    )
-    return Sample(
-        rps=data["requests"] / (data["duration_us"] / 1e6),
-        p50_ms=data["p50_us"] / 1000,
-        p90_ms=data["p90_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        requests=data["requests"],
-        errors=errors,
-    )
 
 
 async def _py_load(target: Target, seconds: float, connections: int) -> Sample:
@@ -371,44 +197,6 @@ def run_python(target: Target, seconds: float, connections: int) -> Sample:
 # -- the run -----------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    packages: dict[str, str | None] = {}
-    for name in ("quart", "hypercorn", "quart-schema", "h11", "h2", "prometheus-client"):
-        try:
-            packages[name] = version(name)
-        except Exception:
-            packages[name] = None
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "packages": packages,
-    }
-
-
-def summarize(samples: list[Sample]) -> dict[str, Any]:
-    cpu = [s.cpu_us_per_request for s in samples if s.cpu_us_per_request is not None]
-    return {
-        "rps": round(statistics.median(s.rps for s in samples), 1),
-        "p50_ms": round(statistics.median(s.p50_ms for s in samples), 3),
-        "p90_ms": round(statistics.median(s.p90_ms for s in samples), 3),
-        "p99_ms": round(statistics.median(s.p99_ms for s in samples), 3),
-        "cpu_us_per_request": round(statistics.median(cpu), 1) if cpu else None,
-        "errors": sum(s.errors for s in samples),
-        "rounds": [asdict(s) for s in samples],
-    }
-
-
 def table(rows: dict[str, dict[str, Any]], targets: list[Target]) -> str:
     bare = rows[targets[0].name]
     head = (
@@ -448,8 +236,7 @@ def main() -> int:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
 
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}")
-    print("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
+    print_machine(info)
     print(
         f"client: {client}, {args.connections} connections, {args.rounds} rounds x "
         f"{args.seconds} s per target after {args.warmup} s warm-up; 1 Hypercorn worker each"
@@ -457,7 +244,7 @@ def main() -> int:
     differences = config_differences()
     if differences:
         print(f"warning: bare_app.py's Hypercorn config differs from the gateway's: {differences}")
-    load_before = os.getloadavg()
+    load_before = load_average()
 
     token = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmpdir:
@@ -473,18 +260,19 @@ def main() -> int:
             sizes = {t.name: body_size(t.url, t.headers) for t in targets}
 
             def measure(target: Target, seconds: int) -> Sample:
-                cpu0 = servers.cpu(target.server)
                 if client == "wrk":
-                    sample = run_wrk(target, seconds, args.connections, script)
-                else:
-                    sample = run_python(target, seconds, args.connections)
-                cpu1 = servers.cpu(target.server)
-                if cpu0 is not None and cpu1 is not None and sample.requests:
-                    sample.cpu_us_per_request = round((cpu1 - cpu0) / sample.requests * 1e6, 1)
-                return sample
+                    return with_cpu(
+                        servers,
+                        target.server,
+                        lambda: run_wrk(target, seconds, args.connections, script),
+                    )
+                return with_cpu(
+                    servers, target.server, lambda: run_python(target, seconds, args.connections)
+                )
 
             for target in targets:
-                measure(target, args.warmup)
+                if args.warmup > 0:
+                    measure(target, args.warmup)
             samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
             for i in range(args.rounds):
                 # Alternate the order every round (A B C ..., then ... C B A) so drift in
@@ -503,7 +291,7 @@ def main() -> int:
             servers.stop()
         if args.profile:
             print(f"gateway profile written to {args.profile}")
-    load_after = os.getloadavg()
+    load_after = load_average()
 
     rows = {name: summarize(s) for name, s in samples.items()}
     bare, gw = rows[targets[0].name], rows[targets[1].name]
@@ -532,11 +320,7 @@ def main() -> int:
         print(f"warning: {errors} failed or non-2xx responses during the run")
 
     result = {
-        "benchmark": "host_overhead",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": info,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in load_after],
+        **result_head("host_overhead", info, load_before, load_after),
         "client": client,
         "connections": args.connections,
         "rounds": args.rounds,
@@ -562,9 +346,7 @@ def main() -> int:
         "target_met": ratio >= TARGET_RATIO,
         "errors": errors,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {args.output}")
+    write_results(args.output, result)
     return 0 if errors == 0 else 1
 
 

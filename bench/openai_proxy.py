@@ -33,16 +33,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,35 +48,36 @@ from urllib.parse import urlsplit
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from host_overhead import (  # noqa: E402  (shared helpers of the host benchmark)
-    WRK_LUA,
+from common import (  # noqa: E402
+    RESULTS_DIR,
     Sample,
     Servers,
     Target,
-    cpu_seconds,
+    fmt,
     free_port,
-    gateway_toml,
+    load_average,
     machine,
+    pct,
+    post,
+    post_lua,
+    print_machine,
+    result_head,
     run_wrk,
+    serve_args,
+    summarize,
+    with_cpu,
+    write_results,
 )
 from upstream_app import CONTENT  # noqa: E402
 
-RESULTS = BENCH_DIR / "results" / "openai_proxy.json"
+RESULTS = RESULTS_DIR / "openai_proxy.json"
 LITELLM_VENV = BENCH_DIR / ".venv-litellm"
 PATH = "/v1/chat/completions"
 TARGET_THROUGHPUT_RATIO = 10.0  # gateway req/s >= 10 x LiteLLM's
 TARGET_ADDED_P50_MS = 2.0  # gateway p50 - direct p50
 TARGET_ADDED_TTFT_MS = 1.0  # gateway TTFT p50 - direct TTFT p50
+LOAD_KEYS = ("p50_ms", "p99_ms")  # latency figures reported per load measurement
 PROMPT = [{"role": "user", "content": "Say something short."}]
-
-
-def post_lua(body: str) -> str:
-    """wrk script: POST ``body`` as JSON, and report percentiles from done()."""
-    return (
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n' + WRK_LUA
-    )
 
 
 @dataclass
@@ -180,58 +179,6 @@ LITELLM_ENV = {
 
 
 # -- servers -----------------------------------------------------------------------------
-
-
-class ProxyServers(Servers):
-    def start_exe(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log = (self.tmp / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            argv,
-            cwd=self.tmp,
-            env={**self.env, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def cpu(self, name: str) -> float | None:
-        """CPU time of the server and its descendants (a worker it may fork)."""
-        root = self.procs[name].pid
-        total = cpu_seconds(root)
-        if total is None:
-            return None
-        for pid in descendants(root):
-            total += cpu_seconds(pid) or 0.0
-        return total
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def post(url: str, body: str, headers: dict[str, str], timeout: float = 30) -> tuple[int, bytes]:
-    req = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json", **headers}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def check_target(proxy: Proxy) -> None:
@@ -387,23 +334,6 @@ async def stream_batch(client: StreamClient, count: int) -> list[StreamResult]:
 # -- the run -----------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def load_summary(samples: list[Sample]) -> dict[str, Any]:
-    cpu = [s.cpu_us_per_request for s in samples if s.cpu_us_per_request is not None]
-    return {
-        "rps": round(statistics.median(s.rps for s in samples), 1),
-        "p50_ms": round(statistics.median(s.p50_ms for s in samples), 3),
-        "p99_ms": round(statistics.median(s.p99_ms for s in samples), 3),
-        "cpu_us_per_request": round(statistics.median(cpu), 1) if cpu else None,
-        "errors": sum(s.errors for s in samples),
-        "rounds": [asdict(s) for s in samples],
-    }
-
-
 def stream_summary(results: list[StreamResult], per_round: list[float]) -> dict[str, Any]:
     good = [r for r in results if r.ok]
     ttft = [r.ttft_s * 1000 for r in good]
@@ -420,10 +350,6 @@ def stream_summary(results: list[StreamResult], per_round: list[float]) -> dict[
     }
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="one loaded measurement")
@@ -435,11 +361,6 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=20, help="chunks per upstream stream")
     parser.add_argument("--delay-ms", type=float, default=5.0, help="between upstream chunks")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
-    parser.add_argument(
-        "--raw-transport-row",
-        action="store_true",
-        help="add an informational row: the gateway with bench/raw_transport_experiment.py",
-    )
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -453,16 +374,9 @@ def main() -> int:
         if litellm_exe is None:
             print(f"\n*** LiteLLM is NOT measured: {litellm_note}\n", flush=True)
 
-    info = machine()
+    info = machine(extra_packages=["httpx"])
     info["litellm"] = litellm_version(args.litellm_venv) if litellm_exe else None
-    try:
-        from importlib.metadata import version
-
-        info["packages"]["httpx"] = version("httpx")
-    except Exception:
-        pass
-    print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}")
-    print("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
+    print_machine(info)
     if info["litellm"]:
         print(f"litellm venv: {info['litellm']}")
     print(
@@ -471,9 +385,7 @@ def main() -> int:
         f"TTFT: {args.streams} sequential streams per target; upstream streams "
         f"{args.chunks} chunks {args.delay_ms:g} ms apart"
     )
-    load_before = os.getloadavg()
-
-    import secrets
+    load_before = load_average()
 
     token = secrets.token_urlsafe(32)
     litellm_key = "sk-" + secrets.token_hex(32)  # LiteLLM refuses to start without one
@@ -484,7 +396,7 @@ def main() -> int:
     litellm_started = False
     with tempfile.TemporaryDirectory(prefix="gw-proxy-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        servers = ProxyServers(tmp, token)
+        servers = Servers(tmp, token, cpu_tree=True)
         try:
             up_port = free_port()
             servers.ports["upstream"] = up_port
@@ -502,24 +414,26 @@ def main() -> int:
             )
             api_base = f"http://127.0.0.1:{up_port}/v1"
 
-            def gateway_config(name: str) -> Path:
-                port = servers.ports[name] = free_port()
-                path = tmp / f"{name}.toml"
-                path.write_text(
-                    gateway_toml(tmp / f"{name}-state", port)
-                    + f'\n[models.bench]\nprovider = "openai"\nbase_url = "{api_base}"\n'
-                    'upstream_model = "bench-model"\n',
-                    encoding="utf-8",
-                )
-                return path
-
-            config = gateway_config("gateway")
-            servers.start(
-                "gateway", ["-m", "host.cli", "serve", "--config", str(config), "--no-access-log"]
+            models = (
+                f'[models.bench]\nprovider = "openai"\nbase_url = "{api_base}"\n'
+                'upstream_model = "bench-model"\n'
             )
-            if args.raw_transport_row:
-                experiment = BENCH_DIR / "raw_transport_experiment.py"
-                servers.start("rawtx", [str(experiment), "--config", str(gateway_config("rawtx"))])
+
+            def gateway_config(name: str) -> Path:
+                return servers.gateway_config(name, models)
+
+            servers.start("gateway", serve_args(gateway_config("gateway")))
+            floor_port = servers.ports["floor"] = free_port()
+            servers.start(
+                "floor",
+                [
+                    str(BENCH_DIR / "bare_proxy_app.py"),
+                    "--bind",
+                    f"127.0.0.1:{floor_port}",
+                    "--upstream",
+                    api_base,
+                ],
+            )
             if litellm_exe is not None:
                 ll_port = free_port()
                 servers.ports["litellm"] = ll_port
@@ -564,17 +478,8 @@ def main() -> int:
                 except SystemExit as exc:
                     litellm_note = f"the LiteLLM proxy did not start: {exc}"
                     print(f"\n*** LiteLLM is NOT measured: {litellm_note}\n", flush=True)
-            if args.raw_transport_row:
-                servers.wait("rawtx", "/health", False)
-                proxies.append(
-                    Proxy(
-                        "rawtx",
-                        "(gw raw transport)",
-                        "rawtx",
-                        "bench",
-                        headers=dict(servers.auth),
-                    )
-                )
+            servers.wait("floor", "/health", False)
+            proxies.append(Proxy("floor", "(floor: bare proxy)", "floor", "bench-model"))
             for p in proxies:
                 p.url = servers.url(p.server, PATH)
             gw = proxies[1]
@@ -590,15 +495,15 @@ def main() -> int:
                 scripts[p.key].write_text(post_lua(p.body(False)), encoding="utf-8")
 
             def measure(p: Proxy, seconds: int, connections: int) -> Sample:
-                cpu0 = servers.cpu(p.server)
-                sample = run_wrk(p.target(), seconds, connections, scripts[p.key])
-                cpu1 = servers.cpu(p.server)
-                if cpu0 is not None and cpu1 is not None and sample.requests:
-                    sample.cpu_us_per_request = round((cpu1 - cpu0) / sample.requests * 1e6, 1)
-                return sample
+                return with_cpu(
+                    servers,
+                    p.server,
+                    lambda: run_wrk(p.target(), seconds, connections, scripts[p.key]),
+                )
 
             for p in proxies:
-                measure(p, args.warmup, args.connections)
+                if args.warmup > 0:
+                    measure(p, args.warmup, args.connections)
                 samples[p.key], singles[p.key] = [], []
                 streams[p.key], stream_rounds[p.key] = [], []
 
@@ -647,14 +552,14 @@ def main() -> int:
             servers.stop()
             if litellm_exe is not None and not litellm_started:
                 print(servers.log("litellm")[-2000:])
-    load_after = os.getloadavg()
+    load_after = load_average()
 
     rows: dict[str, dict[str, Any]] = {}
     for p in proxies:
         rows[p.key] = {
             "label": p.label,
-            "load": load_summary(samples[p.key]),
-            "single_connection": load_summary(singles[p.key]),
+            "load": summarize(samples[p.key], LOAD_KEYS),
+            "single_connection": summarize(singles[p.key], LOAD_KEYS),
             "stream": stream_summary(streams[p.key], stream_rounds[p.key]),
         }
     direct, gateway = rows["direct"], rows["gateway"]
@@ -720,6 +625,16 @@ def main() -> int:
             f"gateway TTFT p50 - direct TTFT p50: {added_ttft:+.2f} ms "
             f"(target <= {TARGET_ADDED_TTFT_MS:g} ms: {verdict(ttft_ok)})"
         )
+    floor = rows.get("floor")
+    if floor:
+        floor_ttft = (floor["stream"]["ttft_p50_ms"] or 0) - (direct["stream"]["ttft_p50_ms"] or 0)
+        print(
+            f"(floor, a bare Quart-on-Hypercorn proxy: p50 - direct "
+            f"{floor['load']['p50_ms'] - direct['load']['p50_ms']:+.2f} ms at "
+            f"{args.connections} connections, "
+            f"{floor['single_connection']['p50_ms'] - direct['single_connection']['p50_ms']:+.2f}"
+            f" ms at 1; TTFT - direct {floor_ttft:+.2f} ms)"
+        )
     if litellm:
         ll_p50 = litellm["load"]["p50_ms"] - direct["load"]["p50_ms"]
         ll_single = litellm["single_connection"]["p50_ms"] - direct["single_connection"]["p50_ms"]
@@ -740,11 +655,7 @@ def main() -> int:
         print(f"warning: {errors} failed or non-2xx responses during the run")
 
     result = {
-        "benchmark": "openai_proxy",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": info,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in load_after],
+        **result_head("openai_proxy", info, load_before, load_after),
         "settings": {
             "connections": args.connections,
             "rounds": args.rounds,
@@ -773,9 +684,7 @@ def main() -> int:
         },
         "errors": errors,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {args.output}")
+    write_results(args.output, result)
     return 0 if errors == 0 else 1
 
 
