@@ -9,7 +9,7 @@ import asyncio
 import tomli_w
 
 from host.settings import load_settings
-from tests.conftest import ADMIN, ADMIN_TOKEN, READER_TOKEN, running_app
+from tests.conftest import ADMIN, base_config, running_app
 from tests.fake_openai_upstream import closed_port
 from tests.scripted_server import ScriptedServer, chat_completion, request_json
 
@@ -20,14 +20,7 @@ def write_config(path, state_dir, base_url: str) -> None:
     path.write_text(
         tomli_w.dumps(
             {
-                "state_dir": str(state_dir),
-                "auth": {
-                    "mode": "token",
-                    "tokens": {
-                        "admin": {"token": ADMIN_TOKEN, "gates": ["*"]},
-                        "reader": {"token": READER_TOKEN, "gates": []},
-                    },
-                },
+                **base_config(state_dir),
                 "models": {
                     "m": {"provider": "openai", "base_url": base_url, "upstream_model": "up"}
                 },

@@ -224,3 +224,16 @@ async def test_sse_lines_are_split_across_and_within_chunks():
 
     stream = _chunks(b'data: {"a"', b": 1}\r\n\r\ndata: [DO", b"NE]\n\n: comment\ndata: tail")
     assert [line async for line in sse_data_lines(stream)] == [b'{"a": 1}', b"[DONE]", b"tail"]
+
+
+async def test_an_answer_over_the_size_limit_is_refused_and_its_connection_closed(monkeypatch):
+    from plugins.openai_compat.providers import http1
+
+    monkeypatch.setattr(http1, "MAX_BODY_BYTES", 16)
+    async with ScriptedServer(fixed(b'{"text": "' + b"x" * 64 + b'"}')) as server:
+        pool = pool_for(server)
+        response = await pool.request("POST", "/", [], b"{}")
+        with pytest.raises(ConnectionBroken, match="over 16 bytes"):
+            await response.read()
+        assert pool.open_connections == 0
+        await pool.aclose()

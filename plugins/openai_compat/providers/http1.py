@@ -78,6 +78,18 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+async def read_limited(parts: AsyncIterator[bytes]) -> bytes:
+    """A whole body, refused past ``MAX_BODY_BYTES``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for part in parts:
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise ConnectionBroken(f"the upstream's answer is over {MAX_BODY_BYTES} bytes")
+        chunks.append(part)
+    return b"".join(chunks)
+
+
 class _Connection:
     __slots__ = ("h11", "idle_since", "reader", "writer")
 
@@ -123,15 +135,11 @@ class Response:
                 return
 
     async def read(self) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        async for part in self.aiter_bytes():
-            size += len(part)
-            if size > MAX_BODY_BYTES:
-                await self.aclose()
-                raise ConnectionBroken(f"the upstream's answer is over {MAX_BODY_BYTES} bytes")
-            parts.append(part)
-        return b"".join(parts)
+        try:
+            return await read_limited(self.aiter_bytes())
+        except ConnectionBroken:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from plugins.openai_compat.providers.http1 import (
-    MAX_BODY_BYTES,
     ConnectFailed,
     ConnectionBroken,
     UpstreamTimeout,
+    read_limited,
 )
 
 
@@ -49,14 +49,7 @@ class ProxiedResponse:
             raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from exc
 
     async def read(self) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        async for part in self.aiter_bytes():
-            size += len(part)
-            if size > MAX_BODY_BYTES:
-                raise ConnectionBroken(f"the upstream's answer is over {MAX_BODY_BYTES} bytes")
-            parts.append(part)
-        return b"".join(parts)
+        return await read_limited(self.aiter_bytes())
 
     async def aclose(self) -> None:
         await self._response.aclose()
