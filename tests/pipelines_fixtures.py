@@ -1,6 +1,26 @@
-"""Pipelines the pipelines tests load from a directory (written into tmp_path)."""
+"""Pipelines the pipelines tests load from a directory (written into tmp_path), and the
+helpers that write that directory and point the settings at it."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def write_pipelines(tmp_path: Path, name: str, source: str) -> Path:
+    """``tmp_path/pipelines/<name>.py`` holding ``source``; returns the directory."""
+    path = tmp_path / "pipelines"
+    path.mkdir(exist_ok=True)
+    (path / f"{name}.py").write_text(source)
+    return path
+
+
+def pipelines_settings(make_settings: Callable[..., Any], directory: Path, **section: Any) -> Any:
+    """Settings loading ``directory``; the engine polls fast unless told otherwise."""
+    section.setdefault("poll_seconds", 0.05)
+    return make_settings(plugins={"pipelines": {"directory": str(directory), **section}})
+
 
 PIPELINES_SOURCE = """
 from __future__ import annotations

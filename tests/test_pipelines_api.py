@@ -13,24 +13,19 @@ import pytest
 from host.api import hookimpl
 from plugins.pipelines.definition import Pipeline, code
 from tests.conftest import ADMIN, READER, running_app
-from tests.pipelines_fixtures import PIPELINES_SOURCE
+from tests.pipelines_fixtures import PIPELINES_SOURCE, pipelines_settings, write_pipelines
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
 @pytest.fixture
 def pipelines_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "pipelines"
-    path.mkdir()
-    (path / "testing.py").write_text(PIPELINES_SOURCE)
-    return path
+    return write_pipelines(tmp_path, "testing", PIPELINES_SOURCE)
 
 
 @pytest.fixture
 def settings(make_settings: Any, pipelines_dir: Path) -> Any:
-    return make_settings(
-        plugins={"pipelines": {"directory": str(pipelines_dir), "poll_seconds": 0.05}}
-    )
+    return pipelines_settings(make_settings, pipelines_dir)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN, running_app
+from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, assert_error, start, wait_status
 
 BREAKPOINTS_SOURCE = """
@@ -73,10 +74,8 @@ FANNED = Pipeline(
 
 @pytest.fixture
 def settings(make_settings: Any, tmp_path: Path) -> Any:
-    path = tmp_path / "pipelines"
-    path.mkdir()
-    (path / "breakpoints.py").write_text(BREAKPOINTS_SOURCE)
-    return make_settings(plugins={"pipelines": {"directory": str(path), "poll_seconds": 0.05}})
+    directory = write_pipelines(tmp_path, "breakpoints", BREAKPOINTS_SOURCE)
+    return pipelines_settings(make_settings, directory)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN, running_app
-from tests.pipelines_fixtures import PIPELINES_SOURCE
+from tests.pipelines_fixtures import PIPELINES_SOURCE, pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, start, wait_status
 
 SLOW_POLL = 30  # far longer than any wait below: only the timers can make these pass
@@ -21,14 +21,11 @@ SLOW_POLL = 30  # far longer than any wait below: only the timers can make these
 
 @pytest.fixture
 def pipelines_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "pipelines"
-    path.mkdir()
-    (path / "testing.py").write_text(PIPELINES_SOURCE)
-    return path
+    return write_pipelines(tmp_path, "testing", PIPELINES_SOURCE)
 
 
 def settings_with(make_settings: Any, pipelines_dir: Path, **section: Any) -> Any:
-    return make_settings(plugins={"pipelines": {"directory": str(pipelines_dir), **section}})
+    return pipelines_settings(make_settings, pipelines_dir, **section)
 
 
 async def test_an_approval_timeout_fires_at_its_time_not_at_the_next_poll(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN, running_app
+from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, assert_error, event_types, start, wait_status
 
 NESTED_SOURCE = """
@@ -106,17 +107,12 @@ FANNED = Pipeline(
 
 @pytest.fixture
 def pipelines_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "pipelines"
-    path.mkdir()
-    (path / "nested.py").write_text(NESTED_SOURCE)
-    return path
+    return write_pipelines(tmp_path, "nested", NESTED_SOURCE)
 
 
 @pytest.fixture
 def settings(make_settings: Any, pipelines_dir: Path) -> Any:
-    return make_settings(
-        plugins={"pipelines": {"directory": str(pipelines_dir), "poll_seconds": 0.05}}
-    )
+    return pipelines_settings(make_settings, pipelines_dir)
 
 
 @pytest.fixture
