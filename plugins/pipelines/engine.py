@@ -1257,33 +1257,37 @@ class Engine:
                     )
                 )
             else:
-                resolutions = dict(row.resolutions or {})
-                resolutions[step_id] = {
+                resolution = {
                     "decision": decision,
                     "approver": approver,
                     "reason": reason,
                     "at_ms": now,
                 }
-                await conn.execute(
-                    runs.update()
-                    .where(runs.c.id == run_id)
-                    .values(
-                        status="pending",
-                        waiting_for=None,
-                        resolutions=resolutions,
-                        updated_ms=now,
-                    )
-                )
-                events.append(
-                    await self.store.append_event(
-                        stream,
-                        "run.resumed",
-                        {"run_id": run_id, "step": step_id, "by": approver},
-                        conn,
-                    )
-                )
+                events.append(await self._resumed(conn, row, step_id, resolution, approver, now))
         await self._notify(events)
         self.wake.set()
+
+    async def _resumed(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        step_id: str,
+        resolution: dict[str, Any],
+        by: str,
+        now: int,
+    ) -> Event:
+        """Store how a waiting step was resolved and queue the run again (its worker
+        continues at that step); returns the ``run.resumed`` event, in the same
+        transaction."""
+        resolutions = {**(row.resolutions or {}), step_id: resolution}
+        await conn.execute(
+            runs.update()
+            .where(runs.c.id == row.id)
+            .values(status="pending", waiting_for=None, resolutions=resolutions, updated_ms=now)
+        )
+        return await self.store.append_event(
+            stream_of(row.id), "run.resumed", {"run_id": row.id, "step": step_id, "by": by}, conn
+        )
 
     async def resume(self, run_id: str, raw_input: Any, by: str) -> None:
         """Give a run waiting at a ``wait`` step its input (validated against the step's
@@ -1308,26 +1312,8 @@ class Engine:
                     raise GatewayError(
                         422, "validation_failed", message, details={"param": param}
                     ) from None
-            resolutions = dict(row.resolutions or {})
-            resolutions[step_id] = {"input": value, "by": by, "at_ms": now}
-            await conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id)
-                .values(
-                    status="pending",
-                    waiting_for=None,
-                    resolutions=resolutions,
-                    updated_ms=now,
-                )
-            )
-            events.append(
-                await self.store.append_event(
-                    stream_of(run_id),
-                    "run.resumed",
-                    {"run_id": run_id, "step": step_id, "by": by},
-                    conn,
-                )
-            )
+            resolution = {"input": value, "by": by, "at_ms": now}
+            events.append(await self._resumed(conn, row, step_id, resolution, by, now))
         await self._notify(events)
         self.wake.set()
 
