@@ -958,39 +958,56 @@ class Engine:
             "output": output,
             "error": error,
         }
-        finished = now_ms()
 
         async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
             await self._guarded_update(conn, ctx.run_id)
-            await conn.execute(
-                self._journal_upsert(
-                    ctx.run_id, path, status, total, output, error, started, finished
-                )
+            return await self._store_outcome(
+                conn, ctx, path, status, attempts, output, error, started, total, output
             )
-            await conn.execute(
-                step_results.insert().values(
-                    run_id=ctx.run_id,
-                    step_id=path,
-                    status=status,
-                    attempts=attempts,
-                    output=output if status == "completed" else None,
-                    error=error,
-                    started_ms=started,
-                    finished_ms=finished,
-                )
-            )
-            data: dict[str, Any] = {"step": path, "attempts": attempts}
-            if status == "completed":
-                data["output"] = output
-            if error is not None:
-                data["error"] = error
-                data["continued"] = ctx.step.continue_on_error
-            event = {"completed": "step.completed", "failed": "step.failed"}.get(
-                status, "step.skipped"
-            )
-            return [(event, data)]
 
         await self.commit(ctx.run_id, write)
+
+    async def _store_outcome(
+        self,
+        conn: AsyncConnection,
+        ctx: StepContext,
+        path: str,
+        status: str,
+        attempts: int,
+        output: Any,
+        error: str | None,
+        started: int,
+        total_attempts: int,
+        journal_output: Any,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Write a finished step's result row and journal entry (top-level or nested,
+        ``path`` names it); returns its event (step.completed, .failed or .skipped)."""
+        finished = now_ms()
+        await conn.execute(
+            step_results.insert().values(
+                run_id=ctx.run_id,
+                step_id=path,
+                status=status,
+                attempts=attempts,
+                output=output if status == "completed" else None,
+                error=error,
+                started_ms=started,
+                finished_ms=finished,
+            )
+        )
+        await conn.execute(
+            self._journal_upsert(
+                ctx.run_id, path, status, total_attempts, journal_output, error, started, finished
+            )
+        )
+        data: dict[str, Any] = {"step": path, "attempts": attempts}
+        if status == "completed":
+            data["output"] = output
+        if error is not None:
+            data["error"] = error
+            data["continued"] = ctx.step.continue_on_error
+        event = {"completed": "step.completed", "failed": "step.failed"}.get(status, "step.skipped")
+        return [(event, data)]
 
     async def _breakpoint_at(self, pipeline_id: str, step_id: str, path: str) -> str | None:
         """The breakpoint (its ``step_id``) that names this step by id or by path."""
@@ -1031,32 +1048,9 @@ class Engine:
             await self._guarded_update(
                 conn, run_id, cursor=cursor, results=ctx.results, released_step=None
             )
-            finished = now_ms()
-            await conn.execute(
-                step_results.insert().values(
-                    run_id=run_id,
-                    step_id=step.id,
-                    status=status,
-                    attempts=attempts,
-                    output=output,
-                    error=error,
-                    started_ms=started,
-                    finished_ms=finished,
-                )
+            return await self._store_outcome(
+                conn, ctx, step.id, status, attempts, output, error, started, total, kept
             )
-            await conn.execute(
-                self._journal_upsert(run_id, step.id, status, total, kept, error, started, finished)
-            )
-            event = {"completed": "step.completed", "failed": "step.failed"}.get(
-                status, "step.skipped"
-            )
-            data: dict[str, Any] = {"step": step.id, "attempts": attempts}
-            if status == "completed":
-                data["output"] = output
-            if error is not None:
-                data["error"] = error
-                data["continued"] = True
-            return [(event, data)]
 
         await self.commit(run_id, write)
 
