@@ -12,7 +12,7 @@ from typing import Any
 from quart import Blueprint, Response
 from quart_schema import document_request, document_response
 
-from host.api import GatewayError, context, document_stream
+from host.api import GatewayError, Store, context, document_stream
 from plugins.openai_compat import responses_store
 from plugins.openai_compat.catalog import Resolved
 from plugins.openai_compat.conversations import Recorder, session_id_of
@@ -138,18 +138,30 @@ async def _complete(
         usage=usage_from_chat(result.get("usage")),
         incomplete_reason="max_output_tokens" if truncated else None,
     )
+    await _keep_turn(
+        context().store, req, turn, resource, conversation, output, result.get("usage")
+    )
+    return resource
+
+
+async def _keep_turn(
+    store: Store,
+    req: ResponsesRequest,
+    turn: _Turn,
+    resource: dict[str, Any],
+    conversation: list[Any],
+    output: list[Any],
+    usage: dict[str, Any] | None,
+) -> None:
+    """After an answered turn: store the response (``req.store``) and record the
+    conversation. ``store`` is passed in: a stream's body runs outside the request."""
+    messages = output_to_messages(output)
     if req.store:
-        await responses_store.save(
-            context().store, resource, conversation + output_to_messages(output), turn.session_key
-        )
+        await responses_store.save(store, resource, conversation + messages, turn.session_key)
     if turn.recorder is not None:
         await turn.recorder.send(
-            response_id=turn.response_id,
-            output=output_to_messages(output),
-            usage=result.get("usage"),
-            status=resource["status"],
+            response_id=turn.response_id, output=messages, usage=usage, status=resource["status"]
         )
-    return resource
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -219,17 +231,7 @@ async def _stream(
                 usage=usage_from_chat(state.usage),
                 incomplete_reason="max_output_tokens" if truncated else None,
             )
-            if req.store:
-                await responses_store.save(
-                    store, final, conversation + output_to_messages(state.output), turn.session_key
-                )
-            if turn.recorder is not None:
-                await turn.recorder.send(
-                    response_id=response_id,
-                    output=output_to_messages(state.output),
-                    usage=state.usage,
-                    status=final["status"],
-                )
+            await _keep_turn(store, req, turn, final, conversation, state.output, state.usage)
             kind = "response.incomplete" if truncated else "response.completed"
             yield _sse(state.event(kind, response=final))
             yield b"data: [DONE]\n\n"
