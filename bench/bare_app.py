@@ -60,13 +60,14 @@ def bare_config(bind: str) -> Config:
     return config
 
 
-async def serve(bind: str, quart_schema: bool = False) -> None:
+async def serve_app(quart_app: Quart, bind: str) -> None:
+    """Serve ``quart_app`` on one Hypercorn worker (``bare_config``) until SIGTERM/SIGINT."""
     config = bare_config(bind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = wrap_app(make_app(quart_schema), config.wsgi_max_body_size, "asgi")
+    app = wrap_app(quart_app, config.wsgi_max_body_size, "asgi")
     await worker_serve(app, config, shutdown_trigger=stop.wait)
 
 
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--bind", required=True, help="HOST:PORT")
     parser.add_argument("--quart-schema", action="store_true", help="add QuartSchema")
     args = parser.parse_args()
-    asyncio.run(serve(args.bind, args.quart_schema))
+    asyncio.run(serve_app(make_app(args.quart_schema), args.bind))
 
 
 if __name__ == "__main__":

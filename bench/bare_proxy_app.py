@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from hypercorn.asyncio.run import worker_serve
-from hypercorn.utils import wrap_app
 from quart import Quart, Response, request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bare_app import bare_config
+from bare_app import serve_app
 
 from plugins.openai_compat.providers.http1 import Http1Pool, Origin
 
@@ -72,22 +69,12 @@ def make_app(upstream: str) -> Quart:
     return app
 
 
-async def serve(bind: str, upstream: str) -> None:
-    config = bare_config(bind)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    app = wrap_app(make_app(upstream), config.wsgi_max_body_size, "asgi")
-    await worker_serve(app, config, shutdown_trigger=stop.wait)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--bind", required=True, help="HOST:PORT")
     parser.add_argument("--upstream", required=True, help="the upstream's base URL (…/v1)")
     args = parser.parse_args()
-    asyncio.run(serve(args.bind, args.upstream))
+    asyncio.run(serve_app(make_app(args.upstream), args.bind))
 
 
 if __name__ == "__main__":

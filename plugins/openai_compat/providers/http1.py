@@ -26,6 +26,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import h11
 
@@ -62,8 +63,6 @@ class Origin:
     @classmethod
     def parse(cls, base_url: str) -> tuple[Origin, str]:
         """``http://host:port/prefix`` -> (origin, "/prefix/")."""
-        from urllib.parse import urlsplit
-
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
