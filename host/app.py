@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import time
@@ -288,13 +287,8 @@ def _install_lifecycle(app: Quart, ctx: GatewayContext) -> None:
     @app.after_serving
     async def _shutdown() -> None:
         ctx.lifecycle.draining = True
-        for plugin, fn in ctx.plugins.impls("gateway_shutdown"):
-            try:
-                result = fn(app=app)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("plugin %s failed during shutdown", plugin)
+        # A plugin that fails to shut down is logged; the others still shut down.
+        await ctx.plugins.call_async("gateway_shutdown", log_errors=True, app=app)
         await ctx.hub.close()
         await ctx.store.close()
 

@@ -7,7 +7,6 @@ config file, written to a temp file and moved into place with ``os.replace``.
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import tempfile
@@ -121,15 +120,14 @@ def _live_view(old: Settings, new: Settings) -> Settings:
 async def plugin_config_problems(app: Quart, settings: Settings) -> list[str]:
     """What the plugins' ``gateway_validate_config`` find wrong with ``settings``."""
     problems: list[str] = []
-    for plugin, fn in context(app).plugins.impls("gateway_validate_config"):
-        try:
-            result = fn(app=app, settings=settings)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            problems.append(f"plugin {plugin!r} failed to check the configuration: {exc}")
-            continue
-        problems.extend(str(p) for p in result or ())
+    results = await context(app).plugins.call_async(
+        "gateway_validate_config", return_errors=True, app=app, settings=settings
+    )
+    for plugin, result in results:
+        if isinstance(result, Exception):
+            problems.append(f"plugin {plugin!r} failed to check the configuration: {result}")
+        else:
+            problems.extend(str(p) for p in result or ())
     return problems
 
 
@@ -164,14 +162,14 @@ async def apply_settings(app: Quart, new: Settings) -> dict[str, Any]:
 
 async def _plugin_reloads(app: Quart, ctx: GatewayContext, settings: Settings) -> dict[str, Any]:
     reports: dict[str, Any] = {}
-    for plugin, fn in ctx.plugins.impls("gateway_reload"):
-        try:
-            result = fn(app=app, settings=settings)
-            if hasattr(result, "__await__"):
-                result = await result
+    results = await ctx.plugins.call_async(
+        "gateway_reload", return_errors=True, app=app, settings=settings
+    )
+    for plugin, result in results:
+        if isinstance(result, Exception):
+            reports[plugin] = {"status": "error", "error": f"{type(result).__name__}: {result}"}
+        else:
             reports[plugin] = result if result is not None else {"status": "ok"}
-        except Exception as exc:
-            reports[plugin] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
     return reports
 
 

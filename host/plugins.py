@@ -217,20 +217,30 @@ class PluginHost:
         return registry
 
     async def call_async(
-        self, hook_name: str, *, log_errors: bool = False, **kwargs: Any
+        self,
+        hook_name: str,
+        *,
+        log_errors: bool = False,
+        return_errors: bool = False,
+        **kwargs: Any,
     ) -> list[tuple[str, Any]]:
         """Call every implementation, awaiting awaitables; returns (plugin, result).
 
         With ``log_errors`` an implementation that raises is logged and left out of the
-        results, and the others are still called (observers); otherwise it propagates.
+        results, and the others are still called (observers); with ``return_errors`` its
+        exception is its result (callers that report each plugin's failure); otherwise
+        it propagates.
         """
-        results = []
+        results: list[tuple[str, Any]] = []
         for plugin, fn in self.impls(hook_name):
             try:
                 result = fn(**kwargs)
                 if inspect.isawaitable(result):
                     result = await result
-            except Exception:
+            except Exception as exc:
+                if return_errors:
+                    results.append((plugin, exc))
+                    continue
                 if not log_errors:
                     raise
                 log.exception("plugin %s failed in %s", plugin, hook_name)
