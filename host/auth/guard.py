@@ -85,16 +85,22 @@ class Authenticator:
             )
         self._limit(principal.key, principal.rate_limit, "principal")
         gate = gate_of(view)
-        if gate is not None and not principal.has_gate(gate):
+        if gate is not None:
+            self.require_gate(principal, gate)
+        if not websocket and req.method in ("POST", "PUT", "PATCH", "DELETE"):
+            await self._check_body_gate(req, gate)
+        return principal
+
+    def require_gate(self, principal: Principal, gate: str, action: str = "this route") -> None:
+        """403 ``policy_gate_denied`` (counted) unless ``principal`` holds ``gate``; also
+        for plugins that check a gate inside a handler (one route, several actions)."""
+        if not principal.has_gate(gate):
             self.metrics.gate_denied.labels(gate).inc()
             raise GatewayError(
                 403,
                 "policy_gate_denied",
-                f"this route requires policy gate {gate!r}, which {principal.name!r} lacks",
+                f"{action} requires policy gate {gate!r}, which {principal.name!r} lacks",
             )
-        if not websocket and req.method in ("POST", "PUT", "PATCH", "DELETE"):
-            await self._check_body_gate(req, gate)
-        return principal
 
     def _limit(self, key: str, limit: Any, scope: str) -> None:
         wait = self.limiter.hit(key, limit)

@@ -15,15 +15,13 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from quart import Quart
 
 from host.api import Event, GatewayError, Principal, context
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
-from plugins.pipelines.engine import TERMINAL, TERMINAL_EVENTS, engine_of, stream_of
+from plugins.pipelines.engine import TERMINAL, TERMINAL_EVENTS, engine_of, run_row, stream_of
 from plugins.pipelines.routes import CATALOG_KEY, GATE_RUN
-from plugins.pipelines.tables import runs
 
 API_KEY = "pipelines.api"
 
@@ -82,24 +80,13 @@ class PipelinesAPI:
         without the run gate, 404 ``pipeline_not_found``, 503 ``gateway_paused`` while
         paused, 422 ``validation_failed`` (``details.param`` names the field) when the
         input fails the pipeline's schema. Nothing is stored on any of these."""
-        ctx = context(self.app)
-        if not principal.has_gate(GATE_RUN):
-            ctx.auth.metrics.gate_denied.labels(GATE_RUN).inc()
-            raise GatewayError(
-                403,
-                "policy_gate_denied",
-                f"running a pipeline requires policy gate {GATE_RUN!r}, "
-                f"which {principal.name!r} lacks",
-            )
+        context(self.app).auth.require_gate(principal, GATE_RUN, "running a pipeline")
         pipeline = self.pipeline(pipeline_id)
         if pipeline is None:
             raise GatewayError(404, "pipeline_not_found", f"no pipeline {pipeline_id!r}")
-        await ctx.lifecycle.require_running()
-        engine = engine_of(self.app)
-        run_input = engine.validate_input(pipeline, raw_input)
-        run_id, _created = await engine.create_run(
+        run_id, _created = await engine_of(self.app).start_run(
             pipeline,
-            run_input,
+            raw_input,
             trigger=trigger,
             created_by=principal.name,
             idempotency_key=idempotency_key,
@@ -109,9 +96,7 @@ class PipelinesAPI:
     async def state(self, run_id: str) -> RunState:
         """The run as stored; 404 ``run_not_found``."""
         async with context(self.app).store.read() as conn:
-            row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
-        if row is None:
-            raise GatewayError(404, "run_not_found", f"no run {run_id!r}")
+            row = await run_row(conn, run_id)
         return RunState(
             run_id=row.id,
             pipeline_id=row.pipeline_id,

@@ -529,6 +529,27 @@ class Engine:
             ) from None
         return jsonable(model)
 
+    async def start_run(
+        self,
+        pipeline: Pipeline,
+        raw_input: Any,
+        *,
+        trigger: dict[str, Any],
+        created_by: str | None,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, bool]:
+        """Every way a run starts goes through here: refused while the gateway is paused
+        (503), input validated against the pipeline's schema (422), then stored."""
+        await self.gateway.lifecycle.require_running()
+        run_input = self.validate_input(pipeline, raw_input)
+        return await self.create_run(
+            pipeline,
+            run_input,
+            trigger=trigger,
+            created_by=created_by,
+            idempotency_key=idempotency_key,
+        )
+
     async def create_run(
         self,
         pipeline: Pipeline,
@@ -1314,7 +1335,7 @@ class Engine:
     async def release(self, run_id: str, by: str) -> None:
         events: list[Event] = []
         async with self.store.write() as conn:
-            row = await _run_row(conn, run_id)
+            row = await run_row(conn, run_id)
             if row.status != "paused":
                 raise GatewayError(409, "not_paused", f"run {run_id} is {row.status}, not paused")
             await conn.execute(
@@ -1342,7 +1363,7 @@ class Engine:
         events: list[Event] = []
         now = now_ms()
         async with self.store.write() as conn:
-            row = await _run_row(conn, run_id)
+            row = await run_row(conn, run_id)
             if row.status in TERMINAL:
                 raise GatewayError(409, "run_finished", f"run {run_id} is already {row.status}")
             await conn.execute(
@@ -1401,7 +1422,7 @@ async def _journal_of(conn: AsyncConnection, run_id: str) -> dict[str, dict[str,
 
 async def _waiting_run(conn: AsyncConnection, run_id: str, kind: str, what: str) -> tuple[Any, str]:
     """The run and the step it waits at, or 409 ``not_waiting_for_<kind>``."""
-    row = await _run_row(conn, run_id)
+    row = await run_row(conn, run_id)
     waiting = row.waiting_for or {}
     if row.status != "waiting" or waiting.get("type") != kind:
         raise GatewayError(
@@ -1410,7 +1431,8 @@ async def _waiting_run(conn: AsyncConnection, run_id: str, kind: str, what: str)
     return row, waiting["step"]
 
 
-async def _run_row(conn: AsyncConnection, run_id: str) -> Any:
+async def run_row(conn: AsyncConnection, run_id: str) -> Any:
+    """The run's row; 404 ``run_not_found``."""
     row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
     if row is None:
         raise GatewayError(404, "run_not_found", f"no run {run_id!r}")

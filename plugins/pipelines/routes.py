@@ -39,7 +39,7 @@ from plugins.control.models import EventPage
 from plugins.pipelines import schedules as schedules_mod
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
-from plugins.pipelines.engine import TERMINAL_EVENTS, Engine, engine_of, stream_of
+from plugins.pipelines.engine import TERMINAL_EVENTS, Engine, engine_of, run_row, stream_of
 from plugins.pipelines.models import (
     ApprovalList,
     ApprovalQuery,
@@ -115,9 +115,7 @@ async def body_of(model: type[BaseModel]) -> Any:
 async def run_record(run_id: str) -> RunRecord:
     store = context().store
     async with store.read() as conn:
-        row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
-        if row is None:
-            raise GatewayError(404, "run_not_found", f"no run {run_id!r}")
+        row = await run_row(conn, run_id)
         steps = (
             await conn.execute(
                 sa.select(step_results)
@@ -171,16 +169,13 @@ async def start_run(
     trigger: dict[str, Any],
     idempotency_key: str | None = None,
 ) -> tuple[str, bool]:
-    """Every way a run starts goes through here: refused while the gateway is paused."""
-    ctx = context()
-    await ctx.lifecycle.require_running()
-    engine = engine_of()
-    run_input = engine.validate_input(pipeline, raw_input)
+    """A run started by this request's caller (or, on the public webhook route, by its
+    trigger); see :meth:`Engine.start_run`."""
     caller = g.get("principal")  # None on the public webhook route
     principal = caller.name if caller is not None else trigger.get("trigger_id")
-    return await engine.create_run(
+    return await engine_of().start_run(
         pipeline,
-        run_input,
+        raw_input,
         trigger=trigger,
         created_by=principal,
         idempotency_key=idempotency_key,
