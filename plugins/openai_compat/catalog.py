@@ -61,6 +61,17 @@ class Resolved:
     route: ModelRoute
 
 
+def model_not_found(name: str, hint: str = "") -> GatewayError:
+    """404 ``model_not_found`` in OpenAI's shape (``param: model``)."""
+    return GatewayError(
+        404,
+        "model_not_found",
+        f"the model {name!r} does not exist; GET /v1/models lists the models{hint}",
+        type="invalid_request_error",
+        param="model",
+    )
+
+
 class ModelCatalog:
     def __init__(self, providers: Registry, models: dict[str, ModelRoute]) -> None:
         self.providers = providers
@@ -77,13 +88,7 @@ class ModelCatalog:
     def resolve(self, name: str) -> Resolved:
         route = self.models.get(name)
         if route is None:
-            raise GatewayError(
-                404,
-                "model_not_found",
-                f"the model {name!r} does not exist; GET /v1/models lists the models",
-                type="invalid_request_error",
-                param="model",
-            )
+            raise model_not_found(name)
         return Resolved(name, self.providers[route.provider], route)
 
     def listing(self, created: int) -> list[dict[str, Any]]:

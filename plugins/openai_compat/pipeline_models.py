@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from host.api import GatewayError, context, current_principal
 from host.settings import Settings
-from plugins.openai_compat.catalog import Resolved
+from plugins.openai_compat.catalog import Resolved, model_not_found
 from plugins.openai_compat.providers.base import ModelRoute, Provider, ProviderError
 
 if TYPE_CHECKING:
@@ -81,14 +81,8 @@ def _exposed() -> list[str]:
 
 
 def _not_found(name: str) -> GatewayError:
-    return GatewayError(
-        404,
-        "model_not_found",
-        f"the model {name!r} does not exist; GET /v1/models lists the models "
-        f"(pipelines are models only when listed in plugins.openai_compat.{CONFIG_KEY})",
-        type="invalid_request_error",
-        param="model",
-    )
+    hint = f" (pipelines are models only when listed in plugins.openai_compat.{CONFIG_KEY})"
+    return model_not_found(name, hint)
 
 
 def listing(created: int) -> list[dict[str, Any]]:
