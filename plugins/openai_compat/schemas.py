@@ -23,27 +23,22 @@ class ModelList(_Open):
     data: list[ModelObject]
 
 
-class ChatCompletionResponse(_Open):
+class _CompletionFields(_Open):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class ChatCompletionResponse(_CompletionFields):
     """A ``chat.completion`` object; with ``stream: true`` the route answers
     ``text/event-stream`` of ``chat.completion.chunk`` objects ending ``data: [DONE]``."""
 
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[dict[str, Any]]
-    usage: dict[str, Any] | None = None
 
-
-class CompletionResponse(_Open):
+class CompletionResponse(_CompletionFields):
     """A ``text_completion`` object (or, streaming, a series of them and ``[DONE]``)."""
-
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[dict[str, Any]]
-    usage: dict[str, Any] | None = None
 
 
 class ResponseObject(_Open):
