@@ -90,7 +90,7 @@ def create_app(
         heartbeat_seconds=settings.events.heartbeat_seconds,
         poll_seconds=settings.events.poll_seconds,
         page_limit_max=settings.events.page_limit_max,
-        observers=observe if plugins.impls("gateway_on_event") else None,
+        observers=observe if plugins.has_impls("gateway_on_event") else None,
     )
     ctx = GatewayContext(
         settings=settings,

@@ -205,6 +205,11 @@ class PluginHost:
             out.append((impl.plugin_name, _bind(impl)))
         return out
 
+    def has_impls(self, hook_name: str) -> bool:
+        """Whether any plugin implements ``hook_name`` (the set is fixed once the app is
+        built, so callers on a hot path may keep the answer)."""
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
     def collect(self, hook_name: str, kind: str, **kwargs: Any) -> Registry:
         """Call a registration hook with a ``register(name, value)`` callback per plugin."""
         registry = Registry(kind)

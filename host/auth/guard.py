@@ -42,7 +42,7 @@ class Authenticator:
         self.failures = 0
         self.rate_limited = 0
         self._session_cache: dict[str, tuple[float, AuthSession | None]] = {}
-        self._plugin_schemes = bool(plugins.impls("gateway_actor_from_request"))
+        self._plugin_schemes = plugins.has_impls("gateway_actor_from_request")
         self.configure(settings)
 
     def configure(self, settings: Settings) -> None:

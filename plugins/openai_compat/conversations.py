@@ -134,7 +134,7 @@ class Recorder:
 
 
 def listening() -> bool:
-    return bool(context().plugins.impls(HOOK))
+    return context().plugins.has_impls(HOOK)
 
 
 def _status(finish_reason: str | None) -> str:
