@@ -282,6 +282,10 @@ async def test_approval_timeout_resolves_by_its_on_timeout_policy(client):
     by_run = {a["run_id"]: a for a in every["approvals"]}
     assert by_run[approved]["status"] == "approved" and by_run[approved]["approver"] == "timeout"
     assert by_run[expired]["status"] == "timed_out"
+    metrics = (await (await client.get("/metrics", headers=ADMIN)).get_data()).decode()
+    assert 'gateway_pipeline_runs_finished_total{pipeline="expiring",status="failed"} 1.0' in (
+        metrics
+    )
 
 
 async def test_deny_fails_the_run_with_approver_and_reason(client):

@@ -1279,6 +1279,8 @@ class Engine:
                     "at_ms": now,
                 }
                 events.append(await self._resumed(conn, row, step_id, resolution, approver, now))
+        if decision is None:  # counted once the failure is stored
+            self.m_finished.labels(row.pipeline_id, "failed").inc()
         await self._notify(events)
         self.wake.set()
 
