@@ -7,9 +7,11 @@ Precedence, lowest first: defaults, the config file, the overrides file written 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -174,6 +176,21 @@ class Settings(BaseSettings):
 
     def extra_section(self, name: str) -> Any:
         return (self.model_extra or {}).get(name)
+
+    @property
+    def config_dir(self) -> Path | None:
+        """The config file's folder: relative paths in it (secret files) resolve here."""
+        return _dir_of(self.config_file)
+
+    @contextlib.contextmanager
+    def resolving_paths(self) -> Iterator[None]:
+        """While open, secrets validated from a plugin's section (``{ file = "key.txt" }``)
+        resolve relative paths against the config file's folder, as the host's own do."""
+        token = CURRENT_CONFIG_DIR.set(self.config_dir)
+        try:
+            yield
+        finally:
+            CURRENT_CONFIG_DIR.reset(token)
 
 
 class ConfigError(Exception):

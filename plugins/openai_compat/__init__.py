@@ -38,7 +38,8 @@ def gateway_register_providers(register: Register) -> None:
 
 def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
     ctx = context(app)
-    return ModelCatalog.from_config(ctx.registry("providers"), settings.extra_section("models"))
+    with settings.resolving_paths():
+        return ModelCatalog.from_config(ctx.registry("providers"), settings.extra_section("models"))
 
 
 @hookimpl
@@ -51,7 +52,10 @@ def gateway_startup(app: Quart) -> None:
 
 @hookimpl
 def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
-    _, problems = parse_models(context(app).registry("providers"), settings.extra_section("models"))
+    with settings.resolving_paths():
+        _, problems = parse_models(
+            context(app).registry("providers"), settings.extra_section("models")
+        )
     return problems + pipeline_models.problems(settings)
 
 

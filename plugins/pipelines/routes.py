@@ -574,7 +574,7 @@ def webhooks() -> dict[str, dict[str, Any]]:
 
 def _webhook_secret(config: dict[str, Any]) -> str | None:
     try:
-        return Secret.resolve(config.get("secret")).get() or None
+        return Secret.resolve(config.get("secret"), context().settings.config_dir).get() or None
     except (SecretError, TypeError, ValueError):
         return None
 
