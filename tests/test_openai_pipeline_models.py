@@ -167,7 +167,9 @@ def test_chat_completion_is_a_real_run_whose_output_is_the_answer(gateway):
     assert record["trigger"] == {"type": "openai", "model": "pipeline:chat"}
     assert record["created_by"] == "admin"
     assert record["input"] == {"messages": [{"role": "user", "content": "hello there"}]}
-    assert record["output"] == {"text": "echo: hello there"}
+    usage = {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}  # echo's words
+    assert record["output"] == {"text": "echo: hello there", "usage": usage}
+    assert result.usage is not None and result.usage.model_dump(exclude_none=True) == usage
 
 
 def test_outputs_become_content_string_field_or_json(gateway):

@@ -11,7 +11,13 @@ from quart import Quart
 from host.api import context, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
-from plugins.openai_compat import pipeline_models, responses_routes, responses_store, routes
+from plugins.openai_compat import (
+    keepalive,
+    pipeline_models,
+    responses_routes,
+    responses_store,
+    routes,
+)
 from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, parse_models
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.providers.echo import EchoProvider
@@ -48,6 +54,7 @@ def gateway_startup(app: Quart) -> None:
     ctx.extras[routes.METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
     ctx.extras[CATALOG_KEY] = _build_catalog(app, ctx.settings)
     ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
+    ctx.extras[keepalive.EXTRA_KEY] = keepalive.configured(ctx.settings)
 
 
 @hookimpl
@@ -56,15 +63,17 @@ def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
         _, problems = parse_models(
             context(app).registry("providers"), settings.extra_section("models")
         )
-    return problems + pipeline_models.problems(settings)
+    return problems + pipeline_models.problems(settings) + keepalive.problems(settings)
 
 
 @hookimpl
 async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     catalog = _build_catalog(app, settings)
     exposed = pipeline_models.configured(settings)
+    every = keepalive.configured(settings)
     context(app).extras[CATALOG_KEY] = catalog
     context(app).extras[pipeline_models.EXPOSED_KEY] = exposed
+    context(app).extras[keepalive.EXTRA_KEY] = every
     # Connection pools to upstreams no model points at any more are closed.
     providers = context(app).registry("providers")
     for name in providers:

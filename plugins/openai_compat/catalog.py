@@ -109,9 +109,24 @@ class ModelCatalog:
         r = self.resolve(model)
         return await r.provider.chat(r.route, {**body, "model": r.route.upstream_model})
 
-    def chat_stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def chat_stream(
+        self, model: str, body: dict[str, Any], *, include_usage: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``include_usage``: ask the stream for a last chunk with ``usage`` (and empty
+        ``choices``), unless the model's upstream refuses it (``stream_usage = false``)."""
         r = self.resolve(model)
-        return r.provider.chat_stream(r.route, {**body, "model": r.route.upstream_model})
+        body = {**body, "model": r.route.upstream_model}
+        if include_usage:
+            body = with_stream_usage(r.route, body)
+        return r.provider.chat_stream(r.route, body)
+
+
+def with_stream_usage(route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` asking its stream for usage (``stream_options.include_usage``), unless the
+    model says its upstream refuses ``stream_options`` (``stream_usage = false``)."""
+    if not route.stream_usage:
+        return body
+    return {**body, "stream_options": {"include_usage": True}}
 
 
 def parse_models(providers: Registry, raw: Any) -> tuple[dict[str, ModelRoute], list[str]]:

@@ -10,13 +10,16 @@ run shows in ``GET /runs`` with trigger ``{"type": "openai", "model": ...}``.
 The answer is the run's output as the assistant message: a string as it is; an object's
 ``content`` or else ``text`` field when it is a string; anything else as JSON. Streaming,
 the run's ``step.delta`` events (``llm`` steps' tokens) are the content chunks, as they
-happen; a run that streamed none sends its output as one chunk at the end. A run that
-fails, is cancelled, waits for a person (approval, input) or pauses at a breakpoint is an
-error naming the run, which goes on (or waits) in the pipelines plugin.
+happen (a retried step's text is sent once, see ``pipeline_events.StreamedText``); a run
+that streamed none sends its output as one chunk at the end. ``usage`` is the sum of the
+run's ``step.usage`` events (null when it had none). A run that fails, is cancelled,
+waits for a person (approval, input) or pauses at a breakpoint is an error naming the
+run, which goes on (or waits) in the pipelines plugin.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from host.api import GatewayError, context, current_principal
 from host.settings import Settings
 from plugins.openai_compat.catalog import Resolved, model_not_found
+from plugins.openai_compat.pipeline_events import RunUsage, StreamedText
 from plugins.openai_compat.providers.base import ModelRoute, Provider, ProviderError
 
 if TYPE_CHECKING:
@@ -214,8 +218,16 @@ class PipelineProvider(Provider):
                 param=field,
             ) from None
 
-    async def _finished(self, run_id: str) -> RunState:
-        state = await self.api.wait(run_id)
+    async def _finished(self, run_id: str) -> tuple[RunState, dict[str, Any] | None]:
+        """The completed run and its usage; the refusal when it did not complete."""
+        usage = RunUsage()
+        async with contextlib.aclosing(self.api.events(run_id)) as events:
+            async for event in events:
+                usage.feed(event)
+        return await self._completed(run_id), usage.usage
+
+    async def _completed(self, run_id: str) -> RunState:
+        state = await self.api.state(run_id)
         refusal = _refusal(state)
         if refusal is not None:
             raise refusal
@@ -223,7 +235,7 @@ class PipelineProvider(Provider):
 
     async def chat(self, route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
         run_id = await self._start(route, body)
-        state = await self._finished(run_id)
+        state, usage = await self._finished(run_id)
         return {
             "id": f"chatcmpl-{run_id}",
             "object": "chat.completion",
@@ -236,7 +248,7 @@ class PipelineProvider(Provider):
                     "finish_reason": "stop",
                 }
             ],
-            "usage": None,
+            "usage": usage,
             "gateway_run_id": run_id,
         }
 
@@ -258,18 +270,23 @@ class PipelineProvider(Provider):
 
         yield chunk({"role": "assistant", "content": ""})
         streamed = False
-        async for event in self.api.events(run_id):
-            text = event.data.get("text") if event.type == "step.delta" else None
-            if isinstance(text, str) and text:
-                streamed = True
-                yield chunk({"content": text})
-        state = await self.api.state(run_id)
-        refusal = _refusal(state)
-        if refusal is not None:
-            raise refusal
+        text = StreamedText(run_id)
+        usage = RunUsage()
+        async with contextlib.aclosing(self.api.events(run_id)) as events:
+            async for event in events:
+                usage.feed(event)
+                new = text.feed(event)
+                if new:
+                    streamed = True
+                    yield chunk({"content": new})
+        state = await self._completed(run_id)
         if not streamed:
             yield chunk({"content": output_text(state.output)})
         yield chunk({}, "stop")
+        # As an upstream does: the usage chunk when asked for and known (the routes send
+        # ``usage: null`` to a client that asked when there is none).
+        if usage.usage is not None and (body.get("stream_options") or {}).get("include_usage"):
+            yield {**base, "choices": [], "usage": usage.usage}
 
     # Legacy completions: the prompt is one user message.
 
@@ -285,7 +302,10 @@ class PipelineProvider(Provider):
                     param="prompt",
                 )
             prompt = prompt[0]
-        return {"messages": [{"role": "user", "content": str(prompt)}]}
+        chat: dict[str, Any] = {"messages": [{"role": "user", "content": str(prompt)}]}
+        if body.get("stream_options"):
+            chat["stream_options"] = body["stream_options"]
+        return chat
 
     async def completion(self, route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
         result = await self.chat(route, self._as_chat(body))
@@ -297,7 +317,7 @@ class PipelineProvider(Provider):
             "created": result["created"],
             "model": route.name,
             "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-            "usage": None,
+            "usage": result["usage"],
             "gateway_run_id": run_id,
         }
 
@@ -305,12 +325,17 @@ class PipelineProvider(Provider):
         self, route: ModelRoute, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         async for chunk in self.chat_stream(route, self._as_chat(body)):
-            choice = chunk["choices"][0]
-            text = choice["delta"].get("content") or ""
-            yield {
+            out = {
                 "id": "cmpl-" + chunk["id"].removeprefix("chatcmpl-"),
                 "object": "text_completion",
                 "created": chunk["created"],
                 "model": route.name,
-                "choices": [{"index": 0, "text": text, "finish_reason": choice["finish_reason"]}],
+                "choices": [],
             }
+            if "usage" in chunk:
+                yield {**out, "usage": chunk["usage"]}
+                continue
+            choice = chunk["choices"][0]
+            text = choice["delta"].get("content") or ""
+            out["choices"] = [{"index": 0, "text": text, "finish_reason": choice["finish_reason"]}]
+            yield out

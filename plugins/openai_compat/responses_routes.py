@@ -3,6 +3,7 @@ providers, and stored responses: ``GET`` and ``DELETE /v1/responses/<id>``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,9 +14,10 @@ from quart import Blueprint, Response
 from quart_schema import document_request, document_response
 
 from host.api import GatewayError, Store, context, document_stream
-from plugins.openai_compat import responses_store
-from plugins.openai_compat.catalog import Resolved
+from plugins.openai_compat import keepalive, responses_store
+from plugins.openai_compat.catalog import Resolved, with_stream_usage
 from plugins.openai_compat.conversations import Recorder, session_id_of
+from plugins.openai_compat.keepalive import KEEPALIVE, with_keepalive
 from plugins.openai_compat.models import parse_body
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.responses_models import ResponsesRequest
@@ -179,8 +181,7 @@ async def _stream(
     m = metrics()
     labels = (resolved.name, resolved.provider.name)
     started = time.perf_counter()
-    if resolved.route.stream_usage:  # false: the upstream refuses stream_options
-        body = {**body, "stream_options": {"include_usage": True}}
+    body = with_stream_usage(resolved.route, body)  # unless the upstream refuses it
     try:
         chunks = resolved.provider.chat_stream(resolved.route, body)
         first = await first_of(chunks)
@@ -197,6 +198,7 @@ async def _stream(
         )
 
     scanner = OutputScanner("responses", resolved.name)
+    every = keepalive.seconds()
 
     async def events() -> AsyncIterator[bytes]:
         state = ResponsesStream()
@@ -206,13 +208,18 @@ async def _stream(
             yield _sse(state.event("response.created", response=resource("in_progress")))
             yield _sse(state.event("response.in_progress", response=resource("in_progress")))
             pending = [first] if first is not None else []
+            arriving = with_keepalive(_chain(pending, chunks), every)
             try:
-                async for chunk in _chain(pending, chunks):
-                    for event in state.feed(await scanner.chunk(chunk)):
-                        if not first_token_seen and event["type"].endswith(".delta"):
-                            first_token_seen = True
-                            m.ttft.labels(*labels).observe(time.perf_counter() - started)
-                        yield _sse(event)
+                async with contextlib.aclosing(arriving):
+                    async for chunk in arriving:
+                        if chunk is None:
+                            yield KEEPALIVE
+                            continue
+                        for event in state.feed(await scanner.chunk(chunk)):
+                            if not first_token_seen and event["type"].endswith(".delta"):
+                                first_token_seen = True
+                                m.ttft.labels(*labels).observe(time.perf_counter() - started)
+                            yield _sse(event)
             except ProviderError as exc:
                 outcome = "error"
                 for event in state.close():

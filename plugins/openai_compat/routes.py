@@ -10,7 +10,7 @@ from quart_schema import document_request, document_response
 
 from host.api import GatewayError, context, document_stream
 from plugins.openai_compat import pipeline_models
-from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, Resolved
+from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, Resolved, with_stream_usage
 from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.models import ChatCompletionRequest, CompletionRequest, parse_body
@@ -162,8 +162,7 @@ async def _call(
     # Token metrics need the upstream's usage, so it is asked for unless the model says
     # its upstream refuses stream_options (stream_usage = false); the client gets the
     # usage chunk only when it asked for it too.
-    if route.stream_usage:
-        body = {**body, "stream_options": {"include_usage": True}}
+    body = with_stream_usage(route, body)
     try:
         if api == "chat":
             chunks = provider.chat_stream(route, body)

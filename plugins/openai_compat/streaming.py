@@ -3,11 +3,12 @@
 The first chunk is awaited before the response starts, so an upstream that refuses or
 times out yields a proper HTTP error; after that, a failure becomes an error event and
 the stream ends. A client that goes away cancels the generator, which closes the
-upstream request.
+upstream request. A slow stream gets keep-alive comments (``keepalive.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from quart import Response
 
 from host.errors import error_body
+from plugins.openai_compat import keepalive
+from plugins.openai_compat.keepalive import with_keepalive
 from plugins.openai_compat.providers.base import ProviderError
 
 DONE = b"data: [DONE]\n\n"
@@ -48,6 +51,8 @@ def sse_response(
     last, before ``[DONE]``; ``on_end("ok" | "error" | "cancelled")`` runs once when the
     stream stops."""
 
+    every = keepalive.seconds()
+
     async def body() -> AsyncIterator[bytes]:
         outcome = "cancelled"
         try:
@@ -56,10 +61,14 @@ def sse_response(
                     out = await transform(first)
                     if out is not None:
                         yield sse_data(out)
-                async for chunk in stream:
-                    out = await transform(chunk)
-                    if out is not None:
-                        yield sse_data(out)
+                async with contextlib.aclosing(with_keepalive(stream, every)) as chunks:
+                    async for chunk in chunks:
+                        if chunk is None:
+                            yield keepalive.KEEPALIVE
+                            continue
+                        out = await transform(chunk)
+                        if out is not None:
+                            yield sse_data(out)
             except ProviderError as exc:
                 outcome = "error"
                 yield sse_data(provider_error_body(exc))

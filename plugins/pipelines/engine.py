@@ -122,8 +122,28 @@ class StepContext:
         return f"{self.run_id}:{self.step_path}"
 
     async def delta(self, text: str) -> None:
-        """Publish a ``step.delta`` event (token streaming)."""
-        await self.engine.publish(self.run_id, "step.delta", {"step": self.step_path, "text": text})
+        """Publish a ``step.delta`` event (token streaming), naming this attempt: a retried
+        step streams its text again, and a reader tells the attempts apart by it."""
+        await self.engine.publish(
+            self.run_id,
+            "step.delta",
+            {"step": self.step_path, "attempt": self.attempt, "text": text},
+        )
+
+    async def usage(self, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> None:
+        """Publish a ``step.usage`` event: the tokens this attempt consumed (a failed
+        attempt's tokens count too)."""
+        await self.engine.publish(
+            self.run_id,
+            "step.usage",
+            {
+                "step": self.step_path,
+                "attempt": self.attempt,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": total_tokens,
+            },
+        )
 
     async def run_steps(self, steps: list[Step], scope: str = "") -> dict[str, Any]:
         """Run nested steps in order (branch, parallel, loop); returns their outputs.

@@ -108,7 +108,9 @@ class ToolKind:
 
 class LlmKind:
     """A model call through the OpenAI-compatible plugin's catalog; deltas become
-    ``step.delta`` events."""
+    ``step.delta`` events and the stream's usage (asked for unless the model's upstream
+    refuses it) a ``step.usage`` event. Returns ``{"text", "usage"}`` (usage None when
+    the upstream gave none)."""
 
     async def run(self, step: Step, ctx: StepContext) -> Any:
         catalog = ctx.gateway.extras.get(LLM_CATALOG_KEY)
@@ -121,13 +123,26 @@ class LlmKind:
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         body = {"model": step.config["model"], "messages": messages, "stream": True}
         parts: list[str] = []
-        async for chunk in catalog.chat_stream(step.config["model"], body):
+        usage: dict[str, Any] | None = None
+        async for chunk in catalog.chat_stream(step.config["model"], body, include_usage=True):
+            if isinstance(chunk.get("usage"), dict):
+                # Published at once: an attempt that fails after it consumed the tokens.
+                usage = chunk["usage"]
+                await ctx.usage(*(_tokens(usage, key) for key in USAGE_KEYS))
             for choice in chunk.get("choices") or []:
                 text = (choice.get("delta") or {}).get("content")
                 if text:
                     parts.append(text)
                     await ctx.delta(text)
-        return {"text": "".join(parts)}
+        return {"text": "".join(parts), "usage": usage}
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _tokens(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class BranchKind:
