@@ -7,6 +7,7 @@ never a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from quart import Quart, Request, Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestTimeout
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 log = logging.getLogger("gateway.errors")
@@ -26,6 +27,7 @@ _STATUS_TYPES: dict[int, tuple[str, str]] = {
     403: ("permission_error", "forbidden"),
     404: ("not_found_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
+    408: ("invalid_request_error", "request_timeout"),
     409: ("conflict_error", "conflict"),
     413: ("invalid_request_error", "payload_too_large"),
     415: ("invalid_request_error", "unsupported_media_type"),
@@ -125,13 +127,35 @@ def validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str
 
 
 class GatewayRequest(Request):
-    """Quart's request, except that a body that is not valid JSON is a typed 400."""
+    """Quart's request, except that a body that is not valid JSON is a typed 400, the
+    body is parsed once (Quart caches a silent and a strict parse apart, and the auth
+    guard's silent look at ``policy_gate`` came before every handler's strict one), and
+    waiting for the body costs no extra task (``asyncio.timeout``, not ``wait_for``)."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if silent:
+            try:
+                return await self.get_json(force=force, cache=cache)
+            except GatewayError:
+                return None
         try:
-            return await super().get_json(force=force, silent=silent, cache=cache)
+            return await super().get_json(force=force, cache=cache)
         except UnicodeDecodeError as error:  # Quart decodes before its own try
-            return None if silent else self.on_json_loading_failed(error)
+            return self.on_json_loading_failed(error)
+
+    async def get_data(  # type: ignore[override]
+        self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
+    ) -> str | bytes:
+        if parse_form_data:
+            return await super().get_data(cache, as_text, parse_form_data)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                raw: bytes = await self.body
+        except TimeoutError as exc:
+            raise RequestTimeout() from exc
+        if not cache:
+            self.body.clear()
+        return raw.decode() if as_text else raw
 
     def on_json_loading_failed(self, error: Exception) -> Any:
         raise GatewayError(400, "invalid_json", f"request body is not valid JSON: {error}")

@@ -4,6 +4,7 @@ schema validation and unexpected exceptions all answer with JSON
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,7 +12,9 @@ import httpx
 from quart import Blueprint
 
 from host.api import hookimpl
+from host.app import create_app
 from tests.conftest import ADMIN, running_app
+from tests.openai_helpers import served
 
 MAX_BODY = 2048
 JSON_HEADERS = {**ADMIN, "Content-Type": "application/json"}
@@ -280,3 +283,31 @@ async def test_unexpected_exception_is_a_500_envelope_without_details(make_setti
         assert "boom.py" not in text
         # The gateway keeps serving after the failure.
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_body_that_stops_arriving_is_408_request_timeout(make_settings):
+    """Over real Hypercorn: the headers promise 100 bytes, 10 come, then nothing; the
+    body wait ends after Quart's BODY_TIMEOUT with the error envelope, and the handler
+    never ran (nothing was written)."""
+    app = create_app(make_settings(), load_entrypoints=False)
+    app.config["BODY_TIMEOUT"] = 0.3
+    async with served(app) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"PATCH /gateway/config HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: " + ADMIN["Authorization"].encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            b'{"server":'
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = json.loads(await reader.readexactly(length))
+        assert body["error"]["code"] == "request_timeout"
+        assert body["error"]["type"] == "invalid_request_error"
+        writer.close()
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            shown = (await client.get("/gateway/config", headers=ADMIN)).json()
+        assert shown["sources"]["overrides_present"] is False
