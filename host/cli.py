@@ -121,25 +121,10 @@ def config_show(config_path: str | None) -> None:
 @config_option
 def config_check(config_path: str | None) -> None:
     """Validate the configuration and the plugins it loads; exit 1 on any error."""
-    import asyncio
-    import tempfile
-
-    from host.app import create_app
-    from host.config_admin import plugin_config_problems
-    from host.plugins import PluginError
+    from host.config_admin import offline_config_problems
 
     settings = _load(config_path)
-    problems = startup_problems(settings)
-    try:
-        # Build the whole app, so duplicate routes, gates and kinds are found too, against
-        # a scratch state directory: a check creates no state and no admin token. Then let
-        # the plugins check their own sections ([models.*], ...) against it.
-        with tempfile.TemporaryDirectory() as scratch:
-            scratch_settings = settings.model_copy(update={"state_dir": Path(scratch)})
-            app = create_app(scratch_settings)
-            problems.extend(asyncio.run(plugin_config_problems(app, scratch_settings)))
-    except PluginError as exc:
-        problems.append(str(exc))
+    problems = startup_problems(settings) + offline_config_problems(settings)
     for warning in literal_secret_warnings(settings):
         click.echo(f"warning: {warning}", err=True)
     if problems:

@@ -131,6 +131,25 @@ async def plugin_config_problems(app: Quart, settings: Settings) -> list[str]:
     return problems
 
 
+def offline_config_problems(settings: Settings) -> list[str]:
+    """Build the whole app against a scratch state directory (no state, no admin token
+    is created) and let the plugins check their sections: duplicate routes, gates and
+    kinds, a broken plugin and every ``gateway_validate_config`` problem. For
+    ``gateway config check``, and for ``gateway serve`` before it binds."""
+    import asyncio
+
+    from host.app import create_app
+    from host.plugins import PluginError
+
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            scratch_settings = settings.model_copy(update={"state_dir": Path(scratch)})
+            app = create_app(scratch_settings)
+            return asyncio.run(plugin_config_problems(app, scratch_settings))
+    except PluginError as exc:
+        return [str(exc)]
+
+
 async def _refuse_invalid(app: Quart, new: Settings, suffix: str = "") -> None:
     # Also the live view: server.* only changes on restart, so a new auth mode must suit
     # the bind the process is actually listening on.

@@ -28,6 +28,7 @@ from hypercorn.utils import wrap_app
 
 from host import __version__
 from host.app import _admin_token, create_app
+from host.config_admin import offline_config_problems
 from host.context import context
 from host.settings import Settings, literal_secret_warnings, load_settings, startup_problems
 
@@ -194,7 +195,9 @@ def _worker_process(
 
 
 def serve(settings: Settings) -> int:
-    problems = startup_problems(settings)
+    # Every problem a `gateway config check` finds refuses the start, before anything
+    # binds or an admin token is made: a message naming the key, not a lifespan traceback.
+    problems = startup_problems(settings) or offline_config_problems(settings)
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -272,3 +272,18 @@ def test_cli_reference_documents_every_command_and_option():
     assert missing == [], f"docs/reference/cli.md lacks {missing}"
     stale = sorted(set(sections) - set(commands) - {"gateway"})
     assert stale == [], f"docs/reference/cli.md documents commands that do not exist: {stale}"
+
+
+def test_serve_refuses_a_section_its_plugin_finds_broken_before_binding(tmp_path):
+    (tmp_path / "gateway.toml").write_text(
+        'state_dir = "state"\n[server]\nbind = "127.0.0.1:9"\n'
+        "[plugins.openai_compat]\nkeepalive_seconds = 0\n"
+        '[plugins.pipelines]\nlease_seconds = "x"\n'
+    )
+    result = gateway("serve", "--config", "gateway.toml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "error: plugins.pipelines.lease_seconds: must be a number" in result.stderr
+    assert "error: plugins.openai_compat.keepalive_seconds: must be a number" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stdout  # refused before the banner and the bind
+    assert not (tmp_path / "state").exists()  # no state, no admin token

@@ -14,6 +14,7 @@ from host.settings import Settings
 from plugins.pipelines import routes, tables
 from plugins.pipelines.api import API_KEY, PipelinesAPI
 from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
+from plugins.pipelines.config import configured, problems
 from plugins.pipelines.engine import ENGINE_KEY, Engine
 from plugins.pipelines.kinds import BUILTIN_KINDS
 
@@ -44,10 +45,10 @@ def gateway_register_step_kinds(register: Register) -> None:
         register(name, kind)
 
 
-def _load(app: Quart, settings: Settings) -> dict[str, Any]:
+def _load(app: Quart, settings: Settings, directory_setting: str | None) -> dict[str, Any]:
     ctx = context(app)
     cat: PipelineCatalog = ctx.extras.setdefault(routes.CATALOG_KEY, PipelineCatalog())
-    directory = pipelines_directory(settings.plugin_section("pipelines"), settings.config_file)
+    directory = pipelines_directory(directory_setting, settings.config_file)
     registered = dict(ctx.registry("pipelines").items)
     return cat.load(directory, registered)
 
@@ -55,8 +56,9 @@ def _load(app: Quart, settings: Settings) -> dict[str, Any]:
 @hookimpl
 async def gateway_startup(app: Quart) -> None:
     ctx = context(app)
-    _load(app, ctx.settings)
-    engine = Engine(app, ctx.extras[routes.CATALOG_KEY], ctx.settings.plugin_section("pipelines"))
+    config = configured(ctx.settings)  # an invalid section fails start-up, naming the key
+    _load(app, ctx.settings, config.directory)
+    engine = Engine(app, ctx.extras[routes.CATALOG_KEY], config)
     ctx.extras[ENGINE_KEY] = engine
     await engine.start()
     ctx.extras[API_KEY] = PipelinesAPI(app)
@@ -74,7 +76,13 @@ async def gateway_shutdown(app: Quart) -> None:
 def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     # Reported under "pipelines" in the reload response: a broken file with its error
     # (its last good definitions stay); runs in flight keep the definition they started with.
-    return _load(app, settings)
+    # The worker's settings (max_concurrent_runs, lease_seconds, poll_seconds) need a restart.
+    return _load(app, settings, configured(settings).directory)
+
+
+@hookimpl
+def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
+    return problems(settings)
 
 
 @hookimpl

@@ -25,11 +25,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 _counter = itertools.count()
 
 
-def pipelines_directory(section: dict[str, Any], config_file: Path | None) -> Path:
-    raw = section.get("directory")
-    if not raw:
+def pipelines_directory(directory: str | None, config_file: Path | None) -> Path:
+    if not directory:
         return EXAMPLES_DIR
-    path = Path(str(raw))
+    path = Path(directory)
     if not path.is_absolute() and config_file is not None:
         path = Path(config_file).resolve().parent / path
     return path

@@ -42,6 +42,7 @@ from host.errors import validation_message
 from host.storage import now_ms
 from plugins.pipelines import schedules
 from plugins.pipelines.catalog import PipelineCatalog, definition_key
+from plugins.pipelines.config import PipelinesConfig
 from plugins.pipelines.definition import Pipeline, Step
 from plugins.pipelines.kinds import StepError, Suspend
 from plugins.pipelines.tables import (
@@ -85,6 +86,8 @@ class DefinitionChanged(Exception):
 
 
 FINISHED_STEP = ("completed", "failed", "skipped")
+# Events a transaction appends to a run's stream: (type, data without ``run_id``).
+Written = list[tuple[str, dict[str, Any]]]
 
 
 @dataclass
@@ -158,16 +161,16 @@ class StepContext:
 
 
 class Engine:
-    def __init__(self, app: Quart, catalog: PipelineCatalog, section: dict[str, Any]) -> None:
+    def __init__(self, app: Quart, catalog: PipelineCatalog, config: PipelinesConfig) -> None:
         self.app = app
         self.gateway = context(app)
         self.store = self.gateway.store
         self.hub = self.gateway.hub
         self.catalog = catalog
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.max_concurrent = int(section.get("max_concurrent_runs", 4))
-        self.lease_ms = int(float(section.get("lease_seconds", 15)) * 1000)
-        self.poll_seconds = float(section.get("poll_seconds", 1.0))
+        self.max_concurrent = config.max_concurrent_runs  # 0: this worker claims no runs
+        self.lease_ms = int(config.lease_seconds * 1000)
+        self.poll_seconds = config.poll_seconds
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -503,22 +506,24 @@ class Engine:
     async def commit(
         self,
         run_id: str,
-        fn: Callable[[AsyncConnection], Awaitable[list[tuple[str, dict[str, Any]]]]],
+        fn: Callable[[AsyncConnection], Awaitable[Written]],
     ) -> None:
         """Run ``fn`` in a write transaction; it returns the events to append with it.
         The events are published after the commit."""
 
         async def transaction() -> list[Event]:
             async with self.store.write() as conn:
-                pairs = await fn(conn)
-                return [
-                    await self.store.append_event(
-                        stream_of(run_id), t, {"run_id": run_id, **d}, conn
-                    )
-                    for t, d in pairs
-                ]
+                return await self._append(conn, run_id, await fn(conn))
 
         await self._notify(await self._shielded(transaction()))
+
+    async def _append(self, conn: AsyncConnection, run_id: str, written: Written) -> list[Event]:
+        """Append ``written`` (type, data) to the run's stream in ``conn``'s transaction;
+        each event's data starts with ``run_id``."""
+        return [
+            await self.store.append_event(stream_of(run_id), t, {"run_id": run_id, **d}, conn)
+            for t, d in written
+        ]
 
     async def _guarded_update(self, conn: AsyncConnection, run_id: str, **values: Any) -> None:
         result = await conn.execute(
@@ -1241,6 +1246,24 @@ class Engine:
 
     # -- operator actions (routes) -----------------------------------------------------------
 
+    async def _operator_write(
+        self,
+        run_id: str,
+        write: Callable[[AsyncConnection, Any], Awaitable[Written]],
+        committed: Callable[[Any], None] | None = None,
+    ) -> None:
+        """An operator action on a run (approve, resume, release, cancel): in one write
+        transaction, ``write(conn, row)`` checks the run's row (404 unknown run) and
+        changes the store, returning the events to append with it; once committed,
+        ``committed(row)`` runs, then the events are published and the worker is woken."""
+        async with self.store.write() as conn:
+            row = await run_row(conn, run_id)
+            events = await self._append(conn, run_id, await write(conn, row))
+        if committed is not None:
+            committed(row)
+        await self._notify(events)
+        self.wake.set()
+
     async def resolve_approval(
         self,
         run_id: str,
@@ -1251,58 +1274,45 @@ class Engine:
     ) -> None:
         """Approve (``approved``), deny (``denied``) or, with ``None``, fail a run waiting
         at an approval gate. 404 unknown run; 409 not waiting for approval."""
-        events: list[Event] = []
         now = now_ms()
-        async with self.store.write() as conn:
-            row, step_id = await _waiting_run(conn, run_id, "approval", "an approval")
-            status = decision or "timed_out"
+        status = decision or "timed_out"
+
+        async def write(conn: AsyncConnection, row: Any) -> Written:
+            step_id = _waiting_step(row, "approval", "an approval")
             await conn.execute(
                 approvals.update()
                 .where(approvals.c.run_id == run_id, approvals.c.step_id == step_id)
                 .values(status=status, resolved_ms=now, approver=approver, reason=reason)
             )
-            stream = stream_of(run_id)
-            resolved = {
-                "run_id": run_id,
-                "step": step_id,
-                "decision": status,
-                "approver": approver,
-                "reason": reason,
-                "timed_out": timed_out,
-            }
-            events.append(
-                await self.store.append_event(stream, "approval.resolved", resolved, conn)
+            resolved = (
+                "approval.resolved",
+                {
+                    "step": step_id,
+                    "decision": status,
+                    "approver": approver,
+                    "reason": reason,
+                    "timed_out": timed_out,
+                },
             )
-            if decision is None:
-                error = {"message": f"approval {step_id!r} timed out", "step": step_id}
-                await conn.execute(
-                    runs.update()
-                    .where(runs.c.id == run_id)
-                    .values(
-                        status="failed",
-                        error=error,
-                        waiting_for=None,
-                        finished_ms=now,
-                        updated_ms=now,
-                    )
-                )
-                events.append(
-                    await self.store.append_event(
-                        stream, "run.failed", {"run_id": run_id, "error": error}, conn
-                    )
-                )
-            else:
+            if decision is not None:
                 resolution = {
                     "decision": decision,
                     "approver": approver,
                     "reason": reason,
                     "at_ms": now,
                 }
-                events.append(await self._resumed(conn, row, step_id, resolution, approver, now))
-        if decision is None:  # counted once the failure is stored
+                return [
+                    resolved,
+                    await self._resumed(conn, row, step_id, resolution, approver, now),
+                ]
+            error = {"message": f"approval {step_id!r} timed out", "step": step_id}
+            await _end_run(conn, run_id, "failed", error, now)
+            return [resolved, ("run.failed", {"error": error})]
+
+        def failed(row: Any) -> None:  # counted once the failure is stored
             self.m_finished.labels(row.pipeline_id, "failed").inc()
-        await self._notify(events)
-        self.wake.set()
+
+        await self._operator_write(run_id, write, failed if decision is None else None)
 
     async def _resumed(
         self,
@@ -1312,27 +1322,24 @@ class Engine:
         resolution: dict[str, Any],
         by: str,
         now: int,
-    ) -> Event:
+    ) -> tuple[str, dict[str, Any]]:
         """Store how a waiting step was resolved and queue the run again (its worker
-        continues at that step); returns the ``run.resumed`` event, in the same
-        transaction."""
+        continues at that step); returns the ``run.resumed`` event to append."""
         resolutions = {**(row.resolutions or {}), step_id: resolution}
         await conn.execute(
             runs.update()
             .where(runs.c.id == row.id)
             .values(status="pending", waiting_for=None, resolutions=resolutions, updated_ms=now)
         )
-        return await self.store.append_event(
-            stream_of(row.id), "run.resumed", {"run_id": row.id, "step": step_id, "by": by}, conn
-        )
+        return "run.resumed", {"step": step_id, "by": by}
 
     async def resume(self, run_id: str, raw_input: Any, by: str) -> None:
         """Give a run waiting at a ``wait`` step its input (validated against the step's
         schema: 422 naming the field, and the run still waits)."""
-        events: list[Event] = []
         now = now_ms()
-        async with self.store.write() as conn:
-            row, step_id = await _waiting_run(conn, run_id, "input", "input")
+
+        async def write(conn: AsyncConnection, row: Any) -> Written:
+            step_id = _waiting_step(row, "input", "input")
             try:
                 pipeline: Pipeline | None = await self.definition_for(conn, row)
             except DefinitionChanged:
@@ -1350,14 +1357,12 @@ class Engine:
                         422, "validation_failed", message, details={"param": param}
                     ) from None
             resolution = {"input": value, "by": by, "at_ms": now}
-            events.append(await self._resumed(conn, row, step_id, resolution, by, now))
-        await self._notify(events)
-        self.wake.set()
+            return [await self._resumed(conn, row, step_id, resolution, by, now)]
+
+        await self._operator_write(run_id, write)
 
     async def release(self, run_id: str, by: str) -> None:
-        events: list[Event] = []
-        async with self.store.write() as conn:
-            row = await run_row(conn, run_id)
+        async def write(conn: AsyncConnection, row: Any) -> Written:
             if row.status != "paused":
                 raise GatewayError(409, "not_paused", f"run {run_id} is {row.status}, not paused")
             await conn.execute(
@@ -1370,57 +1375,34 @@ class Engine:
                     updated_ms=now_ms(),
                 )
             )
-            events.append(
-                await self.store.append_event(
-                    stream_of(run_id),
-                    "run.released",
-                    {"run_id": run_id, "step": row.paused_at, "by": by},
-                    conn,
-                )
-            )
-        await self._notify(events)
-        self.wake.set()
+            return [("run.released", {"step": row.paused_at, "by": by})]
+
+        await self._operator_write(run_id, write)
 
     async def cancel(self, run_id: str, by: str, reason: str | None) -> None:
-        events: list[Event] = []
         now = now_ms()
-        async with self.store.write() as conn:
-            row = await run_row(conn, run_id)
+
+        async def write(conn: AsyncConnection, row: Any) -> Written:
             if row.status in TERMINAL:
                 raise GatewayError(409, "run_finished", f"run {run_id} is already {row.status}")
-            await conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id)
-                .values(
-                    status="cancelled",
-                    waiting_for=None,
-                    finished_ms=now,
-                    updated_ms=now,
-                    lease_owner=None,
-                    lease_expires_ms=None,
-                    error={"message": "cancelled", "by": by, "reason": reason},
-                )
+            error = {"message": "cancelled", "by": by, "reason": reason}
+            await _end_run(
+                conn, run_id, "cancelled", error, now, lease_owner=None, lease_expires_ms=None
             )
             await conn.execute(
                 approvals.update()
                 .where(approvals.c.run_id == run_id, approvals.c.status == "pending")
                 .values(status="cancelled", resolved_ms=now)
             )
-            events.append(
-                await self.store.append_event(
-                    stream_of(run_id),
-                    "run.cancelled",
-                    {"run_id": run_id, "by": by, "reason": reason},
-                    conn,
-                )
-            )
-            pipeline_id = row.pipeline_id
-        task = self.tasks.get(run_id)
-        if task is not None:
-            task.cancel()
-        await self._notify(events)
-        self.m_finished.labels(pipeline_id, "cancelled").inc()
-        self.wake.set()
+            return [("run.cancelled", {"by": by, "reason": reason})]
+
+        def cancelled(row: Any) -> None:
+            task = self.tasks.get(run_id)
+            if task is not None:
+                task.cancel()
+            self.m_finished.labels(row.pipeline_id, "cancelled").inc()
+
+        await self._operator_write(run_id, write, cancelled)
 
 
 class _StepFailed(Exception):
@@ -1442,15 +1424,33 @@ async def _journal_of(conn: AsyncConnection, run_id: str) -> dict[str, dict[str,
     }
 
 
-async def _waiting_run(conn: AsyncConnection, run_id: str, kind: str, what: str) -> tuple[Any, str]:
-    """The run and the step it waits at, or 409 ``not_waiting_for_<kind>``."""
-    row = await run_row(conn, run_id)
+async def _end_run(
+    conn: AsyncConnection, run_id: str, status: str, error: Any, now: int, **values: Any
+) -> None:
+    """Store an operator action's end of a run (``failed``, ``cancelled``)."""
+    await conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id)
+        .values(
+            status=status,
+            error=error,
+            waiting_for=None,
+            finished_ms=now,
+            updated_ms=now,
+            **values,
+        )
+    )
+
+
+def _waiting_step(row: Any, kind: str, what: str) -> str:
+    """The step the run waits at, or 409 ``not_waiting_for_<kind>``."""
     waiting = row.waiting_for or {}
     if row.status != "waiting" or waiting.get("type") != kind:
         raise GatewayError(
-            409, f"not_waiting_for_{kind}", f"run {run_id} is {row.status}, not waiting for {what}"
+            409, f"not_waiting_for_{kind}", f"run {row.id} is {row.status}, not waiting for {what}"
         )
-    return row, waiting["step"]
+    step: str = waiting["step"]
+    return step
 
 
 async def run_row(conn: AsyncConnection, run_id: str) -> Any:

@@ -1,0 +1,89 @@
+"""``[plugins.pipelines]``: one parse of the section gives both what is wrong with it
+(``problems``, for ``gateway_validate_config``: ``gateway config check``, a config PATCH,
+a reload) and the values the plugin runs with (``configured``, at start-up and reload).
+Every problem names its key: ``plugins.pipelines.lease_seconds: ...``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from host.api import GatewayError
+from host.secrets import Secret, SecretError
+from host.settings import Settings
+
+PREFIX = "plugins.pipelines"
+
+
+@dataclass(frozen=True)
+class PipelinesConfig:
+    # Running runs over every worker process; 0: this process serves the API (starts,
+    # approvals, events) but its worker claims no runs.
+    max_concurrent_runs: int = 4
+    lease_seconds: float = 15.0
+    poll_seconds: float = 1.0
+    directory: str | None = None  # None: the shipped examples
+
+
+def parse(section: dict[str, Any], config_dir: Path | None) -> tuple[PipelinesConfig, list[str]]:
+    """The section's values (the default where a value is invalid) and its problems."""
+    found: list[str] = []
+    defaults = PipelinesConfig()
+    runs = section.get("max_concurrent_runs", defaults.max_concurrent_runs)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+        found.append(f"{PREFIX}.max_concurrent_runs: must be an integer >= 0 (got {runs!r})")
+        runs = defaults.max_concurrent_runs
+    lease = _seconds(section, "lease_seconds", defaults.lease_seconds, found)
+    poll = _seconds(section, "poll_seconds", defaults.poll_seconds, found)
+    directory = section.get("directory") or None
+    if directory is not None and not isinstance(directory, str):
+        found.append(f"{PREFIX}.directory: must be a path (a string) (got {directory!r})")
+        directory = None
+    _check_webhooks(section.get("webhooks", {}), config_dir, found)
+    return PipelinesConfig(runs, lease, poll, directory), found
+
+
+def problems(settings: Settings) -> list[str]:
+    return parse(settings.plugin_section("pipelines"), settings.config_dir)[1]
+
+
+def configured(settings: Settings) -> PipelinesConfig:
+    """The section's values; GatewayError 400 ``config_invalid`` naming every invalid key
+    (start-up fails with it)."""
+    config, found = parse(settings.plugin_section("pipelines"), settings.config_dir)
+    if found:
+        raise GatewayError(400, "config_invalid", "; ".join(found))
+    return config
+
+
+def _seconds(section: dict[str, Any], key: str, default: float, found: list[str]) -> float:
+    raw = section.get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw < math.inf:
+        found.append(f"{PREFIX}.{key}: must be a number of seconds > 0 (got {raw!r})")
+        return default
+    return float(raw)
+
+
+def _check_webhooks(raw: Any, config_dir: Path | None, found: list[str]) -> None:
+    """``[plugins.pipelines.webhooks.<name>]`` tables: a ``pipeline`` id and a ``secret``
+    that resolves (a string, ``{ env = "NAME" }`` set, ``{ file = "path" }`` readable).
+    The routes read the tables themselves (``routes.webhooks``). Whether the pipeline
+    exists is not checked: directory pipelines are known only once their files are
+    imported, which a check does not do (a delivery for an unknown one is a 404)."""
+    if not isinstance(raw, dict):
+        found.append(f"{PREFIX}.webhooks: must be a table of webhook tables (got {raw!r})")
+        return
+    for name, table in raw.items():
+        key = f"{PREFIX}.webhooks.{name}"
+        if not isinstance(table, dict):
+            found.append(f"{key}: must be a table with pipeline and secret (got {table!r})")
+            continue
+        pipeline = table.get("pipeline")
+        if not isinstance(pipeline, str) or not pipeline:
+            found.append(f"{key}.pipeline: must be a pipeline id (a string) (got {pipeline!r})")
+        try:
+            Secret.resolve(table.get("secret"), config_dir)
+        except SecretError as exc:
+            found.append(f"{key}.secret: {exc}")
