@@ -129,7 +129,9 @@ def gateway_register_safety_scanners(register: Register) -> None:
 
     All implementations are called; a scanner name registered twice fails start-up.
     Scanners run in registration order on model input (before the provider is called) and
-    output (streamed text included); the strongest verdict wins (block > redact > warn).
+    output (tool-call arguments included; streamed output is rescanned as it grows, so a
+    redaction must leave its own output unchanged); the strongest verdict wins (block >
+    redact > warn).
     """
 
 

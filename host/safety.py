@@ -46,10 +46,17 @@ class ScanResult:
 
 
 async def scan_text(
-    ctx: GatewayContext, text: str, direction: str, context: dict[str, Any]
+    ctx: GatewayContext,
+    text: str,
+    direction: str,
+    context: dict[str, Any],
+    *,
+    publish: bool = True,
 ) -> ScanResult:
     """Run every registered scanner over ``text``; publishes a ``safety.<action>`` event
-    for anything but allow. Cheap when no scanner is registered."""
+    for anything but allow (unless ``publish`` is false: a caller that scans the same
+    text again and again, a stream's rolling scan, publishes each finding once itself
+    with :func:`publish_findings`). Cheap when no scanner is registered."""
     scanners = ctx.registry("safety_scanners")
     result = ScanResult("allow", text)
     if not len(scanners):
@@ -67,10 +74,19 @@ async def scan_text(
             result.action = verdict.action
         if verdict.action == "block":
             break
-    if result.findings:
-        await ctx.hub.publish(
-            SAFETY_STREAM,
-            f"safety.{result.action}",
-            {"direction": direction, "findings": result.findings, **context},
-        )
+    if publish and result.findings:
+        await publish_findings(ctx, result.action, result.findings, direction, context)
     return result
+
+
+async def publish_findings(
+    ctx: GatewayContext,
+    action: Action,
+    findings: list[dict[str, str]],
+    direction: str,
+    context: dict[str, Any],
+) -> None:
+    """The ``safety.<action>`` event on the ``safety`` stream."""
+    await ctx.hub.publish(
+        SAFETY_STREAM, f"safety.{action}", {"direction": direction, "findings": findings, **context}
+    )

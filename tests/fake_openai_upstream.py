@@ -16,6 +16,12 @@
   ``disconnected`` is set.
 - ``strict``: like ``normal``, except that a body with ``stream_options`` is refused
   with 400, as some OpenAI-compatible servers do.
+- ``notjson``: 200 with an HTML page instead of JSON (a misconfigured proxy in front).
+- ``garbled``: streams one chunk, then a ``data:`` line that is not JSON, then ``[DONE]``.
+- ``length``: like ``normal``, but the answer ends with ``finish_reason: "length"`` (the
+  token limit was hit).
+- ``stall``: streams one chunk, then sends nothing more for ``sleep_seconds`` (past a
+  short read timeout), then ends.
 """
 
 from __future__ import annotations
@@ -114,6 +120,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _html(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _start_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -174,6 +187,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         elif model == "endless":
             self._endless(body, chat)
+        elif model == "notjson":
+            self._html(200, b"<html><body>502 Bad Gateway (nginx)</body></html>")
+        elif model == "garbled":
+            self._start_stream()
+            self._event(self._chunk_obj(body, chat, {"content": "fine"}))
+            self._chunk(b'data: {"choices": [{"delta": \n\n')
+            try:
+                self._end_stream()
+            except OSError:
+                pass  # the gateway already hung up on the bad chunk
+            self.close_connection = True
+        elif model == "stall":
+            self._stall(body, chat)
         elif model == "slow":
             self._slow(body, chat)
         else:
@@ -225,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: dict[str, Any], chat: bool, stream: bool) -> None:
         text, calls = self._reply(body) if chat else (NORMAL_TEXT, [])
-        finish = "tool_calls" if calls else "stop"
+        finish = "tool_calls" if calls else "length" if body.get("model") == "length" else "stop"
         if not stream:
             created = int(time.time())
             if chat:
@@ -279,6 +305,18 @@ class _Handler(BaseHTTPRequestHandler):
         up.last_chunk_sent = True
         self._end_stream()
 
+    def _stall(self, body: dict[str, Any], chat: bool) -> None:
+        up = self.upstream
+        self._start_stream()
+        self._event(self._chunk_obj(body, chat, {"content": "first"}))
+        up._stop.wait(up.sleep_seconds)
+        try:
+            self._event(self._chunk_obj(body, chat, {"content": " late"}, "stop"))
+            self._end_stream()
+        except OSError:
+            pass  # the gateway gave up on us long ago
+        self.close_connection = True
+
     def _endless(self, body: dict[str, Any], chat: bool) -> None:
         up = self.upstream
         try:
@@ -297,7 +335,8 @@ WRONG_KEY = "sk-wrong-key-that-must-not-leak"
 
 def models_config(upstream: FakeUpstream) -> dict[str, Any]:
     """``[models]`` for a gateway in front of ``upstream``: one gateway model per
-    behaviour (``gpt-<behaviour>``), the key read from ``$FAKE_UPSTREAM_KEY``, plus a model
+    behaviour (``gpt-<behaviour>``; ``gpt-sleepy`` and ``gpt-stall`` with a 0.3 s read
+    timeout), the key read from ``$FAKE_UPSTREAM_KEY``, plus a model
     on a closed port, ``gpt-strict-quiet`` (``stream_usage = false``) and the offline
     ``echo``."""
 
@@ -320,6 +359,10 @@ def models_config(upstream: FakeUpstream) -> dict[str, Any]:
         "gpt-endless": model("endless"),
         "gpt-strict": model("strict"),
         "gpt-strict-quiet": model("strict", stream_usage=False),
+        "gpt-notjson": model("notjson"),
+        "gpt-garbled": model("garbled"),
+        "gpt-stall": model("stall", read_timeout_seconds=0.3),
+        "gpt-length": model("length"),
         "gpt-refused": {
             **model("normal", max_retries=1),
             "base_url": f"http://127.0.0.1:{closed_port()}/v1",

@@ -282,16 +282,25 @@ async def test_metrics_count_requests_first_tokens_and_tokens_by_model_and_provi
 # -- against a real server: the SDK mid-stream, and a client that goes away -------------------
 
 
-def test_sdk_raises_mid_iteration_when_the_upstream_dies(openai_gateway, upstream):
+@pytest.mark.parametrize(
+    ("model", "before", "codes"),
+    [
+        ("gpt-dies", "partial answer", {"upstream_stream_broken", "upstream_stream_incomplete"}),
+        ("gpt-stall", "first", {"upstream_timeout"}),  # silent past its read timeout
+    ],
+)
+def test_sdk_raises_mid_iteration_when_the_upstream_fails(
+    openai_gateway, upstream, model, before, codes
+):
     client = sdk(openai_gateway)
-    stream = client.chat.completions.create(model="gpt-dies", messages=USER, stream=True)
+    stream = client.chat.completions.create(model=model, messages=USER, stream=True)
     received: list[str] = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:
             received.append(chunk.choices[0].delta.content or "")
-    assert "".join(received) == "partial answer"
+    assert "".join(received) == before
     assert isinstance(caught.value.body, dict)
-    assert caught.value.body["code"] in {"upstream_stream_broken", "upstream_stream_incomplete"}
+    assert caught.value.body["code"] in codes
 
 
 def test_sdk_errors_carry_status_and_code(openai_gateway, upstream):

@@ -93,7 +93,7 @@ def test_completions_refuse_unknown_stream_options(openai_gateway, upstream):
         headers=ADMIN,
     )
     assert answer.status_code == 400
-    assert answer.json()["error"]["code"] == "invalid_request_body"
+    assert answer.json()["error"]["code"] == "unsupported_parameter"
     assert answer.json()["error"]["param"] == "stream_options.x"
     assert upstream.requests == []
 

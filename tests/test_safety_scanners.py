@@ -96,9 +96,9 @@ async def test_gateway_register_safety_scanners_block_output_not_streamed(safe):
 
 async def test_gateway_register_safety_scanners_block_streamed_output_mid_stream(safe):
     _plugin, client, _app = safe
-    r = await client.post(
-        "/v1/chat/completions", json=chat("safe then danger", True), headers=ADMIN
-    )
+    # Longer than the stream's hold-back (64 characters), so the safe part goes out first.
+    text = "safe " + "words " * 20 + "then danger"
+    r = await client.post("/v1/chat/completions", json=chat(text, True), headers=ADMIN)
     assert r.status_code == 200
     lines = [ln for ln in (await r.get_data(as_text=True)).splitlines() if ln.startswith("data:")]
     last = json.loads(lines[-1][5:])

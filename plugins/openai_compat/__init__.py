@@ -17,11 +17,15 @@ from plugins.openai_compat import (
     responses_routes,
     responses_store,
     routes,
+    safety_stream,
 )
 from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, parse_models
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.providers.echo import EchoProvider
 from plugins.openai_compat.providers.upstream import OpenAIUpstream
+
+# The section's scalar keys (plugin_settings.py).
+SETTINGS = (keepalive.SETTING, safety_stream.SETTING)
 
 
 @hookimpl
@@ -54,7 +58,8 @@ def gateway_startup(app: Quart) -> None:
     ctx.extras[routes.METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
     ctx.extras[CATALOG_KEY] = _build_catalog(app, ctx.settings)
     ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
-    ctx.extras[keepalive.EXTRA_KEY] = keepalive.configured(ctx.settings)
+    for setting in SETTINGS:
+        ctx.extras[setting.extra_key] = setting.configured(ctx.settings)
 
 
 @hookimpl
@@ -63,17 +68,18 @@ def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
         _, problems = parse_models(
             context(app).registry("providers"), settings.extra_section("models")
         )
-    return problems + pipeline_models.problems(settings) + keepalive.problems(settings)
+    problems += pipeline_models.problems(settings)
+    return problems + [p for setting in SETTINGS for p in setting.problems(settings)]
 
 
 @hookimpl
 async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     catalog = _build_catalog(app, settings)
     exposed = pipeline_models.configured(settings)
-    every = keepalive.configured(settings)
+    values = {setting.extra_key: setting.configured(settings) for setting in SETTINGS}
     context(app).extras[CATALOG_KEY] = catalog
     context(app).extras[pipeline_models.EXPOSED_KEY] = exposed
-    context(app).extras[keepalive.EXTRA_KEY] = every
+    context(app).extras.update(values)
     # Connection pools to upstreams no model points at any more are closed.
     providers = context(app).registry("providers")
     for name in providers:

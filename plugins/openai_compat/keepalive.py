@@ -13,38 +13,18 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
-from host.api import GatewayError, context
-from host.settings import Settings
+from plugins.openai_compat.plugin_settings import PluginSetting, is_number
 
 KEEPALIVE = b": keep-alive\n\n"
-CONFIG_KEY = "keepalive_seconds"
-EXTRA_KEY = "openai_compat.keepalive_seconds"
-DEFAULT_SECONDS = 15.0
+SETTING = PluginSetting(
+    "keepalive_seconds",
+    15.0,
+    lambda v: is_number(v) and v > 0,
+    "a number of seconds > 0",
+    float,
+)
 
 T = TypeVar("T")
-
-
-def problems(settings: Settings) -> list[str]:
-    """What is wrong with ``[plugins.openai_compat] keepalive_seconds``, naming the key."""
-    raw = settings.plugin_section("openai_compat").get(CONFIG_KEY, DEFAULT_SECONDS)
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw > 0:
-        return [
-            f"plugins.openai_compat.{CONFIG_KEY}: must be a number of seconds > 0 (got {raw!r})"
-        ]
-    return []
-
-
-def configured(settings: Settings) -> float:
-    """``keepalive_seconds``; GatewayError (naming the key) when it is invalid."""
-    found = problems(settings)
-    if found:
-        raise GatewayError(400, "config_invalid", "; ".join(found))
-    return float(settings.plugin_section("openai_compat").get(CONFIG_KEY, DEFAULT_SECONDS))
-
-
-def seconds() -> float:
-    found: float = context().extras.get(EXTRA_KEY, DEFAULT_SECONDS)
-    return found
 
 
 _END = object()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -35,6 +37,13 @@ class LLMMetrics:
             ["model", "provider", "direction"],
             registry=registry,
         )
+
+    def finished(self, labels: tuple[str, str], api: str, outcome: str, started: float) -> None:
+        """A model call ended (``ok``, ``error`` or ``cancelled``), ``started`` being its
+        ``time.perf_counter()`` at the request: counted, and its duration observed,
+        whatever the outcome."""
+        self.requests.labels(*labels, api, outcome).inc()
+        self.latency.labels(*labels).observe(time.perf_counter() - started)
 
     def count_usage(self, model: str, provider: str, usage: dict[str, int] | None) -> None:
         if not usage:

@@ -2,35 +2,157 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from host.errors import GatewayError, validation_message
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StrictBody(BaseModel):
+    """A request body (or a part of one): unknown keys are refused, and numbers and
+    booleans are never coerced (``true`` is not 1.0, ``5.0`` is not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+def unsupported(message: str) -> PydanticCustomError:
+    """A validation error that :func:`parse_body` answers as ``unsupported_parameter``."""
+    return PydanticCustomError("unsupported_parameter", message)
 
+
+def only_function_tools(tool: Any) -> Any:
+    """Before a tool is validated: a tool of another type (``web_search``, ``custom``...)
+    is a parameter the gateway does not serve, not a malformed one."""
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    if isinstance(kind, str) and kind != "function":
+        raise unsupported(f"only function tools are supported, got type {kind!r}")
+    return tool
+
+
+def check_tool_choice(
+    choice: Any, info: ValidationInfo, named: Callable[[dict[str, Any]], str | None]
+) -> Any:
+    """``tool_choice``: ``none``, ``auto``, ``required`` or a function choice (whose name
+    ``named`` reads, ``None`` if malformed); ``required`` and a named function need
+    ``tools``, and the name must be one of them."""
+    if choice is None:
+        return None
+    name = named(choice) if isinstance(choice, dict) else None
+    if choice not in ("none", "auto", "required") and name is None:
+        raise ValueError(
+            f"must be 'none', 'auto', 'required' or a function choice (got {choice!r})"
+        )
+    if "tools" not in info.data:  # the tools are invalid; that error is reported
+        return choice
+    names = [tool.name for tool in info.data["tools"] or []]
+    if (choice == "required" or name is not None) and not names:
+        raise ValueError(f"{choice!r} needs tools")
+    if name is not None and name not in names:
+        raise ValueError(f"names function {name!r}, which is not among the tools")
+    return choice
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content (``text``, ``image_url``, ``input_audio``...):
+    passed on as given."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str = Field(..., min_length=1)
+
+
+class ToolCallFunction(StrictBody):
+    name: str = Field(..., min_length=1)
+    arguments: str
+
+
+class ToolCall(StrictBody):
+    """An assistant message's tool call, as the model made it."""
+
+    id: str = Field(..., min_length=1)
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
+class ChatMessage(StrictBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = Field(None, validate_default=True)
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = Field(None, validate_default=True)
+    # Assistant turns as the SDKs give them back.
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
+    function_call: dict[str, Any] | None = None
+    annotations: list[Any] | None = Field(None, exclude=True)  # output only: not sent on
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_assistant(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None and info.data.get("role") not in (None, "assistant"):
+            raise ValueError(f"required for role {info.data['role']!r}")
+        return v
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_are_the_assistants(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is not None and info.data.get("role") not in (None, "assistant"):
+            raise ValueError("only assistant messages carry tool_calls")
+        return v
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tool_results_name_their_call(cls, v: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role")
+        if role == "tool" and not v:
+            raise ValueError("required for role 'tool' (the id of the call it answers)")
+        if role not in (None, "tool") and v is not None:
+            raise ValueError("only tool messages carry tool_call_id")
+        return v
 
 
-class StreamOptions(_Strict):
+class FunctionDefinition(StrictBody):
+    name: str = Field(..., min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    strict: bool | None = None
+
+
+class ChatTool(StrictBody):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+
+FunctionTool = Annotated[ChatTool, BeforeValidator(only_function_tools)]
+
+
+def _chat_named_choice(choice: dict[str, Any]) -> str | None:
+    fn = choice.get("function")
+    if set(choice) != {"type", "function"} or choice["type"] != "function":
+        return None
+    if not isinstance(fn, dict) or set(fn) != {"name"} or not isinstance(fn["name"], str):
+        return None
+    return fn["name"] or None
+
+
+class StreamOptions(StrictBody):
     include_usage: bool = False
 
 
@@ -49,13 +171,13 @@ def _metadata_limits(v: dict[str, str]) -> dict[str, str]:
 Metadata = Annotated[dict[str, str], AfterValidator(_metadata_limits)]
 
 
-class ChatCompletionRequest(_Strict):
+class ChatCompletionRequest(StrictBody):
     model: str = Field(..., min_length=1)
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     n: int = Field(1, ge=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -77,8 +199,28 @@ class ChatCompletionRequest(_Strict):
             raise ValueError("at most 4 stop sequences")
         return v
 
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice(cls, v: Any, info: ValidationInfo) -> Any:
+        return check_tool_choice(v, info, _chat_named_choice)
 
-class CompletionRequest(_Strict):
+    @model_validator(mode="after")
+    def _tool_results_answer_calls(self) -> ChatCompletionRequest:
+        calls: set[str] = set()
+        for i, message in enumerate(self.messages):
+            calls.update(call.id for call in message.tool_calls or [])
+            if message.role == "tool" and message.tool_call_id not in calls:
+                raise GatewayError(
+                    400,
+                    "invalid_request_body",
+                    f"messages.{i}.tool_call_id: {message.tool_call_id!r} answers no tool "
+                    "call of an earlier assistant message",
+                    param=f"messages.{i}.tool_call_id",
+                )
+        return self
+
+
+class CompletionRequest(StrictBody):
     model: str = Field(..., min_length=1)
     prompt: str | list[str]
     stream: bool = False
@@ -109,7 +251,13 @@ def parse_body(model: type[BaseModel], body: Any) -> Any:
         parsed = model.model_validate(body)
     except ValidationError as exc:
         message, field = validation_message(exc)
-        raise GatewayError(400, "invalid_request_body", message, param=field) from exc
+        kind = exc.errors()[0]["type"] if exc.errors() else ""
+        code = (
+            "unsupported_parameter"
+            if kind in ("extra_forbidden", "unsupported_parameter")
+            else "invalid_request_body"
+        )
+        raise GatewayError(400, code, message, param=field) from exc
     if getattr(parsed, "n", 1) != 1:
         raise GatewayError(400, "unsupported_parameter", "n: only n = 1 is supported", param="n")
     return parsed

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint
 from quart_schema import document_request, document_response
 
 from host.api import GatewayError, Store, context, document_stream
@@ -20,6 +20,11 @@ from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.keepalive import KEEPALIVE, with_keepalive
 from plugins.openai_compat.models import parse_body
 from plugins.openai_compat.providers.base import ProviderError
+from plugins.openai_compat.responses_errors import (
+    error_event_payload,
+    response_error,
+    with_spec_error_type,
+)
 from plugins.openai_compat.responses_models import ResponsesRequest
 from plugins.openai_compat.responses_stream import ResponsesStream
 from plugins.openai_compat.responses_translate import (
@@ -33,13 +38,11 @@ from plugins.openai_compat.responses_translate import (
 from plugins.openai_compat.routes import json_body, metrics, provider_failure, resolve_model
 from plugins.openai_compat.safety import OutputScanner, scan_messages
 from plugins.openai_compat.schemas import DeletedResponse, ResponseObject
-from plugins.openai_compat.streaming import close_stream, first_of
+from plugins.openai_compat.streaming import close_stream, event_stream, first_of
 
 bp = Blueprint("openai_responses", __name__)
-
-
-def _error_object(exc: ProviderError) -> dict[str, Any]:
-    return {"code": exc.code, "message": exc.message}
+# Errors on these routes use the OpenResponses error types (responses_errors.py).
+bp.after_request(with_spec_error_type)
 
 
 async def _history(req: ResponsesRequest) -> list[dict[str, Any]]:
@@ -123,14 +126,13 @@ async def _complete(
         result = await resolved.provider.chat(resolved.route, body)
         result = await OutputScanner("responses", resolved.name).completion(result)
     except ProviderError as exc:
-        m.requests.labels(*labels, "responses", "error").inc()
+        m.finished(labels, "responses", "error", started)
         return provider_failure(exc)
-    m.requests.labels(*labels, "responses", "ok").inc()
-    m.latency.labels(*labels).observe(time.perf_counter() - started)
+    m.finished(labels, "responses", "ok", started)
     m.count_usage(*labels, result.get("usage"))
     choice = (result.get("choices") or [{}])[0]
-    output = output_from_chat(choice.get("message") or {})
     truncated = choice.get("finish_reason") == "length"
+    output = output_from_chat(choice.get("message") or {}, cut_off=truncated)
     resource = response_resource(
         req,
         turn.response_id,
@@ -184,9 +186,10 @@ async def _stream(
     body = with_stream_usage(resolved.route, body)  # unless the upstream refuses it
     try:
         chunks = resolved.provider.chat_stream(resolved.route, body)
+        chunks = OutputScanner("responses", resolved.name).stream(chunks)  # rolling scan
         first = await first_of(chunks)
     except ProviderError as exc:
-        m.requests.labels(*labels, "responses", "error").inc()
+        m.finished(labels, "responses", "error", started)
         return provider_failure(exc)
     response_id = turn.response_id
     created_at = int(time.time())
@@ -197,8 +200,7 @@ async def _stream(
             req, response_id, resolved.name, status=status, created_at=created_at, **kw
         )
 
-    scanner = OutputScanner("responses", resolved.name)
-    every = keepalive.seconds()
+    every = keepalive.SETTING.current()
 
     async def events() -> AsyncIterator[bytes]:
         state = ResponsesStream()
@@ -215,23 +217,25 @@ async def _stream(
                         if chunk is None:
                             yield KEEPALIVE
                             continue
-                        for event in state.feed(await scanner.chunk(chunk)):
+                        for event in state.feed(chunk):
                             if not first_token_seen and event["type"].endswith(".delta"):
                                 first_token_seen = True
                                 m.ttft.labels(*labels).observe(time.perf_counter() - started)
                             yield _sse(event)
             except ProviderError as exc:
+                # OpenResponses: the error event, the items it cut off, response.failed.
                 outcome = "error"
-                for event in state.close():
+                yield _sse(state.event("error", error=error_event_payload(exc)))
+                for event in state.close(cut_off="open"):
                     yield _sse(event)
-                failed = resource("failed", output=state.output, error=_error_object(exc))
+                failed = resource("failed", output=state.output, error=response_error(exc))
                 yield _sse(state.event("response.failed", response=failed))
                 yield b"data: [DONE]\n\n"
                 return
-            for event in state.close():
+            truncated = state.finish_reason == "length"
+            for event in state.close(cut_off="last" if truncated else None):
                 yield _sse(event)
             m.count_usage(*labels, state.usage)
-            truncated = state.finish_reason == "length"
             final = resource(
                 "incomplete" if truncated else "completed",
                 output=state.output,
@@ -245,13 +249,9 @@ async def _stream(
             outcome = "ok"
         finally:
             await close_stream(chunks)
-            m.requests.labels(*labels, "responses", outcome).inc()
-            m.latency.labels(*labels).observe(time.perf_counter() - started)
+            m.finished(labels, "responses", outcome, started)
 
-    response = Response(events(), content_type="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.timeout = None
-    return response
+    return event_stream(events())
 
 
 async def _chain(

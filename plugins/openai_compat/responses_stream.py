@@ -124,12 +124,12 @@ class ResponsesStream:
         self._next_index += 1
         return index
 
-    def _close_text(self) -> list[dict[str, Any]]:
+    def _close_text(self, status: str = "completed") -> list[dict[str, Any]]:
         if self._text is None:
             return []
         t, self._text = self._text, None
         part = output_text_part(t["text"])
-        item = message_item(t["id"], t["text"])
+        item = message_item(t["id"], t["text"], status)
         self._done.append((t["index"], item))
         return [
             self.event(
@@ -150,11 +150,24 @@ class ResponsesStream:
             self.event("response.output_item.done", output_index=t["index"], item=item),
         ]
 
-    def close(self) -> list[dict[str, Any]]:
-        """Finish every open item; the caller then sends the terminal event."""
-        events = self._close_text()
+    def close(self, cut_off: str | None = None) -> list[dict[str, Any]]:
+        """Finish every open item; the caller then sends the terminal event. Items end
+        ``completed``, except: ``cut_off="last"`` (the token limit was hit) leaves the
+        last one ``incomplete``, ``cut_off="open"`` (the stream failed) every open one."""
+        open_indexes = [c["index"] for c in self._calls.values()]
+        if self._text is not None:
+            open_indexes.append(self._text["index"])
+        last = max(open_indexes, default=-1)
+
+        def status(index: int) -> str:
+            cut = cut_off == "open" or (cut_off == "last" and index == last)
+            return "incomplete" if cut else "completed"
+
+        events = self._close_text(status(self._text["index"])) if self._text else []
         for call in sorted(self._calls.values(), key=lambda c: c["index"]):
-            item = function_call_item(call["id"], call["call_id"], call["name"], call["arguments"])
+            item = function_call_item(
+                call["id"], call["call_id"], call["name"], call["arguments"], status(call["index"])
+            )
             self._done.append((call["index"], item))
             events.append(
                 self.event(

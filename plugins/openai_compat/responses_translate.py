@@ -3,13 +3,21 @@ that only speak chat completions (most local servers), by translating both ways.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeVar
 
-from host.errors import GatewayError
-from plugins.openai_compat.responses_models import ResponsesRequest
+from pydantic import BaseModel, ValidationError
+
+from host.errors import GatewayError, validation_message
+from plugins.openai_compat.responses_models import (
+    FunctionCallInput,
+    FunctionCallOutputInput,
+    ResponsesRequest,
+    ResponsesTool,
+)
+
+Item = TypeVar("Item", bound=BaseModel)
 
 
 def new_id(prefix: str) -> str:
@@ -38,46 +46,68 @@ def _text_parts(content: Any, where: str) -> str:
     return "".join(texts)
 
 
-def input_to_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Responses ``input`` items as chat messages."""
+def _item(model: type[Item], item: dict[str, Any], i: int) -> Item:
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        message, field = validation_message(exc, prefix=f"input.{i}.")
+        raise GatewayError(400, "invalid_request_body", message, param=field) from exc
+
+
+def input_to_messages(
+    items: str | list[dict[str, Any]], earlier: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Responses ``input`` items as chat messages. A ``function_call_output`` must answer
+    a ``function_call`` before it: in ``earlier`` (the stored conversation) or the input."""
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
+    calls = {call["id"] for m in earlier or [] for call in m.get("tool_calls") or []}
     messages: list[dict[str, Any]] = []
     for i, item in enumerate(items):
-        where = f"input[{i}]"
+        where = f"input.{i}"
         if not isinstance(item, dict):
             raise GatewayError(
-                400, "invalid_request_body", f"{where}: must be an object", param="input"
+                400, "invalid_request_body", f"{where}: must be an object", param=where
             )
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
             if role not in ("user", "system", "developer", "assistant"):
                 raise GatewayError(
-                    400, "invalid_request_body", f"{where}.role: invalid role", param="input"
+                    400,
+                    "invalid_request_body",
+                    f"{where}.role: invalid role",
+                    param=f"{where}.role",
                 )
             messages.append({"role": role, "content": _text_parts(item.get("content"), where)})
         elif kind == "function_call":
+            made = _item(FunctionCallInput, item, i)
+            calls.add(made.call_id)
             call = {
-                "id": item.get("call_id"),
+                "id": made.call_id,
                 "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments", "")},
+                "function": {"name": made.name, "arguments": made.arguments},
             }
             if messages and messages[-1]["role"] == "assistant" and messages[-1].get("tool_calls"):
                 messages[-1]["tool_calls"].append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
-            if not item.get("call_id"):
+            result = _item(FunctionCallOutputInput, item, i)
+            if result.call_id not in calls:
                 raise GatewayError(
-                    400, "invalid_request_body", f"{where}.call_id is required", param="input"
+                    400,
+                    "invalid_request_body",
+                    f"{where}.call_id: {result.call_id!r} answers no function_call of the "
+                    "input or of the previous response",
+                    param=f"{where}.call_id",
                 )
-            output = item.get("output")
+            output = result.output
             messages.append(
                 {
                     "role": "tool",
-                    "tool_call_id": item["call_id"],
-                    "content": output if isinstance(output, str) else json.dumps(output),
+                    "tool_call_id": result.call_id,
+                    "content": output if isinstance(output, str) else _text_parts(output, where),
                 }
             )
         else:
@@ -86,35 +116,23 @@ def input_to_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]
                 "unsupported_parameter",
                 f"{where}.type: input item type {kind!r} is not supported "
                 "(message, function_call, function_call_output are)",
-                param="input",
+                param=f"{where}.type",
             )
     return messages
 
 
-def tools_to_chat(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+def tools_to_chat(tools: list[ResponsesTool] | None) -> list[dict[str, Any]] | None:
     if not tools:
         return None
-    out = []
-    for i, tool in enumerate(tools):
-        if tool.get("type") != "function":
-            raise GatewayError(
-                400,
-                "unsupported_parameter",
-                f"tools[{i}].type: only function tools are supported, got {tool.get('type')!r}",
-                param="tools",
-            )
-        fn = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
-        if not fn.get("name"):
-            raise GatewayError(
-                400, "invalid_request_body", f"tools[{i}].name is required", param="tools"
-            )
-        out.append({"type": "function", "function": fn})
-    return out
+    return [
+        {"type": "function", "function": tool.model_dump(exclude={"type"}, exclude_none=True)}
+        for tool in tools
+    ]
 
 
 def tool_choice_to_chat(choice: str | dict[str, Any] | None) -> Any:
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "function", "function": {"name": choice.get("name")}}
+    if isinstance(choice, dict):  # validated: {"type": "function", "name": ...}
+        return {"type": "function", "function": {"name": choice["name"]}}
     return choice
 
 
@@ -125,8 +143,12 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]]) -> dict[str,
     if req.instructions:
         messages.append({"role": "system", "content": req.instructions})
     messages += history
-    messages += input_to_messages(req.input)
+    messages += input_to_messages(req.input, history)
     body: dict[str, Any] = {"messages": messages}
+    text_format = req.text.format if req.text else None
+    response_format = text_format.response_format() if text_format else None
+    if response_format:
+        body["response_format"] = response_format
     tools = tools_to_chat(req.tools)
     if tools:
         body["tools"] = tools
@@ -147,12 +169,14 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]]) -> dict[str,
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    """An assistant message item; ``in_progress`` (just added) has no content part yet,
+    ``completed`` and ``incomplete`` (cut off) carry the text."""
     return {
         "type": "message",
         "id": item_id,
         "status": status,
         "role": "assistant",
-        "content": [output_text_part(text)] if status == "completed" else [],
+        "content": [] if status == "in_progress" else [output_text_part(text)],
     }
 
 
@@ -173,7 +197,9 @@ def function_call_item(
     }
 
 
-def output_from_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
+def output_from_chat(message: dict[str, Any], cut_off: bool = False) -> list[dict[str, Any]]:
+    """A chat completion's message as output items; ``cut_off`` (the upstream stopped at
+    its token limit) makes the last item ``incomplete``."""
     items: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, list):
@@ -190,6 +216,8 @@ def output_from_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
                 fn.get("arguments", ""),
             )
         )
+    if cut_off and items:
+        items[-1]["status"] = "incomplete"
     return items
 
 
@@ -232,6 +260,13 @@ def usage_from_chat(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def text_format(req: ResponsesRequest) -> dict[str, Any]:
+    """The ``text.format`` a response echoes: the request's, or plain text."""
+    if req.text is None or req.text.format is None:
+        return {"type": "text"}
+    return req.text.format.model_dump(exclude_none=True, by_alias=True)
+
+
 def response_resource(
     req: ResponsesRequest,
     response_id: str,
@@ -258,13 +293,13 @@ def response_resource(
         "instructions": req.instructions,
         "output": output or [],
         "error": error,
-        "tools": req.tools or [],
+        "tools": [tool.model_dump(exclude_none=True) for tool in req.tools or []],
         "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
-        "truncation": "disabled",
+        "truncation": req.truncation or "disabled",
         "parallel_tool_calls": req.parallel_tool_calls
         if req.parallel_tool_calls is not None
         else True,
-        "text": {"format": {"type": "text"}},
+        "text": {"format": text_format(req)},
         "top_p": req.top_p if req.top_p is not None else 1.0,
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,

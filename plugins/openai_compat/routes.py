@@ -149,10 +149,9 @@ async def _call(
                 result = await provider.completion(route, body)
             result = await scanner.completion(result)
         except ProviderError as exc:
-            m.requests.labels(*labels, api, "error").inc()
+            m.finished(labels, api, "error", started)
             return provider_failure(exc)
-        m.requests.labels(*labels, api, "ok").inc()
-        m.latency.labels(*labels).observe(time.perf_counter() - started)
+        m.finished(labels, api, "ok", started)
         m.count_usage(*labels, result.get("usage"))
         result["model"] = resolved.name
         if recorder is not None:
@@ -168,9 +167,10 @@ async def _call(
             chunks = provider.chat_stream(route, body)
         else:
             chunks = provider.completion_stream(route, body)
+        chunks = scanner.stream(chunks)  # rolling safety scan; a block here is a 400
         first = await first_of(chunks)
     except ProviderError as exc:
-        m.requests.labels(*labels, api, "error").inc()
+        m.finished(labels, api, "error", started)
         return provider_failure(exc)
     seen_first_token = False
     last: dict[str, Any] = {}
@@ -178,7 +178,6 @@ async def _call(
 
     async def transform(chunk: dict[str, Any]) -> dict[str, Any] | None:
         nonlocal seen_first_token, last, usage_sent
-        chunk = await scanner.chunk(chunk)
         last = chunk
         if not seen_first_token and _has_content(chunk):
             seen_first_token = True
@@ -212,8 +211,7 @@ async def _call(
         ]
 
     def on_end(outcome: str) -> None:
-        m.requests.labels(*labels, api, outcome).inc()
-        m.latency.labels(*labels).observe(time.perf_counter() - started)
+        m.finished(labels, api, outcome, started)
 
     return sse_response(first, chunks, transform, on_end, before_done)
 

@@ -1,12 +1,15 @@
 """Safety scanning on the OpenAI surfaces: input before the provider is called, output
-(each streamed delta included) before it reaches the client."""
+(streamed text and tool-call arguments included, see ``safety_stream.py``) before it
+reaches the client."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from host.api import GatewayError, context, current_principal
-from host.safety import scan_text
+from host.safety import Action, ScanResult, publish_findings, scan_text
+from plugins.openai_compat import safety_stream
 from plugins.openai_compat.providers.base import ProviderError
 
 
@@ -66,37 +69,49 @@ class OutputScanner:
 
     def __init__(self, surface: str, model: str) -> None:
         self.active = _active()
-        self.ctx = context() if self.active else None
+        self.ctx = context()
         self.info = _info(surface, model) if self.active else {}
+        self.holdback = safety_stream.SETTING.current() if self.active else 0
 
     async def text(self, text: str) -> str:
-        if not self.active or not text or self.ctx is None:
+        if not self.active or not text:
             return text
         result = await scan_text(self.ctx, text, "output", self.info)
         if result.blocked:
-            raise ProviderError(400, "content_blocked", _blocked_message(result.findings))
+            raise self.blocked(result.findings)
         return result.text
 
-    async def chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        """A chat or completion chunk with its text scanned (and redacted) in place."""
+    async def scan(self, text: str) -> ScanResult:
+        """Scan without publishing: for rescans, whose caller reports each finding once."""
+        return await scan_text(self.ctx, text, "output", self.info, publish=False)
+
+    async def report(self, action: Action, findings: list[dict[str, str]]) -> None:
+        await publish_findings(self.ctx, action, findings, "output", self.info)
+
+    def blocked(self, findings: list[dict[str, str]]) -> ProviderError:
+        return ProviderError(400, "content_blocked", _blocked_message(findings))
+
+    def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Chat or completion chunks with their text and tool-call arguments scanned as
+        they grow (``safety_stream.py``); ``chunks`` unchanged when nothing scans."""
         if not self.active:
-            return chunk
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                delta["content"] = await self.text(delta["content"])
-            if isinstance(choice.get("text"), str):
-                choice["text"] = await self.text(choice["text"])
-        return chunk
+            return chunks
+        return safety_stream.StreamScan(self, self.holdback).run(chunks)
 
     async def completion(self, result: dict[str, Any]) -> dict[str, Any]:
-        """A non-streamed chat completion or text completion, scanned in place."""
+        """A non-streamed chat completion or text completion (tool-call arguments
+        included), scanned in place."""
         if not self.active:
             return result
         for choice in result.get("choices") or []:
             message = choice.get("message")
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                message["content"] = await self.text(message["content"])
+            if isinstance(message, dict):
+                if isinstance(message.get("content"), str):
+                    message["content"] = await self.text(message["content"])
+                for call in message.get("tool_calls") or []:
+                    fn = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                        fn["arguments"] = await self.text(fn["arguments"])
             if isinstance(choice.get("text"), str):
                 choice["text"] = await self.text(choice["text"])
         return result

@@ -51,7 +51,7 @@ def sse_response(
     last, before ``[DONE]``; ``on_end("ok" | "error" | "cancelled")`` runs once when the
     stream stops."""
 
-    every = keepalive.seconds()
+    every = keepalive.SETTING.current()
 
     async def body() -> AsyncIterator[bytes]:
         outcome = "cancelled"
@@ -81,7 +81,13 @@ def sse_response(
             await close_stream(stream)
             on_end(outcome)
 
-    response = Response(body(), content_type="text/event-stream")
+    return event_stream(body())
+
+
+def event_stream(body: AsyncIterator[bytes]) -> Response:
+    """A ``text/event-stream`` answer of ``body``, for every OpenAI surface: not cached,
+    not buffered by a reverse proxy (nginx reads ``X-Accel-Buffering``), no timeout."""
+    response = Response(body, content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     response.timeout = None

@@ -1,0 +1,196 @@
+"""The rolling safety scan of streamed output.
+
+Scanning each delta on its own would let a phrase split over two deltas through, so the
+text of each *segment* of a stream (a choice's content or text, a tool call's
+arguments) is scanned as it grows: every new piece is scanned together with what is
+still held back and, as left context, the last ``stream_safety_holdback`` characters
+already sent (``[plugins.openai_compat]``, default 64). Of what passed, all but the last
+``holdback`` characters go out; the rest is held back until more text pushes it out, the
+segment ends (its choice's ``finish_reason``, or the next segment of the choice
+starting), or the stream ends, where one final scan of the segment's whole text runs
+first. A match up to ``holdback + 1`` characters long is therefore always seen before
+any of it is sent, and redactions of such matches apply across deltas.
+
+A block raises ``ProviderError(400, "content_blocked")`` (the surfaces' mid-stream error
+event); so does a redaction that would change text already sent (a match longer than
+the hold-back). Each finding is published once per segment, not once per rescan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from host.safety import Action, ScanResult
+from plugins.openai_compat.plugin_settings import PluginSetting, is_whole
+from plugins.openai_compat.streaming import close_stream
+
+if TYPE_CHECKING:
+    from plugins.openai_compat.safety import OutputScanner
+
+SETTING = PluginSetting(
+    "stream_safety_holdback",
+    64,
+    lambda v: is_whole(v) and v >= 0,
+    "a whole number of characters >= 0",
+    int,
+)
+_ENVELOPE = ("id", "object", "created", "model", "system_fingerprint")
+_REACHES_SENT = {
+    "scanner": SETTING.key,
+    "action": "block",
+    "reason": "a redaction reaches text already sent to the client",
+}
+
+
+def _strongest(findings: list[dict[str, str]]) -> Action:
+    actions = {f["action"] for f in findings}
+    action: Action
+    for action in ("block", "redact"):
+        if action in actions:
+            return action
+    return "warn"
+
+
+class _Segment:
+    """One growing text of a stream: what was sent, and what is held back."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.tail = ""  # the last ``holdback`` characters sent: the left context of scans
+        self.pending = ""  # scanned (and redacted), not sent yet
+        self.dirty = False  # fed since its last final scan
+        self.reported: set[tuple[str, str, str]] = set()
+
+
+class StreamScan:
+    """The rolling scan of one streamed answer (chat completion or completion chunks)."""
+
+    def __init__(self, scanner: OutputScanner, holdback: int) -> None:
+        self.scanner = scanner
+        self.holdback = holdback
+        self.segments: dict[tuple[Any, ...], _Segment] = {}
+        self.envelope: dict[str, Any] = {}
+
+    async def run(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """``chunks`` scanned; what is still held back at the end comes in a last chunk."""
+        try:
+            async for chunk in chunks:
+                yield await self.chunk(chunk)
+            last = await self.flush()
+            if last is not None:
+                yield last
+        finally:
+            await close_stream(chunks)
+
+    async def chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        self.envelope = {k: chunk[k] for k in _ENVELOPE if k in chunk}
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            if isinstance(choice.get("text"), str):  # a completion chunk
+                choice["text"] = await self._feed(("text", index), choice["text"])
+            if isinstance(choice.get("delta"), dict):
+                await self._delta(index, choice["delta"])
+            if choice.get("finish_reason"):
+                for key in self._open(index):
+                    self._place(choice, key, await self._finish(key))
+        return chunk
+
+    async def flush(self) -> dict[str, Any] | None:
+        """A last chunk with what every unfinished segment still holds (None: nothing)."""
+        choices: dict[Any, dict[str, Any]] = {}
+        for key in [k for k in self.segments if self.segments[k].dirty]:
+            if key[0] == "text":
+                choice = {"index": key[1], "text": "", "finish_reason": None, "logprobs": None}
+            else:
+                choice = {"index": key[1], "delta": {}, "finish_reason": None}
+            self._place(choices.setdefault(key[1], choice), key, await self._finish(key))
+        return {**self.envelope, "choices": list(choices.values())} if choices else None
+
+    async def _delta(self, index: Any, delta: dict[str, Any]) -> None:
+        calls = [c for c in delta.get("tool_calls") or [] if isinstance(c, dict)]
+        content = delta.get("content")
+        touched: set[tuple[Any, ...]] = {("tool", index, c.get("index", 0)) for c in calls}
+        if isinstance(content, str) and content:
+            touched.add(("content", index))
+            delta["content"] = ""
+        # A choice's output is sequential: a new segment ends the one before it.
+        for key in [k for k in self._open(index) if touched and k not in touched]:
+            self._place({"delta": delta}, key, await self._finish(key))
+        if isinstance(content, str) and content:
+            self._place(
+                {"delta": delta}, ("content", index), await self._feed(("content", index), content)
+            )
+        for call in calls:
+            fn = call.get("function")
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                key = ("tool", index, call.get("index", 0))
+                fn["arguments"] = await self._feed(key, fn["arguments"])
+
+    def _open(self, index: Any) -> list[tuple[Any, ...]]:
+        return [k for k, seg in self.segments.items() if k[1] == index and seg.dirty]
+
+    @staticmethod
+    def _place(choice: dict[str, Any], key: tuple[Any, ...], text: str) -> None:
+        """Add a segment's released ``text`` to ``choice`` (a choice or ``{"delta": ...}``)."""
+        if not text:
+            return
+        if key[0] == "text":
+            choice["text"] = (choice.get("text") or "") + text
+            return
+        if not isinstance(choice.get("delta"), dict):
+            choice["delta"] = {}
+        delta = choice["delta"]
+        if key[0] == "content":
+            delta["content"] = (delta.get("content") or "") + text
+            return
+        calls = delta.get("tool_calls") or []
+        delta["tool_calls"] = calls
+        for call in calls:
+            if isinstance(call, dict) and call.get("index", 0) == key[2]:
+                fn = call.setdefault("function", {})
+                fn["arguments"] = (fn.get("arguments") or "") + text
+                return
+        calls.insert(0, {"index": key[2], "function": {"arguments": text}})
+
+    async def _feed(self, key: tuple[Any, ...], piece: str) -> str:
+        seg = self.segments.setdefault(key, _Segment())
+        if not piece:
+            return ""
+        seg.dirty = True
+        seg.pending += piece
+        out = await self._scan(seg, seg.tail)
+        cut = max(0, len(out) - self.holdback)
+        seg.pending = out[cut:]
+        return self._send(seg, out[:cut])
+
+    async def _finish(self, key: tuple[Any, ...]) -> str:
+        """The final scan of a segment's whole text; releases all it holds."""
+        seg = self.segments[key]
+        seg.dirty = False
+        out = await self._scan(seg, "".join(seg.sent))
+        seg.pending = ""
+        return self._send(seg, out)
+
+    def _send(self, seg: _Segment, text: str) -> str:
+        if text:
+            seg.sent.append(text)
+            seg.tail = (seg.tail + text)[-self.holdback :] if self.holdback else ""
+        return text
+
+    async def _scan(self, seg: _Segment, sent: str) -> str:
+        """Scan ``sent + pending``; what becomes of ``pending``. Raises on a block."""
+        result: ScanResult = await self.scanner.scan(sent + seg.pending)
+        findings = list(result.findings)
+        blocked = result.blocked or not result.text.startswith(sent)
+        if blocked and not result.blocked:
+            findings.append(dict(_REACHES_SENT))
+        new = [f for f in findings if (f["scanner"], f["action"], f["reason"]) not in seg.reported]
+        seg.reported.update((f["scanner"], f["action"], f["reason"]) for f in new)
+        if new:
+            await self.scanner.report(_strongest(new), new)
+        if blocked:
+            raise self.scanner.blocked(findings)
+        return result.text[len(sent) :]
