@@ -6,6 +6,7 @@ at their time, and a run another process left ``pending`` is claimed within
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,63 @@ async def test_a_run_left_pending_by_another_process_is_claimed_within_poll_seco
         assert record["status"] == "completed", record
         assert time.monotonic() - began < 0.5 + 2  # one poll, and the run's own steps
         assert record["claims"] == 1
+
+
+HELD_SOURCE = """
+import asyncio
+
+from plugins.pipelines.definition import Pipeline, code
+
+
+async def hold(ctx):
+    await asyncio.sleep(6)
+    return {"held": True}
+
+
+HELD = Pipeline(id="held", steps=[code("hold", hold)])
+"""
+
+
+async def test_a_heartbeat_that_fails_is_retried_before_the_lease_lapses(make_settings, tmp_path):
+    """The store is locked (another process holds SQLite's write lock) across one of the
+    worker's heartbeats, with a poll far longer than the lease: the failed heartbeat is
+    tried again soon, so the running run's lease never lapses (another worker would
+    otherwise take the run over while it still runs here)."""
+    directory = write_pipelines(tmp_path, "held", HELD_SOURCE)
+    section = {"directory": str(directory), "poll_seconds": SLOW_POLL, "lease_seconds": 3}
+    settings = make_settings(storage={"busy_timeout_ms": 100}, plugins={"pipelines": section})
+    db = settings.state_dir / "gateway.db"
+    async with running_app(settings) as (_app, client):
+        response = await start(client, "held", {"input": {}})
+        run_id = (await response.get_json())["runId"]
+
+        def lease() -> tuple[int | None, int]:
+            with sqlite3.connect(db, timeout=5) as conn:
+                row = conn.execute(
+                    "SELECT lease_expires_ms FROM pipelines_runs WHERE id = ?", (run_id,)
+                ).fetchone()
+            return (row[0] if row else None), int(time.time() * 1000)
+
+        first = None
+        while first is None:  # wait for the claim's lease
+            first, _ = lease()
+            await asyncio.sleep(0.02)
+        while (lease()[0] or 0) == first:  # the next heartbeat: beats come every 1 s
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.8)  # just before the heartbeat after it
+        locker = sqlite3.connect(db, timeout=5, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # the write lock: that heartbeat fails
+        await asyncio.sleep(0.5)
+        locker.execute("ROLLBACK")
+        locker.close()
+        lapsed = []
+        while (await (await client.get(f"/runs/{run_id}", headers=ADMIN)).get_json())[
+            "status"
+        ] == "running":
+            expires, now = lease()
+            if expires is not None and expires < now:
+                lapsed.append(now - expires)
+            await asyncio.sleep(0.05)
+        assert lapsed == []
+        record = await wait_status(client, run_id, TERMINAL)
+        assert record["status"] == "completed" and record["output"] == {"held": True}

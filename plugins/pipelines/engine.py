@@ -272,10 +272,18 @@ class Engine:
                 raise
             except Exception:
                 log.exception("pipelines worker tick failed")
-                delay = self.poll_seconds  # not at once again: what failed may still be due
+                delay = self.failed_tick_delay()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, delay)):
                     await self.wake.wait()
+
+    def failed_tick_delay(self) -> float:
+        """How long the loop waits after a failed tick (the store busy or unreachable): not
+        at once again, as what failed may still be due, but soon enough that a heartbeat
+        that failed is retried several times before this worker's leases lapse, whatever
+        ``poll_seconds`` is (a large poll would otherwise let another worker take over
+        runs that are still running here)."""
+        return min(self.poll_seconds, self.lease_ms / 6000)
 
     async def tick(self, woken: bool = True) -> None:
         """One pass of the worker. A wake (a run created, resumed, released or finished in
@@ -355,9 +363,12 @@ class Engine:
         return bool(row[0]), bool(row[1])
 
     async def heartbeat(self) -> None:
-        self._last_heartbeat = time.monotonic()
+        """Extend this worker's leases. Counted as done only once the write succeeded: one
+        that failed (the store busy) is tried again at the next tick."""
+        began = time.monotonic()
         mine = [r for r, t in self.tasks.items() if not t.done()]
         if not mine:
+            self._last_heartbeat = began
             return
         async with self.store.write() as conn:
             await conn.execute(
@@ -377,6 +388,7 @@ class Engine:
                 )
             )
             still = {r.id for r in held}
+        self._last_heartbeat = began
         for run_id in mine:
             # Cancelled elsewhere, or the lease went to another worker. A run whose task
             # ended during the write above has left self.tasks already: nothing to stop.
