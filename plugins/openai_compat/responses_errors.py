@@ -19,6 +19,9 @@ from plugins.openai_compat.providers.base import ProviderError
 # 502 and 504: the model behind the gateway failed (an upstream error status, an
 # unreachable or timed-out upstream, a broken stream, a failed pipeline run).
 _MODEL_FAILURES = (502, 504)
+# 401 and 403 have no type in the specification: they keep the gateway's own, the same on
+# every route (authentication_error, permission_error), so a client handles auth once.
+_GATEWAY_AUTH = (401, 403)
 
 
 def spec_error_type(status: int) -> str:
@@ -36,10 +39,10 @@ def spec_error_type(status: int) -> str:
 
 async def with_spec_error_type(response: Response) -> Response:
     """An error envelope answered on a Responses route, with its ``type`` renamed. Runs
-    after every handler of the blueprint, so that every error there (bad input, auth,
-    an unknown response id, an upstream failure, an unexpected one) gets the same
-    vocabulary, whoever raised it."""
-    if response.status_code < 400 or not response.is_json:
+    after every handler of the blueprint, so that every error there (bad input, an
+    unknown response id, an upstream failure, an unexpected one) gets the same
+    vocabulary, whoever raised it; auth errors keep the gateway's."""
+    if response.status_code < 400 or response.status_code in _GATEWAY_AUTH or not response.is_json:
         return response
     body = await response.get_json()
     error = body.get("error") if isinstance(body, dict) else None
