@@ -8,7 +8,7 @@ from host.auth.decorators import public, requires_gate
 from host.auth.principal import Principal
 from host.context import GatewayContext, context
 from host.errors import GatewayError, error_response
-from host.events import EventHub, stream_response
+from host.events import EventHub, live_response, stream_response
 from host.hookspecs import hookimpl
 from host.openapi import document_media_type, document_stream
 from host.storage import Event, Migration, Store
@@ -39,6 +39,7 @@ __all__ = [
     "document_stream",
     "error_response",
     "hookimpl",
+    "live_response",
     "public",
     "requires_gate",
     "stream_response",

@@ -340,7 +340,14 @@ async def stream_response(
             else:
                 yield _jsonl(final)
 
-    response = Response(body(), content_type=SSE if sse else JSONL)
+    return live_response(body(), SSE if sse else JSONL)
+
+
+def live_response(body: AsyncIterator[bytes], content_type: str) -> Response:
+    """A streamed answer of ``body``: not cached, not buffered by a reverse proxy (nginx
+    reads ``X-Accel-Buffering``), no response timeout. For every event stream, the
+    host's and plugins' (the OpenAI surfaces' SSE)."""
+    response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     response.timeout = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from quart import Response
 
+from host.api import live_response
 from host.errors import error_body
 from plugins.openai_compat import keepalive
 from plugins.openai_compat.keepalive import with_keepalive
@@ -87,11 +88,7 @@ def sse_response(
 def event_stream(body: AsyncIterator[bytes]) -> Response:
     """A ``text/event-stream`` answer of ``body``, for every OpenAI surface: not cached,
     not buffered by a reverse proxy (nginx reads ``X-Accel-Buffering``), no timeout."""
-    response = Response(body, content_type="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.timeout = None
-    return response
+    return live_response(body, "text/event-stream")
 
 
 async def close_stream(stream: AsyncIterator[dict[str, Any]]) -> None:
