@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class FakeUpstream:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"upstream": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -95,6 +96,16 @@ class FakeUpstream:
     def bodies(self, model: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [r.body for r in self.requests if model is None or r.body.get("model") == model]
+
+
+class _Server(ThreadingHTTPServer):
+    """Quiet about clients that hang up (tests cancel streams and time out on purpose);
+    any other error in a handler is still printed."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def _error(message: str, type_: str, code: str) -> dict[str, Any]:

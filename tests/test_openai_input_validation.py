@@ -76,6 +76,60 @@ async def _refused(client: Any, upstream: Any, path: str, body: dict[str, Any]) 
         ({"seed": True}, "invalid_request_body", "seed"),
         ({"stream": 1}, "invalid_request_body", "stream"),
         ({"parallel_tool_calls": "yes"}, "invalid_request_body", "parallel_tool_calls"),
+        ({"parallel_tool_calls": True}, "invalid_request_body", "parallel_tool_calls"),
+        (
+            {"parallel_tool_calls": False, "tools": []},
+            "invalid_request_body",
+            "parallel_tool_calls",
+        ),
+        ({"response_format": "json"}, "invalid_request_body", "response_format"),
+        ({"response_format": {"type": "xml"}}, "invalid_request_body", "response_format.type"),
+        ({"response_format": {}}, "invalid_request_body", "response_format.type"),
+        (
+            {"response_format": {"type": "json_schema"}},
+            "invalid_request_body",
+            "response_format.json_schema",
+        ),
+        (
+            {"response_format": {"type": "json_object", "json_schema": {"name": "x"}}},
+            "invalid_request_body",
+            "response_format.json_schema",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+            "invalid_request_body",
+            "response_format.json_schema.name",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}},
+            "invalid_request_body",
+            "response_format.json_schema.name",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x" * 65}}},
+            "invalid_request_body",
+            "response_format.json_schema.name",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 1}}},
+            "invalid_request_body",
+            "response_format.json_schema.schema",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": 1}}},
+            "invalid_request_body",
+            "response_format.json_schema.strict",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "y": 1}}},
+            "unsupported_parameter",
+            "response_format.json_schema.y",
+        ),
+        (
+            {"response_format": {"type": "text", "extra": 1}},
+            "unsupported_parameter",
+            "response_format.extra",
+        ),
         (
             {"stream_options": {"include_usage": True, "extra": 1}},
             "unsupported_parameter",
@@ -246,6 +300,12 @@ async def test_chat_well_formed_tool_round_trip_passes_through_as_given(app_clie
             "text.format",
         ),
         ({"text": {"format": {"type": "xml"}}}, "invalid_request_body", "text.format.type"),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "a.b", "schema": {}}}},
+            "invalid_request_body",
+            "text.format.name",
+        ),
+        ({"parallel_tool_calls": False}, "invalid_request_body", "parallel_tool_calls"),
         ({"text": {"verbosity": "low"}}, "unsupported_parameter", "text.verbosity"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "invalid_request_body", "metadata"),
         ({"metadata": {"k" * 65: "v"}}, "invalid_request_body", "metadata"),
@@ -340,3 +400,30 @@ async def test_responses_text_format_becomes_response_format_and_is_echoed(
     assert resource["truncation"] == "disabled"
     [sent] = fake_upstream.bodies()
     assert sent.get("response_format") == response_format
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "text"},
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "city"}},
+        {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "City_2-x",
+                "description": "a city",
+                "schema": {"type": "object", "properties": {"n": {"default": None}}},
+                "strict": True,
+            },
+        },
+    ],
+)
+async def test_chat_response_format_passes_through_as_given(
+    app_client, fake_upstream, response_format
+):
+    body = {"model": "gpt-test", "messages": USER, "response_format": response_format}
+    response = await app_client.post("/v1/chat/completions", json=body, headers=ADMIN)
+    assert response.status_code == 200, await response.get_json()
+    [sent] = fake_upstream.bodies()
+    assert sent["response_format"] == response_format

@@ -142,6 +142,38 @@ async def test_a_streamed_response_cut_at_the_token_limit_is_incomplete(app_clie
     assert (await stored.get_json())["output"][-1]["status"] == "incomplete"
 
 
+async def test_echo_cut_at_max_tokens_reports_length_streamed_and_not(app_client):
+    """The offline echo provider says ``length`` when it cut its reply, ``stop`` when not;
+    a Responses call on it with a small ``max_output_tokens`` is ``incomplete``."""
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "one two three"}]}
+    completion = {"model": "echo", "prompt": "one two three"}
+    for path, body in (("/v1/chat/completions", chat), ("/v1/completions", completion)):
+        for limit, finish in ((2, "length"), (50, "stop")):
+            answer = await app_client.post(path, json={**body, "max_tokens": limit}, headers=ADMIN)
+            assert (await answer.get_json())["choices"][0]["finish_reason"] == finish
+            streamed = await app_client.post(
+                path, json={**body, "max_tokens": limit, "stream": True}, headers=ADMIN
+            )
+            raw = await streamed.get_data(as_text=True)
+            chunks = [json.loads(line[6:]) for line in raw.splitlines() if line[6:7] == "{"]
+            reasons = [c["finish_reason"] for chunk in chunks for c in chunk["choices"]]
+            assert [r for r in reasons if r] == [finish], (path, limit)
+    plain = await app_client.post(
+        "/v1/responses",
+        json={"model": "echo", "input": "one two three", "max_output_tokens": 2},
+        headers=ADMIN,
+    )
+    resource = await plain.get_json()
+    assert resource["status"] == "incomplete"
+    assert resource["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert resource["output"][-1]["content"][0]["text"] == "echo: one"
+    events, _ = await stream(
+        app_client, {"model": "echo", "input": "one two three", "max_output_tokens": 2}
+    )
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
 async def test_a_completed_stream_still_ends_its_items_completed(app_client, fake_upstream):
     events, _ = await stream(app_client, {"model": "gpt-test", "input": "hi"})
     assert events[-1]["type"] == "response.completed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +39,10 @@ class PhraseScanner:
             return Verdict("block", reason="forbidden phrase")
         if "secret123" in text:
             return Verdict("redact", text=text.replace("secret123", "[redacted]"), reason="key")
+        if "forbidden_tool" in text:
+            return Verdict("block", reason="forbidden tool")
+        if re.search(r"<<.*>>", text, re.S):  # a match as long as the text it spans
+            return Verdict("block", reason="long match")
         return None
 
 
@@ -52,11 +57,19 @@ class PhrasePlugin:
 TEXT_SCRIPTS = {
     "phrase_late": ["All good so far, ", "nothing to see here. ", "Then the up", "stream said hi."],
     "secret": ["my key is sec", "ret123, keep it"],
+    "long_match": ["<<", "x" * 40, " more ", ">>"],
+    "dies_phrase": ["fine, the up", "stream"],  # then the upstream hangs up
 }
 ARGS_SCRIPTS = {
     "args_phrase": ['{"note": "the up', 'stream"}'],
     "args_secret": ['{"key": "sec', 'ret123"}'],
+    "name_phrase": ['{"a": 1}'],
 }
+REFUSAL_SCRIPTS = {  # the pieces stream as delta.refusal
+    "refusal_phrase": ["I won't repeat the up", "stream"],
+    "refusal_secret": ["not telling: sec", "ret123"],
+}
+TOOL_NAMES = {"name_phrase": "forbidden_tool"}
 LONG_DELTAS = [f"word{i} " for i in range(30)]  # 210 characters, well past the hold-back
 RELEASE = asyncio.Event()
 LAST_SENT = asyncio.Event()
@@ -73,17 +86,19 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict
     }
 
 
-def _call(arguments: str, first: bool) -> dict[str, Any]:
+def _call(arguments: str, first: bool, name: str) -> dict[str, Any]:
     if first:
-        fn = {"name": "note", "arguments": arguments}
+        fn = {"name": name, "arguments": arguments}
         return {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": fn}]}
     return {"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}
 
 
 def _completion(model: str, pieces: list[str], calls: bool) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": None if calls else "".join(pieces)}
+    if model in REFUSAL_SCRIPTS:
+        message.update(content=None, refusal="".join(pieces))
     if calls:
-        fn = {"name": "note", "arguments": "".join(pieces)}
+        fn = {"name": TOOL_NAMES.get(model, "note"), "arguments": "".join(pieces)}
         message["tool_calls"] = [{"id": "call_1", "type": "function", "function": fn}]
     choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
@@ -105,8 +120,14 @@ async def _send(writer: asyncio.StreamWriter, payload: bytes) -> None:
 async def scripted(request: bytes, writer: asyncio.StreamWriter) -> bool:
     body = request_json(request)
     model = body["model"]
-    pieces = TEXT_SCRIPTS.get(model) or ARGS_SCRIPTS.get(model) or LONG_DELTAS
+    pieces = (
+        TEXT_SCRIPTS.get(model)
+        or ARGS_SCRIPTS.get(model)
+        or REFUSAL_SCRIPTS.get(model)
+        or LONG_DELTAS
+    )
     calls = model in ARGS_SCRIPTS
+    field = "refusal" if model in REFUSAL_SCRIPTS else "content"
     if not body.get("stream"):
         data = json.dumps(_completion(model, pieces, calls)).encode()
         head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
@@ -118,9 +139,12 @@ async def scripted(request: bytes, writer: asyncio.StreamWriter) -> bool:
     )
     chunks = [_chunk(model, {"role": "assistant", "content": ""})]
     for i, piece in enumerate(pieces):
-        chunks.append(_chunk(model, _call(piece, i == 0) if calls else {"content": piece}))
+        name = TOOL_NAMES.get(model, "note")
+        chunks.append(_chunk(model, _call(piece, i == 0, name) if calls else {field: piece}))
     for chunk in chunks:
         await _send(writer, b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    if model.startswith("dies"):
+        return False  # the connection closes mid-stream: no finish, no [DONE]
     if model == "long_slow":  # the last delta waits until the test saw the first one
         await asyncio.wait_for(RELEASE.wait(), 10)
         await _send(
@@ -147,7 +171,7 @@ async def gateway_in_front_of(
     async with ScriptedServer(scripted) as script:
         base = f"http://127.0.0.1:{script.port}/v1"
         models = models_config(upstream)
-        for name in [*TEXT_SCRIPTS, *ARGS_SCRIPTS, "long_slow"]:
+        for name in [*TEXT_SCRIPTS, *ARGS_SCRIPTS, *REFUSAL_SCRIPTS, "long_slow"]:
             models[name] = {
                 "provider": "openai",
                 "base_url": base,
@@ -368,3 +392,106 @@ async def test_stream_safety_holdback_must_be_a_whole_number(make_settings, valu
         assert "plugins.openai_compat.stream_safety_holdback: must be a whole" in error["message"]
         shown = await (await client.get("/gateway/config", headers=ADMIN)).get_json()
         assert shown["sources"]["overrides_present"] is False  # nothing was written
+
+
+# -- an upstream that fails mid-stream ----------------------------------------------------------
+
+
+async def test_held_back_text_goes_out_before_the_error_when_the_upstream_dies(gateway):
+    """``gpt-dies`` streams "partial answer" (all of it held back), then hangs up."""
+    server, _app = gateway
+    client = async_sdk(server)
+    seen: list[str] = []
+    stream = await client.chat.completions.create(model="gpt-dies", messages=USER, stream=True)
+    with pytest.raises(openai.APIError) as failed:
+        await chat_text(stream, seen)
+    assert "".join(seen) == "partial answer"
+    assert "safety" not in failed.value.message
+    events, failure = await responses_stream(client, "gpt-dies")
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == "partial answer"
+    assert failure is not None and "safety" not in failure
+
+
+async def test_held_back_text_with_a_blocked_phrase_stays_back_when_the_upstream_dies(gateway):
+    server, app = gateway
+    client = async_sdk(server)
+    seen: list[str] = []
+    stream = await client.chat.completions.create(model="dies_phrase", messages=USER, stream=True)
+    with pytest.raises(openai.APIError, match="forbidden phrase"):
+        await chat_text(stream, seen)
+    assert "the up" not in "".join(seen)
+    events, failure = await responses_stream(client, "dies_phrase")
+    assert failure is not None and "forbidden phrase" in failure
+    assert not [e for e in events if e.type == "response.output_text.delta"]
+    assert await safety_events(app) == [("safety.block", "output")] * 2
+
+
+# -- refusals and tool-call names ---------------------------------------------------------------
+
+
+async def refusal_text(client: Any, model: str) -> str:
+    stream = await client.chat.completions.create(model=model, messages=USER, stream=True)
+    text = ""
+    async for chunk in stream:
+        text += (chunk.choices[0].delta.refusal or "") if chunk.choices else ""
+    return text
+
+
+async def test_refusals_are_scanned_streamed_and_not(gateway):
+    server, _app = gateway
+    client = async_sdk(server)
+    with pytest.raises(openai.BadRequestError, match="forbidden phrase"):
+        await client.chat.completions.create(model="refusal_phrase", messages=USER)
+    with pytest.raises(openai.APIError, match="forbidden phrase"):
+        await refusal_text(client, "refusal_phrase")
+    plain = await client.chat.completions.create(model="refusal_secret", messages=USER)
+    assert plain.choices[0].message.refusal == "not telling: [redacted]"
+    assert await refusal_text(client, "refusal_secret") == "not telling: [redacted]"
+
+
+async def test_tool_call_names_are_scanned_streamed_and_not(gateway):
+    server, _app = gateway
+    client = async_sdk(server)
+    with pytest.raises(openai.BadRequestError, match="forbidden tool"):
+        await client.chat.completions.create(model="name_phrase", messages=USER, tools=TOOLS)
+    stream = await client.chat.completions.create(
+        model="name_phrase", messages=USER, tools=TOOLS, stream=True
+    )
+    names: list[str] = []
+    with pytest.raises(openai.APIError, match="forbidden tool"):
+        async for chunk in stream:
+            for call in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+                names.append((call.function and call.function.name) or "")
+    assert "forbidden_tool" not in names
+    events, failure = await responses_stream(client, "name_phrase")
+    assert failure is not None and "forbidden tool" in failure
+    assert not [e for e in events if e.type == "response.output_item.added"]
+    # A name that passes is not held back: it comes whole with its call's first chunk.
+    stream = await client.chat.completions.create(
+        model="args_secret", messages=USER, tools=TOOLS, stream=True
+    )
+    firsts = [
+        call.function.name
+        async for chunk in stream
+        for call in (chunk.choices[0].delta.tool_calls or [] if chunk.choices else [])
+        if call.id
+    ]
+    assert firsts == ["note"]
+
+
+# -- a match longer than the hold-back ----------------------------------------------------------
+
+
+async def test_a_match_longer_than_the_holdback_is_blocked_and_says_part_went_out(small_gateway):
+    server, _app = small_gateway
+    seen: list[str] = []
+    stream = await async_sdk(server).chat.completions.create(
+        model="long_match", messages=USER, stream=True
+    )
+    with pytest.raises(openai.APIError, match="long match") as blocked:
+        await chat_text(stream, seen)
+    assert "".join(seen).startswith("<<x")  # sent before the match was whole
+    assert ">>" not in "".join(seen)
+    assert "found only by the final scan" in blocked.value.message
+    assert "stream_safety_holdback + 1 characters" in blocked.value.message

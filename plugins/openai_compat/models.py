@@ -152,6 +152,45 @@ def _chat_named_choice(choice: dict[str, Any]) -> str | None:
     return fn["name"] or None
 
 
+FORMAT_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # a json_schema format's name, as OpenAI allows
+
+
+class JsonSchemaFormat(StrictBody):
+    """The schema a ``json_schema`` output format follows (chat's ``response_format.
+    json_schema``; the same fields sit flat in Responses' ``text.format``)."""
+
+    name: str = Field(..., pattern=FORMAT_NAME)
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")  # a JSON Schema object
+    strict: bool | None = None
+
+
+class ResponseFormat(StrictBody):
+    """Chat's ``response_format``: plain text, any JSON object, or JSON following
+    ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = Field(None, validate_default=True)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _only_for_json_schema(cls, v: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if kind == "json_schema" and v is None:
+            raise ValueError("required when type is 'json_schema'")
+        if kind not in (None, "json_schema") and v is not None:
+            raise ValueError("only a 'json_schema' format has one")
+        return v
+
+
+def check_parallel_tool_calls(v: Any, info: ValidationInfo) -> Any:
+    """``parallel_tool_calls`` means something only with ``tools`` (OpenAI refuses it
+    without)."""
+    if v is not None and "tools" in info.data and not info.data["tools"]:
+        raise ValueError("only allowed when tools are given")
+    return v
+
+
 class StreamOptions(StrictBody):
     include_usage: bool = False
 
@@ -189,7 +228,7 @@ class ChatCompletionRequest(StrictBody):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     metadata: Metadata | None = None
 
     @field_validator("stop")
@@ -203,6 +242,11 @@ class ChatCompletionRequest(StrictBody):
     @classmethod
     def _tool_choice(cls, v: Any, info: ValidationInfo) -> Any:
         return check_tool_choice(v, info, _chat_named_choice)
+
+    @field_validator("parallel_tool_calls")
+    @classmethod
+    def _parallel_tool_calls(cls, v: Any, info: ValidationInfo) -> Any:
+        return check_parallel_tool_calls(v, info)
 
     @model_validator(mode="after")
     def _tool_results_answer_calls(self) -> ChatCompletionRequest:

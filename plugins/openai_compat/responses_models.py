@@ -15,8 +15,12 @@ from pydantic import (
 )
 
 from plugins.openai_compat.models import (
+    FORMAT_NAME,
+    JsonSchemaFormat,
     Metadata,
+    ResponseFormat,
     StrictBody,
+    check_parallel_tool_calls,
     check_tool_choice,
     only_function_tools,
     unsupported,
@@ -34,10 +38,11 @@ class ResponsesTool(StrictBody):
 
 
 class TextFormat(StrictBody):
-    """``text.format``: plain text, any JSON object, or JSON following ``schema``."""
+    """``text.format``: plain text, any JSON object, or JSON following ``schema``: chat's
+    ``response_format`` with the ``json_schema`` fields flat."""
 
     type: Literal["text", "json_object", "json_schema"]
-    name: str | None = Field(None, min_length=1, validate_default=True)
+    name: str | None = Field(None, pattern=FORMAT_NAME, validate_default=True)
     json_schema: dict[str, Any] | None = Field(None, alias="schema")
     description: str | None = None
     strict: bool | None = None
@@ -58,14 +63,15 @@ class TextFormat(StrictBody):
             raise ValueError("schema is required when type is 'json_schema'")
         return self
 
-    def response_format(self) -> dict[str, Any] | None:
+    def response_format(self) -> ResponseFormat | None:
         """The chat-completions ``response_format`` this format asks for."""
         if self.type == "text":
             return None
-        if self.type == "json_object":
-            return {"type": "json_object"}
-        spec = self.model_dump(exclude={"type"}, exclude_none=True, by_alias=True)
-        return {"type": "json_schema", "json_schema": spec}
+        spec = None
+        if self.type == "json_schema":
+            fields = self.model_dump(exclude={"type"}, exclude_none=True, by_alias=True)
+            spec = JsonSchemaFormat.model_validate(fields)
+        return ResponseFormat(type=self.type, json_schema=spec)
 
 
 class TextConfig(StrictBody):
@@ -101,6 +107,11 @@ class ResponsesRequest(StrictBody):
     @classmethod
     def _tool_choice(cls, v: Any, info: ValidationInfo) -> Any:
         return check_tool_choice(v, info, _named_choice)
+
+    @field_validator("parallel_tool_calls")
+    @classmethod
+    def _parallel_tool_calls(cls, v: Any, info: ValidationInfo) -> Any:
+        return check_parallel_tool_calls(v, info)
 
     @field_validator("truncation")
     @classmethod

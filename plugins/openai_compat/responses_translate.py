@@ -148,7 +148,7 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]]) -> dict[str,
     text_format = req.text.format if req.text else None
     response_format = text_format.response_format() if text_format else None
     if response_format:
-        body["response_format"] = response_format
+        body["response_format"] = response_format.model_dump(exclude_none=True, by_alias=True)
     tools = tools_to_chat(req.tools)
     if tools:
         body["tools"] = tools

@@ -86,7 +86,9 @@ async def get_model(model_id: str) -> Any:
 def _upstream_body(parsed: Any, resolved: Resolved) -> dict[str, Any]:
     # metadata is the gateway's own (session keys); upstreams that see it without
     # ``store`` refuse it.
-    body: dict[str, Any] = parsed.model_dump(exclude_none=True, exclude={"n", "metadata"})
+    body: dict[str, Any] = parsed.model_dump(
+        exclude_none=True, by_alias=True, exclude={"n", "metadata"}
+    )
     body["model"] = resolved.route.upstream_model
     return body
 

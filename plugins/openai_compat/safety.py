@@ -1,6 +1,6 @@
 """Safety scanning on the OpenAI surfaces: input before the provider is called, output
-(streamed text and tool-call arguments included, see ``safety_stream.py``) before it
-reaches the client."""
+(text, refusals, reasoning, tool-call names and arguments; streamed too, see
+``safety_stream.py``) before it reaches the client."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def _info(surface: str, model: str) -> dict[str, Any]:
     return {"surface": surface, "model": model, "principal": current_principal().name}
 
 
-def _blocked_message(findings: list[dict[str, str]]) -> str:
+def _blocked_message(findings: list[dict[str, str]], note: str = "") -> str:
     reasons = "; ".join(f"{f['scanner']}: {f['reason']}" for f in findings if f["reason"])
-    return f"blocked by the gateway's safety policy ({reasons or 'no reason given'})"
+    return f"blocked by the gateway's safety policy ({reasons or 'no reason given'}){note}"
 
 
 async def scan_messages(messages: list[dict[str, Any]], surface: str, model: str) -> None:
@@ -88,30 +88,34 @@ class OutputScanner:
     async def report(self, action: Action, findings: list[dict[str, str]]) -> None:
         await publish_findings(self.ctx, action, findings, "output", self.info)
 
-    def blocked(self, findings: list[dict[str, str]]) -> ProviderError:
-        return ProviderError(400, "content_blocked", _blocked_message(findings))
+    def blocked(self, findings: list[dict[str, str]], note: str = "") -> ProviderError:
+        return ProviderError(400, "content_blocked", _blocked_message(findings, note))
 
     def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        """Chat or completion chunks with their text and tool-call arguments scanned as
+        """Chat or completion chunks with their text fields and tool calls scanned as
         they grow (``safety_stream.py``); ``chunks`` unchanged when nothing scans."""
         if not self.active:
             return chunks
         return safety_stream.StreamScan(self, self.holdback).run(chunks)
 
     async def completion(self, result: dict[str, Any]) -> dict[str, Any]:
-        """A non-streamed chat completion or text completion (tool-call arguments
-        included), scanned in place."""
+        """A non-streamed chat completion or text completion (its message's text fields,
+        refusal included, and its tool calls' names and arguments), scanned in place."""
         if not self.active:
             return result
         for choice in result.get("choices") or []:
             message = choice.get("message")
             if isinstance(message, dict):
-                if isinstance(message.get("content"), str):
-                    message["content"] = await self.text(message["content"])
+                await self._fields(message, safety_stream.TEXT_FIELDS)
                 for call in message.get("tool_calls") or []:
                     fn = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                        fn["arguments"] = await self.text(fn["arguments"])
+                    if isinstance(fn, dict):
+                        await self._fields(fn, ("name", "arguments"))
             if isinstance(choice.get("text"), str):
                 choice["text"] = await self.text(choice["text"])
         return result
+
+    async def _fields(self, obj: dict[str, Any], fields: tuple[str, ...]) -> None:
+        for field in fields:
+            if isinstance(obj.get(field), str):
+                obj[field] = await self.text(obj[field])

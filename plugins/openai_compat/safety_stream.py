@@ -11,9 +11,19 @@ starting), or the stream ends, where one final scan of the segment's whole text 
 first. A match up to ``holdback + 1`` characters long is therefore always seen before
 any of it is sent, and redactions of such matches apply across deltas.
 
+The text fields of a delta (``content``, ``refusal``, ``reasoning_content`` and
+``reasoning``) are each such a segment, and so are a tool call's arguments. A tool
+call's *name* is never held back (clients read it from the call's first chunk): each
+piece is scanned with the whole name sent before it and goes out at once.
+
 A block raises ``ProviderError(400, "content_blocked")`` (the surfaces' mid-stream error
 event); so does a redaction that would change text already sent (a match longer than
-the hold-back). Each finding is published once per segment, not once per rescan.
+the hold-back). A block found only by a final scan, after part of the segment went out,
+says so in its message. Each finding is published once per segment, not once per rescan.
+
+When the upstream fails mid-stream, what is held back still goes out (after the final
+scan of its segment: blocked text never does), then the upstream's error; if that final
+scan blocks, the block is the error instead.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from host.safety import Action, ScanResult
 from plugins.openai_compat.plugin_settings import PluginSetting, is_whole
+from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.streaming import close_stream
 
 if TYPE_CHECKING:
@@ -36,6 +47,11 @@ SETTING = PluginSetting(
     int,
 )
 _ENVELOPE = ("id", "object", "created", "model", "system_fingerprint")
+TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")  # scanned alike
+_FINAL_ONLY = (
+    "; found only by the final scan of the streamed text, after part of it was sent "
+    f"(a match longer than {SETTING.key} + 1 characters)"
+)
 _REACHES_SENT = {
     "scanner": SETTING.key,
     "action": "block",
@@ -75,7 +91,16 @@ class StreamScan:
     async def run(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         """``chunks`` scanned; what is still held back at the end comes in a last chunk."""
         try:
-            async for chunk in chunks:
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except ProviderError:  # the upstream failed: release what is held first
+                    last = await self.flush()
+                    if last is not None:
+                        yield last
+                    raise
                 yield await self.chunk(chunk)
             last = await self.flush()
             if last is not None:
@@ -111,21 +136,23 @@ class StreamScan:
 
     async def _delta(self, index: Any, delta: dict[str, Any]) -> None:
         calls = [c for c in delta.get("tool_calls") or [] if isinstance(c, dict)]
-        content = delta.get("content")
+        texts = {f: delta[f] for f in TEXT_FIELDS if isinstance(delta.get(f), str) and delta[f]}
         touched: set[tuple[Any, ...]] = {("tool", index, c.get("index", 0)) for c in calls}
-        if isinstance(content, str) and content:
-            touched.add(("content", index))
-            delta["content"] = ""
+        for field in texts:
+            touched.add((field, index))
+            delta[field] = ""
         # A choice's output is sequential: a new segment ends the one before it.
         for key in [k for k in self._open(index) if touched and k not in touched]:
             self._place({"delta": delta}, key, await self._finish(key))
-        if isinstance(content, str) and content:
-            self._place(
-                {"delta": delta}, ("content", index), await self._feed(("content", index), content)
-            )
+        for field, text in texts.items():
+            self._place({"delta": delta}, (field, index), await self._feed((field, index), text))
         for call in calls:
             fn = call.get("function")
-            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            if not isinstance(fn, dict):
+                continue
+            if isinstance(fn.get("name"), str) and fn["name"]:
+                fn["name"] = await self._release(("name", index, call.get("index", 0)), fn["name"])
+            if isinstance(fn.get("arguments"), str):
                 key = ("tool", index, call.get("index", 0))
                 fn["arguments"] = await self._feed(key, fn["arguments"])
 
@@ -143,8 +170,8 @@ class StreamScan:
         if not isinstance(choice.get("delta"), dict):
             choice["delta"] = {}
         delta = choice["delta"]
-        if key[0] == "content":
-            delta["content"] = (delta.get("content") or "") + text
+        if key[0] in TEXT_FIELDS:
+            delta[key[0]] = (delta.get(key[0]) or "") + text
             return
         calls = delta.get("tool_calls") or []
         delta["tool_calls"] = calls
@@ -170,6 +197,14 @@ class StreamScan:
         """The final scan of a segment's whole text; releases all it holds."""
         seg = self.segments[key]
         seg.dirty = False
+        out = await self._scan(seg, "".join(seg.sent), final=True)
+        seg.pending = ""
+        return self._send(seg, out)
+
+    async def _release(self, key: tuple[Any, ...], piece: str) -> str:
+        """``piece`` scanned after all of its segment sent so far, and sent whole."""
+        seg = self.segments.setdefault(key, _Segment())
+        seg.pending = piece
         out = await self._scan(seg, "".join(seg.sent))
         seg.pending = ""
         return self._send(seg, out)
@@ -180,7 +215,7 @@ class StreamScan:
             seg.tail = (seg.tail + text)[-self.holdback :] if self.holdback else ""
         return text
 
-    async def _scan(self, seg: _Segment, sent: str) -> str:
+    async def _scan(self, seg: _Segment, sent: str, final: bool = False) -> str:
         """Scan ``sent + pending``; what becomes of ``pending``. Raises on a block."""
         result: ScanResult = await self.scanner.scan(sent + seg.pending)
         findings = list(result.findings)
@@ -192,5 +227,5 @@ class StreamScan:
         if new:
             await self.scanner.report(_strongest(new), new)
         if blocked:
-            raise self.scanner.blocked(findings)
+            raise self.scanner.blocked(findings, _FINAL_ONLY if final and seg.sent else "")
         return result.text[len(sent) :]

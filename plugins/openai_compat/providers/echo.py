@@ -1,7 +1,8 @@
 """``echo``: a deterministic offline provider for the demo and for tests.
 
 It answers with the text of the last user message, prefixed ``echo: ``, streamed word by
-word. With tools offered and a user message last, it calls the first tool with
+word and cut at ``max_tokens`` words (``finish_reason: "length"`` when it was cut). With
+tools offered and a user message last, it calls the first tool with
 ``{"input": <the message>}``; after a tool result it reports what the tool returned.
 Token counts are word counts. It is named as an echo model in ``/v1/models``.
 """
@@ -35,7 +36,8 @@ class EchoProvider(Provider):
     name = "echo"
     description = "deterministic offline echo model (for demos and tests; not a language model)"
 
-    def _reply(self, body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
+    def _reply(self, body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]], str]:
+        """The reply text, its tool calls, and its finish reason."""
         messages = body.get("messages") or []
         last = messages[-1] if messages else {}
         tools = body.get("tools") or []
@@ -49,7 +51,7 @@ class EchoProvider(Provider):
                 ),
                 "tool",
             )
-            return f"echo: {name} returned {_text_of(last.get('content'))}", []
+            return f"echo: {name} returned {_text_of(last.get('content'))}", [], "stop"
         text = _text_of(last.get("content"))
         if tools and body.get("tool_choice") != "none" and last.get("role") == "user":
             fn = tools[0].get("function", {})
@@ -61,15 +63,11 @@ class EchoProvider(Provider):
                     "arguments": json.dumps({"input": text}),
                 },
             }
-            return None, [call]
+            return None, [call], "tool_calls"
         reply = f"echo: {text}" if text else "echo:"
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        if max_tokens:
-            reply = " ".join(reply.split()[: int(max_tokens)])
-        for stop in _stops(body.get("stop")):
-            if stop and stop in reply:
-                reply = reply[: reply.index(stop)]
-        return reply, []
+        reply, finish = _cut(reply, max_tokens, body.get("stop"))
+        return reply, [], finish
 
     def _usage(self, body: dict[str, Any], reply: str | None) -> dict[str, int]:
         prompt = sum(_words(_text_of(m.get("content"))) for m in body.get("messages") or [])
@@ -81,7 +79,7 @@ class EchoProvider(Provider):
         }
 
     async def chat(self, route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
-        reply, calls = self._reply(body)
+        reply, calls, finish = self._reply(body)
         message: dict[str, Any] = {"role": "assistant", "content": reply}
         if calls:
             message["tool_calls"] = calls
@@ -94,7 +92,7 @@ class EchoProvider(Provider):
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": "tool_calls" if calls else "stop",
+                    "finish_reason": finish,
                 }
             ],
             "usage": self._usage(body, reply),
@@ -103,7 +101,7 @@ class EchoProvider(Provider):
     async def chat_stream(
         self, route: ModelRoute, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        reply, calls = self._reply(body)
+        reply, calls, finish = self._reply(body)
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
@@ -118,24 +116,23 @@ class EchoProvider(Provider):
         if calls:
             for i, call in enumerate(calls):
                 yield chunk({"tool_calls": [{"index": i, **call}]})
-            yield chunk({}, "tool_calls")
         else:
             words = (reply or "").split(" ")
             for i, word in enumerate(words):
                 yield chunk({"content": word if i == 0 else " " + word})
-            yield chunk({}, "stop")
+        yield chunk({}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             yield {**base, "choices": [], "usage": self._usage(body, reply)}
 
     async def completion(self, route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
-        text = self._completion_text(body)
+        text, finish = self._completion_text(body)
         prompt_words = _words(_prompt_text(body.get("prompt")))
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": body.get("model", route.upstream_model),
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
             "usage": {
                 "prompt_tokens": prompt_words,
                 "completion_tokens": _words(text),
@@ -146,7 +143,7 @@ class EchoProvider(Provider):
     async def completion_stream(
         self, route: ModelRoute, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        text = self._completion_text(body)
+        text, finish = self._completion_text(body)
         base = {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -157,23 +154,31 @@ class EchoProvider(Provider):
         for i, word in enumerate(words):
             piece = word if i == 0 else " " + word
             yield {**base, "choices": [{"index": 0, "text": piece, "finish_reason": None}]}
-        yield {**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}
+        yield {**base, "choices": [{"index": 0, "text": "", "finish_reason": finish}]}
 
-    def _completion_text(self, body: dict[str, Any]) -> str:
+    def _completion_text(self, body: dict[str, Any]) -> tuple[str, str]:
         text = f" echo: {_prompt_text(body.get('prompt'))}".rstrip()
-        max_tokens = body.get("max_tokens")
-        if max_tokens:
-            text = " " + " ".join(text.split()[: int(max_tokens)])
-        for stop in _stops(body.get("stop")):
-            if stop and stop in text:
-                text = text[: text.index(stop)]
-        return text
+        return _cut(text, body.get("max_tokens"), body.get("stop"), lead=" ")
 
 
 def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, list):
         return " ".join(str(p) for p in prompt)
     return str(prompt or "")
+
+
+def _cut(reply: str, max_tokens: Any, stop: Any, lead: str = "") -> tuple[str, str]:
+    """``reply`` cut at ``max_tokens`` words (finish reason ``length``: it was cut), then
+    at the first stop sequence (``stop``), and its finish reason."""
+    finish = "stop"
+    if max_tokens:
+        words = reply.split()
+        finish = "length" if len(words) > int(max_tokens) else finish
+        reply = lead + " ".join(words[: int(max_tokens)])
+    for sequence in _stops(stop):
+        if sequence and sequence in reply:
+            reply, finish = reply[: reply.index(sequence)], "stop"
+    return reply, finish
 
 
 def _stops(stop: Any) -> list[str]:
