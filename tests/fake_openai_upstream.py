@@ -22,6 +22,9 @@
   token limit was hit).
 - ``stall``: streams one chunk, then sends nothing more for ``sleep_seconds`` (past a
   short read timeout), then ends.
+- ``refuses``: the model declines: chat answers ``REFUSAL_TEXT`` as ``message.refusal``
+  (``content`` null), streamed word by word as ``delta.refusal``. (Not to be confused
+  with the gateway model ``gpt-refused``, on a port that refuses connections.)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 NORMAL_TEXT = "Hello from the upstream"
+REFUSAL_TEXT = "I can't help with that request"
 
 
 @dataclass
@@ -262,6 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: dict[str, Any], chat: bool, stream: bool) -> None:
         text, calls = self._reply(body) if chat else (NORMAL_TEXT, [])
+        refusal = REFUSAL_TEXT if chat and body.get("model") == "refuses" else None
+        if refusal:
+            text, calls = None, []
         finish = "tool_calls" if calls else "length" if body.get("model") == "length" else "stop"
         if not stream:
             created = int(time.time())
@@ -269,6 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
                 message: dict[str, Any] = {"role": "assistant", "content": text}
                 if calls:
                     message["tool_calls"] = calls
+                if refusal:
+                    message["refusal"] = refusal
                 choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
                 obj = "chat.completion"
             else:
@@ -293,10 +302,9 @@ class _Handler(BaseHTTPRequestHandler):
             for i, call in enumerate(calls):
                 self._event(self._chunk_obj(body, chat, {"tool_calls": [{"index": i, **call}]}))
         else:
-            for i, word in enumerate((text or "").split(" ")):
-                self._event(
-                    self._chunk_obj(body, chat, {"content": word if i == 0 else " " + word})
-                )
+            field = "refusal" if refusal else "content"
+            for i, word in enumerate((refusal or text or "").split(" ")):
+                self._event(self._chunk_obj(body, chat, {field: word if i == 0 else " " + word}))
         self._event(self._chunk_obj(body, chat, {}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
             usage_chunk = self._chunk_obj(body, chat, {})
@@ -374,6 +382,7 @@ def models_config(upstream: FakeUpstream) -> dict[str, Any]:
         "gpt-garbled": model("garbled"),
         "gpt-stall": model("stall", read_timeout_seconds=0.3),
         "gpt-length": model("length"),
+        "gpt-refuses": model("refuses"),
         "gpt-refused": {
             **model("normal", max_retries=1),
             "base_url": f"http://127.0.0.1:{closed_port()}/v1",

@@ -1,8 +1,15 @@
 """Chat-completion chunks -> the typed Responses stream events, in order, each with an
-increasing ``sequence_number``."""
+increasing ``sequence_number``.
+
+An assistant message's content parts follow the deltas: ``delta.content`` is an
+``output_text`` part (``response.output_text.delta`` / ``.done``), ``delta.refusal`` a
+``refusal`` part (``response.refusal.delta`` / ``.done``); each part between its
+``response.content_part.added`` and ``.done``. A message that turns from text to a
+refusal (or back) closes the open part and opens the next one, in arrival order."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from plugins.openai_compat.responses_translate import (
@@ -10,14 +17,43 @@ from plugins.openai_compat.responses_translate import (
     message_item,
     new_id,
     output_text_part,
+    refusal_part,
 )
+
+# A delta's text fields -> the content part each streams into.
+_PART_OF = {"content": "output_text", "refusal": "refusal"}
+
+
+def _part(kind: str, text: str) -> dict[str, Any]:
+    return output_text_part(text) if kind == "output_text" else refusal_part(text)
+
+
+def _done_fields(kind: str, text: str) -> dict[str, Any]:
+    """The fields a part's ``...done`` event carries besides its place."""
+    return {"text": text, "logprobs": []} if kind == "output_text" else {"refusal": text}
+
+
+@dataclass
+class _Message:
+    """The open message item: its closed parts, and the open one (``kind`` None when
+    none is open)."""
+
+    id: str
+    index: int
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    kind: str | None = None
+    text: str = ""
+
+    def place(self) -> dict[str, Any]:
+        """Where the open part is: its item, output index and content index."""
+        return {"item_id": self.id, "output_index": self.index, "content_index": len(self.parts)}
 
 
 class ResponsesStream:
     def __init__(self) -> None:
         self.sequence = 0
         self._done: list[tuple[int, dict[str, Any]]] = []  # (output index, finished item)
-        self._text: dict[str, Any] | None = None  # {"id", "index", "text"}
+        self._message: _Message | None = None
         self._calls: dict[int, dict[str, Any]] = {}  # chat tool index -> open call
         self._next_index = 0
         self.finish_reason: str | None = None
@@ -33,48 +69,58 @@ class ResponsesStream:
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if content:
-                events += self._text_delta(content)
+            pieces = [
+                (kind, delta[field])
+                for field, kind in _PART_OF.items()
+                if isinstance(delta.get(field), str) and delta[field]
+            ]
+            # Both in one delta: the open part's text came first (the rest of it, held
+            # back by the safety scan until the other began).
+            if self._message is not None and pieces[-1:] and pieces[-1][0] == self._message.kind:
+                pieces.reverse()
+            for kind, piece in pieces:
+                events += self._part_delta(kind, piece)
             for call in delta.get("tool_calls") or []:
                 events += self._call_delta(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events
 
-    def _text_delta(self, content: str) -> list[dict[str, Any]]:
+    def _part_delta(self, kind: str, piece: str) -> list[dict[str, Any]]:
         events = []
-        if self._text is None:
-            item_id = new_id("msg")
-            self._text = {"id": item_id, "index": self._take_index(), "text": ""}
+        if self._message is None:
+            self._message = _Message(new_id("msg"), self._take_index())
             events.append(
                 self.event(
                     "response.output_item.added",
-                    output_index=self._text["index"],
-                    item=message_item(item_id, "", status="in_progress"),
+                    output_index=self._message.index,
+                    item=message_item(self._message.id, [], status="in_progress"),
                 )
             )
+        m = self._message
+        if m.kind != kind:
+            events += self._close_part()
+            m.kind, m.text = kind, ""
             events.append(
-                self.event(
-                    "response.content_part.added",
-                    item_id=item_id,
-                    output_index=self._text["index"],
-                    content_index=0,
-                    part=output_text_part(""),
-                )
+                self.event("response.content_part.added", **m.place(), part=_part(kind, ""))
             )
-        self._text["text"] += content
-        events.append(
-            self.event(
-                "response.output_text.delta",
-                item_id=self._text["id"],
-                output_index=self._text["index"],
-                content_index=0,
-                delta=content,
-                logprobs=[],
-            )
-        )
+        m.text += piece
+        logprobs: dict[str, Any] = {"logprobs": []} if kind == "output_text" else {}
+        events.append(self.event(f"response.{kind}.delta", **m.place(), delta=piece, **logprobs))
         return events
+
+    def _close_part(self) -> list[dict[str, Any]]:
+        m = self._message
+        if m is None or m.kind is None:
+            return []
+        kind, text, place = m.kind, m.text, m.place()
+        part = _part(kind, text)
+        m.parts.append(part)
+        m.kind, m.text = None, ""
+        return [
+            self.event(f"response.{kind}.done", **place, **_done_fields(kind, text)),
+            self.event("response.content_part.done", **place, part=part),
+        ]
 
     def _call_delta(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -82,7 +128,7 @@ class ResponsesStream:
         fn = call.get("function") or {}
         open_call = self._calls.get(index)
         if open_call is None:
-            events += self._close_text()
+            events += self._close_message()
             open_call = {
                 "id": new_id("fc"),
                 "index": self._take_index(),
@@ -124,46 +170,30 @@ class ResponsesStream:
         self._next_index += 1
         return index
 
-    def _close_text(self, status: str = "completed") -> list[dict[str, Any]]:
-        if self._text is None:
+    def _close_message(self, status: str = "completed") -> list[dict[str, Any]]:
+        if self._message is None:
             return []
-        t, self._text = self._text, None
-        part = output_text_part(t["text"])
-        item = message_item(t["id"], t["text"], status)
-        self._done.append((t["index"], item))
-        return [
-            self.event(
-                "response.output_text.done",
-                item_id=t["id"],
-                output_index=t["index"],
-                content_index=0,
-                text=t["text"],
-                logprobs=[],
-            ),
-            self.event(
-                "response.content_part.done",
-                item_id=t["id"],
-                output_index=t["index"],
-                content_index=0,
-                part=part,
-            ),
-            self.event("response.output_item.done", output_index=t["index"], item=item),
-        ]
+        events = self._close_part()
+        m, self._message = self._message, None
+        item = message_item(m.id, m.parts, status)
+        self._done.append((m.index, item))
+        events.append(self.event("response.output_item.done", output_index=m.index, item=item))
+        return events
 
     def close(self, cut_off: str | None = None) -> list[dict[str, Any]]:
         """Finish every open item; the caller then sends the terminal event. Items end
         ``completed``, except: ``cut_off="last"`` (the token limit was hit) leaves the
         last one ``incomplete``, ``cut_off="open"`` (the stream failed) every open one."""
         open_indexes = [c["index"] for c in self._calls.values()]
-        if self._text is not None:
-            open_indexes.append(self._text["index"])
+        if self._message is not None:
+            open_indexes.append(self._message.index)
         last = max(open_indexes, default=-1)
 
         def status(index: int) -> str:
             cut = cut_off == "open" or (cut_off == "last" and index == last)
             return "incomplete" if cut else "completed"
 
-        events = self._close_text(status(self._text["index"])) if self._text else []
+        events = self._close_message(status(self._message.index)) if self._message else []
         for call in sorted(self._calls.values(), key=lambda c: c["index"]):
             item = function_call_item(
                 call["id"], call["call_id"], call["name"], call["arguments"], status(call["index"])

@@ -24,7 +24,9 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(24)}"
 
 
-def _text_parts(content: Any, where: str) -> str:
+def _text_parts(content: Any, where: str, refusals: list[str] | None = None) -> str:
+    """The text of ``content`` (a string or text parts). With ``refusals`` (an assistant
+    message), ``refusal`` parts are accepted too and their text is added to it."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -33,16 +35,23 @@ def _text_parts(content: Any, where: str) -> str:
         )
     texts = []
     for i, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text"):
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind == "refusal" and refusals is not None:
+            refusals.append(str(part.get("refusal", "")))
+        elif kind in ("input_text", "output_text"):
+            texts.append(str(part.get("text", "")))
+        else:
+            known = (
+                "input_text and output_text"
+                if refusals is None
+                else "input_text, output_text and refusal"
+            )
             raise GatewayError(
                 400,
                 "unsupported_parameter",
-                f"{where}.content[{i}]: content part type {kind!r} is not supported "
-                "(input_text and output_text are)",
+                f"{where}.content[{i}]: content part type {kind!r} is not supported ({known} are)",
                 param=f"{where}.content",
             )
-        texts.append(str(part.get("text", "")))
     return "".join(texts)
 
 
@@ -79,7 +88,12 @@ def input_to_messages(
                     f"{where}.role: invalid role",
                     param=f"{where}.role",
                 )
-            messages.append({"role": role, "content": _text_parts(item.get("content"), where)})
+            refusals: list[str] | None = [] if role == "assistant" else None
+            text = _text_parts(item.get("content"), where, refusals)
+            if refusals:  # an assistant message given back with its refusal
+                messages.append(assistant_message(text, "".join(refusals)))
+            else:
+                messages.append({"role": role, "content": text})
         elif kind == "function_call":
             made = _item(FunctionCallInput, item, i)
             calls.add(made.call_id)
@@ -168,20 +182,35 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]]) -> dict[str,
     return body
 
 
-def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
-    """An assistant message item; ``in_progress`` (just added) has no content part yet,
-    ``completed`` and ``incomplete`` (cut off) carry the text."""
+def message_item(
+    item_id: str, parts: list[dict[str, Any]], status: str = "completed"
+) -> dict[str, Any]:
+    """An assistant message item with its content ``parts`` (``output_text`` and
+    ``refusal``, in the order the model gave them); ``in_progress`` (just added) has
+    none yet, ``incomplete`` was cut off."""
     return {
         "type": "message",
         "id": item_id,
         "status": status,
         "role": "assistant",
-        "content": [] if status == "in_progress" else [output_text_part(text)],
+        "content": [] if status == "in_progress" else parts,
     }
 
 
 def output_text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def refusal_part(refusal: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": refusal}
+
+
+def assistant_message(text: str, refusal: str = "") -> dict[str, Any]:
+    """A chat assistant message; a refusal goes in its own field, as chat carries it."""
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if refusal:
+        message["refusal"] = refusal
+    return message
 
 
 def function_call_item(
@@ -204,8 +233,12 @@ def output_from_chat(message: dict[str, Any], cut_off: bool = False) -> list[dic
     text = message.get("content")
     if isinstance(text, list):
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
-    if text:
-        items.append(message_item(new_id("msg"), text))
+    # Chat keeps no order between the two fields: the text, then the refusal.
+    parts = [output_text_part(text)] if text else []
+    if message.get("refusal"):
+        parts.append(refusal_part(str(message["refusal"])))
+    if parts:
+        items.append(message_item(new_id("msg"), parts))
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
         items.append(
@@ -222,13 +255,13 @@ def output_from_chat(message: dict[str, Any], cut_off: bool = False) -> list[dic
 
 
 def output_to_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A response's output items as the assistant turn of the stored conversation."""
-    text = "".join(
-        part.get("text", "")
-        for item in output
-        if item.get("type") == "message"
-        for part in item.get("content", [])
-    )
+    """A response's output items as the assistant turn of the stored conversation (its
+    refusals in the chat message's ``refusal``, so a continuation replays them as such)."""
+    parts = [
+        part for item in output if item.get("type") == "message" for part in item.get("content", [])
+    ]
+    text = "".join(p.get("text", "") for p in parts if p.get("type") == "output_text")
+    refusal = "".join(p.get("refusal", "") for p in parts if p.get("type") == "refusal")
     calls = [
         {
             "id": item["call_id"],
@@ -238,9 +271,9 @@ def output_to_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for item in output
         if item.get("type") == "function_call"
     ]
-    if not text and not calls:
+    if not text and not refusal and not calls:
         return []
-    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    message = assistant_message(text, refusal)
     if calls:
         message["tool_calls"] = calls
     return [message]

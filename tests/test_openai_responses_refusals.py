@@ -1,0 +1,276 @@
+"""Model refusals on the Responses API (served over chat completions): chat's
+``message.refusal`` / ``delta.refusal`` become a ``refusal`` content part of the
+assistant message, streamed with ``response.refusal.delta`` / ``.done``; stored
+responses keep it, and a ``previous_response_id`` continuation sends it back upstream
+as the assistant message's ``refusal``. The safety scan still covers it.
+
+Through the official ``openai`` SDK over HTTP, in front of real loopback upstreams: the
+``FakeUpstream``'s ``refuses`` behaviour (``gpt-refuses``), and a ``ScriptedServer``
+whose answers mix text and a refusal in a given order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from host.app import create_app
+from tests.conftest import ADMIN
+from tests.fake_openai_upstream import KEY_ENV, NORMAL_TEXT, REFUSAL_TEXT, FakeUpstream
+from tests.openai_helpers import InProcessServer, async_sdk, sdk, served
+from tests.scripted_server import ScriptedServer, request_json
+from tests.test_openai_responses_spec import sse_events
+from tests.test_safety_streams import PhrasePlugin, gateway_in_front_of, responses_stream
+
+REFUSAL_WORDS = len(REFUSAL_TEXT.split(" "))
+
+
+def parts_of(response: Any) -> list[tuple[str, str]]:
+    """(type, text) of each content part of a response's one message."""
+    [item] = response.output
+    assert item.type == "message" and item.role == "assistant"
+    return [(p.type, p.refusal if p.type == "refusal" else p.text) for p in item.content]
+
+
+def test_a_refusal_is_a_refusal_part_stored_and_sent_back_on_continuation(openai_gateway, upstream):
+    client = sdk(openai_gateway)
+    first = client.responses.create(model="gpt-refuses", input="do the bad thing")
+    assert first.status == "completed"
+    assert parts_of(first) == [("refusal", REFUSAL_TEXT)]
+    assert first.output_text == ""
+    assert client.responses.retrieve(first.id).output == first.output
+    follow = client.responses.create(
+        model="gpt-test", input="why not?", previous_response_id=first.id
+    )
+    assert follow.output_text == NORMAL_TEXT
+    assert upstream.bodies("normal")[-1]["messages"] == [
+        {"role": "user", "content": "do the bad thing"},
+        {"role": "assistant", "content": None, "refusal": REFUSAL_TEXT},
+        {"role": "user", "content": "why not?"},
+    ]
+
+
+async def test_a_streamed_refusal_has_its_part_events_in_order(openai_gateway, upstream):
+    client = async_sdk(openai_gateway)
+    stream = await client.responses.create(model="gpt-refuses", input="bad", stream=True)
+    events = [event async for event in stream]
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.refusal.delta"] * REFUSAL_WORDS,
+        "response.refusal.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    numbers = [e.sequence_number for e in events]
+    assert numbers == list(range(numbers[0], numbers[0] + len(events)))
+    item_id = events[2].item.id
+    for event in events[3:-2]:
+        assert (event.item_id, event.output_index, event.content_index) == (item_id, 0, 0)
+    assert events[3].part.type == "refusal" and events[3].part.refusal == ""
+    deltas = [e.delta for e in events if e.type == "response.refusal.delta"]
+    assert "".join(deltas) == REFUSAL_TEXT
+    assert events[-4].refusal == REFUSAL_TEXT
+    assert events[-3].part.type == "refusal" and events[-3].part.refusal == REFUSAL_TEXT
+    final = events[-1].response
+    assert parts_of(final) == [("refusal", REFUSAL_TEXT)]
+    assert final.output[0] == events[-2].item
+    assert (await client.responses.retrieve(final.id)).output == final.output
+    again = await client.responses.create(
+        model="gpt-test", input="sure?", previous_response_id=final.id, stream=True
+    )
+    assert [e.type async for e in again][-1] == "response.completed"
+    assistant = upstream.bodies("normal")[-1]["messages"][1]
+    assert assistant == {"role": "assistant", "content": None, "refusal": REFUSAL_TEXT}
+    await client.close()
+
+
+def test_the_raw_refusal_events_are_named_as_their_type(openai_gateway, upstream):
+    body = {"model": "gpt-refuses", "input": "bad", "stream": True}
+    with httpx.stream("POST", f"{openai_gateway.url}/v1/responses", json=body, headers=ADMIN) as r:
+        raw = "\n".join(r.iter_lines())
+    events, rest = sse_events(raw)  # event: == type, sequence numbers one by one
+    assert rest == ["data: [DONE]"]
+    delta = next(e for e in events if e["type"] == "response.refusal.delta")
+    assert set(delta) == {
+        "type",
+        "sequence_number",
+        "item_id",
+        "output_index",
+        "content_index",
+        "delta",
+    }
+    done = next(e for e in events if e["type"] == "response.refusal.done")
+    assert set(done) - set(delta) == {"refusal"} and done["refusal"] == REFUSAL_TEXT
+
+
+def test_an_assistant_message_given_back_with_its_refusal_part_is_understood(
+    openai_gateway, upstream
+):
+    """``input`` may replay an earlier output (the SDK's ``input += response.output``)."""
+    client = sdk(openai_gateway)
+    first = client.responses.create(model="gpt-refuses", input="bad", store=False)
+    replay: Any = [
+        {"role": "user", "content": "bad"},
+        first.output[0].model_dump(),
+        {"role": "user", "content": "fine"},
+    ]
+    assert client.responses.create(model="gpt-test", input=replay).output_text == NORMAL_TEXT
+    assert upstream.bodies("normal")[-1]["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "refusal": REFUSAL_TEXT,
+    }
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="gpt-test",
+            input=[{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}],
+        )
+    assert caught.value.code == "unsupported_parameter"
+    assert "'refusal' is not supported" in caught.value.message
+
+
+# -- text and a refusal in one message, in a given order ------------------------------------
+
+SCRIPTS = {
+    "text_then_refusal": [("content", "Let me look. "), ("refusal", "No, I can't"),
+                          ("refusal", " do that")],
+    "refusal_then_text": [("refusal", "I won't do that."), ("content", " But here"),
+                          ("content", " is a poem")],
+}  # fmt: skip
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": model}
+    return b"data: " + json.dumps({**chunk, "choices": [choice]}).encode() + b"\n\n"
+
+
+async def mixed(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    """Chat answers of ``SCRIPTS``: streamed delta by delta, or one message with both
+    fields."""
+    body = request_json(request)
+    model, pieces = body["model"], SCRIPTS[body["model"]]
+    if body.get("stream"):
+        chunks = [_chunk(model, {"role": "assistant", "content": ""})]
+        chunks += [_chunk(model, {field: piece}) for field, piece in pieces]
+        data = b"".join([*chunks, _chunk(model, {}, "stop"), b"data: [DONE]\n\n"])
+        kind = "text/event-stream"
+    else:
+        message = {"role": "assistant", "content": "", "refusal": ""}
+        for field, piece in pieces:
+            message[field] += piece
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        data = json.dumps({"id": "c1", "object": "chat.completion", "choices": [choice]}).encode()
+        kind = "application/json"
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n\r\n"
+    writer.write(head.encode() + data)
+    await writer.drain()
+    return True
+
+
+@pytest.fixture(params=[None, 4], ids=["unscanned", "scanned"])
+async def mixed_gateway(make_settings: Any, request: Any) -> AsyncIterator[InProcessServer]:
+    """The gateway in front of ``mixed``; ``scanned``: with a safety scanner and
+    ``stream_safety_holdback = 4``, so that the held-back end of one part goes out in
+    the same delta as the start of the next (the scan ends a segment when the next
+    begins), and must still land in its own part."""
+    async with ScriptedServer(mixed) as script:
+        base = f"http://127.0.0.1:{script.port}/v1"
+        models = {
+            name: {"provider": "openai", "base_url": base, "upstream_model": name, "api_key": "k"}
+            for name in SCRIPTS
+        }
+        scanned = request.param is not None
+        settings = make_settings(
+            models=models,
+            plugins={"openai_compat": {"stream_safety_holdback": request.param}} if scanned else {},
+        )
+        plugins = [("phrase", PhrasePlugin())] if scanned else []
+        app = create_app(settings, load_entrypoints=False, extra_plugins=plugins)
+        async with served(app) as server:
+            yield server
+
+
+def _runs(types: list[str]) -> list[str]:
+    """``types`` with each run of the same event type as one (deltas come in runs)."""
+    return [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t]
+
+
+async def test_text_and_a_refusal_are_one_part_each_in_arrival_order(mixed_gateway):
+    client = async_sdk(mixed_gateway)
+    for model, pieces in SCRIPTS.items():
+        # Not streamed, chat keeps no order between its fields: the text comes first.
+        plain = await client.responses.create(model=model, input="hi")
+        text = "".join(p for f, p in pieces if f == "content")
+        refusal = "".join(p for f, p in pieces if f == "refusal")
+        assert parts_of(plain) == [("output_text", text), ("refusal", refusal)]
+        stream = await client.responses.create(model=model, input="hi", stream=True)
+        events = [event async for event in stream]
+        text_first = pieces[0][0] == "content"
+        first, second = ("output_text", "refusal") if text_first else ("refusal", "output_text")
+        assert _runs([e.type for e in events]) == [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            f"response.{first}.delta",
+            f"response.{first}.done",
+            "response.content_part.done",
+            "response.content_part.added",
+            f"response.{second}.delta",
+            f"response.{second}.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+        parts = [e for e in events if e.type.startswith("response.content_part.")]
+        assert [(e.content_index, e.part.type) for e in parts] == [
+            (0, first),
+            (0, first),
+            (1, second),
+            (1, second),
+        ]
+        expected = {"output_text": text, "refusal": refusal}
+        for index, kind in enumerate((first, second)):
+            streamed = [
+                e.delta
+                for e in events
+                if e.type == f"response.{kind}.delta" and e.content_index == index
+            ]
+            assert "".join(streamed) == expected[kind]
+        final = events[-1].response
+        assert parts_of(final) == [(first, expected[first]), (second, expected[second])]
+        assert (await client.responses.retrieve(final.id)).output == final.output
+    await client.close()
+
+
+# -- the safety scan ----------------------------------------------------------------------------
+
+
+async def test_refusals_on_the_responses_api_are_scanned_streamed_and_not(
+    upstream: FakeUpstream, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv(KEY_ENV, upstream.api_key)
+    async with gateway_in_front_of(upstream, make_settings) as (server, _app):
+        client = async_sdk(server)
+        plain = await client.responses.create(model="refusal_secret", input="hi")
+        assert parts_of(plain) == [("refusal", "not telling: [redacted]")]
+        events, failure = await responses_stream(client, "refusal_secret")
+        assert failure is None
+        deltas = [e.delta for e in events if e.type == "response.refusal.delta"]
+        assert "".join(deltas) == "not telling: [redacted]"
+        assert parts_of(events[-1].response) == [("refusal", "not telling: [redacted]")]
+        with pytest.raises(openai.BadRequestError, match="forbidden phrase"):
+            await client.responses.create(model="refusal_phrase", input="hi")
+        events, failure = await responses_stream(client, "refusal_phrase")
+        assert failure is not None and "forbidden phrase" in failure
+        assert "the up" not in "".join(getattr(e, "delta", "") for e in events)
