@@ -32,9 +32,11 @@ class CountingEcho(EchoProvider):
 
     def __init__(self) -> None:
         self.calls = 0
+        self.bodies: list[dict[str, Any]] = []
 
     async def chat(self, route, body):
         self.calls += 1
+        self.bodies.append(body)
         return await super().chat(route, body)
 
     def chat_stream(self, route, body):
@@ -85,6 +87,35 @@ async def test_gateway_register_safety_scanners_redact_input_the_provider_never_
     assert r.status_code == 200
     assert (await r.get_json())["choices"][0]["message"]["content"] == "echo: my key [redacted]"
     assert plugin.provider.calls == 1
+
+
+async def test_replayed_assistant_refusals_and_tool_arguments_are_input_scanned(safe):
+    plugin, client, _app = safe
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "lookup", "arguments": '{"key": "secret123"}'},
+    }
+    history = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "found"},
+        {"role": "assistant", "content": None, "refusal": "no, that is forbidden"},
+        {"role": "user", "content": "again"},
+    ]
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "m", "messages": history}, headers=ADMIN
+    )
+    assert r.status_code == 400
+    assert (await r.get_json())["error"]["code"] == "content_blocked"
+    assert plugin.provider.calls == 0
+    history[3]["refusal"] = "no, I cannot"
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "m", "messages": history}, headers=ADMIN
+    )
+    assert r.status_code == 200, await r.get_data()
+    sent = plugin.provider.bodies[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert sent == '{"key": "[redacted]"}'
 
 
 async def test_gateway_register_safety_scanners_block_output_not_streamed(safe):

@@ -27,26 +27,36 @@ def _blocked_message(findings: list[dict[str, str]], note: str = "") -> str:
 
 
 async def scan_messages(messages: list[dict[str, Any]], surface: str, model: str) -> None:
-    """Scan (and redact in place) every text message; 400 ``content_blocked`` on a block."""
+    """Scan (and redact in place) every text of the messages: content (a string or its
+    text parts), a replayed assistant's refusal and tool-call arguments; 400
+    ``content_blocked`` on a block."""
     if not _active():
         return
     ctx, info = context(), _info(surface, model)
+
+    async def scan(holder: dict[str, Any], key: str) -> None:
+        text = holder.get(key)
+        if not isinstance(text, str) or not text:
+            return
+        result = await scan_text(ctx, text, "input", info)
+        if result.blocked:
+            raise GatewayError(400, "content_blocked", _blocked_message(result.findings))
+        holder[key] = result.text
+
     for message in messages:
         content = message.get("content")
-        if isinstance(content, str) and content:
-            result = await scan_text(ctx, content, "input", info)
-            if result.blocked:
-                raise GatewayError(400, "content_blocked", _blocked_message(result.findings))
-            message["content"] = result.text
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    result = await scan_text(ctx, part["text"], "input", info)
-                    if result.blocked:
-                        raise GatewayError(
-                            400, "content_blocked", _blocked_message(result.findings)
-                        )
-                    part["text"] = result.text
+        holders = [message] + (
+            [part for part in content if isinstance(part, dict)]
+            if isinstance(content, list)
+            else []
+        )
+        for holder in holders:
+            await scan(holder, "content" if holder is message else "text")
+        await scan(message, "refusal")
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                await scan(function, "arguments")
 
 
 async def scan_prompt(prompt: str | list[str], surface: str, model: str) -> str | list[str]:
