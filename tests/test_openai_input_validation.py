@@ -196,19 +196,16 @@ async def test_chat_bad_parameters_are_400_naming_the_field(
         (
             [{"role": "user", "content": [{"text": "no type"}]}],
             "invalid_request_body",
-            "messages.0.content",
+            "messages.0.content.0.type",
         ),
+        ([{"role": "user", "content": 5}], "invalid_request_body", "messages.0.content"),
     ],
 )
 async def test_chat_bad_messages_are_400_naming_the_field(
     app_client, fake_upstream, messages, code, param
 ):
     err = await _refused(app_client, fake_upstream, "/v1/chat/completions", {"messages": messages})
-    if param == "messages.0.content" and messages[0].get("content"):
-        assert err["error"]["param"].startswith(param)  # the content union names its member
-        assert err["error"]["code"] == code
-    else:
-        assert_error(err, code, param)
+    assert_error(err, code, param)
 
 
 async def test_chat_well_formed_tool_round_trip_passes_through_as_given(app_client, fake_upstream):
@@ -320,6 +317,42 @@ async def test_responses_bad_input_is_400_naming_the_field(
 ):
     err = await _refused(app_client, fake_upstream, "/v1/responses", {"input": "hi", **body})
     assert_error(err, code, param)
+
+
+def _said(role: str, part: dict[str, Any]) -> dict[str, Any]:
+    return {"input": [{"role": role, "content": [{"type": "input_text", "text": "ok"}, part]}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (_said("user", {"type": "input_text", "text": None}), "input.0.content.1.text"),
+        (_said("user", {"type": "input_text"}), "input.0.content.1.text"),
+        (_said("system", {"type": "output_text", "text": 7}), "input.0.content.1.text"),
+        (_said("assistant", {"type": "refusal"}), "input.0.content.1.refusal"),
+        (_said("assistant", {"type": "refusal", "refusal": None}), "input.0.content.1.refusal"),
+        (
+            {
+                "input": [
+                    {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                    {
+                        "type": "function_call_output",
+                        "call_id": "c1",
+                        "output": [{"type": "input_text", "text": ["x"]}],
+                    },
+                ]
+            },
+            "input.1.output.0.text",
+        ),
+    ],
+)
+async def test_responses_content_parts_without_their_text_are_400_naming_it(
+    app_client, fake_upstream, body, param
+):
+    """Never sent upstream as the string "None" (or "7")."""
+    err = await _refused(app_client, fake_upstream, "/v1/responses", body)
+    assert_error(err, "invalid_request_body", param)
+    assert "must be a string" in err["error"]["message"]
 
 
 async def test_responses_tool_round_trip_answers_a_call_of_the_previous_response(

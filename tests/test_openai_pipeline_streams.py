@@ -53,9 +53,30 @@ FLAKY = Pipeline(
 DIVERGES = Pipeline(
     id="diverges", steps=[llm("answer", "diverges", prompt=last, retries=1, backoff_seconds=0.01)]
 )
+
+
+async def next_step(ctx):
+    await ctx.delta(" Next step.")
+    return "Next step."
+
+
+SHRINKS = Pipeline(
+    id="shrinks",
+    steps=[
+        llm("answer", "shrinks", prompt=last, retries=1, backoff_seconds=0.01),
+        code("then", next_step),
+    ],
+)
+REPEATS = Pipeline(
+    id="repeats",
+    steps=[
+        llm("answer", "repeats", prompt=last, retries=1, backoff_seconds=0.01),
+        code("then", next_step),
+    ],
+)
 """
 
-EXPOSED = ["twice", "plain", "slow", "flaky", "diverges"]
+EXPOSED = ["twice", "plain", "slow", "flaky", "diverges", "shrinks", "repeats"]
 KEEPALIVE = b": keep-alive\n\n"
 DIE = "die"  # in a script: close the connection mid-stream (no [DONE])
 HOLD = "hold"  # in a script: send no chunk, only SSE comments, until the client goes away
@@ -131,6 +152,9 @@ FIRST_USAGE, RETRY_USAGE = usage(3, 2), usage(3, 3)
 # The first attempt dies after its usage chunk (tokens consumed), the retry succeeds.
 FLAKY_SCRIPTS = (["Hello", " wor", FIRST_USAGE, DIE], ["Hello", " wor", "ld", RETRY_USAGE])
 DIVERGING_SCRIPTS = (["Hello", " wor", DIE], ["Howdy", " there"])
+# The retry completes with a strict prefix of what the first attempt sent, or all of it.
+SHRINKING_SCRIPTS = (["The answer is 42.", " Also, ", DIE], ["The answer is 42."])
+REPEATING_SCRIPTS = (["The answer is 42.", " Also, ", DIE], ["The answer is 42.", " Also, "])
 SLOW_SCRIPT = ["first", 0.7, " last"]
 HELD_GONE = asyncio.Event()
 
@@ -152,12 +176,16 @@ async def gateway(
     async with (
         ScriptedServer(streams(*FLAKY_SCRIPTS)) as flaky,
         ScriptedServer(streams(*DIVERGING_SCRIPTS)) as diverges,
+        ScriptedServer(streams(*SHRINKING_SCRIPTS)) as shrinks,
+        ScriptedServer(streams(*REPEATING_SCRIPTS)) as repeats,
         ScriptedServer(streams(SLOW_SCRIPT)) as slow,
         ScriptedServer(streams(["first", HOLD], gone=HELD_GONE)) as held,
     ):
         upstreams = {
             "flaky": flaky,
             "diverges": diverges,
+            "shrinks": shrinks,
+            "repeats": repeats,
             "slow-upstream": slow,
             "held-upstream": held,
         }
@@ -410,10 +438,50 @@ async def test_a_retry_that_streams_other_text_ends_the_stream_with_an_error(gat
     run_id = caught.value.message.split("pipeline run ")[1].split()[0]
     assert "'answer'" in caught.value.message and "goes on" in caught.value.message
     # The run itself went on and completed with the retry's answer.
+    record = await completed_run(server, run_id)
+    assert record["output"]["text"] == "Howdy there"
+
+
+async def completed_run(server: InProcessServer, run_id: str) -> dict[str, Any]:
+    """The run's record once it has completed (it goes on after the stream ended)."""
     for _ in range(200):
         record = await run_record(server, run_id)
         if record["status"] == "completed":
-            break
+            return record
         await asyncio.sleep(0.05)
-    assert record["status"] == "completed"
-    assert record["output"]["text"] == "Howdy there"
+    raise AssertionError(f"run {run_id} did not complete: {record}")
+
+
+def chunk_texts(events: list[Any]) -> str:
+    """The content a client got from a streamed chat completion's SSE payloads."""
+    return "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in events
+        if isinstance(c, dict) and c.get("choices")
+    )
+
+
+async def test_a_retry_that_completes_with_less_text_ends_the_stream_with_an_error(gateway):
+    server, upstreams = gateway
+    chat = {"model": "pipeline:shrinks", "messages": user("hi"), "stream": True}
+    events = sse_data(await raw_post(server, "/v1/chat/completions", chat))
+    # What was sent is the first attempt's text, never followed by the next step's.
+    assert chunk_texts(events) == "The answer is 42. Also, "
+    assert "[DONE]" not in events
+    error = events[-1]["error"]
+    assert error["code"] == "pipeline_output_diverged"
+    assert "'answer'" in error["message"] and "less text" in error["message"]
+    assert len(upstreams["shrinks"].requests) == 2
+    run_id = error["message"].split("pipeline run ")[1].split()[0]
+    record = await completed_run(server, run_id)
+    assert record["output"] == "Next step."
+
+
+async def test_a_retry_that_repeats_what_was_sent_and_completes_streams_on(gateway):
+    server, upstreams = gateway
+    chat = {"model": "pipeline:repeats", "messages": user("hi"), "stream": True}
+    events = sse_data(await raw_post(server, "/v1/chat/completions", chat))
+    assert chunk_texts(events) == "The answer is 42. Also,  Next step."
+    assert events[-1] == "[DONE]"
+    assert not [e for e in events if isinstance(e, dict) and "error" in e]
+    assert len(upstreams["repeats"].requests) == 2

@@ -156,7 +156,11 @@ def test_store_false_is_not_kept_and_delete_removes(gateway):
         ({"model": "nope", "input": "x"}, "model_not_found", "model"),
         ({"model": "echo"}, "invalid_request_body", "input"),
         ({"model": "echo", "input": 5}, "invalid_request_body", "input"),
-        ({"model": "echo", "input": "x", "reasoning": {}}, "unsupported_parameter", "reasoning"),
+        (
+            {"model": "echo", "input": "x", "reasoning": {"summary": "auto"}},
+            "unsupported_parameter",
+            "reasoning",
+        ),
         (
             {"model": "echo", "input": "x", "tools": [{"type": "web_search"}]},
             "unsupported_parameter",

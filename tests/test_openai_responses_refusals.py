@@ -145,6 +145,13 @@ SCRIPTS = {
                           ("refusal", " do that")],
     "refusal_then_text": [("refusal", "I won't do that."), ("content", " But here"),
                           ("content", " is a poem")],
+    # Scanned (hold-back 4): the refusal is held back whole, then goes out in the delta
+    # that starts the text, which is longer than the hold-back.
+    "refusal_held_then_text": [("refusal", "No."),
+                               ("content", "But here is something else, at length.")],
+    # Scanned: the second refusal starts in the delta that ends the (held) text.
+    "refusal_text_refusal": [("refusal", "No way"), ("content", "ok"),
+                             ("refusal", "really not that")],
 }  # fmt: skip
 
 
@@ -205,7 +212,20 @@ def _runs(types: list[str]) -> list[str]:
     return [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t]
 
 
-async def test_text_and_a_refusal_are_one_part_each_in_arrival_order(mixed_gateway):
+def _merged(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The content parts of ``pieces`` in arrival order: (part type, text), adjacent pieces
+    of one field as one part."""
+    parts: list[tuple[str, str]] = []
+    for field, piece in pieces:
+        kind = "output_text" if field == "content" else "refusal"
+        if parts and parts[-1][0] == kind:
+            parts[-1] = (kind, parts[-1][1] + piece)
+        else:
+            parts.append((kind, piece))
+    return parts
+
+
+async def test_text_and_refusal_parts_come_in_arrival_order(mixed_gateway):
     client = async_sdk(mixed_gateway)
     for model, pieces in SCRIPTS.items():
         # Not streamed, chat keeps no order between its fields: the text comes first.
@@ -215,40 +235,37 @@ async def test_text_and_a_refusal_are_one_part_each_in_arrival_order(mixed_gatew
         assert parts_of(plain) == [("output_text", text), ("refusal", refusal)]
         stream = await client.responses.create(model=model, input="hi", stream=True)
         events = [event async for event in stream]
-        text_first = pieces[0][0] == "content"
-        first, second = ("output_text", "refusal") if text_first else ("refusal", "output_text")
+        expected = _merged(pieces)
+        per_part = [
+            [
+                "response.content_part.added",
+                f"response.{kind}.delta",
+                f"response.{kind}.done",
+                "response.content_part.done",
+            ]
+            for kind, _ in expected
+        ]
         assert _runs([e.type for e in events]) == [
             "response.created",
             "response.in_progress",
             "response.output_item.added",
-            "response.content_part.added",
-            f"response.{first}.delta",
-            f"response.{first}.done",
-            "response.content_part.done",
-            "response.content_part.added",
-            f"response.{second}.delta",
-            f"response.{second}.done",
-            "response.content_part.done",
+            *[t for types in per_part for t in types],
             "response.output_item.done",
             "response.completed",
-        ]
+        ], model
         parts = [e for e in events if e.type.startswith("response.content_part.")]
         assert [(e.content_index, e.part.type) for e in parts] == [
-            (0, first),
-            (0, first),
-            (1, second),
-            (1, second),
+            (index, kind) for index, (kind, _) in enumerate(expected) for _ in range(2)
         ]
-        expected = {"output_text": text, "refusal": refusal}
-        for index, kind in enumerate((first, second)):
+        for index, (kind, whole) in enumerate(expected):
             streamed = [
                 e.delta
                 for e in events
                 if e.type == f"response.{kind}.delta" and e.content_index == index
             ]
-            assert "".join(streamed) == expected[kind]
+            assert "".join(streamed) == whole, model
         final = events[-1].response
-        assert parts_of(final) == [(first, expected[first]), (second, expected[second])]
+        assert parts_of(final) == expected, model
         assert (await client.responses.retrieve(final.id)).output == final.output
     await client.close()
 

@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -74,9 +75,26 @@ class ContentPart(BaseModel):
     type: str = Field(..., min_length=1)
 
 
+def text_or_parts(part: type[BaseModel]) -> Callable[[Any], Any]:
+    """A before-validator for a ``str | list[part]`` field: a list is validated here, so
+    an error names ``<field>.<i>.<key>``, not the union member (``<field>.str``)."""
+    parts = TypeAdapter(list[part])  # type: ignore[valid-type]
+
+    def check(v: Any) -> Any:
+        if v is None or isinstance(v, str):
+            return v
+        if not isinstance(v, list):
+            raise ValueError("must be a string or a list of content parts")
+        return parts.validate_python(v)
+
+    return check
+
+
 class ToolCallFunction(StrictBody):
     name: str = Field(..., min_length=1)
     arguments: str
+    # The SDK's parse/stream helpers add the arguments parsed: not sent on.
+    parsed_arguments: Any = Field(None, exclude=True)
 
 
 class ToolCall(StrictBody):
@@ -85,6 +103,7 @@ class ToolCall(StrictBody):
     id: str = Field(..., min_length=1)
     type: Literal["function"]
     function: ToolCallFunction
+    index: int | None = Field(None, exclude=True)  # a streamed delta's; not sent on
 
 
 class ChatMessage(StrictBody):
@@ -97,7 +116,11 @@ class ChatMessage(StrictBody):
     refusal: str | None = None
     audio: dict[str, Any] | None = None
     function_call: dict[str, Any] | None = None
-    annotations: list[Any] | None = Field(None, exclude=True)  # output only: not sent on
+    # Output only (``parsed``: the SDK's parse helpers): accepted, not sent on.
+    annotations: list[Any] | None = Field(None, exclude=True)
+    parsed: Any = Field(None, exclude=True)
+
+    _content_parts = field_validator("content", mode="before")(text_or_parts(ContentPart))
 
     @field_validator("content")
     @classmethod
@@ -191,8 +214,49 @@ def check_parallel_tool_calls(v: Any, info: ValidationInfo) -> Any:
     return v
 
 
-class StreamOptions(StrictBody):
+class ObfuscationOption(StrictBody):
+    # OpenAI pads streamed events against side channels; the gateway adds no padding,
+    # so the option is accepted and dropped.
+    include_obfuscation: bool | None = Field(None, exclude=True)
+
+
+class StreamOptions(ObfuscationOption):
     include_usage: bool = False
+
+
+# OpenAI's values (the upstream decides which its model supports).
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+ServiceTier = Literal["auto", "default", "flex", "scale", "priority", "fast"]
+
+
+def _token_ids(v: dict[str, int]) -> dict[str, int]:
+    for key in v:
+        if not key.isdigit():
+            raise ValueError(f"keys are token ids (digits), got {key!r}")
+    return v
+
+
+LogitBias = Annotated[dict[str, Annotated[int, Field(ge=-100, le=100)]], AfterValidator(_token_ids)]
+
+
+class PredictionText(StrictBody):
+    type: Literal["text"]
+    text: str
+
+
+class Prediction(StrictBody):
+    """``prediction``: predicted output content (passed on as given)."""
+
+    type: Literal["content"]
+    content: str | list[PredictionText]
+
+    _content_parts = field_validator("content", mode="before")(text_or_parts(PredictionText))
+
+
+def _text_only(v: list[str] | None) -> list[str] | None:
+    if v is not None and any(m != "text" for m in v):
+        raise unsupported("only text output is supported (modalities: ['text'])")
+    return v
 
 
 def _metadata_limits(v: dict[str, str]) -> dict[str, str]:
@@ -230,6 +294,28 @@ class ChatCompletionRequest(StrictBody):
     seed: int | None = None
     response_format: ResponseFormat | None = None
     metadata: Metadata | None = None
+    # Passed on to the upstream as given.
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: LogitBias | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    service_tier: ServiceTier | None = None
+    store: bool | None = None
+    prediction: Prediction | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    # Text is the only output modality served; ``["text"]`` (the default) is dropped.
+    modalities: Annotated[list[Literal["text", "audio"]], AfterValidator(_text_only)] | None = (
+        Field(None, exclude=True)
+    )
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is not None and "logprobs" in info.data and info.data["logprobs"] is not True:
+            raise ValueError("needs logprobs: true")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -278,6 +364,19 @@ class CompletionRequest(StrictBody):
     seed: int | None = None
 
 
+def validation_error(exc: ValidationError, prefix: str = "") -> GatewayError:
+    """The 400 for a validation error, naming its first field (after ``prefix``):
+    ``unsupported_parameter`` for an unknown key or a value not served."""
+    message, field = validation_message(exc, prefix=prefix)
+    kind = exc.errors()[0]["type"] if exc.errors() else ""
+    code = (
+        "unsupported_parameter"
+        if kind in ("extra_forbidden", "unsupported_parameter")
+        else "invalid_request_body"
+    )
+    return GatewayError(400, code, message, param=field)
+
+
 def parse_body(model: type[BaseModel], body: Any) -> Any:
     """Validate an OpenAI request body: unknown parameters are named as unsupported,
     type errors name the field; both 400 before any provider is called."""
@@ -294,14 +393,7 @@ def parse_body(model: type[BaseModel], body: Any) -> Any:
     try:
         parsed = model.model_validate(body)
     except ValidationError as exc:
-        message, field = validation_message(exc)
-        kind = exc.errors()[0]["type"] if exc.errors() else ""
-        code = (
-            "unsupported_parameter"
-            if kind in ("extra_forbidden", "unsupported_parameter")
-            else "invalid_request_body"
-        )
-        raise GatewayError(400, code, message, param=field) from exc
+        raise validation_error(exc) from exc
     if getattr(parsed, "n", 1) != 1:
         raise GatewayError(400, "unsupported_parameter", "n: only n = 1 is supported", param="n")
     return parsed

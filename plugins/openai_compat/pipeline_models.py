@@ -280,6 +280,7 @@ class PipelineProvider(Provider):
                     streamed = True
                     yield chunk({"content": new})
         state = await self._completed(run_id)
+        text.finish()
         if not streamed:
             yield chunk({"content": output_text(state.output)})
         yield chunk({}, "stop")

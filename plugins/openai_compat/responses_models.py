@@ -9,21 +9,27 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from host.errors import GatewayError
 from plugins.openai_compat.models import (
     FORMAT_NAME,
     JsonSchemaFormat,
     Metadata,
+    ObfuscationOption,
+    ReasoningEffort,
     ResponseFormat,
+    ServiceTier,
     StrictBody,
     check_parallel_tool_calls,
     check_tool_choice,
     only_function_tools,
     unsupported,
+    validation_error,
 )
 
 
@@ -84,6 +90,22 @@ def _named_choice(choice: dict[str, Any]) -> str | None:
     return choice["name"] if isinstance(choice["name"], str) and choice["name"] else None
 
 
+class ReasoningConfig(StrictBody):
+    """``reasoning``: its ``effort`` becomes chat's ``reasoning_effort``. Summaries are
+    not served (chat completions return no reasoning to summarise)."""
+
+    effort: ReasoningEffort | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None  # deprecated
+
+    @field_validator("summary", "generate_summary")
+    @classmethod
+    def _no_summary(cls, v: Any) -> Any:
+        if v is not None:
+            raise unsupported("reasoning summaries are not supported (only null)")
+        return v
+
+
 class ResponsesRequest(StrictBody):
     model: str = Field(..., min_length=1)
     input: str | list[dict[str, Any]]
@@ -102,6 +124,42 @@ class ResponsesRequest(StrictBody):
     # text.format json_object / json_schema become chat's response_format.
     text: TextConfig | None = None
     truncation: Literal["auto", "disabled"] | None = None
+    reasoning: ReasoningConfig | None = None
+    # Passed on to chat under the same names.
+    service_tier: ServiceTier | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    # Nothing extra is included: only [] is served.
+    include: list[str] | None = None
+    # A cap on calls to OpenAI's built-in tools; the gateway serves none, so any cap holds.
+    max_tool_calls: int | None = Field(None, ge=0)
+    # Logprobs are not carried into output_text: only 0 is served.
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    stream_options: ObfuscationOption | None = Field(None, exclude=True)
+
+    @field_validator("include")
+    @classmethod
+    def _include_nothing(cls, v: Any) -> Any:
+        if v:
+            raise unsupported(f"include value {v[0]!r} is not supported (only [] is)")
+        return v
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, v: Any) -> Any:
+        if v:
+            raise unsupported("top_logprobs > 0 is not supported (logprobs are not returned)")
+        return v
+
+    def chat_parameters(self) -> dict[str, Any]:
+        """The chat-completions parameters this request passes on (those given)."""
+        given = {
+            "reasoning_effort": self.reasoning.effort if self.reasoning else None,
+            "service_tier": self.service_tier,
+            "safety_identifier": self.safety_identifier,
+            "prompt_cache_key": self.prompt_cache_key,
+        }
+        return {key: value for key, value in given.items() if value is not None}
 
     @field_validator("tool_choice", mode="before")
     @classmethod
@@ -139,3 +197,71 @@ class FunctionCallOutputInput(_InputItem):
 
     call_id: str = Field(..., min_length=1)
     output: str | list[dict[str, Any]]
+
+
+class InputImage(StrictBody):
+    """An ``input_image`` content part: becomes a chat ``image_url`` part."""
+
+    type: Literal["input_image"]
+    image_url: str | None = Field(None, min_length=1)
+    file_id: str | None = None
+    detail: Literal["auto", "low", "high", "original"] = "auto"
+
+    @field_validator("file_id")
+    @classmethod
+    def _no_files(cls, v: Any) -> Any:
+        if v is not None:
+            raise unsupported("file ids are not supported (the gateway serves no files)")
+        return v
+
+    @field_validator("detail")
+    @classmethod
+    def _chat_detail(cls, v: Any) -> Any:
+        if v == "original":
+            raise unsupported("detail 'original' is not supported (auto, low, high are)")
+        return v
+
+    @model_validator(mode="after")
+    def _url_given(self) -> InputImage:
+        if self.image_url is None:
+            raise ValueError("image_url is required")
+        return self
+
+    def chat_part(self) -> dict[str, Any]:
+        return {"type": "image_url", "image_url": {"url": self.image_url, "detail": self.detail}}
+
+
+def has_images(content: Any) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") == "input_image" for part in content
+    )
+
+
+class InputText(StrictBody):
+    type: Literal["input_text"]
+    text: str
+
+
+def user_parts(content: list[Any], where: str) -> list[dict[str, Any]]:
+    """A user message's ``input_text`` and ``input_image`` parts (``where`` names the
+    content, as ``input.0.content``) as chat content parts."""
+    parts = []
+    for i, part in enumerate(content):
+        at = f"{where}.{i}"
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind not in ("input_text", "input_image"):
+            raise GatewayError(
+                400,
+                "unsupported_parameter",
+                f"{at}.type: content part type {kind!r} is not supported with images "
+                "(input_text and input_image are)",
+                param=f"{at}.type",
+            )
+        try:
+            if kind == "input_text":
+                parts.append({"type": "text", "text": InputText.model_validate(part).text})
+            else:
+                parts.append(InputImage.model_validate(part).chat_part())
+        except ValidationError as exc:
+            raise validation_error(exc, prefix=f"{at}.") from exc
+    return parts

@@ -5,7 +5,9 @@ An assistant message's content parts follow the deltas: ``delta.content`` is an
 ``output_text`` part (``response.output_text.delta`` / ``.done``), ``delta.refusal`` a
 ``refusal`` part (``response.refusal.delta`` / ``.done``); each part between its
 ``response.content_part.added`` and ``.done``. A message that turns from text to a
-refusal (or back) closes the open part and opens the next one, in arrival order."""
+refusal (or back) closes the open part and opens the next one, in arrival order: a
+delta's fields are read in their order (the safety scan, ``safety_stream.py``, puts the
+held-back end of an ended part before the start of the next)."""
 
 from __future__ import annotations
 
@@ -69,19 +71,14 @@ class ResponsesStream:
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            pieces = [
-                (kind, delta[field])
-                for field, kind in _PART_OF.items()
-                if isinstance(delta.get(field), str) and delta[field]
-            ]
-            # Both in one delta: the open part's text came first (the rest of it, held
-            # back by the safety scan until the other began).
-            if self._message is not None and pieces[-1:] and pieces[-1][0] == self._message.kind:
-                pieces.reverse()
-            for kind, piece in pieces:
-                events += self._part_delta(kind, piece)
-            for call in delta.get("tool_calls") or []:
-                events += self._call_delta(call)
+            # Field by field in the delta's order, which is arrival order: a delta of the
+            # safety scan can carry the held-back end of one part before the next part.
+            for name, value in delta.items():
+                if name in _PART_OF and isinstance(value, str) and value:
+                    events += self._part_delta(_PART_OF[name], value)
+                elif name == "tool_calls":
+                    for call in value or []:
+                        events += self._call_delta(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events

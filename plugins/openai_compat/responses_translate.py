@@ -15,6 +15,8 @@ from plugins.openai_compat.responses_models import (
     FunctionCallOutputInput,
     ResponsesRequest,
     ResponsesTool,
+    has_images,
+    user_parts,
 )
 
 Item = TypeVar("Item", bound=BaseModel)
@@ -24,22 +26,37 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(24)}"
 
 
+def _part_text(part: dict[str, Any], field: str, where: str) -> str:
+    """A content part's text ``field``: a string, or 400 naming it (never ``"None"``)."""
+    text = part.get(field)
+    if not isinstance(text, str):
+        got = "missing" if text is None else f"a {type(text).__name__}"
+        raise GatewayError(
+            400,
+            "invalid_request_body",
+            f"{where}.{field}: must be a string (got {got})",
+            param=f"{where}.{field}",
+        )
+    return text
+
+
 def _text_parts(content: Any, where: str, refusals: list[str] | None = None) -> str:
-    """The text of ``content`` (a string or text parts). With ``refusals`` (an assistant
-    message), ``refusal`` parts are accepted too and their text is added to it."""
+    """The text of ``content`` (a string or text parts; ``where`` names it, as
+    ``input.0.content``). With ``refusals`` (an assistant message), ``refusal`` parts are
+    accepted too and their text is added to it."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise GatewayError(
-            400, "invalid_request_body", f"{where}: content must be text or parts", param=where
+            400, "invalid_request_body", f"{where}: must be text or parts", param=where
         )
     texts = []
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else type(part).__name__
         if kind == "refusal" and refusals is not None:
-            refusals.append(str(part.get("refusal", "")))
+            refusals.append(_part_text(part, "refusal", f"{where}.{i}"))
         elif kind in ("input_text", "output_text"):
-            texts.append(str(part.get("text", "")))
+            texts.append(_part_text(part, "text", f"{where}.{i}"))
         else:
             known = (
                 "input_text and output_text"
@@ -49,8 +66,8 @@ def _text_parts(content: Any, where: str, refusals: list[str] | None = None) -> 
             raise GatewayError(
                 400,
                 "unsupported_parameter",
-                f"{where}.content[{i}]: content part type {kind!r} is not supported ({known} are)",
-                param=f"{where}.content",
+                f"{where}.{i}: content part type {kind!r} is not supported ({known} are)",
+                param=where,
             )
     return "".join(texts)
 
@@ -88,8 +105,12 @@ def input_to_messages(
                     f"{where}.role: invalid role",
                     param=f"{where}.role",
                 )
+            if role == "user" and has_images(item.get("content")):  # chat content parts
+                parts = user_parts(item["content"], f"{where}.content")
+                messages.append({"role": role, "content": parts})
+                continue
             refusals: list[str] | None = [] if role == "assistant" else None
-            text = _text_parts(item.get("content"), where, refusals)
+            text = _text_parts(item.get("content"), f"{where}.content", refusals)
             if refusals:  # an assistant message given back with its refusal
                 messages.append(assistant_message(text, "".join(refusals)))
             else:
@@ -121,7 +142,9 @@ def input_to_messages(
                 {
                     "role": "tool",
                     "tool_call_id": result.call_id,
-                    "content": output if isinstance(output, str) else _text_parts(output, where),
+                    "content": output
+                    if isinstance(output, str)
+                    else _text_parts(output, f"{where}.output"),
                 }
             )
         else:
@@ -179,6 +202,7 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]]) -> dict[str,
         value = getattr(req, src)
         if value is not None:
             body[dst] = value
+    body.update(req.chat_parameters())  # reasoning_effort, service_tier...
     return body
 
 
@@ -336,17 +360,17 @@ def response_resource(
         "top_p": req.top_p if req.top_p is not None else 1.0,
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
-        "top_logprobs": 0,
+        "top_logprobs": req.top_logprobs or 0,
         "temperature": req.temperature if req.temperature is not None else 1.0,
-        "reasoning": None,
+        "reasoning": req.reasoning.model_dump() if req.reasoning else None,
         "usage": usage,
         "max_output_tokens": req.max_output_tokens,
-        "max_tool_calls": None,
+        "max_tool_calls": req.max_tool_calls,
         "store": req.store,
         "background": False,
-        "service_tier": "default",
+        "service_tier": req.service_tier or "default",
         "metadata": req.metadata or {},
-        "safety_identifier": None,
-        "prompt_cache_key": None,
+        "safety_identifier": req.safety_identifier,
+        "prompt_cache_key": req.prompt_cache_key,
         "user": req.user,
     }

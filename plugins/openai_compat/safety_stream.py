@@ -14,7 +14,10 @@ any of it is sent, and redactions of such matches apply across deltas.
 The text fields of a delta (``content``, ``refusal``, ``reasoning_content`` and
 ``reasoning``) are each such a segment, and so are a tool call's arguments. A tool
 call's *name* is never held back (clients read it from the call's first chunk): each
-piece is scanned with the whole name sent before it and goes out at once.
+piece is scanned with the whole name sent before it and goes out at once. A delta that
+ends segments carries first what they still held (in the order they were fed), then its
+own fields: its keys are in arrival order, which the Responses stream relies on to put
+content parts in order.
 
 A block raises ``ProviderError(400, "content_blocked")`` (the surfaces' mid-stream error
 event); so does a redaction that would change text already sent (a match longer than
@@ -136,16 +139,23 @@ class StreamScan:
 
     async def _delta(self, index: Any, delta: dict[str, Any]) -> None:
         calls = [c for c in delta.get("tool_calls") or [] if isinstance(c, dict)]
-        texts = {f: delta[f] for f in TEXT_FIELDS if isinstance(delta.get(f), str) and delta[f]}
+        texts = {f: delta[f] for f in delta if f in TEXT_FIELDS and isinstance(delta[f], str)}
+        texts = {f: text for f, text in texts.items() if text}
         touched: set[tuple[Any, ...]] = {("tool", index, c.get("index", 0)) for c in calls}
+        # The delta's fields leave in arrival order: what the segments it ends still held
+        # first, then its own (a Responses stream turns each field into a part in order).
         for field in texts:
             touched.add((field, index))
-            delta[field] = ""
+            del delta[field]
+        own_calls = delta.pop("tool_calls") if calls else None
         # A choice's output is sequential: a new segment ends the one before it.
         for key in [k for k in self._open(index) if touched and k not in touched]:
             self._place({"delta": delta}, key, await self._finish(key))
         for field, text in texts.items():
+            delta[field] = ""
             self._place({"delta": delta}, (field, index), await self._feed((field, index), text))
+        if own_calls is not None:  # after the ended segments' arguments, if any
+            delta["tool_calls"] = [*delta.get("tool_calls", []), *own_calls]
         for call in calls:
             fn = call.get("function")
             if not isinstance(fn, dict):
@@ -186,6 +196,7 @@ class StreamScan:
         seg = self.segments.setdefault(key, _Segment())
         if not piece:
             return ""
+        self.segments[key] = self.segments.pop(key)  # the last fed goes last: arrival order
         seg.dirty = True
         seg.pending += piece
         out = await self._scan(seg, seg.tail)
