@@ -17,6 +17,7 @@ import tomli_w
 from pydantic import BaseModel
 from quart import Quart
 
+from host.auth.principal import Principal
 from host.context import GatewayContext, context
 from host.errors import GatewayError
 from host.secrets import MASK, Secret
@@ -39,6 +40,13 @@ RESTART_SUBKEYS = {"auth": ("admin_token_file",)}
 # In free-form sections (plugins, extra top-level tables) the host cannot know which
 # values are secrets: a literal string under a key named like one is masked.
 _SECRET_KEY = re.compile(r"token|secret|passw|api_?key|private_?key|credential", re.IGNORECASE)
+
+# What a PATCH may change with ``allow_config_write`` alone. Every other top-level key
+# (auth, models, plugins, storage, server, load_plugins, state_dir and any table a
+# plugin reads) can grant gates, send a secret to another host or run code at the next
+# start, and so can a secret reference anywhere: those need the admin's "*" gate.
+OPEN_SECTIONS = ("events",)
+ADMIN_GATE = "*"
 
 
 def masked_config(settings: Settings) -> dict[str, Any]:
@@ -67,9 +75,13 @@ def _mask_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) in ({"env"}, {"file"})
+
+
 def _mask_free_form(value: Any, secret: bool = False) -> Any:
     if isinstance(value, dict):
-        if set(value) in ({"env"}, {"file"}):
+        if _is_reference(value):
             return value  # a reference, not a secret
         return {
             k: _mask_free_form(v, secret or bool(_SECRET_KEY.search(k))) for k, v in value.items()
@@ -81,11 +93,12 @@ def _mask_free_form(value: Any, secret: bool = False) -> Any:
     return value
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
+def flatten(data: Any, prefix: str = "", keep_refs: bool = False) -> dict[str, Any]:
+    """Dotted leaf keys; with ``keep_refs`` a secret reference is one leaf."""
+    if isinstance(data, dict) and not (keep_refs and _is_reference(data)):
         out: dict[str, Any] = {}
         for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}.", keep_refs))
         return out or ({prefix[:-1]: {}} if prefix else {})
     return {prefix[:-1]: data}
 
@@ -226,9 +239,61 @@ async def reload_config(app: Quart) -> dict[str, Any]:
     return {"status": "reloaded", **report}
 
 
-async def patch_config(app: Quart, patch: dict[str, Any]) -> dict[str, Any]:
+def admin_only_keys(patch: dict[str, Any]) -> list[str]:
+    """The keys of ``patch`` only the admin may write: all outside :data:`OPEN_SECTIONS`
+    (``null`` removals included) and every secret reference."""
+    keys: list[str] = []
+    for section, value in patch.items():
+        leaves = flatten({section: value}, keep_refs=True)
+        keys += [k for k, v in leaves.items() if section not in OPEN_SECTIONS or _is_reference(v)]
+    return sorted(keys)
+
+
+def free_form_literal_secrets(patch: dict[str, Any]) -> list[str]:
+    """Literal strings under secret-looking keys in the parts of ``patch`` the settings
+    model does not type (plugin sections, ``models`` and other extra tables), which
+    :func:`masked_config` would mask: the host cannot tell them from secrets."""
+    typed = set(Settings.model_fields) - {"plugins"}
+    free = {k: v for k, v in patch.items() if k not in typed}
+    return sorted(
+        key
+        for key, value in flatten(free, keep_refs=True).items()
+        if _secret_named(key) and _has_text(value)
+    )
+
+
+def _secret_named(key: str) -> bool:
+    parts = key.split(".")
+    if parts[0] in ("models", "plugins"):
+        del parts[1:2]  # the entry's own name, chosen freely: "token-counter" is no secret
+    return any(_SECRET_KEY.search(part) for part in parts)
+
+
+def _has_text(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_text(v) for v in value)
+    return isinstance(value, str) and bool(value)
+
+
+def _refuse_literal(path: str) -> GatewayError:
+    return GatewayError(
+        400,
+        "secret_literal_refused",
+        f'{path}: secrets are written as {{"env": "NAME"}} or {{"file": '
+        '"path"}} references, never in clear',
+    )
+
+
+async def patch_config(app: Quart, patch: dict[str, Any], principal: Principal) -> dict[str, Any]:
     ctx = context(app)
     path = ctx.settings.overrides_path
+    admin_only = admin_only_keys(patch)
+    if admin_only:
+        shown = ", ".join(admin_only[:10]) + (", ..." if len(admin_only) > 10 else "")
+        ctx.auth.require_gate(principal, ADMIN_GATE, f"changing {shown}")
+    literal = free_form_literal_secrets(patch)
+    if literal:
+        raise _refuse_literal(literal[0])
     if "state_dir" in patch:
         # The overrides file lives in the state directory: it cannot move itself.
         raise GatewayError(
@@ -251,12 +316,7 @@ async def patch_config(app: Quart, patch: dict[str, Any]) -> dict[str, Any]:
         raise GatewayError(400, "config_invalid", str(exc)) from exc
     literal = [p for p in _literal_secret_paths(new) if _has_path(overrides, p)]
     if literal:
-        raise GatewayError(
-            400,
-            "secret_literal_refused",
-            f'{literal[0]}: secrets are written as {{"env": "NAME"}} or {{"file": '
-            '"path"}} references, never in clear',
-        )
+        raise _refuse_literal(literal[0])
     await _refuse_invalid(app, new, "; nothing was written")
     write_toml_atomic(path, overrides)
     report = await apply_settings(app, new)

@@ -129,8 +129,9 @@ def validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str
 class GatewayRequest(Request):
     """Quart's request, except that a body that is not valid JSON is a typed 400, the
     body is parsed once (Quart caches a silent and a strict parse apart, and the auth
-    guard's silent look at ``policy_gate`` came before every handler's strict one), and
-    waiting for the body costs no extra task (``asyncio.timeout``, not ``wait_for``)."""
+    guard's silent look at ``policy_gate`` came before every handler's strict one), a body
+    nested too deeply for the parser is a 400 too (not a ``RecursionError``), and waiting
+    for the body costs no extra task (``asyncio.timeout``, not ``wait_for``)."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         if silent:
@@ -140,8 +141,12 @@ class GatewayRequest(Request):
                 return None
         try:
             return await super().get_json(force=force, cache=cache)
-        except UnicodeDecodeError as error:  # Quart decodes before its own try
+        except ValueError as error:  # e.g. UnicodeDecodeError: Quart decodes before its try
             return self.on_json_loading_failed(error)
+        except RecursionError:  # json.loads on e.g. 200k ``[``: not a 500 and a traceback
+            raise GatewayError(
+                400, "invalid_json", "request body is not valid JSON: nested too deeply"
+            ) from None
 
     async def get_data(  # type: ignore[override]
         self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False

@@ -6,6 +6,10 @@ or by polling the store's per-stream position for events written by other proces
 hands them to every subscriber. Many subscribers to one stream cost one producer.
 Subscribers first replay what is stored after their position, then follow the tail, so a
 resumed stream misses nothing and repeats nothing.
+
+A live stream checks the credential it was opened with again (see :mod:`host.auth.watch`)
+every second and at a session's expiry; once it no longer stands the stream ends with a
+``stream.closing`` event whose reason is ``unauthorized``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from quart import Request, Response
 
+from host.auth.watch import CredentialWatch, credential_watch
 from host.errors import GatewayError
 from host.storage import Event, Store, now_ms
 
@@ -30,6 +35,8 @@ JSONL = "application/x-ndjson"
 MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in every store
 
 _STOP = object()
+_REVOKED = object()
+T = TypeVar("T")
 
 
 class _Tail:
@@ -318,13 +325,20 @@ async def stream_response(
         raise GatewayError(503, "draining", "the gateway is shutting down")
 
     sse = sr.format == "sse"
+    watch = credential_watch(request)
 
     async def body() -> AsyncIterator[bytes]:
         if sse:
             yield f"retry: 2000\n: stream {stream} after {sr.after}\n\n".encode()
         # aclosing: a client that goes away leaves the subscription at once, not at GC.
-        async with contextlib.aclosing(hub.subscribe(stream, sr.after, until)) as events:
-            async for event in events:
+        async with (
+            contextlib.aclosing(hub.subscribe(stream, sr.after, until)) as events,
+            contextlib.aclosing(_watched(events, watch)) as watched,
+        ):
+            async for event in watched:
+                if event is _REVOKED:
+                    yield _closing("unauthorized", sse)
+                    return
                 if event is None:
                     yield (
                         b": heartbeat\n\n"
@@ -332,15 +346,55 @@ async def stream_response(
                         else _jsonl({"type": "heartbeat", "ts_ms": now_ms()})
                     )
                 else:
+                    assert isinstance(event, Event)
                     yield _sse(event) if sse else _jsonl(event.as_dict())
         if hub.draining:
-            final = {"type": "stream.closing", "reason": "gateway shutting down", "ts_ms": now_ms()}
-            if sse:
-                yield f"event: stream.closing\ndata: {json.dumps(final)}\n\n".encode()
-            else:
-                yield _jsonl(final)
+            yield _closing("gateway shutting down", sse)
 
     return live_response(body(), SSE if sse else JSONL)
+
+
+def _closing(reason: str, sse: bool) -> bytes:
+    """The final ``stream.closing`` event of a stream the gateway ends."""
+    final = {"type": "stream.closing", "reason": reason, "ts_ms": now_ms()}
+    if sse:
+        return f"event: stream.closing\ndata: {json.dumps(final)}\n\n".encode()
+    return _jsonl(final)
+
+
+async def _watched(
+    items: AsyncGenerator[T, None], watch: CredentialWatch | None
+) -> AsyncGenerator[T | object, None]:
+    """``items``, until the connection's credential no longer stands: then ``_REVOKED``
+    and the end. While waiting for the next item, the credential is checked whenever it is
+    due; the pending item is not cancelled by a check, only when this generator ends."""
+    if watch is None:
+        async for item in items:
+            yield item
+        return
+    pending: asyncio.Future[T] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({pending}, timeout=watch.seconds_to_due())
+            if watch.due() and not await watch.valid():
+                yield _REVOKED
+                return
+            if not done:
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            finally:
+                pending = None
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await pending
 
 
 def live_response(body: AsyncIterator[bytes], content_type: str) -> Response:

@@ -67,12 +67,17 @@ class Secret:
             path = Path(str(raw["file"])).expanduser()
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
+            # Outside the config directory say nothing more: whether a path exists, is
+            # empty or is unreadable is not for whoever wrote the reference to learn.
+            inside = _inside(path, base_dir)
             try:
                 value = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise SecretError(f"cannot read secret file {raw['file']}: {exc.strerror}") from exc
+            except (OSError, UnicodeDecodeError) as exc:
+                detail = f": {exc.strerror}" if inside and isinstance(exc, OSError) else ""
+                raise SecretError(f"cannot read secret file {raw['file']}{detail}") from None
             if not value:
-                raise SecretError(f"secret file {raw['file']} is empty")
+                message = "secret file {} is empty" if inside else "cannot read secret file {}"
+                raise SecretError(message.format(raw["file"]))
             return cls({"file": str(raw["file"])}, value)
         raise SecretError('a secret is a string, { env = "NAME" } or { file = "path" }')
 
@@ -101,6 +106,15 @@ class Secret:
                 ]
             ),
         )
+
+
+def _inside(path: Path, base_dir: Path | None) -> bool:
+    if base_dir is None:
+        return False
+    try:
+        return path.resolve().is_relative_to(base_dir.resolve())
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return False
 
 
 def _base_dir() -> Path | None:

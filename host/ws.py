@@ -3,7 +3,10 @@
 Frames are ``{schema_version, request_id, kind, payload}``. A request kind ``x.request``
 answers with ``x.response``; plugins add kinds through ``gateway_register_ws_kinds``.
 The server sends ``gateway.heartbeat`` frames. Malformed frames get a typed ``error``
-frame and the socket carries on.
+frame and the socket carries on. The credential the socket was opened with is checked
+again on every frame and every second while idle (see :mod:`host.auth.watch`): once it is
+revoked, expired or removed, an ``unauthorized`` error frame is sent and the socket is
+closed with code 4401.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from quart import Quart
 
 from host.auth.principal import Principal
+from host.auth.watch import CredentialWatch, credential_watch
 from host.storage import now_ms
 
 log = logging.getLogger("gateway.ws")
@@ -29,6 +33,7 @@ PROTOCOL_VERSION = "1.0.0"
 HEARTBEAT_KIND = "gateway.heartbeat"
 HEARTBEAT_REQUEST_ID = "gateway-heartbeat"
 MAX_FRAME_BYTES = 1024 * 1024
+CLOSE_UNAUTHORIZED = 4401  # 4000-4999: application codes; 4401 mirrors HTTP 401
 
 Handler = Callable[[dict[str, Any], "WsContext"], Awaitable[dict[str, Any]]]
 
@@ -129,22 +134,53 @@ async def serve_socket(
             await asyncio.sleep(heartbeat_seconds)
             await send_text(frame(HEARTBEAT_KIND, HEARTBEAT_REQUEST_ID, {"ts_unix_ms": now_ms()}))
 
+    async def refuse(request_id: str) -> None:
+        """The credential no longer stands: say so, then close (under the send lock, so
+        no heartbeat lands after the close)."""
+        message = "the credential of this connection was revoked or has expired"
+        async with lock:
+            await ws.send(frame("error", request_id, {"code": "unauthorized", "message": message}))
+            await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+
+    watch = credential_watch(ws)
     beat = asyncio.create_task(heartbeat())
     try:
         while not is_draining():
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that arrives as the frame does, and the socket would outlive its server.
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(_receive_timeout(watch)):
                     raw = await ws.receive()
             except TimeoutError:
+                if watch is not None and watch.due() and not await watch.valid():
+                    await refuse(HEARTBEAT_REQUEST_ID)
+                    return
                 continue
+            if watch is not None and not await watch.valid():
+                await refuse(_request_id_hint(raw))
+                return
             await _handle(app, principal, kinds, raw, send, send_text, check_rate)
         await send_text(frame("gateway.closing", HEARTBEAT_REQUEST_ID, {"reason": "draining"}))
     finally:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await beat
+
+
+def _receive_timeout(watch: CredentialWatch | None) -> float:
+    """Wake at least every second (to notice draining), sooner for a due credential check."""
+    if watch is None:
+        return 1.0
+    return min(1.0, max(0.01, watch.seconds_to_due()))
+
+
+def _request_id_hint(raw: str | bytes) -> str:
+    """The frame's ``request_id`` when it has one, for an error about that frame."""
+    try:
+        rid = json.loads(raw).get("request_id")
+    except (ValueError, AttributeError):
+        return "unknown-request"
+    return rid if isinstance(rid, str) and rid.strip() else "unknown-request"
 
 
 async def _handle(

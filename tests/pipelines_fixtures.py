@@ -1,8 +1,11 @@
 """Pipelines the pipelines tests load from a directory (written into tmp_path), and the
-helpers that write that directory and point the settings at it."""
+helpers that write that directory and point the settings at it, and sign webhooks."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,22 @@ def pipelines_settings(make_settings: Callable[..., Any], directory: Path, **sec
     """Settings loading ``directory``; the engine polls fast unless told otherwise."""
     section.setdefault("poll_seconds", 0.05)
     return make_settings(plugins={"pipelines": {"directory": str(directory), **section}})
+
+
+def signed(
+    body: bytes, delivery: str, secret: str = "s3cret", timestamp: int | None = None
+) -> dict[str, str]:
+    """Webhook headers for ``body`` by the documented scheme: ``X-Gateway-Signature`` is
+    ``sha256=`` and the hex HMAC-SHA256 of ``"<timestamp>.<delivery>.<body>"``."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    message = f"{stamp}.{delivery}.".encode() + body
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return {
+        "X-Gateway-Signature": f"sha256={digest}",
+        "X-Gateway-Timestamp": stamp,
+        "X-Gateway-Delivery": delivery,
+        "Content-Type": "application/json",
+    }
 
 
 PIPELINES_SOURCE = """

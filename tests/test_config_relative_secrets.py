@@ -4,8 +4,6 @@ file, as the host's own secrets do, whatever the working directory: a model's
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import tomli_w
 
 from host.settings import load_settings
 from tests.conftest import ADMIN, base_config, running_app
-from tests.pipelines_fixtures import PIPELINES_SOURCE
+from tests.pipelines_fixtures import PIPELINES_SOURCE, signed
 from tests.test_pipelines_api import wait_status
 
 
@@ -98,8 +96,7 @@ async def test_a_webhooks_relative_secret_file_is_read_beside_the_config(tmp_pat
     (config.parent / "hook.secret").write_text("s3cret-from-a-file\n")
     monkeypatch.chdir(tmp_path)
     body = json.dumps({"n": 5}).encode()
-    digest = hmac.new(b"s3cret-from-a-file", body, hashlib.sha256).hexdigest()
-    headers = {"X-Gateway-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+    headers = signed(body, "d-1", "s3cret-from-a-file")
     async with running_app(load_settings(str(config))) as (_app, client):
         response = await client.post("/triggers/webhook:gh/webhook", data=body, headers=headers)
         assert response.status_code == 202, await response.get_data()

@@ -195,6 +195,27 @@ async def test_body_that_is_not_utf8_is_invalid_json_not_a_crash(make_settings):
         assert await sessions_issued(client) == 0
 
 
+async def test_json_nested_too_deeply_is_a_400_without_a_traceback(make_settings, caplog):
+    settings = password_settings(make_settings)
+    deep = b"[" * 200_000
+    messages: list[str] = []
+    async with running_app(settings) as (_app, client):
+        for path, method, headers in (
+            ("/gateway/auth/session", "POST", {"Content-Type": "application/json"}),  # public
+            ("/gateway/config", "PATCH", JSON_HEADERS),  # past the auth guard's body check
+            ("/v1/responses", "POST", JSON_HEADERS),
+        ):
+            response = await client.open(path, method=method, data=deep, headers=headers)
+            messages.append((await envelope(response, 400, "invalid_json"))["message"])
+        assert_nothing_written(settings)
+        assert await sessions_issued(client) == 0
+    # The schema-validated route says why; the others parse silently and say what they need.
+    assert "nested too deeply" in messages[0]
+    assert all("JSON" in message for message in messages), messages
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+
 async def test_wrong_field_type_names_the_field(make_settings):
     settings = password_settings(make_settings)
     async with running_app(settings) as (_app, client):

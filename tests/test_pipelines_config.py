@@ -37,6 +37,22 @@ BAD: list[tuple[dict[str, Any], str]] = [
         {"webhooks": {"gh": {"pipeline": "three", "secret": {"env": UNSET_ENV}}}},
         f"webhooks.gh.secret: environment variable {UNSET_ENV} is not set",
     ),
+    (
+        {
+            "webhooks": {
+                "gh": {"pipeline": "three", "secret": {"env": "HOME"}, "tolerance_seconds": 0}
+            }
+        },
+        "webhooks.gh.tolerance_seconds: must be a number of seconds > 0 (got 0)",
+    ),
+    (
+        {
+            "webhooks": {
+                "gh": {"pipeline": "three", "secret": {"env": "HOME"}, "tolerance_seconds": "5m"}
+            }
+        },
+        "webhooks.gh.tolerance_seconds: must be a number of seconds > 0",
+    ),
 ]
 IDS = [next(iter(section)) + ":" + repr(next(iter(section.values()))) for section, _ in BAD]
 

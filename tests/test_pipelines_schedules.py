@@ -4,8 +4,6 @@ schedules, overlap policies, pause, breakpoints, and ticks missed while down."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +15,7 @@ import sqlalchemy as sa
 
 from host.storage import Store, now_ms, sqlite_url
 from tests.conftest import ADMIN, READER, running_app
-from tests.pipelines_fixtures import PIPELINES_SOURCE
+from tests.pipelines_fixtures import PIPELINES_SOURCE, signed
 from tests.test_pipelines_api import TERMINAL, assert_error, wait_status
 
 
@@ -237,27 +235,46 @@ async def test_ticks_missed_while_down_are_recorded_not_replayed(settings):
 # -- webhook triggers --------------------------------------------------------------------------
 
 
-def signed(body: bytes, secret: str = "s3cret") -> dict[str, str]:
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Gateway-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+RUNNER_TOKEN = "test-runner-token-0123456789"
+RUNNER = {"Authorization": f"Bearer {RUNNER_TOKEN}"}
 
 
 @pytest.fixture
-async def hook_client(make_settings: Any, tmp_path: Path) -> Any:
+def hook_settings(make_settings: Any, tmp_path: Path) -> Any:
     path = tmp_path / "pipelines"
     path.mkdir()
     (path / "testing.py").write_text(PIPELINES_SOURCE)
-    settings = make_settings(
+    return make_settings(
+        auth={"tokens": {"runner": {"token": RUNNER_TOKEN, "gates": ["allow_pipeline_run"]}}},
         plugins={
             "pipelines": {
                 "directory": str(path),
                 "poll_seconds": 0.05,
                 "webhooks": {"gh": {"pipeline": "three", "secret": "s3cret"}},
             }
-        }
+        },
     )
-    async with running_app(settings) as (_app, test_client):
+
+
+@pytest.fixture
+async def hook_client(hook_settings: Any) -> Any:
+    async with running_app(hook_settings) as (_app, test_client):
         yield test_client
+
+
+async def deliver(client: Any, body: bytes, headers: dict[str, str]) -> Any:
+    return await client.post("/triggers/webhook:gh/webhook", data=body, headers=headers)
+
+
+async def start_keyed(client: Any, key: str, auth: dict[str, str]) -> dict[str, Any]:
+    response = await client.post(
+        "/pipelines/three/start",
+        json={"input": {"n": 1}},
+        headers={"Idempotency-Key": key, **auth},
+    )
+    assert response.status_code == 202, await response.get_data()
+    body: dict[str, Any] = await response.get_json()
+    return body
 
 
 async def test_webhook_with_a_valid_signature_starts_one_run_per_delivery(hook_client):
@@ -267,39 +284,157 @@ async def test_webhook_with_a_valid_signature_starts_one_run_per_delivery(hook_c
         t for t in triggers if t["id"] == "webhook:gh"
     ).items()
     body = b'{"n": 5}'
-    headers = {**signed(body), "X-Gateway-Delivery": "d-1"}
-    first = await client.post("/triggers/webhook:gh/webhook", data=body, headers=headers)
+    headers = signed(body, "d-1")
+    first = await deliver(client, body, headers)
     assert first.status_code == 202
     fired = await first.get_json()
     assert fired["outcome"] == "fired"
     run = await wait_status(client, fired["runId"], TERMINAL)
-    assert run["output"] == {"v": 13} and run["trigger"]["type"] == "webhook"
-    again = await client.post("/triggers/webhook:gh/webhook", data=body, headers=headers)
+    assert run["output"] == {"v": 13} and run["trigger"]["delivery"] == "d-1"
+    assert run["idempotency_key"] == "webhook:gh:d-1"
+    again = await deliver(client, body, headers)
     repeat = await again.get_json()
     assert repeat["runId"] == fired["runId"] and repeat["outcome"] == "duplicate_delivery"
     assert len(await runs_of(client, "three")) == 1
 
 
+async def test_a_captured_delivery_cannot_be_replayed_under_a_new_id_or_late(hook_client):
+    client = hook_client
+    body = b'{"n": 5}'
+    captured = signed(body, "d-1")
+    assert (await deliver(client, body, captured)).status_code == 202
+    renamed = dict(captured, **{"X-Gateway-Delivery": "d-2"})
+    restamped = dict(captured, **{"X-Gateway-Timestamp": str(int(time.time()) + 1)})
+    for headers in (renamed, restamped):
+        response = await deliver(client, body, headers)
+        assert response.status_code == 401
+        assert_error(await response.get_json(), "invalid_signature")
+    for stamp in (int(time.time()) - 301, int(time.time()) + 301):
+        late = await deliver(client, body, signed(body, "d-3", timestamp=stamp))
+        assert late.status_code == 401
+        assert_error(await late.get_json(), "stale_timestamp")
+    assert len(await runs_of(client, "three")) == 1
+
+
+async def test_a_webhook_without_timestamp_or_delivery_id_is_400_naming_the_header(hook_client):
+    client = hook_client
+    body = b'{"n": 5}'
+    headers = signed(body, "d-1")
+    for header, value in (
+        ("X-Gateway-Timestamp", None),
+        ("X-Gateway-Timestamp", "yesterday"),
+        ("X-Gateway-Delivery", None),
+        ("X-Gateway-Delivery", " "),
+        ("X-Gateway-Delivery", "d.1"),
+    ):
+        sent = {k: v for k, v in headers.items() if k != header}
+        if value is not None:
+            sent[header] = value
+        response = await deliver(client, body, sent)
+        assert response.status_code == 400
+        error = await response.get_json()
+        assert_error(error, "invalid_webhook_header")
+        assert header in error["error"]["message"]
+    assert await runs_of(client, "three") == []
+
+
 async def test_webhook_with_a_bad_signature_is_401_and_starts_nothing(hook_client):
     client = hook_client
     body = b'{"n": 5}'
-    for headers in (
-        signed(body, "wrong"),
-        {"Content-Type": "application/json"},
-        signed(b'{"n": 6}'),
-    ):
-        response = await client.post("/triggers/webhook:gh/webhook", data=body, headers=headers)
+    unsigned = {k: v for k, v in signed(body, "d-1").items() if k != "X-Gateway-Signature"}
+    for headers in (signed(body, "d-1", "wrong"), unsigned, signed(b'{"n": 6}', "d-1")):
+        response = await deliver(client, body, headers)
         assert response.status_code == 401
         assert_error(await response.get_json(), "invalid_signature")
-    unknown = await client.post("/triggers/webhook:nope/webhook", data=body, headers=signed(body))
+    unknown = await client.post(
+        "/triggers/webhook:nope/webhook", data=body, headers=signed(body, "d-1")
+    )
     assert unknown.status_code == 404
     bad_input = b'{"n": "x"}'
-    invalid = await client.post(
-        "/triggers/webhook:gh/webhook", data=bad_input, headers=signed(bad_input)
-    )
+    invalid = await deliver(client, bad_input, signed(bad_input, "d-1"))
     assert invalid.status_code == 422
     await client.post("/gateway/pause", headers=ADMIN)
-    paused = await client.post("/triggers/webhook:gh/webhook", data=body, headers=signed(body))
+    paused = await deliver(client, body, signed(body, "d-1"))
     assert paused.status_code == 503
     assert_error(await paused.get_json(), "gateway_paused")
     assert await runs_of(client, "three") == []
+
+
+async def test_an_api_idempotency_key_equal_to_a_webhook_key_does_not_collide(hook_client):
+    client = hook_client
+    planted = await start_keyed(client, "webhook:gh:d9", ADMIN)
+    body = b'{"n": 5}'
+    delivered = await (await deliver(client, body, signed(body, "d9"))).get_json()
+    assert delivered["outcome"] == "fired" and delivered["runId"] != planted["runId"]
+    again = await start_keyed(client, "webhook:gh:d9", ADMIN)
+    assert again["runId"] == planted["runId"] and again["created"] is False
+    record = await wait_status(client, planted["runId"], TERMINAL)
+    assert record["idempotency_key"] == "webhook:gh:d9" and record["trigger"]["type"] == "api"
+    assert len(await runs_of(client, "three")) == 2
+
+
+async def test_api_idempotency_keys_are_scoped_per_principal(hook_client):
+    client = hook_client
+    mine = await start_keyed(client, "order-42", ADMIN)
+    theirs = await start_keyed(client, "order-42", RUNNER)
+    assert theirs["created"] is True and theirs["runId"] != mine["runId"]
+    repeat = await start_keyed(client, "order-42", RUNNER)
+    assert repeat["runId"] == theirs["runId"] and repeat["created"] is False
+    record = await wait_status(client, theirs["runId"], TERMINAL)
+    assert record["created_by"] == "runner" and record["idempotency_key"] == "order-42"
+
+
+async def test_keys_stored_before_namespacing_keep_deduplicating_for_their_principal(
+    hook_settings,
+):
+    async with running_app(hook_settings) as (_app, client):
+        kept = await start_keyed(client, "order-7", ADMIN)
+        planted = await start_keyed(client, "webhook:gh:d9", ADMIN)
+    # Make the store look as it did before migration 4: raw keys, migration not applied.
+    store = Store(sqlite_url(hook_settings.state_dir))
+    await store.open()
+    async with store.write() as conn:
+        for run_id, key in ((kept["runId"], "order-7"), (planted["runId"], "webhook:gh:d9")):
+            await conn.execute(
+                sa.text("UPDATE pipelines_runs SET idempotency_key = :k WHERE id = :id"),
+                {"k": key, "id": run_id},
+            )
+        await conn.execute(
+            sa.text("DELETE FROM schema_migrations WHERE namespace = 'pipelines' AND version = 4")
+        )
+    await store.close()
+    async with running_app(hook_settings) as (_app, client):
+        again = await start_keyed(client, "order-7", ADMIN)
+        assert again["runId"] == kept["runId"] and again["created"] is False
+        other = await start_keyed(client, "order-7", RUNNER)
+        assert other["created"] is True
+        body = b'{"n": 5}'
+        delivered = await (await deliver(client, body, signed(body, "d9"))).get_json()
+        assert delivered["outcome"] == "fired" and delivered["runId"] != planted["runId"]
+        record = await wait_status(client, kept["runId"], TERMINAL)
+        assert record["idempotency_key"] == "order-7"
+
+
+async def test_the_documented_worked_example_is_accepted_within_its_tolerance(
+    make_settings, tmp_path
+):
+    # docs/reference/pipelines.md#webhook-triggers: this exact signature, accepted here
+    # because this webhook's tolerance_seconds reaches back to its timestamp.
+    path = tmp_path / "pipelines"
+    path.mkdir()
+    (path / "testing.py").write_text(PIPELINES_SOURCE)
+    hook = {"pipeline": "three", "secret": "s3cret", "tolerance_seconds": 10**10}
+    settings = make_settings(
+        plugins={"pipelines": {"directory": str(path), "webhooks": {"gh": hook}}}
+    )
+    digest = "4477f0a6b27553ef29d4408347d70cba94b110d8949857d143b47283e38ea9be"
+    headers = {
+        "X-Gateway-Timestamp": "1700000000",
+        "X-Gateway-Delivery": "d-1",
+        "X-Gateway-Signature": f"sha256={digest}",
+        "Content-Type": "application/json",
+    }
+    async with running_app(settings) as (_app, client):
+        response = await deliver(client, b'{"n": 5}', headers)
+        assert response.status_code == 202, await response.get_data()
+        assert (await response.get_json())["outcome"] == "fired"

@@ -15,6 +15,7 @@ from host.auth.decorators import gate_of, is_public, is_unlimited
 from host.auth.principal import Principal
 from host.auth.ratelimit import RateLimiter
 from host.auth.tokens import token_hash
+from host.auth.watch import CredentialWatch, attach
 from host.errors import GatewayError
 from host.metrics import GatewayMetrics
 from host.plugins import PluginHost
@@ -89,6 +90,9 @@ class Authenticator:
             self.require_gate(principal, gate)
         if not websocket and req.method in ("POST", "PUT", "PATCH", "DELETE"):
             await self._check_body_gate(req, gate)
+        # For a connection that stays open (WebSocket, event stream) to check again later.
+        real = req._get_current_object() if hasattr(req, "_get_current_object") else req
+        attach(real, CredentialWatch(self, real, principal, websocket))
         return principal
 
     def require_gate(self, principal: Principal, gate: str, action: str = "this route") -> None:
@@ -178,6 +182,16 @@ class Authenticator:
         return Principal(
             session.principal, "session", frozenset(auth.session_gates), auth.session_rate_limit
         )
+
+    def session_expires_ms(self, req: Any, principal: Principal, websocket: bool) -> int | None:
+        """When the session ``req`` authenticated as ``principal`` expires (from the session
+        cache ``resolve`` just filled); None for any other kind of principal."""
+        if principal.kind != "session":
+            return None
+        token = bearer_token(req, websocket)
+        cached = self._session_cache.get(token_hash(token)) if token else None
+        session = cached[1] if cached is not None else None
+        return session.expires_ms if session is not None else None
 
     def forget_session(self, digest: str | None = None) -> None:
         if digest is None:

@@ -127,7 +127,9 @@ async def get_config() -> ConfigResponse:
 @validate_response(ConfigPatchResponse)
 async def patch_config_view() -> ConfigPatchResponse:
     """Change the configuration at runtime (JSON merge patch, validated, written to the
-    overrides file atomically); says which keys applied live and which need a restart."""
+    overrides file atomically); says which keys applied live and which need a restart.
+    Only ``events.*`` is open to ``allow_config_write`` alone: any other key, and any
+    ``{env}``/``{file}`` secret reference, also needs the ``"*"`` gate (403)."""
     body = await request.get_json(silent=True)
     if not request.is_json:
         raise GatewayError(415, "unsupported_media_type", "send the patch as application/json")
@@ -136,7 +138,7 @@ async def patch_config_view() -> ConfigPatchResponse:
     body.pop("policy_gate", None)
     if not body:
         raise GatewayError(400, "empty_patch", "the patch changes nothing")
-    report = await patch_config(current_app, body)
+    report = await patch_config(current_app, body, current_principal())
     await publish(
         "config.patched",
         {

@@ -1,5 +1,6 @@
 """``POST /v1/responses`` (OpenResponses / OpenAI Responses), served over chat-completion
-providers, and stored responses: ``GET`` and ``DELETE /v1/responses/<id>``."""
+providers, and stored responses: ``GET`` and ``DELETE /v1/responses/<id>``. A stored
+response is its caller's: another principal's id answers 404 (responses_store.Owner)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import document_request, document_response
 
-from host.api import GatewayError, Store, context, document_stream
+from host.api import GatewayError, Store, context, current_principal, document_stream
 from plugins.openai_compat import keepalive, responses_store
 from plugins.openai_compat.catalog import Resolved, with_stream_usage
 from plugins.openai_compat.conversations import Recorder, session_id_of
@@ -45,10 +46,18 @@ bp = Blueprint("openai_responses", __name__)
 bp.after_request(with_spec_error_type)
 
 
-async def _history(req: ResponsesRequest) -> list[dict[str, Any]]:
+def _owner() -> responses_store.Owner:
+    return responses_store.Owner.of(current_principal())
+
+
+def _not_found(response_id: str) -> GatewayError:
+    return GatewayError(404, "response_not_found", f"response {response_id!r} was not found")
+
+
+async def _history(req: ResponsesRequest, owner: responses_store.Owner) -> list[dict[str, Any]]:
     if req.previous_response_id is None:
         return []
-    found = await responses_store.load(context().store, req.previous_response_id)
+    found = await responses_store.load(context().store, owner, req.previous_response_id)
     if found is None:
         raise GatewayError(
             404,
@@ -69,13 +78,14 @@ async def create_response() -> Any:
     ``sequence_number``, then ``data: [DONE]``."""
     req: ResponsesRequest = parse_body(ResponsesRequest, await json_body())
     resolved = resolve_model(req.model)
-    history = await _history(req)
+    owner = _owner()
+    history = await _history(req, owner)
     body = chat_body(req, history)
     await scan_messages(body["messages"], "responses", resolved.name)
     # What a continuation replays: everything but this request's own instructions.
     conversation = body["messages"][1:] if req.instructions else body["messages"]
     upstream = {**body, "model": resolved.route.upstream_model}
-    turn = await _turn(req, resolved, conversation[len(history) :])
+    turn = await _turn(req, resolved, owner, conversation[len(history) :])
     if req.stream:
         return await _stream(req, resolved, upstream, conversation, turn)
     return await _complete(req, resolved, upstream, conversation, turn)
@@ -83,21 +93,24 @@ async def create_response() -> Any:
 
 @dataclass(frozen=True)
 class _Turn:
-    """The new response's id, the session key of its chain, and its recorder."""
+    """The new response's id, its owner, the session key of its chain, and its recorder."""
 
     response_id: str
+    owner: responses_store.Owner
     session_key: str
     recorder: Recorder | None
 
 
-async def _turn(req: ResponsesRequest, resolved: Resolved, new_input: list[Any]) -> _Turn:
+async def _turn(
+    req: ResponsesRequest, resolved: Resolved, owner: responses_store.Owner, new_input: list[Any]
+) -> _Turn:
     response_id = new_id("resp")
     # metadata.session_id names the session; otherwise a continuation keeps the key of
     # the response it continues, and a new chain is keyed by its first response's id.
     key = session_id_of(req.metadata)
     if key is None and req.previous_response_id is not None:
         previous = req.previous_response_id
-        key = await responses_store.session_key(context().store, previous) or previous
+        key = await responses_store.session_key(context().store, owner, previous) or previous
     key = key or response_id
     recorder = Recorder.start(
         "responses",
@@ -109,7 +122,7 @@ async def _turn(req: ResponsesRequest, resolved: Resolved, new_input: list[Any])
         previous_response_id=req.previous_response_id,
         instructions=req.instructions,
     )
-    return _Turn(response_id, key, recorder)
+    return _Turn(response_id, owner, key, recorder)
 
 
 async def _complete(
@@ -161,7 +174,9 @@ async def _keep_turn(
     conversation. ``store`` is passed in: a stream's body runs outside the request."""
     messages = output_to_messages(output)
     if req.store:
-        await responses_store.save(store, resource, conversation + messages, turn.session_key)
+        await responses_store.save(
+            store, turn.owner, resource, conversation + messages, turn.session_key
+        )
     if turn.recorder is not None:
         await turn.recorder.send(
             response_id=turn.response_id, output=messages, usage=usage, status=resource["status"]
@@ -266,17 +281,17 @@ async def _chain(
 @bp.get("/v1/responses/<response_id>")
 @document_response(ResponseObject)
 async def get_response(response_id: str) -> Any:
-    """A stored response."""
-    found = await responses_store.load(context().store, response_id)
+    """A stored response of the caller's (another principal's is 404, as if absent)."""
+    found = await responses_store.load(context().store, _owner(), response_id)
     if found is None:
-        raise GatewayError(404, "response_not_found", f"response {response_id!r} was not found")
+        raise _not_found(response_id)
     return found[0]
 
 
 @bp.delete("/v1/responses/<response_id>")
 @document_response(DeletedResponse)
 async def delete_response(response_id: str) -> Any:
-    """Delete a stored response (it can no longer be continued)."""
-    if not await responses_store.delete(context().store, response_id):
-        raise GatewayError(404, "response_not_found", f"response {response_id!r} was not found")
+    """Delete a stored response of the caller's (it can no longer be continued)."""
+    if not await responses_store.delete(context().store, _owner(), response_id):
+        raise _not_found(response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}

@@ -1,13 +1,19 @@
 """Stored responses: the response object and the conversation it ends, so that
-``previous_response_id`` continues a conversation across restarts."""
+``previous_response_id`` continues a conversation across restarts.
+
+A response belongs to the principal that stored it (``Principal.key``, e.g.
+``token:reader``): every lookup filters on it, so another caller finds nothing (404, never
+a 403 that would confirm the id). Rows stored before ownership (``owner`` NULL) are
+visible only to principals holding the ``*`` gate."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from host.api import Migration, Store
+from host.api import Migration, Principal, Store
 from host.storage import now_ms
 
 metadata = sa.MetaData()
@@ -20,6 +26,8 @@ responses = sa.Table(
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("conversation", sa.JSON, nullable=False),
     sa.Column("response", sa.JSON, nullable=False),
+    # The storing principal's key; NULL on rows stored before migration 3.
+    sa.Column("owner", sa.String(300), nullable=True),
 )
 
 # The session key of a stored response (see conversations.py): a continuation keeps it.
@@ -30,14 +38,42 @@ response_sessions = sa.Table(
     sa.Column("session_key", sa.Text, nullable=False),
 )
 
+
+def _owner_upgrade(conn: sa.Connection) -> None:
+    # Migration 1 creates the table from the current object, so a new store already has
+    # the column; an older one gets it added (its rows keep owner NULL).
+    present = {c["name"] for c in sa.inspect(conn).get_columns(responses.name)}
+    if "owner" not in present:
+        column_type = responses.c.owner.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {responses.name} ADD COLUMN owner {column_type}"))
+
+
 MIGRATIONS = (
     Migration.create_tables("openai_compat", 1, "stored responses", [responses]),
     Migration.create_tables("openai_compat", 2, "session keys", [response_sessions]),
+    Migration("openai_compat", 3, "response owners", _owner_upgrade),
 )
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose responses a caller sees: its own, and the ownerless ones if ``legacy``."""
+
+    key: str
+    legacy: bool = False
+
+    @classmethod
+    def of(cls, principal: Principal) -> Owner:
+        return cls(principal.key, legacy=principal.has_gate("*"))
+
+    def visible(self) -> sa.ColumnElement[bool]:
+        mine = responses.c.owner == self.key
+        return sa.or_(mine, responses.c.owner.is_(None)) if self.legacy else mine
 
 
 async def save(
     store: Store,
+    owner: Owner,
     response: dict[str, Any],
     conversation: list[dict[str, Any]],
     session_key: str | None = None,
@@ -50,6 +86,7 @@ async def save(
                 model=response["model"],
                 conversation=conversation,
                 response=response,
+                owner=owner.key,
             )
         )
         if session_key is not None:
@@ -60,35 +97,45 @@ async def save(
             )
 
 
-async def session_key(store: Store, response_id: str) -> str | None:
+def _owned(owner: Owner, response_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(responses.c.id == response_id, owner.visible())
+
+
+async def session_key(store: Store, owner: Owner, response_id: str) -> str | None:
+    """The session key of ``owner``'s stored response ``response_id``, if it has one."""
+    joined = response_sessions.join(responses, responses.c.id == response_sessions.c.response_id)
     async with store.read() as conn:
         return (
             await conn.execute(
-                sa.select(response_sessions.c.session_key).where(
-                    response_sessions.c.response_id == response_id
-                )
+                sa.select(response_sessions.c.session_key)
+                .select_from(joined)
+                .where(_owned(owner, response_id))
             )
         ).scalar()
 
 
 async def load(
-    store: Store, response_id: str
+    store: Store, owner: Owner, response_id: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """``owner``'s stored response and its conversation; None if it has no such one."""
     async with store.read() as conn:
         row = (
             await conn.execute(
                 sa.select(responses.c.response, responses.c.conversation).where(
-                    responses.c.id == response_id
+                    _owned(owner, response_id)
                 )
             )
         ).first()
     return (row.response, row.conversation) if row is not None else None
 
 
-async def delete(store: Store, response_id: str) -> bool:
+async def delete(store: Store, owner: Owner, response_id: str) -> bool:
+    """Delete ``owner``'s stored response; False (nothing touched) if it has no such one."""
     async with store.write() as conn:
-        result = await conn.execute(responses.delete().where(responses.c.id == response_id))
+        result = await conn.execute(responses.delete().where(_owned(owner, response_id)))
+        if not result.rowcount:
+            return False
         await conn.execute(
             response_sessions.delete().where(response_sessions.c.response_id == response_id)
         )
-        return bool(result.rowcount)
+        return True

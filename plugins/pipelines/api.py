@@ -21,6 +21,7 @@ from host.api import Event, GatewayError, Principal, context
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import TERMINAL, TERMINAL_EVENTS, engine_of, run_row, stream_of
+from plugins.pipelines.idempotency import MAX_KEY, api_keys
 from plugins.pipelines.routes import CATALOG_KEY, GATE_RUN
 
 API_KEY = "pipelines.api"
@@ -79,17 +80,25 @@ class PipelinesAPI:
         """Start a run as ``principal``; returns its id. 403 ``policy_gate_denied``
         without the run gate, 404 ``pipeline_not_found``, 503 ``gateway_paused`` while
         paused, 422 ``validation_failed`` (``details.param`` names the field) when the
-        input fails the pipeline's schema. Nothing is stored on any of these."""
+        input fails the pipeline's schema, 400 ``invalid_idempotency_key`` unless 1 to 200
+        characters. Nothing is stored on any of these. ``idempotency_key`` is scoped to
+        ``principal`` (another principal's same key starts its own run)."""
         context(self.app).auth.require_gate(principal, GATE_RUN, "running a pipeline")
         pipeline = self.pipeline(pipeline_id)
         if pipeline is None:
             raise GatewayError(404, "pipeline_not_found", f"no pipeline {pipeline_id!r}")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY:
+            raise GatewayError(
+                400, "invalid_idempotency_key", f"an idempotency key is 1 to {MAX_KEY} characters"
+            )
+        stored, older = api_keys(principal, idempotency_key)
         run_id, _created = await engine_of(self.app).start_run(
             pipeline,
             raw_input,
             trigger=trigger,
             created_by=principal.name,
-            idempotency_key=idempotency_key,
+            idempotency_key=stored,
+            also_matches=older,
         )
         return run_id
 

@@ -15,6 +15,7 @@ from host.secrets import Secret, SecretError
 from host.settings import Settings
 
 PREFIX = "plugins.pipelines"
+WEBHOOK_TOLERANCE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,25 @@ def configured(settings: Settings) -> PipelinesConfig:
     return config
 
 
-def _seconds(section: dict[str, Any], key: str, default: float, found: list[str]) -> float:
+def webhook_tolerance(table: dict[str, Any]) -> float:
+    """A webhook's ``tolerance_seconds`` (how far its timestamp may be from now)."""
+    return _seconds(table, "tolerance_seconds", WEBHOOK_TOLERANCE_SECONDS, [])
+
+
+def _seconds(
+    section: dict[str, Any], key: str, default: float, found: list[str], where: str = PREFIX
+) -> float:
     raw = section.get(key, default)
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw < math.inf:
-        found.append(f"{PREFIX}.{key}: must be a number of seconds > 0 (got {raw!r})")
+        found.append(f"{where}.{key}: must be a number of seconds > 0 (got {raw!r})")
         return default
     return float(raw)
 
 
 def _check_webhooks(raw: Any, config_dir: Path | None, found: list[str]) -> None:
-    """``[plugins.pipelines.webhooks.<name>]`` tables: a ``pipeline`` id and a ``secret``
-    that resolves (a string, ``{ env = "NAME" }`` set, ``{ file = "path" }`` readable).
+    """``[plugins.pipelines.webhooks.<name>]`` tables: a ``pipeline`` id, a ``secret``
+    that resolves (a string, ``{ env = "NAME" }`` set, ``{ file = "path" }`` readable) and
+    an optional ``tolerance_seconds`` (> 0, default 300).
     The routes read the tables themselves (``routes.webhooks``). Whether the pipeline
     exists is not checked: directory pipelines are known only once their files are
     imported, which a check does not do (a delivery for an unknown one is a 404)."""
@@ -87,3 +96,4 @@ def _check_webhooks(raw: Any, config_dir: Path | None, found: list[str]) -> None
             Secret.resolve(table.get("secret"), config_dir)
         except SecretError as exc:
             found.append(f"{key}.secret: {exc}")
+        _seconds(table, "tolerance_seconds", WEBHOOK_TOLERANCE_SECONDS, found, key)

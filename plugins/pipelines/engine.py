@@ -27,7 +27,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -574,6 +574,7 @@ class Engine:
         trigger: dict[str, Any],
         created_by: str | None,
         idempotency_key: str | None = None,
+        also_matches: Sequence[str] = (),
     ) -> tuple[str, bool]:
         """Every way a run starts goes through here: refused while the gateway is paused
         (503), input validated against the pipeline's schema (422), then stored."""
@@ -585,6 +586,7 @@ class Engine:
             trigger=trigger,
             created_by=created_by,
             idempotency_key=idempotency_key,
+            also_matches=also_matches,
         )
 
     async def create_run(
@@ -595,9 +597,11 @@ class Engine:
         trigger: dict[str, Any],
         created_by: str | None,
         idempotency_key: str | None = None,
+        also_matches: Sequence[str] = (),
     ) -> tuple[str, bool]:
-        """Store a new pending run; with an idempotency key an existing run is returned
-        instead. Returns ``(run_id, created)``."""
+        """Store a new pending run; with an idempotency key (stored form, see
+        ``idempotency.py``) an existing run with it, or with one of ``also_matches`` (older
+        forms of the same key), is returned instead. Returns ``(run_id, created)``."""
         run_id = uuid.uuid4().hex
         now = now_ms()
         event: Event | None = None
@@ -606,10 +610,12 @@ class Engine:
             if idempotency_key is not None:
                 existing = (
                     await conn.execute(
-                        sa.select(runs.c.id).where(
+                        sa.select(runs.c.id)
+                        .where(
                             runs.c.pipeline_id == pipeline.id,
-                            runs.c.idempotency_key == idempotency_key,
+                            runs.c.idempotency_key.in_([idempotency_key, *also_matches]),
                         )
+                        .limit(1)
                     )
                 ).scalar_one_or_none()
                 if existing is not None:

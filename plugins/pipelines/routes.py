@@ -7,6 +7,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from croniter import croniter
 from pydantic import BaseModel, ValidationError
-from quart import Blueprint, Response, g, request
+from quart import Blueprint, Response, request
 from quart_schema import (
     document_request,
     document_response,
@@ -38,8 +40,10 @@ from host.storage import now_ms
 from plugins.control.models import EventPage
 from plugins.pipelines import schedules as schedules_mod
 from plugins.pipelines.catalog import PipelineCatalog
+from plugins.pipelines.config import webhook_tolerance
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import TERMINAL_EVENTS, Engine, engine_of, run_row, stream_of
+from plugins.pipelines.idempotency import MAX_KEY, api_keys, shown, webhook_key
 from plugins.pipelines.models import (
     ApprovalList,
     ApprovalQuery,
@@ -153,7 +157,7 @@ def _record(row: Any, steps: Sequence[Any] | None = None) -> RunRecord:
         waiting_for=row.waiting_for,
         paused_at=row.paused_at,
         trigger=row.trigger,
-        idempotency_key=row.idempotency_key,
+        idempotency_key=shown(row.idempotency_key),
         created_by=row.created_by,
         created_ms=row.created_ms,
         started_ms=row.started_ms,
@@ -169,16 +173,17 @@ async def start_run(
     trigger: dict[str, Any],
     idempotency_key: str | None = None,
 ) -> tuple[str, bool]:
-    """A run started by this request's caller (or, on the public webhook route, by its
-    trigger); see :meth:`Engine.start_run`."""
-    caller = g.get("principal")  # None on the public webhook route
-    principal = caller.name if caller is not None else trigger.get("trigger_id")
+    """A run started by this request's caller; ``idempotency_key`` (the caller's own) is
+    scoped to the caller. See :meth:`Engine.start_run`."""
+    caller = current_principal()
+    stored, older = api_keys(caller, idempotency_key)
     return await engine_of().start_run(
         pipeline,
         raw_input,
         trigger=trigger,
-        created_by=principal,
-        idempotency_key=idempotency_key,
+        created_by=caller.name,
+        idempotency_key=stored,
+        also_matches=older,
     )
 
 
@@ -226,9 +231,9 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > 200:
+    if not key or len(key) > MAX_KEY:
         raise GatewayError(
-            400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"
+            400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY} characters"
         )
     return key
 
@@ -562,10 +567,14 @@ async def fire_trigger(trigger_id: str) -> Any:
 
 WEBHOOK_SIGNATURE = "X-Gateway-Signature"
 WEBHOOK_DELIVERY = "X-Gateway-Delivery"
+WEBHOOK_TIMESTAMP = "X-Gateway-Timestamp"
+_DELIVERY_ID = re.compile(r"^[!-\-/-~]{1,200}$")  # visible ASCII but "."
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 
 
 def webhooks() -> dict[str, dict[str, Any]]:
-    """``[plugins.pipelines.webhooks.<name>]`` tables: ``pipeline`` and ``secret``."""
+    """``[plugins.pipelines.webhooks.<name>]`` tables: ``pipeline``, ``secret`` and
+    ``tolerance_seconds``."""
     raw = context().settings.plugin_section("pipelines").get("webhooks") or {}
     return (
         {str(k): v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
@@ -579,38 +588,69 @@ def _webhook_secret(config: dict[str, Any]) -> str | None:
         return None
 
 
+def webhook_signature(secret: str, timestamp: str, delivery: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256(secret, "<timestamp>.<delivery>.<body>")>``."""
+    signed = f"{timestamp}.{delivery}.".encode() + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def _webhook_header(name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = request.headers.get(name, "").strip()
+    if not pattern.match(value):
+        raise GatewayError(400, "invalid_webhook_header", f"{name} is required: {what}")
+    return value
+
+
 @bp.post("/triggers/<trigger_id>/webhook")
 @public
 @document_request(WebhookPayload)
 @validate_response(FireResponse, 202)
 @document_response(ErrorResponse, 503)
 async def webhook(trigger_id: str) -> Any:
-    """Webhook trigger (public; authenticated by an HMAC-SHA256 signature of the raw body
-    in ``X-Gateway-Signature: sha256=<hex>``): the JSON body is the run input. A repeated
-    ``X-Gateway-Delivery`` id returns the first run. 401 bad signature (nothing started);
-    404 unknown webhook; 503 while paused."""
+    """Webhook trigger (public), signed: ``X-Gateway-Signature: sha256=<hex>`` is the
+    HMAC-SHA256, keyed with the webhook's secret, of ``<timestamp>.<delivery>.<raw body>``
+    (``X-Gateway-Timestamp``, unix seconds within ``tolerance_seconds`` of now, default
+    300; ``X-Gateway-Delivery``, the delivery id). The JSON body is the run input; a
+    repeated delivery id returns the first run (``duplicate_delivery``). 400 a missing or
+    malformed timestamp or delivery id; 401 a bad signature or a timestamp out of
+    tolerance (nothing started); 404 unknown webhook; 503 while paused."""
     kind, _, name = trigger_id.partition(":")
     config = webhooks().get(name) if kind == "webhook" else None
     secret = _webhook_secret(config) if config is not None else None
     data = await request.get_data(as_text=False)
     raw = data if isinstance(data, bytes) else data.encode()
-    sent = request.headers.get(WEBHOOK_SIGNATURE, "")
-    expected = "sha256=" + hmac.new((secret or "").encode(), raw, hashlib.sha256).hexdigest()
     if config is None or secret is None:
         raise GatewayError(404, "trigger_not_found", f"no webhook trigger {trigger_id!r}")
+    timestamp = _webhook_header(WEBHOOK_TIMESTAMP, _TIMESTAMP, "unix seconds (digits)")
+    delivery = _webhook_header(
+        WEBHOOK_DELIVERY, _DELIVERY_ID, "1 to 200 visible ASCII characters other than '.'"
+    )
+    sent = request.headers.get(WEBHOOK_SIGNATURE, "")
+    expected = webhook_signature(secret, timestamp, delivery, raw)
     if not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise GatewayError(401, "invalid_signature", f"{WEBHOOK_SIGNATURE} does not match the body")
+        raise GatewayError(
+            401,
+            "invalid_signature",
+            f"{WEBHOOK_SIGNATURE} does not match the timestamp, delivery id and body",
+        )
+    tolerance = webhook_tolerance(config)
+    if abs(time.time() - int(timestamp)) > tolerance:
+        raise GatewayError(
+            401,
+            "stale_timestamp",
+            f"{WEBHOOK_TIMESTAMP} is more than {tolerance:g} seconds from the gateway's clock",
+        )
     pipeline = pipeline_or_404_as_trigger(str(config.get("pipeline", "")), trigger_id)
     try:
         body = json.loads(raw) if raw.strip() else {}
     except ValueError:
         raise GatewayError(400, "invalid_json", "the webhook body is not valid JSON") from None
-    delivery = request.headers.get(WEBHOOK_DELIVERY, "").strip()[:200] or None
-    run_id, created = await start_run(
+    run_id, created = await engine_of().start_run(
         pipeline,
         body,
-        {"type": "webhook", "trigger_id": trigger_id, "delivery": delivery},
-        f"webhook:{name}:{delivery}" if delivery else None,
+        trigger={"type": "webhook", "trigger_id": trigger_id, "delivery": delivery},
+        created_by=trigger_id,
+        idempotency_key=webhook_key(name, delivery),
     )
     outcome = "fired" if created else "duplicate_delivery"
     return FireResponse(trigger_id=trigger_id, outcome=outcome, runId=run_id), 202

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from host.api import Migration
+from plugins.pipelines.idempotency import namespace_stored_keys
 
 NAMESPACE = "pipelines"
 metadata = sa.MetaData()
@@ -165,5 +166,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "run definitions, stored definition sources, step journal",
         _definitions_upgrade,
+    ),
+    Migration(
+        NAMESPACE,
+        4,
+        "idempotency keys stored per origin (api, webhook, schedule, legacy)",
+        lambda conn: namespace_stored_keys(conn, runs),
     ),
 )

@@ -1,0 +1,119 @@
+"""Stored responses belong to the principal that stored them: another caller cannot read,
+continue or delete one (404, as if it did not exist), across restarts, and rows stored
+before ownership are left to ``*`` principals. Through HTTP on a real SQLite state dir,
+on the offline echo model."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from tests.conftest import ADMIN, READER, running_app
+from tests.openai_helpers import assert_error
+
+OTHER_TOKEN = "test-other-token-0123456789"
+OTHER = {"Authorization": f"Bearer {OTHER_TOKEN}"}
+
+
+def two_callers(make_settings: Any) -> Any:
+    """The conftest tokens plus a second non-admin one."""
+    return make_settings(auth={"tokens": {"other": {"token": OTHER_TOKEN, "gates": []}}})
+
+
+async def create(client: Any, headers: dict[str, str], text: str, **extra: Any) -> Any:
+    body = {"model": "echo", "input": text, **extra}
+    return await client.post("/v1/responses", json=body, headers=headers)
+
+
+async def stored(client: Any, headers: dict[str, str], text: str) -> str:
+    response = await create(client, headers, text)
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    return str((await response.get_json())["id"])
+
+
+async def assert_not_found(response: Any, code: str) -> None:
+    assert response.status_code == 404, await response.get_data(as_text=True)
+    error = assert_error(await response.get_json(), code)
+    assert error["type"] == "not_found"
+
+
+async def assert_hidden_from(client: Any, headers: dict[str, str], response_id: str) -> None:
+    """``headers``' caller finds nothing under ``response_id``: no read, delete or follow-up."""
+    await assert_not_found(
+        await client.get(f"/v1/responses/{response_id}", headers=headers), "response_not_found"
+    )
+    await assert_not_found(
+        await client.delete(f"/v1/responses/{response_id}", headers=headers),
+        "response_not_found",
+    )
+    follow = await create(client, headers, "replay it", previous_response_id=response_id)
+    await assert_not_found(follow, "previous_response_not_found")
+
+
+async def test_another_principal_cannot_read_continue_or_delete_a_response(make_settings):
+    async with running_app(two_callers(make_settings)) as (_app, client):
+        mine = await stored(client, READER, "my secret")
+        await assert_hidden_from(client, OTHER, mine)
+        await assert_hidden_from(client, ADMIN, mine)  # not even a "*" principal
+        # Nothing changed for the owner: it reads, continues and deletes its response.
+        got = await client.get(f"/v1/responses/{mine}", headers=READER)
+        assert (await got.get_json())["output"][0]["content"][0]["text"] == "echo: my secret"
+        follow = await create(client, READER, "and more", previous_response_id=mine)
+        assert follow.status_code == 200
+        assert (await follow.get_json())["previous_response_id"] == mine
+        deleted = await client.delete(f"/v1/responses/{mine}", headers=READER)
+        assert (await deleted.get_json())["deleted"] is True
+        gone = await client.get(f"/v1/responses/{mine}", headers=READER)
+        await assert_not_found(gone, "response_not_found")
+
+
+async def test_ownership_survives_a_restart(make_settings):
+    settings = two_callers(make_settings)
+    async with running_app(settings) as (_app, client):
+        mine = await stored(client, READER, "kept")
+        theirs = await stored(client, OTHER, "theirs")
+    async with running_app(settings) as (_app, client):
+        await assert_hidden_from(client, OTHER, mine)
+        await assert_hidden_from(client, READER, theirs)
+        follow = await create(client, READER, "after restart", previous_response_id=mine)
+        assert follow.status_code == 200
+        own = await client.get(f"/v1/responses/{theirs}", headers=OTHER)
+        assert own.status_code == 200
+
+
+async def test_responses_stored_before_ownership_are_left_to_star_principals(make_settings):
+    settings = two_callers(make_settings)
+    async with running_app(settings) as (_app, client):
+        old = await stored(client, READER, "from before")
+    # Take the store back to before migration 3 of openai_compat (no owner column).
+    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
+        db.execute("ALTER TABLE openai_responses DROP COLUMN owner")
+        db.execute(
+            "DELETE FROM schema_migrations WHERE namespace = 'openai_compat' AND version = 3"
+        )
+    async with running_app(settings) as (_app, client):
+        await assert_hidden_from(client, READER, old)
+        got = await client.get(f"/v1/responses/{old}", headers=ADMIN)
+        assert got.status_code == 200
+        follow = await create(client, ADMIN, "go on", previous_response_id=old)
+        assert follow.status_code == 200
+        # The continuation is the admin's own response.
+        follow_id = (await follow.get_json())["id"]
+        await assert_hidden_from(client, READER, follow_id)
+        deleted = await client.delete(f"/v1/responses/{old}", headers=ADMIN)
+        assert deleted.status_code == 200
+    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
+        owners = db.execute("SELECT id, owner FROM openai_responses").fetchall()
+    assert owners == [(follow_id, "token:admin")]
+
+
+async def test_a_streamed_response_is_stored_for_its_caller(make_settings):
+    async with running_app(two_callers(make_settings)) as (_app, client):
+        streamed = await create(client, READER, "streamed", stream=True)
+        raw = await streamed.get_data(as_text=True)
+        assert raw.rstrip().endswith("data: [DONE]")
+        response_id = raw.split('"id":"', 1)[1].split('"', 1)[0]
+        assert response_id.startswith("resp")
+        await assert_hidden_from(client, OTHER, response_id)
+        own = await client.get(f"/v1/responses/{response_id}", headers=READER)
+        assert (await own.get_json())["status"] == "completed"
