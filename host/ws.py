@@ -82,7 +82,7 @@ def parse_frame(raw: str | bytes, kinds: dict[str, Any]) -> tuple[str, str, dict
         raise FrameError("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise FrameError("invalid_json", "frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise FrameError("invalid_json", "frame must be a JSON object")
@@ -176,9 +176,11 @@ def _receive_timeout(watch: CredentialWatch | None) -> float:
 
 def _request_id_hint(raw: str | bytes) -> str:
     """The frame's ``request_id`` when it has one, for an error about that frame."""
+    if len(raw) > MAX_FRAME_BYTES:
+        return "unknown-request"
     try:
         rid = json.loads(raw).get("request_id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return "unknown-request"
     return rid if isinstance(rid, str) and rid.strip() else "unknown-request"
 

@@ -130,6 +130,7 @@ MALFORMED: list[tuple[str | bytes, str, str]] = [
     (_frame(payload=[]), "invalid_payload", "bad-1"),
     (_frame(payload="x"), "invalid_payload", "bad-1"),
     (b"\xff\xfe\x00not utf-8", "invalid_payload", "unknown-request"),
+    ("[" * 200_000, "invalid_json", "unknown-request"),  # nested too deeply for json
 ]
 
 
