@@ -41,6 +41,18 @@ def signed(
     }
 
 
+# A step factory for test pipeline sources (they need ``from pathlib import Path``):
+# ``noted(name)`` appends "<step key> <attempt>" to the file named by the run input.
+NOTED_STEP = """
+def noted(name):
+    def step(ctx):
+        with Path(ctx.input["log"]).open("a") as fh:
+            fh.write(f"{ctx.step_key} {ctx.attempt}\\n")
+        return {"step": name, "iteration": ctx.iteration}
+    return step
+"""
+
+
 PIPELINES_SOURCE = """
 from __future__ import annotations
 

@@ -12,23 +12,19 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN, running_app
-from tests.pipelines_fixtures import pipelines_settings, write_pipelines
+from tests.pipelines_fixtures import NOTED_STEP, pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, assert_error, start, wait_status
 
-BREAKPOINTS_SOURCE = """
+BREAKPOINTS_SOURCE = (
+    """
 from pathlib import Path
 
 from plugins.pipelines.definition import Pipeline, approval, branch, code, loop, parallel
 
 
-def noted(name):
-    # Appends "<step key> <attempt>" to the file named by the run input: one line per run.
-    def step(ctx):
-        with Path(ctx.input["log"]).open("a") as fh:
-            fh.write(f"{ctx.step_key} {ctx.attempt}\\n")
-        return {"step": name, "iteration": ctx.iteration}
-    return step
-
+"""
+    + NOTED_STEP
+    + """
 
 BRANCHED = Pipeline(
     id="bp-branched",
@@ -70,6 +66,7 @@ FANNED = Pipeline(
     ],
 )
 """
+)
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN, running_app
-from tests.pipelines_fixtures import pipelines_settings, write_pipelines
+from tests.pipelines_fixtures import NOTED_STEP, pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, assert_error, event_types, start, wait_status
 
-NESTED_SOURCE = """
+NESTED_SOURCE = (
+    """
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -25,14 +26,9 @@ class Reply(BaseModel):
     text: str = Field(..., min_length=2)
 
 
-def noted(name):
-    # Appends "<step key> <attempt>" to the file named by the run input: one line per run.
-    def step(ctx):
-        with Path(ctx.input["log"]).open("a") as fh:
-            fh.write(f"{ctx.step_key} {ctx.attempt}\\n")
-        return {"step": name, "iteration": ctx.iteration}
-    return step
-
+"""
+    + NOTED_STEP
+    + """
 
 BRANCHED = Pipeline(
     id="branched",
@@ -103,6 +99,7 @@ FANNED = Pipeline(
     ],
 )
 """
+)
 
 
 @pytest.fixture
