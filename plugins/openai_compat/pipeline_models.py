@@ -140,6 +140,14 @@ def output_text(output: Any) -> str:
     return json.dumps(output, ensure_ascii=False)
 
 
+def _completed(state: RunState) -> RunState:
+    """``state`` when the run completed; raises its refusal otherwise."""
+    refusal = _refusal(state)
+    if refusal is not None:
+        raise refusal
+    return state
+
+
 def _refusal(state: RunState) -> ProviderError | None:
     """The error for a run that did not complete, naming it and what to do next."""
     run = f"pipeline run {state.run_id}"
@@ -221,17 +229,7 @@ class PipelineProvider(Provider):
     async def _finished(self, run_id: str) -> tuple[RunState, dict[str, Any] | None]:
         """The completed run and its usage; the refusal when it did not complete."""
         usage = RunUsage()
-        async with contextlib.aclosing(self.api.events(run_id)) as events:
-            async for event in events:
-                usage.feed(event)
-        return await self._completed(run_id), usage.usage
-
-    async def _completed(self, run_id: str) -> RunState:
-        state = await self.api.state(run_id)
-        refusal = _refusal(state)
-        if refusal is not None:
-            raise refusal
-        return state
+        return _completed(await self.api.wait(run_id, usage.feed)), usage.usage
 
     async def chat(self, route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:
         run_id = await self._start(route, body)
@@ -279,7 +277,7 @@ class PipelineProvider(Provider):
                 if new:
                     streamed = True
                     yield chunk({"content": new})
-        state = await self._completed(run_id)
+        state = _completed(await self.api.state(run_id))
         text.finish()
         if not streamed:
             yield chunk({"content": output_text(state.output)})

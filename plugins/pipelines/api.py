@@ -11,7 +11,7 @@ need the caller to hold the ``allow_pipeline_run`` gate.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,10 +128,11 @@ class PipelinesAPI:
                 if event is not None:
                     yield event
 
-    async def wait(self, run_id: str) -> RunState:
+    async def wait(self, run_id: str, on_event: Callable[[Event], None] | None = None) -> RunState:
         """Await the run's end, or the moment it waits (approval, input) or pauses at a
-        breakpoint; returns its state then."""
+        breakpoint; returns its state then. ``on_event`` sees each event on the way."""
         async with contextlib.aclosing(self.events(run_id)) as stream:
-            async for _event in stream:
-                pass
+            async for event in stream:
+                if on_event is not None:
+                    on_event(event)
         return await self.state(run_id)
