@@ -33,6 +33,17 @@ class Migration:
 
         return cls(namespace, version, name, upgrade)
 
+    @staticmethod
+    def ensure_column(conn: sa.Connection, column: sa.Column[object]) -> None:
+        """Add ``column`` (of a table object) to its table in the store unless it is there.
+        For a column added to a table after its creating migration, which builds the table
+        from the current object: a new store has it already, an older one gets it."""
+        table = column.table
+        present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        if column.name not in present:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
 
 HOST_MIGRATIONS: tuple[Migration, ...] = (
     Migration.create_tables(

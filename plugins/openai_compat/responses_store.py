@@ -39,19 +39,16 @@ response_sessions = sa.Table(
 )
 
 
-def _owner_upgrade(conn: sa.Connection) -> None:
-    # Migration 1 creates the table from the current object, so a new store already has
-    # the column; an older one gets it added (its rows keep owner NULL).
-    present = {c["name"] for c in sa.inspect(conn).get_columns(responses.name)}
-    if "owner" not in present:
-        column_type = responses.c.owner.type.compile(dialect=conn.dialect)
-        conn.execute(sa.text(f"ALTER TABLE {responses.name} ADD COLUMN owner {column_type}"))
-
-
 MIGRATIONS = (
     Migration.create_tables("openai_compat", 1, "stored responses", [responses]),
     Migration.create_tables("openai_compat", 2, "session keys", [response_sessions]),
-    Migration("openai_compat", 3, "response owners", _owner_upgrade),
+    # Rows stored before it keep owner NULL.
+    Migration(
+        "openai_compat",
+        3,
+        "response owners",
+        lambda conn: Migration.ensure_column(conn, responses.c.owner),
+    ),
 )
 
 

@@ -143,12 +143,7 @@ step_journal = sa.Table(
 
 
 def _definitions_upgrade(conn: sa.Connection) -> None:
-    # Migration 1 creates ``runs`` from the current table object, so a new store already
-    # has the column; an older one gets it added.
-    present = {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}
-    if "definition" not in present:
-        column_type = runs.c.definition.type.compile(dialect=conn.dialect)
-        conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN definition {column_type}"))
+    Migration.ensure_column(conn, runs.c.definition)
     for table in (definition_sources, step_journal):
         table.create(conn, checkfirst=True)
 
