@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from quart import Request, Response
+from quart import Request, Response, g
 
 from host.auth.watch import CredentialWatch, credential_watch
 from host.errors import GatewayError
@@ -325,7 +325,7 @@ async def stream_response(
         raise GatewayError(503, "draining", "the gateway is shutting down")
 
     sse = sr.format == "sse"
-    watch = credential_watch(request)
+    watch = credential_watch(request, g.get("principal"))
 
     async def body() -> AsyncIterator[bytes]:
         if sse:

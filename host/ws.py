@@ -142,7 +142,7 @@ async def serve_socket(
             await ws.send(frame("error", request_id, {"code": "unauthorized", "message": message}))
             await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
 
-    watch = credential_watch(ws)
+    watch = credential_watch(ws, principal, websocket=True)
     beat = asyncio.create_task(heartbeat())
     try:
         while not is_draining():

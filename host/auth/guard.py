@@ -15,7 +15,6 @@ from host.auth.decorators import gate_of, is_public, is_unlimited
 from host.auth.principal import Principal
 from host.auth.ratelimit import RateLimiter
 from host.auth.tokens import token_hash
-from host.auth.watch import CredentialWatch, attach
 from host.errors import GatewayError
 from host.metrics import GatewayMetrics
 from host.plugins import PluginHost
@@ -90,9 +89,6 @@ class Authenticator:
             self.require_gate(principal, gate)
         if not websocket and req.method in ("POST", "PUT", "PATCH", "DELETE"):
             await self._check_body_gate(req, gate)
-        # For a connection that stays open (WebSocket, event stream) to check again later.
-        real = req._get_current_object() if hasattr(req, "_get_current_object") else req
-        attach(real, CredentialWatch(self, real, principal, websocket))
         return principal
 
     def require_gate(self, principal: Principal, gate: str, action: str = "this route") -> None:

@@ -2,8 +2,8 @@
 
 The guard checks a request once, at its start. A connection that stays open would
 otherwise outlive its credential: a revoked or expired session, a token removed from the
-config. :meth:`host.auth.guard.Authenticator.check` leaves a :class:`CredentialWatch` on
-each request it lets through; the WebSocket loop and the event streams ask it again,
+config. The WebSocket loop and the event streams make a :class:`CredentialWatch` for the
+principal the guard let through (only they: a plain request costs nothing) and ask it,
 with the very check the guard runs (:meth:`Authenticator.resolve` on the same request:
 the same bearer header or ``?access_token=``), on every frame and every
 ``RECHECK_SECONDS`` while idle, and at a session's expiry. A token principal costs a hash
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.auth")
 
 RECHECK_SECONDS = 1.0
-ATTRIBUTE = "gw_credential"
 
 
 class CredentialWatch:
@@ -71,11 +70,14 @@ class CredentialWatch:
         return True
 
 
-def attach(req: Any, watch: CredentialWatch) -> None:
-    setattr(req, ATTRIBUTE, watch)
+def credential_watch(
+    req: Any, principal: Principal | None, websocket: bool = False
+) -> CredentialWatch | None:
+    """A watch on the credential ``req`` was let through with as ``principal`` (None on a
+    public route, where there is none)."""
+    if principal is None:
+        return None
+    from host.context import context  # the context module imports the guard, and so this
 
-
-def credential_watch(req: Any) -> CredentialWatch | None:
-    """The watch the guard left on ``req`` (None for a public route)."""
-    watch: CredentialWatch | None = getattr(req, ATTRIBUTE, None)
-    return watch
+    real = req._get_current_object() if hasattr(req, "_get_current_object") else req
+    return CredentialWatch(context().auth, real, principal, websocket)
