@@ -12,6 +12,7 @@ from host.events import EventHub, live_response, stream_response
 from host.hookspecs import hookimpl
 from host.openapi import document_media_type, document_stream
 from host.storage import Event, Migration, Store
+from host.ticks import with_ticks
 from host.ws import FrameError, WsContext
 
 
@@ -43,4 +44,5 @@ __all__ = [
     "public",
     "requires_gate",
     "stream_response",
+    "with_ticks",
 ]

@@ -27,6 +27,7 @@ from quart import Request, Response, g
 from host.auth.watch import CredentialWatch, credential_watch
 from host.errors import GatewayError
 from host.storage import Event, Store, now_ms
+from host.ticks import with_ticks
 
 log = logging.getLogger("gateway.events")
 
@@ -35,7 +36,8 @@ JSONL = "application/x-ndjson"
 MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in every store
 
 _STOP = object()
-_REVOKED = object()
+_REVOKED = object()  # the credential of a stream no longer stands
+_TICK = object()  # a due time passed with no event (with_ticks)
 T = TypeVar("T")
 
 
@@ -366,35 +368,19 @@ async def _watched(
     items: AsyncGenerator[T, None], watch: CredentialWatch | None
 ) -> AsyncGenerator[T | object, None]:
     """``items``, until the connection's credential no longer stands: then ``_REVOKED``
-    and the end. While waiting for the next item, the credential is checked whenever it is
-    due; the pending item is not cancelled by a check, only when this generator ends."""
+    and the end. The credential is checked whenever it is due, also while waiting for the
+    next item, whose read a check does not interrupt."""
     if watch is None:
         async for item in items:
             yield item
         return
-    pending: asyncio.Future[T] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(items))
-            done, _ = await asyncio.wait({pending}, timeout=watch.seconds_to_due())
+    async with contextlib.aclosing(with_ticks(items, watch.seconds_to_due, _TICK)) as ticked:
+        async for item in ticked:
             if watch.due() and not await watch.valid():
                 yield _REVOKED
                 return
-            if not done:
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                return
-            finally:
-                pending = None
-            yield item
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await pending
+            if item is not _TICK:
+                yield item
 
 
 def live_response(body: AsyncIterator[bytes], content_type: str) -> Response:
