@@ -19,6 +19,9 @@ UNLIMITED = {"per_minute": 1_000_000}
 
 # Enough examples per operation and mode to reach the error paths, few enough to stay fast.
 MAX_EXAMPLES = 20
+# The operations are fuzzed in this many shards per credential, so parallel test workers
+# share the run (one test over every operation was the slowest of the suite).
+SHARDS = 4
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +73,15 @@ def _designed_unavailable(response: Any) -> bool:
         return False
 
 
+@pytest.mark.parametrize("shard", range(SHARDS))
 @pytest.mark.parametrize("authenticated", [True, False], ids=["admin", "anonymous"])
-def test_no_operation_answers_with_a_server_error(server: LiveServer, authenticated: bool) -> None:
+def test_no_operation_answers_with_a_server_error(
+    server: LiveServer, authenticated: bool, shard: int
+) -> None:
     headers = ADMIN if authenticated else {}
     failures: list[str] = []
     operations = _operations(server)
-    for operation in operations:
+    for operation in operations[shard::SHARDS]:
 
         @given(case=_strategy(operation))
         @settings(
@@ -102,3 +108,4 @@ def test_no_operation_answers_with_a_server_error(server: LiveServer, authentica
     assert not failures, "\n\n".join(failures) + "\n\nserver log:\n" + server.log()[-5000:]
     labels = {op.label for op in operations}
     assert "PATCH /gateway/config" in labels and "GET /health" in labels
+    assert operations[shard::SHARDS], f"shard {shard} has no operation"
