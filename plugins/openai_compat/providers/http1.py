@@ -17,7 +17,8 @@ and chunked bodies, keep-alive rules) and asyncio for sockets and TLS.
   no socket is left in CLOSE-WAIT.
 - At most ``max_connections`` are open per origin; further requests wait for one.
 - Errors are ``ConnectFailed`` (nothing was sent: safe to retry), ``UpstreamTimeout``
-  and ``ConnectionBroken``.
+  and ``ConnectionBroken`` (``ResponseTooLarge``: a whole answer over
+  ``MAX_BODY_BYTES``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class ConnectionBroken(TransportError):
     """The connection failed after the request was (or may have been) sent."""
 
 
+class ResponseTooLarge(ConnectionBroken):
+    """A body read whole is over ``MAX_BODY_BYTES`` (its connection is given up)."""
+
+
 @dataclass(frozen=True)
 class Origin:
     scheme: str
@@ -78,14 +83,18 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
 
-async def read_limited(parts: AsyncIterator[bytes]) -> bytes:
-    """A whole body, refused past ``MAX_BODY_BYTES``."""
+async def read_limited(parts: AsyncIterator[bytes], declared: str | None = None) -> bytes:
+    """A whole body, refused past ``MAX_BODY_BYTES``: at once when its Content-Length
+    (``declared``) says so, else as soon as that many bytes came."""
+    too_large = f"the upstream's answer is over {MAX_BODY_BYTES} bytes"
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ResponseTooLarge(too_large)
     chunks: list[bytes] = []
     size = 0
     async for part in parts:
         size += len(part)
         if size > MAX_BODY_BYTES:
-            raise ConnectionBroken(f"the upstream's answer is over {MAX_BODY_BYTES} bytes")
+            raise ResponseTooLarge(too_large)
         chunks.append(part)
     return b"".join(chunks)
 
@@ -157,7 +166,7 @@ class Response:
 
     async def read(self) -> bytes:
         try:
-            return await read_limited(self.aiter_bytes())
+            return await read_limited(self.aiter_bytes(), self.headers.get("content-length"))
         except ConnectionBroken:
             await self.aclose()
             raise
