@@ -18,7 +18,10 @@ from quart_schema.validation import QuerystringValidationError, RequestHeadersVa
 from werkzeug.exceptions import HTTPException, RequestTimeout
 from werkzeug.routing.exceptions import WebsocketMismatch
 
+from host.error_paths import clean, union_error, walk
+
 log = logging.getLogger("gateway.errors")
+NOT_GIVEN: Any = object()  # validation_message without the data validated
 
 # HTTP status -> (type, default code), after the OpenAI error vocabulary.
 _STATUS_TYPES: dict[int, tuple[str, str]] = {
@@ -111,16 +114,26 @@ def error_response(
     return resp
 
 
-def validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str | None]:
-    """A readable message naming the first failing field, and that field's dotted path."""
+def validation_message(
+    exc: ValidationError, prefix: str = "", given: Any = NOT_GIVEN
+) -> tuple[str, str | None]:
+    """A readable message naming the first failing field, and that field's dotted path.
+    With ``given`` (the data validated), a field that accepts several types is named as
+    the client sent it, not by pydantic's tag for a member of the union (``stop``, not
+    ``stop.str``): see :mod:`host.error_paths`."""
     errors = exc.errors()
     if not errors:
         return "request body is invalid", None
     first = errors[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
+    path, msg, others = clean(first), first.get("msg", "invalid value"), len(errors) - 1
+    if given is not NOT_GIVEN:
+        _, tag = walk(path, given, first["type"] == "missing")
+        union = None if tag is None else union_error(errors, path[:tag], given)
+        if union is not None:
+            path, msg, others = union
+    loc = ".".join(str(p) for p in path)
     field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or None)
-    msg = first.get("msg", "invalid value")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    more = f" (and {others} more)" if others else ""
     if field:
         return f"{field}: {msg}{more}", field
     return f"{msg}{more}", None
@@ -194,7 +207,8 @@ def install_error_handlers(app: Quart) -> None:
         inner = exc.validation_error
         field: str | None = None
         if isinstance(inner, ValidationError):
-            message, field = validation_message(inner)
+            given = await request.get_json(silent=True) if what == "request body" else None
+            message, field = validation_message(inner, given=NOT_GIVEN if given is None else given)
             if field is None:
                 message = f"{what} must be a JSON object matching the schema: {message}"
         else:

@@ -9,6 +9,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 Answer = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
 """Gets the request head and body; writes the answer; returns False to close."""
 
@@ -74,6 +76,54 @@ def fixed(body: bytes, *, status: int = 200, chunked: bool = False) -> Answer:
         return True
 
     return answer
+
+
+def held_until(
+    count: int, answer: Answer | None = None, release: asyncio.Event | None = None
+) -> Answer:
+    """``answer`` (default ``{}``) once ``count`` requests are in, so that a burst opens
+    ``count`` connections; then, with ``release``, each connection is closed once it is
+    set (an upstream whose idle timeout passed)."""
+    arrived = 0
+    everyone = asyncio.Event()
+    reply = answer or fixed(b"{}")
+
+    async def held(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            everyone.set()
+        await everyone.wait()
+        await reply(request, writer)
+        if release is None:
+            return True
+        await release.wait()
+        return False
+
+    return held
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``condition`` until it holds (TimeoutError after ``seconds``)."""
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+# /proc/net/tcp's "st" column: the states of a connection that is open on this side.
+ESTABLISHED, CLOSE_WAIT = "01", "08"
+
+
+def sockets_to(port: int, *states: str) -> int:
+    """How many of this machine's TCP sockets to ``port`` (by remote port, from
+    /proc/net/tcp) are in one of ``states``: CLOSE_WAIT, the upstream closed and this
+    side not yet."""
+    try:
+        with open("/proc/net/tcp") as table:
+            rows = [row.split() for row in table.read().splitlines()[1:]]
+    except OSError:
+        pytest.skip("no /proc/net/tcp on this system")
+    return sum(1 for row in rows if int(row[2].split(":")[1], 16) == port and row[3] in states)
 
 
 def chat_completion(text: str = "hi") -> Answer:

@@ -11,7 +11,16 @@ import tomli_w
 from host.settings import load_settings
 from tests.conftest import ADMIN, base_config, running_app
 from tests.fake_openai_upstream import closed_port
-from tests.scripted_server import ScriptedServer, chat_completion, request_json
+from tests.scripted_server import (
+    CLOSE_WAIT,
+    ESTABLISHED,
+    ScriptedServer,
+    chat_completion,
+    held_until,
+    request_json,
+    sockets_to,
+    until,
+)
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -54,6 +63,26 @@ async def test_requests_reuse_a_connection_and_a_reload_to_a_new_base_url_closes
             answer = await client.post("/v1/chat/completions", json=CHAT, headers=ADMIN)
             assert (await answer.get_json())["choices"][0]["message"]["content"] == "new"
             assert len(old.requests) == 3
+
+
+async def test_connections_the_upstream_closes_after_a_burst_leave_no_close_wait_socket(
+    tmp_path, state_dir
+):
+    release = asyncio.Event()
+    async with ScriptedServer(held_until(30, chat_completion("hi"), release)) as upstream:
+        config = tmp_path / "gateway.toml"
+        write_config(config, state_dir, f"http://127.0.0.1:{upstream.port}/v1")
+        async with running_app(load_settings(str(config))) as (_app, client):
+            answers = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=CHAT, headers=ADMIN) for _ in range(30))
+            )
+            assert [answer.status_code for answer in answers] == [200] * 30
+            assert upstream.connections == 30
+            release.set()  # the upstream closes its idle connections, long before 4 s
+            await until(lambda: sockets_to(upstream.port, ESTABLISHED, CLOSE_WAIT) == 0)
+            answer = await client.post("/v1/chat/completions", json=CHAT, headers=ADMIN)
+            assert answer.status_code == 200, await answer.get_data()  # a new connection
+        assert upstream.connections == 31
 
 
 async def test_a_proxy_from_the_environment_is_used_unless_no_proxy_names_the_host(

@@ -18,7 +18,15 @@ from plugins.openai_compat.providers.http1 import (
     UpstreamTimeout,
 )
 from tests.fake_openai_upstream import closed_port
-from tests.scripted_server import ScriptedServer, fixed
+from tests.scripted_server import (
+    CLOSE_WAIT,
+    ESTABLISHED,
+    ScriptedServer,
+    fixed,
+    held_until,
+    sockets_to,
+    until,
+)
 
 
 def pool_for(server: ScriptedServer, scheme: str = "http", **options: object) -> Http1Pool:
@@ -113,6 +121,35 @@ async def test_idle_connections_expire_after_the_keep_alive_time():
         await pool.aclose()
     assert server.connections == 2
     assert server.closed_by_client >= 1
+
+
+async def test_idle_connections_are_closed_after_the_keep_alive_time_without_a_request():
+    async with ScriptedServer(held_until(30)) as server:
+        pool = pool_for(server, keepalive_seconds=1.0)
+        answers = await asyncio.gather(*(post(pool) for _ in range(30)))
+        assert answers == [(200, b"{}")] * 30
+        assert pool.open_connections == 30  # kept alive, idle
+        await until(lambda: pool.open_connections == 0 and server.closed_by_client == 30)
+        assert await post(pool) == (200, b"{}")  # the pool goes on with a new connection
+        await pool.aclose()
+    assert server.connections == 31
+
+
+async def test_an_idle_connection_the_upstream_closes_is_closed_at_once():
+    release = asyncio.Event()
+    async with ScriptedServer(held_until(10, release=release)) as server:
+        pool = pool_for(server, keepalive_seconds=60.0)  # far off: not what closes them
+        await asyncio.gather(*(post(pool) for _ in range(10)))
+        assert pool.open_connections == 10
+        assert sockets_to(server.port, CLOSE_WAIT) == 0
+        release.set()
+        await until(
+            lambda: (
+                pool.open_connections == 0 and sockets_to(server.port, ESTABLISHED, CLOSE_WAIT) == 0
+            )
+        )
+        assert await post(pool) == (200, b"{}")
+        await pool.aclose()
 
 
 async def test_connection_refused_is_connect_failed():

@@ -19,13 +19,18 @@ from plugins.openai_compat import (
     routes,
     safety_stream,
 )
-from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, parse_models
+from plugins.openai_compat.catalog import (
+    CATALOG_KEY,
+    SSE_LINE_SETTING,
+    ModelCatalog,
+    parse_models,
+)
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.providers.echo import EchoProvider
 from plugins.openai_compat.providers.upstream import OpenAIUpstream
 
 # The section's scalar keys (plugin_settings.py).
-SETTINGS = (keepalive.SETTING, safety_stream.SETTING)
+SETTINGS = (keepalive.SETTING, safety_stream.SETTING, SSE_LINE_SETTING)
 
 
 @hookimpl
@@ -49,7 +54,11 @@ def gateway_register_providers(register: Register) -> None:
 def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
     ctx = context(app)
     with settings.resolving_paths():
-        return ModelCatalog.from_config(ctx.registry("providers"), settings.extra_section("models"))
+        return ModelCatalog.from_config(
+            ctx.registry("providers"),
+            settings.extra_section("models"),
+            max_sse_line_bytes=SSE_LINE_SETTING.configured(settings),
+        )
 
 
 @hookimpl

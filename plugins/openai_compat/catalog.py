@@ -18,9 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from host.errors import GatewayError
 from host.plugins import Registry
 from host.secrets import Secret
-from plugins.openai_compat.providers.base import ModelRoute, Provider
+from plugins.openai_compat.plugin_settings import PluginSetting, is_whole
+from plugins.openai_compat.providers.base import DEFAULT_MAX_SSE_LINE_BYTES, ModelRoute, Provider
 
 CATALOG_KEY = "openai_compat.catalog"
+_MAX_SSE_LINE = 64 * 1024 * 1024  # as large as a whole non-streamed answer may be
+SSE_LINE_SETTING = PluginSetting(
+    "max_sse_line_bytes",
+    DEFAULT_MAX_SSE_LINE_BYTES,
+    lambda v: is_whole(v) and 65536 <= v <= _MAX_SSE_LINE,
+    f"a whole number of bytes from 65536 to {_MAX_SSE_LINE}",
+    int,
+)
 
 
 class ModelSettings(BaseModel):
@@ -78,9 +87,11 @@ class ModelCatalog:
         self.models = models
 
     @classmethod
-    def from_config(cls, providers: Registry, raw: Any) -> ModelCatalog:
+    def from_config(
+        cls, providers: Registry, raw: Any, *, max_sse_line_bytes: int = DEFAULT_MAX_SSE_LINE_BYTES
+    ) -> ModelCatalog:
         """Build from the ``models`` config section; raises GatewayError naming the key."""
-        models, problems = parse_models(providers, raw)
+        models, problems = parse_models(providers, raw, max_sse_line_bytes=max_sse_line_bytes)
         if problems:
             raise GatewayError(400, "config_invalid", "; ".join(problems))
         return cls(providers, models)
@@ -129,9 +140,12 @@ def with_stream_usage(route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]
     return {**body, "stream_options": {"include_usage": True}}
 
 
-def parse_models(providers: Registry, raw: Any) -> tuple[dict[str, ModelRoute], list[str]]:
+def parse_models(
+    providers: Registry, raw: Any, *, max_sse_line_bytes: int = DEFAULT_MAX_SSE_LINE_BYTES
+) -> tuple[dict[str, ModelRoute], list[str]]:
     """The routes of the ``models`` section, and every problem found in it, each naming
-    the model and the key (``models.gpt.base_url: ...``)."""
+    the model and the key (``models.gpt.base_url: ...``). ``max_sse_line_bytes`` (the
+    plugin's setting) goes with every route."""
     section = raw if raw else DEFAULT_MODELS
     if not isinstance(section, dict):
         return {}, ["models must be a table of [models.<name>]"]
@@ -166,6 +180,7 @@ def parse_models(providers: Registry, raw: Any) -> tuple[dict[str, ModelRoute], 
             max_retries=cfg.max_retries,
             description=cfg.description or providers[cfg.provider].description,
             stream_usage=cfg.stream_usage,
+            max_sse_line_bytes=max_sse_line_bytes,
         )
     return models, problems
 

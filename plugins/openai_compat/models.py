@@ -364,10 +364,11 @@ class CompletionRequest(StrictBody):
     seed: int | None = None
 
 
-def validation_error(exc: ValidationError, prefix: str = "") -> GatewayError:
-    """The 400 for a validation error, naming its first field (after ``prefix``):
-    ``unsupported_parameter`` for an unknown key or a value not served."""
-    message, field = validation_message(exc, prefix=prefix)
+def validation_error(exc: ValidationError, given: Any, prefix: str = "") -> GatewayError:
+    """The 400 for a validation error of ``given``, naming its first field (after
+    ``prefix``) as the client sent it: ``unsupported_parameter`` for an unknown key or a
+    value not served."""
+    message, field = validation_message(exc, prefix=prefix, given=given)
     kind = exc.errors()[0]["type"] if exc.errors() else ""
     code = (
         "unsupported_parameter"
@@ -393,7 +394,7 @@ def parse_body(model: type[BaseModel], body: Any) -> Any:
     try:
         parsed = model.model_validate(body)
     except ValidationError as exc:
-        raise validation_error(exc) from exc
+        raise validation_error(exc, body) from exc
     if getattr(parsed, "n", 1) != 1:
         raise GatewayError(400, "unsupported_parameter", "n: only n = 1 is supported", param="n")
     return parsed

@@ -263,5 +263,5 @@ def user_parts(content: list[Any], where: str) -> list[dict[str, Any]]:
             else:
                 parts.append(InputImage.model_validate(part).chat_part())
         except ValidationError as exc:
-            raise validation_error(exc, prefix=f"{at}.") from exc
+            raise validation_error(exc, part, prefix=f"{at}.") from exc
     return parts

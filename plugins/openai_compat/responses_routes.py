@@ -36,6 +36,7 @@ from plugins.openai_compat.responses_translate import (
     response_resource,
     usage_from_chat,
 )
+from plugins.openai_compat.retry_hint import with_retry_hint
 from plugins.openai_compat.routes import json_body, metrics, provider_failure, resolve_model
 from plugins.openai_compat.safety import OutputScanner, scan_messages
 from plugins.openai_compat.schemas import DeletedResponse, ResponseObject
@@ -44,6 +45,7 @@ from plugins.openai_compat.streaming import close_stream, event_stream, first_of
 bp = Blueprint("openai_responses", __name__)
 # Errors on these routes use the OpenResponses error types (responses_errors.py).
 bp.after_request(with_spec_error_type)
+bp.after_request(with_retry_hint)  # x-should-retry (retry_hint.py)
 
 
 def _owner() -> responses_store.Owner:

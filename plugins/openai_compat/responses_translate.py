@@ -76,7 +76,7 @@ def _item(model: type[Item], item: dict[str, Any], i: int) -> Item:
     try:
         return model.model_validate(item)
     except ValidationError as exc:
-        message, field = validation_message(exc, prefix=f"input.{i}.")
+        message, field = validation_message(exc, prefix=f"input.{i}.", given=item)
         raise GatewayError(400, "invalid_request_body", message, param=field) from exc
 
 

@@ -15,6 +15,7 @@ from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.models import ChatCompletionRequest, CompletionRequest, parse_body
 from plugins.openai_compat.providers.base import ProviderError
+from plugins.openai_compat.retry_hint import with_retry_hint
 from plugins.openai_compat.safety import OutputScanner, scan_messages, scan_prompt
 from plugins.openai_compat.schemas import (
     ChatCompletionResponse,
@@ -26,6 +27,7 @@ from plugins.openai_compat.streaming import first_of, provider_error_body, sse_r
 
 METRICS_KEY = "openai_compat.metrics"
 bp = Blueprint("openai_compat", __name__)
+bp.after_request(with_retry_hint)  # x-should-retry on errors (retry_hint.py)
 
 
 def catalog() -> ModelCatalog:

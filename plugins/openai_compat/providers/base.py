@@ -14,6 +14,10 @@ from typing import Any
 
 from host.secrets import Secret
 
+# The longest line of an upstream's event stream relayed, by default: one chunk's JSON,
+# which a long tool call or a generated image can make megabytes long.
+DEFAULT_MAX_SSE_LINE_BYTES = 8 * 1024 * 1024
+
 
 class ProviderError(Exception):
     """A provider failure, ready for the error envelope. ``upstream_status`` keeps the
@@ -52,6 +56,7 @@ class ModelRoute:
     max_retries: int = 2
     description: str = ""
     stream_usage: bool = True
+    max_sse_line_bytes: int = DEFAULT_MAX_SSE_LINE_BYTES  # [plugins.openai_compat]
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -11,12 +11,14 @@ and chunked bodies, keep-alive rules) and asyncio for sockets and TLS.
   wait for the upstream's next bytes, as in httpx.
 - A connection goes back to the pool only after its response was read to the end and
   both sides agreed to keep it; anything else (an error, a cancelled stream, a body left
-  unread) closes it. Idle connections are dropped after ``keepalive_seconds`` (below the
-  5 s that uvicorn, Node and others close idle connections at) or when the upstream has
-  closed them.
+  unread) closes it. Idle connections are closed ``keepalive_seconds`` after their last
+  use (below the 5 s that uvicorn, Node and others close idle connections at), by one
+  timer per pool, and as soon as the upstream closes one (its protocol sees the EOF), so
+  no socket is left in CLOSE-WAIT.
 - At most ``max_connections`` are open per origin; further requests wait for one.
 - Errors are ``ConnectFailed`` (nothing was sent: safe to retry), ``UpstreamTimeout``
-  and ``ConnectionBroken``.
+  and ``ConnectionBroken`` (``ResponseTooLarge``: a whole answer over
+  ``MAX_BODY_BYTES``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -54,6 +56,10 @@ class ConnectionBroken(TransportError):
     """The connection failed after the request was (or may have been) sent."""
 
 
+class ResponseTooLarge(ConnectionBroken):
+    """A body read whole is over ``MAX_BODY_BYTES`` (its connection is given up)."""
+
+
 @dataclass(frozen=True)
 class Origin:
     scheme: str
@@ -77,29 +83,54 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
 
-async def read_limited(parts: AsyncIterator[bytes]) -> bytes:
-    """A whole body, refused past ``MAX_BODY_BYTES``."""
+async def read_limited(parts: AsyncIterator[bytes], declared: str | None = None) -> bytes:
+    """A whole body, refused past ``MAX_BODY_BYTES``: at once when its Content-Length
+    (``declared``) says so, else as soon as that many bytes came."""
+    too_large = f"the upstream's answer is over {MAX_BODY_BYTES} bytes"
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ResponseTooLarge(too_large)
     chunks: list[bytes] = []
     size = 0
     async for part in parts:
         size += len(part)
         if size > MAX_BODY_BYTES:
-            raise ConnectionBroken(f"the upstream's answer is over {MAX_BODY_BYTES} bytes")
+            raise ResponseTooLarge(too_large)
         chunks.append(part)
     return b"".join(chunks)
 
 
+class _Protocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, telling ``on_closed`` when the upstream ends the
+    connection (EOF or loss), so an idle one is closed at once rather than at its next
+    use or expiry."""
+
+    on_closed: Callable[[], None] | None = None
+
+    def eof_received(self) -> bool | None:
+        keep_open = super().eof_received()
+        if self.on_closed is not None:
+            self.on_closed()
+        return keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        on_closed, self.on_closed = self.on_closed, None  # (and the cycle through it)
+        if on_closed is not None:
+            on_closed()
+
+
 class _Connection:
-    __slots__ = ("h11", "idle_since", "reader", "writer")
+    __slots__ = ("closed_by_peer", "h11", "idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+        self.closed_by_peer = False
 
     def usable(self) -> bool:
-        return not (self.writer.is_closing() or self.reader.at_eof())
+        return not (self.closed_by_peer or self.writer.is_closing() or self.reader.at_eof())
 
     def close(self) -> None:
         self.writer.close()
@@ -135,7 +166,7 @@ class Response:
 
     async def read(self) -> bytes:
         try:
-            return await read_limited(self.aiter_bytes())
+            return await read_limited(self.aiter_bytes(), self.headers.get("content-length"))
         except ConnectionBroken:
             await self.aclose()
             raise
@@ -168,7 +199,10 @@ class Http1Pool:
         self._ssl = ssl_context if origin.scheme == "https" else None
         if origin.scheme == "https" and self._ssl is None:
             self._ssl = ssl.create_default_context()
-        self._idle: list[_Connection] = []
+        # Oldest first (a dict keeps insertion order): requests take the newest, the
+        # reaper closes from the oldest.
+        self._idle: dict[_Connection, None] = {}
+        self._reaper: asyncio.TimerHandle | None = None
         self._slots = asyncio.Semaphore(max_connections)
         self._open = 0
         self._closed = False
@@ -176,30 +210,55 @@ class Http1Pool:
     # -- connections ----------------------------------------------------------------------
 
     async def _connect(self) -> _Connection:
+        # asyncio.open_connection, with the protocol that reports the upstream's close.
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+        protocol = _Protocol(reader, loop=loop)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(
+                transport, _ = await loop.create_connection(
+                    lambda: protocol,
                     self.origin.host,
                     self.origin.port,
                     ssl=self._ssl,
                     server_hostname=self.origin.host if self._ssl else None,
-                    limit=READ_SIZE,
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout("connect timed out", connecting=True) from exc
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
         self._open += 1
-        return _Connection(reader, writer)
+        conn = _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
+        protocol.on_closed = lambda: self._closed_by_peer(conn)
+        return conn
 
     def _checkout(self) -> _Connection | None:
         now = time.monotonic()
         while self._idle:
-            conn = self._idle.pop()
+            conn, _ = self._idle.popitem()
             if conn.usable() and now - conn.idle_since < self.keepalive_seconds:
                 return conn
             self._discard(conn)
         return None
+
+    def _closed_by_peer(self, conn: _Connection) -> None:
+        conn.closed_by_peer = True
+        if conn in self._idle:  # (in use, its response sees the close)
+            del self._idle[conn]
+            self._discard(conn)
+
+    def _reap(self) -> None:
+        """Close the connections idle for ``keepalive_seconds``; come back when the
+        oldest left is due."""
+        self._reaper = None
+        now = time.monotonic()
+        for conn in list(self._idle):
+            due = conn.idle_since + self.keepalive_seconds
+            if due > now:
+                self._reaper = asyncio.get_running_loop().call_later(due - now, self._reap)
+                return
+            del self._idle[conn]
+            self._discard(conn)
 
     def _discard(self, conn: _Connection) -> None:
         conn.close()
@@ -214,10 +273,15 @@ class Http1Pool:
             and state.our_state is h11.DONE
             and state.their_state is h11.DONE
             and len(self._idle) < self.max_idle
+            and conn.usable()
         ):
             state.start_next_cycle()
             conn.idle_since = time.monotonic()
-            self._idle.append(conn)
+            self._idle[conn] = None
+            if self._reaper is None:
+                self._reaper = asyncio.get_running_loop().call_later(
+                    self.keepalive_seconds, self._reap
+                )
         else:
             self._discard(conn)
 
@@ -225,7 +289,10 @@ class Http1Pool:
         """Close idle connections now; connections in use close when their response is
         done (they are not pooled again)."""
         self._closed = True
-        idle, self._idle = self._idle, []
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        idle, self._idle = self._idle, {}
         for conn in idle:
             self._discard(conn)
 

@@ -49,7 +49,7 @@ class ProxiedResponse:
             raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from exc
 
     async def read(self) -> bytes:
-        return await read_limited(self.aiter_bytes())
+        return await read_limited(self.aiter_bytes(), self.headers.get("content-length"))
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -16,18 +16,29 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from plugins.openai_compat.providers.base import ModelRoute, Provider, ProviderError
+from plugins.openai_compat.providers.base import (
+    DEFAULT_MAX_SSE_LINE_BYTES,
+    ModelRoute,
+    Provider,
+    ProviderError,
+)
 from plugins.openai_compat.providers.http1 import (
     ConnectFailed,
     Http1Pool,
     Origin,
     Response,
+    ResponseTooLarge,
     TransportError,
     UpstreamTimeout,
 )
 from plugins.openai_compat.providers.proxied import ProxiedPool, ProxiedResponse, proxy_for
 
 _DRAIN_SECONDS = 0.2  # what may follow [DONE] before the body ends (normally nothing)
+
+
+class SSELineTooLong(Exception):
+    """A line of the upstream's event stream is longer than the route allows."""
+
 
 PoolKey = tuple[str, float, float]
 
@@ -123,6 +134,8 @@ class OpenAIUpstream(Provider):
         response = await self._send(route, path, body)
         try:
             content = await response.read()
+        except ResponseTooLarge as exc:
+            raise _too_large(route, exc) from exc
         except UpstreamTimeout as exc:
             raise _timeout(route) from exc
         except TransportError as exc:
@@ -169,7 +182,7 @@ class OpenAIUpstream(Provider):
                 raise _upstream_error(
                     route, response.status, await response.read(), response.headers
                 )
-            events = sse_data_lines(response.aiter_bytes())
+            events = sse_data_lines(response.aiter_bytes(), route.max_sse_line_bytes)
             async for data in events:
                 if data == b"[DONE]":
                     await _drain(events)
@@ -190,6 +203,15 @@ class OpenAIUpstream(Provider):
                 "upstream_stream_incomplete",
                 f"model {route.name!r}: upstream stream ended without [DONE]",
             )
+        except SSELineTooLong as exc:
+            raise ProviderError(
+                502,
+                "upstream_sse_line_too_long",
+                f"model {route.name!r}: upstream sent an event-stream line over "
+                f"{route.max_sse_line_bytes} bytes (plugins.openai_compat.max_sse_line_bytes)",
+            ) from exc
+        except ResponseTooLarge as exc:  # (an error answer, read whole)
+            raise _too_large(route, exc) from exc
         except UpstreamTimeout as exc:
             raise _timeout(route) from exc
         except TransportError as exc:
@@ -202,20 +224,37 @@ class OpenAIUpstream(Provider):
             await response.aclose()
 
 
-async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def sse_data_lines(
+    chunks: AsyncIterator[bytes], max_line_bytes: int = DEFAULT_MAX_SSE_LINE_BYTES
+) -> AsyncIterator[bytes]:
     """The ``data:`` payloads of a server-sent event stream, one per line as they arrive
-    (OpenAI-compatible servers put each JSON chunk on one ``data:`` line)."""
-    pending = b""
+    (OpenAI-compatible servers put each JSON chunk on one ``data:`` line).
+    ``SSELineTooLong`` past ``max_line_bytes``. A line split over many chunks is put
+    together in one buffer that only grows (``bytes`` concatenation copied the whole
+    line for every chunk: quadratic, 22 s for a line of 50 MB)."""
+    pending = bytearray()  # the start of a line that the chunks so far did not end
     async for chunk in chunks:
-        pending += chunk
-        if b"\n" not in chunk:
-            continue
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
+        start = 0
+        end = chunk.find(b"\n")
+        while end >= 0:
+            if pending:
+                pending += memoryview(chunk)[start:end]
+                line = bytes(pending)
+                pending.clear()
+            else:
+                line = chunk[start:end]
+            if len(line) > max_line_bytes:
+                raise SSELineTooLong
             if line.startswith(b"data:"):
                 yield line[5:].strip()
+            start = end + 1
+            end = chunk.find(b"\n", start)
+        if start < len(chunk):
+            pending += memoryview(chunk)[start:]
+            if len(pending) > max_line_bytes:
+                raise SSELineTooLong
     if pending.startswith(b"data:"):
-        yield pending[5:].strip()
+        yield bytes(pending[5:]).strip()
 
 
 async def _drain(lines: AsyncIterator[bytes]) -> None:
@@ -226,7 +265,7 @@ async def _drain(lines: AsyncIterator[bytes]) -> None:
         async with asyncio.timeout(_DRAIN_SECONDS):
             async for _ in lines:
                 pass
-    except (TimeoutError, TransportError):
+    except (TimeoutError, TransportError, SSELineTooLong):
         pass
 
 
@@ -236,6 +275,10 @@ def _unavailable(route: ModelRoute, exc: Exception) -> ProviderError:
         "upstream_unavailable",
         f"model {route.name!r}: cannot reach the upstream ({type(exc).__name__})",
     )
+
+
+def _too_large(route: ModelRoute, exc: ResponseTooLarge) -> ProviderError:
+    return ProviderError(502, "upstream_response_too_large", f"model {route.name!r}: {exc}")
 
 
 def _timeout(route: ModelRoute) -> ProviderError:
