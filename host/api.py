@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import g
 
-from host.auth.decorators import public, requires_gate
+from host.auth.decorators import public, raw_body, requires_gate
 from host.auth.principal import Principal
 from host.context import GatewayContext, context
 from host.errors import GatewayError, error_response
@@ -12,6 +12,7 @@ from host.events import EventHub, live_response, stream_response
 from host.hookspecs import hookimpl
 from host.openapi import document_media_type, document_stream
 from host.storage import Event, Migration, Store
+from host.strict_json import InvalidJSON, parse_json
 from host.ticks import with_ticks
 from host.ws import FrameError, WsContext
 
@@ -30,6 +31,7 @@ __all__ = [
     "FrameError",
     "GatewayContext",
     "GatewayError",
+    "InvalidJSON",
     "Migration",
     "Principal",
     "Store",
@@ -41,7 +43,9 @@ __all__ = [
     "error_response",
     "hookimpl",
     "live_response",
+    "parse_json",
     "public",
+    "raw_body",
     "requires_gate",
     "stream_response",
     "with_ticks",

@@ -10,10 +10,10 @@ from typing import Any
 from quart import Quart, Response, g, request, websocket
 from quart_schema import QuartSchema
 from quart_schema.openapi import Info
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing.exceptions import WebsocketMismatch
 
 from host import __version__
-from host.auth.decorators import gate_of, is_public
+from host.auth.decorators import gate_of, is_public, takes_raw_body
 from host.auth.guard import Authenticator
 from host.auth.tokens import load_or_create_admin_token
 from host.context import EXTENSION_KEY, GatewayContext, RouteInfo, context
@@ -22,6 +22,7 @@ from host.events import EventHub
 from host.lifecycle import Lifecycle
 from host.metrics import GatewayMetrics
 from host.openapi import GatewayOpenAPIProvider
+from host.origins import OriginPolicy, is_preflight
 from host.plugins import PluginError, PluginHost, Registry
 from host.responses import install_cached_conversion
 from host.settings import Settings, load_settings
@@ -56,6 +57,7 @@ def create_app(
     # No static folder: Quart would otherwise serve <cwd>/static/* to anyone, unauthenticated.
     app = Quart("agent_gateway", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.server.body_read_timeout_seconds
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     QuartSchema(
@@ -197,6 +199,7 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
     metrics = ctx.metrics
     lifecycle = ctx.lifecycle
     max_body = ctx.settings.server.max_body_bytes
+    origins = OriginPolicy(ctx.settings.server)
 
     def view_for(req: Any) -> Any:
         rule = req.url_rule
@@ -206,32 +209,41 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
             return _HOST_PUBLIC
         return app.view_functions.get(rule.endpoint)
 
+    def check_origin(req: Any) -> str | None:
+        # The auth mode applies live (PATCH, reload); [server] only at a restart.
+        return origins.check(req, ctx.settings.auth.mode == "localhost-dev")
+
     # These hooks run on every request: each proxy (request, g) is dereferenced once, and
     # per-request state rides on the request object itself.
     @app.before_request
-    async def _before() -> None:
+    async def _before() -> Response | None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         req.gw_start = time.perf_counter()
         lifecycle.request_started()
         req.gw_counted = True
+        req.gw_cors = cors = check_origin(req)
+        if cors is not None and is_preflight(req):
+            return origins.preflight(cors, req)
         length = req.content_length
         if length is not None and length > max_body:
-            raise _too_large(max_body)
-        if length is None and (req.method in _BODY_METHODS or "Transfer-Encoding" in req.headers):
-            # No Content-Length (chunked, or HTTP/2 without it): read the body now, before
-            # auth and the view, so an oversized one is refused before any work is done.
-            try:
-                await req.get_data(cache=True)
-            except RequestEntityTooLarge:
-                raise _too_large(max_body) from None
+            raise _too_large(max_body)  # announced: refused before anything is read
         view = view_for(req)
         if view is None:
-            return  # 404 / 405 follow from routing
+            if isinstance(req.routing_exception, WebsocketMismatch):
+                # Plain HTTP to a WebSocket route: credentials first (401), then the 400.
+                await ctx.auth.check(req, _websocket_view(app, req), websocket=True)
+            return None  # 404 / 405 / 400 follow from routing
         if lifecycle.draining and not is_public(view):
             raise GatewayError(
                 503, "draining", "the gateway is shutting down", headers={"Retry-After": "5"}
             )
+        # Authentication looks at the headers only: the body of an unauthenticated request
+        # is never read (a chunked or length-less one could otherwise hold memory and a
+        # task for the whole body timeout).
         g.principal = await ctx.auth.check(req, view)
+        if req.method in _BODY_METHODS and not takes_raw_body(view):
+            await req.check_json_body()
+        return None
 
     @app.after_request
     async def _after(response: Response) -> Response:
@@ -241,6 +253,7 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
             rule = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
             method = req.method if req.method in _KNOWN_METHODS else "OTHER"
             metrics.observe_request(method, rule, response.status_code, time.perf_counter() - start)
+        origins.decorate(response, getattr(req, "gw_cors", None))
         return response
 
     @app.teardown_request
@@ -252,12 +265,23 @@ def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
 
     @app.before_websocket
     async def _before_ws() -> None:
-        view = view_for(websocket)
+        ws = websocket._get_current_object()  # type: ignore[attr-defined]
+        check_origin(ws)
+        view = view_for(ws)
         if view is None:
             return
         if lifecycle.draining:
             raise GatewayError(503, "draining", "the gateway is shutting down")
-        g.principal = await ctx.auth.check(websocket, view, websocket=True)
+        g.principal = await ctx.auth.check(ws, view, websocket=True)
+
+
+def _websocket_view(app: Quart, req: Any) -> Any:
+    """The view of the WebSocket route a plain HTTP request's path names."""
+    adapter = app.create_url_adapter(req)
+    if adapter is None:  # only without a request context
+        raise GatewayError(400, "websocket_required", "this route only accepts WebSockets")
+    rule, _args = adapter.match(return_rule=True, websocket=True)
+    return app.view_functions[rule.endpoint]
 
 
 # Anything else is labelled OTHER, so a client cannot grow the metric label sets.

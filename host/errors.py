@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field, ValidationError
 from quart import Quart, Request, Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
-from werkzeug.exceptions import HTTPException, RequestTimeout
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from host.error_paths import clean, union_error, walk
+from host.strict_json import InvalidJSON, parse_json
 
 log = logging.getLogger("gateway.errors")
 NOT_GIVEN: Any = object()  # validation_message without the data validated
@@ -140,26 +141,49 @@ def validation_message(
 
 
 class GatewayRequest(Request):
-    """Quart's request, except that a body that is not valid JSON is a typed 400, the
-    body is parsed once (Quart caches a silent and a strict parse apart, and the auth
-    guard's silent look at ``policy_gate`` came before every handler's strict one), a body
-    nested too deeply for the parser is a 400 too (not a ``RecursionError``), and waiting
-    for the body costs no extra task (``asyncio.timeout``, not ``wait_for``)."""
+    """Quart's request, except that the body is parsed once and strictly
+    (:func:`host.strict_json.parse_json`: no ``NaN``/``Infinity``, not nested too deeply
+    for the parser, UTF-8), a body declared JSON that does not parse is always a typed
+    400 ``invalid_json`` (also for ``get_json(silent=True)``: ``silent`` only means
+    "None when the body is empty or not declared JSON", so an optional body cannot be
+    swallowed), and waiting for the body costs no extra task (``asyncio.timeout``, not
+    ``wait_for``)."""
+
+    _gw_json: Any = Ellipsis
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
-        if silent:
-            try:
-                return await self.get_json(force=force, cache=cache)
-            except GatewayError:
+        if not (force or self.is_json):
+            return None
+        if self._gw_json is not Ellipsis:
+            return self._gw_json
+        raw = await self.get_data(cache=True)
+        if not raw.strip():
+            if silent:
                 return None
+            raise GatewayError(400, "invalid_json", "request body is not valid JSON: it is empty")
         try:
-            return await super().get_json(force=force, cache=cache)
-        except ValueError as error:  # e.g. UnicodeDecodeError: Quart decodes before its try
-            return self.on_json_loading_failed(error)
-        except RecursionError:  # json.loads on e.g. 200k ``[``: not a 500 and a traceback
+            value = parse_json(raw)
+        except InvalidJSON as error:
             raise GatewayError(
-                400, "invalid_json", "request body is not valid JSON: nested too deeply"
+                400, "invalid_json", f"request body is not valid JSON: {error}"
             ) from None
+        if cache:
+            self._gw_json = value
+        return value
+
+    async def check_json_body(self) -> None:
+        """The rule for a route that takes a JSON body: a non-empty body must be declared
+        ``application/json`` (415 ``unsupported_media_type``; a cross-site form or
+        ``text/plain`` post is refused) and must parse (400 ``invalid_json``). An empty
+        body passes: body-less POSTs (``/gateway/pause``) need no content type."""
+        raw = await self.get_data(cache=True)
+        if not raw.strip():
+            return
+        if not self.is_json:
+            raise GatewayError(
+                415, "unsupported_media_type", "send the request body as application/json"
+            )
+        await self.get_json()
 
     async def get_data(  # type: ignore[override]
         self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
@@ -169,8 +193,12 @@ class GatewayRequest(Request):
         try:
             async with asyncio.timeout(self.body_timeout):
                 raw: bytes = await self.body
-        except TimeoutError as exc:
-            raise RequestTimeout() from exc
+        except TimeoutError:
+            raise GatewayError(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.body_timeout:g} s",
+            ) from None
         if not cache:
             self.body.clear()
         return raw.decode() if as_text else raw

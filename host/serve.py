@@ -30,6 +30,7 @@ from host import __version__
 from host.app import _admin_token, create_app
 from host.config_admin import offline_config_problems
 from host.context import context
+from host.listen import BindError, ConnectionCap, bind_sockets, capped, raise_fd_limit
 from host.settings import Settings, literal_secret_warnings, load_settings, startup_problems
 
 log = logging.getLogger("gateway.serve")
@@ -86,13 +87,19 @@ async def run_worker(
     on_signals_handled: Callable[[], None] | None = None,
     extra_plugins: list[tuple[str, object]] | None = None,
 ) -> None:
-    """Serve one worker until SIGTERM/SIGINT, then drain and return.
+    """Serve one worker until SIGTERM/SIGINT, then drain and return. ``sockets`` are
+    bound already (by ``serve``, or the parent of ``--workers N``); without them the
+    worker binds ``server.bind`` itself (embedding, the benchmarks).
     ``on_signals_handled`` (given in a worker process of ``--workers N``) is called once
     the signal handlers are in place; such a worker ignores the signals once it stops.
     ``extra_plugins`` are registered directly (embedding, the benchmarks)."""
+    config = hypercorn_config(settings)
+    if sockets is None:
+        sockets = bind_sockets(config, settings.server.bind)
+    raise_fd_limit(settings.server.max_connections)
+    sockets = capped(sockets, ConnectionCap(settings.server.max_connections))
     app = create_app(settings, extra_plugins=extra_plugins)
     ctx = context(app)
-    config = hypercorn_config(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
@@ -204,18 +211,21 @@ def serve(settings: Settings) -> int:
         return 2
     for warning in literal_secret_warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
+    try:
+        sockets = bind_sockets(hypercorn_config(settings), settings.server.bind)
+    except BindError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     token, created = _admin_token(settings)
     print(banner(settings, token, created), flush=True)
     if settings.server.workers == 1:
-        asyncio.run(run_worker(settings))
+        asyncio.run(run_worker(settings, sockets))
         return 0
-    return _serve_workers(settings)
+    return _serve_workers(settings, sockets)
 
 
-def _serve_workers(settings: Settings) -> int:
-    config = hypercorn_config(settings)
-    sockets = config.create_sockets()
+def _serve_workers(settings: Settings, sockets: Sockets) -> int:
     ctx = multiprocessing.get_context("spawn")
     config_file = str(settings.config_file) if settings.config_file else None
     readies = [ctx.Event() for _ in range(settings.server.workers)]

@@ -85,6 +85,18 @@ class ServerSettings(_Section):
     access_log: bool = True
     graceful_timeout_seconds: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    body_read_timeout_seconds: float = Field(
+        10.0, ge=1, le=300, description="a request body that takes longer gets 408"
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=100_000, description="open connections per worker; more are closed"
+    )
+    allowed_hosts: list[str] | None = Field(
+        None, description='Host names served; "*" any; unset: the bind host and loopback'
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed cross-origin (exact)"
+    )
 
     @field_validator("bind")
     @classmethod
@@ -93,6 +105,39 @@ class ServerSettings(_Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("bind must look like HOST:PORT, e.g. 127.0.0.1:8787")
         return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = []
+        for entry in v:
+            name = entry.strip().lower()
+            bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+            if not bare or bare.count(":") == 1 or any(c in bare for c in "/@ \t"):
+                raise ValueError(
+                    f"{entry!r} is not a host name: write a name or address without "
+                    'scheme or port, e.g. "gateway.example.com", "10.0.0.5", "::1" or "*"'
+                )
+            out.append(bare.rstrip("."))
+        return out
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        from host.origins import normalize_origin
+
+        out = []
+        for entry in v:
+            origin = normalize_origin(entry)
+            if origin is None:
+                raise ValueError(
+                    f"{entry!r} is not an origin: write scheme://host[:port], e.g. "
+                    '"https://app.example.com" (no path, no "*")'
+                )
+            out.append(origin)
+        return out
 
 
 class StorageSettings(_Section):
@@ -354,6 +399,11 @@ workers = 1
 access_log = true
 graceful_timeout_seconds = 10
 max_body_bytes = 1048576        # larger bodies get 413
+body_read_timeout_seconds = 10  # a body still arriving after this gets 408
+max_connections = 1000          # open connections per worker; more are closed at once
+# allowed_hosts = ["gateway.example.com"]  # Host names served (default: the bind host and
+#                                          # loopback names); "*" serves any
+# cors_origins = ["https://app.example.com"]  # browser origins allowed cross-origin
 # certfile = "cert.pem"         # with keyfile: TLS, HTTP/2 negotiated by ALPN
 # keyfile = "key.pem"
 

@@ -24,6 +24,7 @@ from quart import Quart
 from host.auth.principal import Principal
 from host.auth.watch import CredentialWatch, credential_watch
 from host.storage import now_ms
+from host.strict_json import InvalidJSON, parse_json
 
 log = logging.getLogger("gateway.ws")
 
@@ -81,9 +82,9 @@ def parse_frame(raw: str | bytes, kinds: dict[str, Any]) -> tuple[str, str, dict
     if len(raw) > MAX_FRAME_BYTES:
         raise FrameError("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested too deeply
-        raise FrameError("invalid_json", "frame is not valid JSON") from None
+        data = parse_json(raw)
+    except InvalidJSON as exc:
+        raise FrameError("invalid_json", f"frame is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise FrameError("invalid_json", "frame must be a JSON object")
     rid = data.get("request_id")

@@ -48,3 +48,18 @@ def is_unlimited(view: Any) -> bool:
 
 def gate_of(view: Any) -> str | None:
     return getattr(view, GATE_ATTR, None)
+
+
+RAW_BODY_ATTR = "_gateway_raw_body"
+
+
+def raw_body(fn: F) -> F:
+    """This view reads its request body as bytes (a signed webhook): the host neither
+    requires ``application/json`` of it nor parses it. Parse it with
+    ``host.api.parse_json`` (strict) once it is trusted."""
+    setattr(fn, RAW_BODY_ATTR, True)
+    return fn
+
+
+def takes_raw_body(view: Any) -> bool:
+    return bool(getattr(view, RAW_BODY_ATTR, False))

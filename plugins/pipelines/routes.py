@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import re
 import time
 import uuid
@@ -27,10 +26,13 @@ from quart_schema import (
 
 from host.api import (
     GatewayError,
+    InvalidJSON,
     context,
     current_principal,
     document_stream,
+    parse_json,
     public,
+    raw_body,
     requires_gate,
     stream_response,
 )
@@ -603,6 +605,7 @@ def _webhook_header(name: str, pattern: re.Pattern[str], what: str) -> str:
 
 @bp.post("/triggers/<trigger_id>/webhook")
 @public
+@raw_body
 @document_request(WebhookPayload)
 @validate_response(FireResponse, 202)
 @document_response(ErrorResponse, 503)
@@ -642,9 +645,11 @@ async def webhook(trigger_id: str) -> Any:
         )
     pipeline = pipeline_or_404_as_trigger(str(config.get("pipeline", "")), trigger_id)
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        raise GatewayError(400, "invalid_json", "the webhook body is not valid JSON") from None
+        body = parse_json(raw) if raw.strip() else {}
+    except InvalidJSON as exc:
+        raise GatewayError(
+            400, "invalid_json", f"the webhook body is not valid JSON: {exc}"
+        ) from None
     run_id, created = await engine_of().start_run(
         pipeline,
         body,
