@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import g
 
 from host.auth.decorators import public, raw_body, requires_gate
+from host.auth.ownership import can_act, can_read, owned_by, owner_key, require_owner
 from host.auth.principal import Principal
 from host.context import GatewayContext, context
 from host.errors import GatewayError, error_response
@@ -36,6 +37,8 @@ __all__ = [
     "Principal",
     "Store",
     "WsContext",
+    "can_act",
+    "can_read",
     "context",
     "current_principal",
     "document_media_type",
@@ -43,9 +46,12 @@ __all__ = [
     "error_response",
     "hookimpl",
     "live_response",
+    "owned_by",
+    "owner_key",
     "parse_json",
     "public",
     "raw_body",
+    "require_owner",
     "requires_gate",
     "stream_response",
     "with_ticks",

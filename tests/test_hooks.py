@@ -131,7 +131,7 @@ async def test_gateway_register_blueprints_serves_routes_default_deny(make_setti
         member = await client.get("/family/member", headers=READER)
         assert await member.get_json() == {"member": "reader"}
 
-        plugins = await (await client.get("/gateway/plugins", headers=READER)).get_json()
+        plugins = await (await client.get("/gateway/plugins", headers=ADMIN)).get_json()
         assert sorted(plugins["registrations"]["family"]["routes"]) == [
             "GET /family/member",
             "GET /family/open",
@@ -147,7 +147,7 @@ async def test_gateway_register_policy_gates_declares_an_enforced_gate(make_sett
     settings = make_settings(auth={"tokens": {"family": token}})
     family = {"Authorization": "Bearer family-token-0123456789"}
     async with running_app(settings, extra_plugins=[("family", _family_plugin())]) as (_, client):
-        plugins = await (await client.get("/gateway/plugins", headers=READER)).get_json()
+        plugins = await (await client.get("/gateway/plugins", headers=ADMIN)).get_json()
         assert plugins["gates"]["allow_family_admin"] == {
             "description": "administer the family",
             "plugin": "family",
@@ -201,7 +201,7 @@ async def test_gateway_register_migrations_table_exists_and_survives_restart(mak
     settings = make_settings()
     async with running_app(settings, extra_plugins=[("notes", _notes_plugin())]) as (_, client):
         assert (await client.post("/notes", headers=READER)).status_code == 201
-        status = await (await client.get("/gateway/status", headers=READER)).get_json()
+        status = await (await client.get("/gateway/status", headers=ADMIN)).get_json()
         assert status["store"]["schema_versions"]["notes"] == 2
     # The same state directory again: the rows are there and no migration runs twice
     # (a second ALTER TABLE ADD COLUMN would fail start-up).
@@ -227,7 +227,7 @@ async def test_gateway_register_ws_kinds_answers_a_custom_kind(make_settings):
 
     plugin = Plugin(gateway_register_ws_kinds=lambda register: register("echo.request", echo))
     async with running_app(make_settings(), extra_plugins=[("echo", plugin)]) as (_, client):
-        plugins = await (await client.get("/gateway/plugins", headers=READER)).get_json()
+        plugins = await (await client.get("/gateway/plugins", headers=ADMIN)).get_json()
         assert "echo.request" in plugins["ws_kinds"]
         async with client.websocket("/gateway/ws", headers=READER) as ws:
             frame = {"schema_version": 1, "request_id": "r-1", "kind": "echo.request"}
@@ -254,7 +254,7 @@ async def _registrations(settings: Settings, hook: str, kind: str) -> dict[str, 
 
     plugin = Plugin(**{hook: register_two})
     async with running_app(settings, extra_plugins=[("regs", plugin)]) as (app, client):
-        body = await (await client.get("/gateway/plugins", headers=READER)).get_json()
+        body = await (await client.get("/gateway/plugins", headers=ADMIN)).get_json()
         registry = context(app).registry(kind)
         assert registry["first"] is marker
         assert registry.owners["second"] == "regs"
@@ -481,10 +481,10 @@ async def test_gateway_status_sections_appear_in_status(make_settings):
         ("silent", Plugin(gateway_status=lambda app: None)),
     ]
     async with running_app(make_settings(), extra_plugins=plugins) as (_, client):
-        status = await (await client.get("/gateway/status", headers=READER)).get_json()
+        status = await (await client.get("/gateway/status", headers=ADMIN)).get_json()
         ours = {k: v for k, v in status["plugin_status"].items() if k in dict(plugins)}
         assert ours == {"queue": {"depth": 3}, "plain": {"ok": True}}
-        async with client.websocket("/gateway/ws", headers=READER) as ws:
+        async with client.websocket("/gateway/ws", headers=ADMIN) as ws:
             await ws.send(
                 json.dumps(
                     {

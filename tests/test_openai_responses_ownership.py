@@ -1,7 +1,8 @@
 """Stored responses belong to the principal that stored them: another caller cannot read,
-continue or delete one (404, as if it did not exist), across restarts, and rows stored
-before ownership are left to ``*`` principals. Through HTTP on a real SQLite state dir,
-on the offline echo model."""
+continue or delete one (404, as if it did not exist), across restarts;
+``allow_responses_read_all`` reads everyone's, ``allow_responses_act_all`` deletes them, and
+no gate continues another's chain; rows stored before ownership are left to holders of
+those gates. Through HTTP on a real SQLite state dir, on the offline echo model."""
 
 from __future__ import annotations
 
@@ -13,11 +14,27 @@ from tests.openai_helpers import assert_error
 
 OTHER_TOKEN = "test-other-token-0123456789"
 OTHER = {"Authorization": f"Bearer {OTHER_TOKEN}"}
+AUDITOR_TOKEN = "test-auditor-token-0123456789"
+AUDITOR = {"Authorization": f"Bearer {AUDITOR_TOKEN}"}
+JANITOR_TOKEN = "test-janitor-token-0123456789"
+JANITOR = {"Authorization": f"Bearer {JANITOR_TOKEN}"}
 
 
 def two_callers(make_settings: Any) -> Any:
-    """The conftest tokens plus a second non-admin one."""
-    return make_settings(auth={"tokens": {"other": {"token": OTHER_TOKEN, "gates": []}}})
+    """The conftest tokens plus a second non-admin one, a read-all and a read-and-act-all
+    one."""
+    return make_settings(
+        auth={
+            "tokens": {
+                "other": {"token": OTHER_TOKEN, "gates": []},
+                "auditor": {"token": AUDITOR_TOKEN, "gates": ["allow_responses_read_all"]},
+                "janitor": {
+                    "token": JANITOR_TOKEN,
+                    "gates": ["allow_responses_read_all", "allow_responses_act_all"],
+                },
+            }
+        }
+    )
 
 
 async def create(client: Any, headers: dict[str, str], text: str, **extra: Any) -> Any:
@@ -54,7 +71,6 @@ async def test_another_principal_cannot_read_continue_or_delete_a_response(make_
     async with running_app(two_callers(make_settings)) as (_app, client):
         mine = await stored(client, READER, "my secret")
         await assert_hidden_from(client, OTHER, mine)
-        await assert_hidden_from(client, ADMIN, mine)  # not even a "*" principal
         # Nothing changed for the owner: it reads, continues and deletes its response.
         got = await client.get(f"/v1/responses/{mine}", headers=READER)
         assert (await got.get_json())["output"][0]["content"][0]["text"] == "echo: my secret"
@@ -62,6 +78,29 @@ async def test_another_principal_cannot_read_continue_or_delete_a_response(make_
         assert follow.status_code == 200
         assert (await follow.get_json())["previous_response_id"] == mine
         deleted = await client.delete(f"/v1/responses/{mine}", headers=READER)
+        assert (await deleted.get_json())["deleted"] is True
+        gone = await client.get(f"/v1/responses/{mine}", headers=READER)
+        await assert_not_found(gone, "response_not_found")
+
+
+async def test_read_all_reads_act_all_deletes_and_no_gate_continues_anothers_response(
+    make_settings,
+):
+    async with running_app(two_callers(make_settings)) as (_app, client):
+        mine = await stored(client, READER, "my secret")
+        for headers in (AUDITOR, JANITOR, ADMIN):  # "*" holds both gates
+            got = await client.get(f"/v1/responses/{mine}", headers=headers)
+            assert got.status_code == 200
+            assert (await got.get_json())["output"][0]["content"][0]["text"] == "echo: my secret"
+            # Continuing would copy the reader's conversation into the caller's response.
+            follow = await create(client, headers, "go on", previous_response_id=mine)
+            await assert_not_found(follow, "previous_response_not_found")
+        # Reading is not acting: the auditor may see it but not delete it.
+        refused = await client.delete(f"/v1/responses/{mine}", headers=AUDITOR)
+        assert refused.status_code == 403
+        assert_error(await refused.get_json(), "policy_gate_denied")
+        assert (await client.get(f"/v1/responses/{mine}", headers=READER)).status_code == 200
+        deleted = await client.delete(f"/v1/responses/{mine}", headers=JANITOR)
         assert (await deleted.get_json())["deleted"] is True
         gone = await client.get(f"/v1/responses/{mine}", headers=READER)
         await assert_not_found(gone, "response_not_found")
@@ -81,7 +120,7 @@ async def test_ownership_survives_a_restart(make_settings):
         assert own.status_code == 200
 
 
-async def test_responses_stored_before_ownership_are_left_to_star_principals(make_settings):
+async def test_responses_stored_before_ownership_are_left_to_read_all_holders(make_settings):
     settings = two_callers(make_settings)
     async with running_app(settings) as (_app, client):
         old = await stored(client, READER, "from before")

@@ -254,7 +254,7 @@ async def test_approval_gate_waits_is_listed_and_approve_completes_the_run(clien
     record = await wait_status(client, run_id, {"waiting"})
     assert record["waiting_for"]["type"] == "approval"
     assert record["waiting_for"]["step"] == "review"
-    pending = await (await client.get("/approvals", headers=READER)).get_json()
+    pending = await (await client.get("/approvals", headers=ADMIN)).get_json()
     assert [(a["run_id"], a["step_id"], a["status"]) for a in pending["approvals"]] == [
         (run_id, "review", "pending")
     ]

@@ -175,7 +175,7 @@ async def test_hello_guest_book_write_needs_the_plugins_gate(make_settings):
         assert invalid.status_code == 400
         assert "name" in (await invalid.get_json())["error"]["message"]
 
-        status = await (await client.get("/gateway/status", headers=READER)).get_json()
+        status = await (await client.get("/gateway/status", headers=ADMIN)).get_json()
         assert status["plugin_status"]["hello"] == {"greetings": 1}
         assert status["store"]["schema_versions"]["hello"] == 1
 
@@ -189,7 +189,7 @@ async def test_hello_guest_book_survives_a_restart(make_settings):
     async with running_app(settings, load_entrypoints=True) as (_app, client):
         book = await (await client.get("/hello/guest-book", headers=READER)).get_json()
         assert [e["name"] for e in book["entries"]] == ["Ada", "Grace"]
-        status = await (await client.get("/gateway/status", headers=READER)).get_json()
+        status = await (await client.get("/gateway/status", headers=ADMIN)).get_json()
         assert status["plugin_status"]["hello"] == {"greetings": 2}
 
 

@@ -102,6 +102,24 @@ class Authenticator:
                 f"{action} requires policy gate {gate!r}, which {principal.name!r} lacks",
             )
 
+    def principal_exists(self, owner_key: str) -> bool:
+        """Whether the principal keyed ``owner_key`` (``Principal.key``) can still sign in
+        under the running configuration: a token still in ``auth.tokens``, the generated
+        admin token while no tokens are configured, localhost-dev and session principals
+        while their mode is in force. Keys of other kinds (a plugin's own auth scheme) are
+        not the host's to judge: True."""
+        kind, _, name = owner_key.partition(":")
+        auth = self.settings.auth
+        if kind == "token":
+            return name in auth.tokens
+        if kind == "admin":
+            return not auth.tokens and self.admin_token is not None
+        if kind == "localhost-dev":
+            return auth.mode == "localhost-dev"
+        if kind == "session":
+            return auth.mode == "password-session"
+        return True
+
     def _limit(self, key: str, limit: Any, scope: str) -> None:
         wait = self.limiter.hit(key, limit)
         if wait:

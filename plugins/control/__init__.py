@@ -21,6 +21,12 @@ def gateway_register_policy_gates(register: Register) -> None:
     register(
         routes.GATE_CONFIG_WRITE, "change the configuration at runtime (PATCH /gateway/config)"
     )
+    register(
+        routes.GATE_READ,
+        "operator views: GET /gateway/config, /gateway/plugins, /gateway/events and the "
+        "details of /gateway/status",
+    )
+    register(routes.GATE_METRICS, "read the Prometheus metrics (GET /metrics)")
 
 
 @hookimpl

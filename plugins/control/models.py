@@ -45,27 +45,34 @@ class StateResponse(BaseModel):
 
 
 class AuthStatus(BaseModel):
+    """``mode`` and the caller's own ``principal`` for every caller; the counters only
+    for ``allow_gateway_read``."""
+
     mode: str
-    session_ttl_seconds: int
-    active_sessions: int
-    total_sessions_issued: int
-    auth_failures: int
-    rate_limited_requests: int
+    session_ttl_seconds: int | None = None
+    active_sessions: int | None = None
+    total_sessions_issued: int | None = None
+    auth_failures: int | None = None
+    rate_limited_requests: int | None = None
     principal: dict[str, Any]
 
 
 class StatusResponse(BaseModel):
+    """Liveness (``service``, ``version``, ``state``) and the caller's own identity
+    (``auth.mode``, ``auth.principal``) for every caller; the rest only for
+    ``allow_gateway_read``."""
+
     service: str
     version: str
     state: Literal["running", "paused", "draining"]
-    uptime_seconds: float
-    started_unix_ms: int
-    auth: AuthStatus
-    plugins: list[dict[str, Any]]
-    plugin_status: dict[str, Any]
-    store: dict[str, Any]
-    streams: dict[str, Any]
-    gateway: dict[str, Any]
+    uptime_seconds: float | None = None
+    started_unix_ms: int | None = None
+    auth: AuthStatus | None = None
+    plugins: list[dict[str, Any]] | None = None
+    plugin_status: dict[str, Any] | None = None
+    store: dict[str, Any] | None = None
+    streams: dict[str, Any] | None = None
+    gateway: dict[str, Any] | None = None
 
 
 class ReloadResponse(BaseModel):

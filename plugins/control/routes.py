@@ -30,10 +30,11 @@ from plugins.control.models import (
     StateResponse,
     StatusResponse,
 )
-from plugins.control.status import status_report
+from plugins.control.status import GATE_READ, status_report
 
 GATE_CONTROL = "allow_gateway_control"
 GATE_CONFIG_WRITE = "allow_config_write"
+GATE_METRICS = "allow_metrics_read"  # all a Prometheus scraper's token needs
 GATEWAY_STREAM = "gateway"
 
 
@@ -57,6 +58,7 @@ async def health() -> Any:
 
 
 @bp.get("/metrics")
+@requires_gate(GATE_METRICS)
 @document_response(PrometheusText, 200)
 @document_media_type("text/plain")
 async def metrics() -> Response:
@@ -67,11 +69,12 @@ async def metrics() -> Response:
 
 
 @bp.get("/gateway/status")
-@validate_response(StatusResponse)
-async def status() -> StatusResponse:
-    """Gateway state, uptime, auth counters, plugins and store."""
+@document_response(StatusResponse)
+async def status() -> dict[str, Any]:
+    """Gateway state, uptime, auth counters, plugins and store; without
+    ``allow_gateway_read`` only ``service``, ``version`` and ``state`` (liveness)."""
     report = await status_report(current_app, current_principal())
-    return StatusResponse(**report)
+    return StatusResponse(**report).model_dump(exclude_unset=True)
 
 
 async def _state(paused_record: dict[str, Any]) -> StateResponse:
@@ -114,6 +117,7 @@ async def reload() -> ReloadResponse:
 
 
 @bp.get("/gateway/config")
+@requires_gate(GATE_READ)
 @validate_response(ConfigResponse)
 async def get_config() -> ConfigResponse:
     """The running configuration with secrets masked, and where it came from."""
@@ -150,6 +154,7 @@ async def patch_config_view() -> ConfigPatchResponse:
 
 
 @bp.get("/gateway/plugins")
+@requires_gate(GATE_READ)
 @validate_response(PluginsResponse)
 async def plugins() -> PluginsResponse:
     """Which plugins loaded, from where, which hooks each implements and what it registered."""
@@ -176,6 +181,7 @@ async def plugins() -> PluginsResponse:
 
 
 @bp.get("/gateway/events")
+@requires_gate(GATE_READ)
 @document_response(EventPage, 200)
 @document_stream
 async def gateway_events() -> Response:

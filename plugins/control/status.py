@@ -1,4 +1,5 @@
-"""The gateway status report, shared by ``GET /gateway/status`` and the WS kind."""
+"""The gateway status report, shared by ``GET /gateway/status`` and the WS kind: liveness
+for every caller, the details (counters, plugins, store) only for ``allow_gateway_read``."""
 
 from __future__ import annotations
 
@@ -10,10 +11,21 @@ from host import __version__
 from host.auth.principal import Principal
 from host.context import context
 
+# Operator views: the gateway's events, configuration, plugins and status details.
+GATE_READ = "allow_gateway_read"
+
 
 async def status_report(app: Quart, principal: Principal) -> dict[str, Any]:
     ctx = context(app)
     settings = ctx.settings
+    if not principal.has_gate(GATE_READ):
+        # Liveness, and who the caller is (its own name, kind and gates): nothing of others.
+        return {
+            "service": "agent-gateway",
+            "version": __version__,
+            "state": await ctx.lifecycle.state(),
+            "auth": {"mode": settings.auth.mode, "principal": principal.as_dict()},
+        }
     counts = await ctx.store.auth_session_counts()
     plugin_status = {
         plugin: result

@@ -40,6 +40,12 @@ def gateway_register_blueprints(register: Register, settings: Settings) -> None:
 
 
 @hookimpl
+def gateway_register_policy_gates(register: Register) -> None:
+    register(responses_store.GATE_READ_ALL, "read every principal's stored responses")
+    register(responses_store.GATE_ACT_ALL, "delete other principals' stored responses")
+
+
+@hookimpl
 def gateway_register_migrations(register: Register) -> None:
     for migration in responses_store.MIGRATIONS:
         register(migration)

@@ -1,6 +1,8 @@
 """``POST /v1/responses`` (OpenResponses / OpenAI Responses), served over chat-completion
 providers, and stored responses: ``GET`` and ``DELETE /v1/responses/<id>``. A stored
-response is its caller's: another principal's id answers 404 (responses_store.Owner)."""
+response is its caller's: another principal's id answers 404 (responses_store.Owner)
+unless the caller holds ``allow_responses_read_all`` (read) or also
+``allow_responses_act_all`` (delete)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,14 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import document_request, document_response
 
-from host.api import GatewayError, Store, context, current_principal, document_stream
+from host.api import (
+    GatewayError,
+    Store,
+    context,
+    current_principal,
+    document_stream,
+    require_owner,
+)
 from plugins.openai_compat import keepalive, responses_store
 from plugins.openai_compat.catalog import Resolved, with_stream_usage
 from plugins.openai_compat.conversations import Recorder, session_id_of
@@ -59,7 +68,9 @@ def _not_found(response_id: str) -> GatewayError:
 async def _history(req: ResponsesRequest, owner: responses_store.Owner) -> list[dict[str, Any]]:
     if req.previous_response_id is None:
         return []
-    found = await responses_store.load(context().store, owner, req.previous_response_id)
+    found = await responses_store.load(
+        context().store, owner, req.previous_response_id, to_continue=True
+    )
     if found is None:
         raise GatewayError(
             404,
@@ -283,7 +294,8 @@ async def _chain(
 @bp.get("/v1/responses/<response_id>")
 @document_response(ResponseObject)
 async def get_response(response_id: str) -> Any:
-    """A stored response of the caller's (another principal's is 404, as if absent)."""
+    """A stored response of the caller's (another principal's is 404, as if absent, unless
+    the caller holds ``allow_responses_read_all``)."""
     found = await responses_store.load(context().store, _owner(), response_id)
     if found is None:
         raise _not_found(response_id)
@@ -293,7 +305,21 @@ async def get_response(response_id: str) -> Any:
 @bp.delete("/v1/responses/<response_id>")
 @document_response(DeletedResponse)
 async def delete_response(response_id: str) -> Any:
-    """Delete a stored response of the caller's (it can no longer be continued)."""
-    if not await responses_store.delete(context().store, _owner(), response_id):
+    """Delete a stored response of the caller's (it can no longer be continued); another
+    principal's is 404, or 403 to a holder of ``allow_responses_read_all`` without
+    ``allow_responses_act_all``."""
+    store = context().store
+    stored, owner = await responses_store.owner_of(store, response_id)
+    if not stored:
+        raise _not_found(response_id)
+    require_owner(
+        current_principal(),
+        owner,
+        read_all=responses_store.GATE_READ_ALL,
+        act_all=responses_store.GATE_ACT_ALL,
+        not_found=_not_found(response_id),
+        action="deleting another principal's stored response",
+    )
+    if not await responses_store.delete(store, response_id):
         raise _not_found(response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}

@@ -2,9 +2,13 @@
 ``previous_response_id`` continues a conversation across restarts.
 
 A response belongs to the principal that stored it (``Principal.key``, e.g.
-``token:reader``): every lookup filters on it, so another caller finds nothing (404, never
-a 403 that would confirm the id). Rows stored before ownership (``owner`` NULL) are
-visible only to principals holding the ``*`` gate."""
+``token:reader``; host/auth/ownership.py): every lookup filters on it, so another caller
+finds nothing (404, never a 403 that would confirm the id). ``allow_responses_read_all``
+reads everyone's (an operator's view) and ``allow_responses_act_all`` deletes them; no gate
+continues another principal's chain (``previous_response_id``): a continuation would put
+their conversation into the caller's own response, a copy that outlives their delete.
+Rows stored before ownership (``owner`` NULL) are read, continued and deleted only by
+holders of those gates."""
 
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from host.api import Migration, Principal, Store
+from host.api import Migration, Principal, Store, owned_by, owner_key
 from host.storage import now_ms
+
+GATE_READ_ALL = "allow_responses_read_all"
+GATE_ACT_ALL = "allow_responses_act_all"
 
 metadata = sa.MetaData()
 
@@ -54,18 +61,29 @@ MIGRATIONS = (
 
 @dataclass(frozen=True)
 class Owner:
-    """Whose responses a caller sees: its own, and the ownerless ones if ``legacy``."""
+    """The caller, for whom responses are stored and looked up."""
 
-    key: str
-    legacy: bool = False
+    principal: Principal
 
     @classmethod
     def of(cls, principal: Principal) -> Owner:
-        return cls(principal.key, legacy=principal.has_gate("*"))
+        return cls(principal)
 
-    def visible(self) -> sa.ColumnElement[bool]:
+    @property
+    def key(self) -> str:
+        return owner_key(self.principal)
+
+    def readable(self) -> sa.ColumnElement[bool]:
+        """Its own responses; every one with the read-all gate."""
+        return owned_by(responses.c.owner, self.principal, GATE_READ_ALL)
+
+    def continuable(self) -> sa.ColumnElement[bool]:
+        """Its own responses, and with the read-all gate the ownerless ones (nobody's
+        chain); never another principal's."""
         mine = responses.c.owner == self.key
-        return sa.or_(mine, responses.c.owner.is_(None)) if self.legacy else mine
+        if self.principal.has_gate(GATE_READ_ALL):
+            return sa.or_(mine, responses.c.owner.is_(None))
+        return mine
 
 
 async def save(
@@ -94,42 +112,54 @@ async def save(
             )
 
 
-def _owned(owner: Owner, response_id: str) -> sa.ColumnElement[bool]:
-    return sa.and_(responses.c.id == response_id, owner.visible())
+def _continuable(owner: Owner, response_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(responses.c.id == response_id, owner.continuable())
 
 
 async def session_key(store: Store, owner: Owner, response_id: str) -> str | None:
-    """The session key of ``owner``'s stored response ``response_id``, if it has one."""
+    """The session key of the stored response ``response_id`` that ``owner`` may
+    continue, if it has one."""
     joined = response_sessions.join(responses, responses.c.id == response_sessions.c.response_id)
     async with store.read() as conn:
         return (
             await conn.execute(
                 sa.select(response_sessions.c.session_key)
                 .select_from(joined)
-                .where(_owned(owner, response_id))
+                .where(_continuable(owner, response_id))
             )
         ).scalar()
 
 
 async def load(
-    store: Store, owner: Owner, response_id: str
+    store: Store, owner: Owner, response_id: str, *, to_continue: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """``owner``'s stored response and its conversation; None if it has no such one."""
+    """The stored response and its conversation, if ``owner`` may read it (or, with
+    ``to_continue``, continue it); None otherwise."""
+    visible = owner.continuable() if to_continue else owner.readable()
     async with store.read() as conn:
         row = (
             await conn.execute(
                 sa.select(responses.c.response, responses.c.conversation).where(
-                    _owned(owner, response_id)
+                    responses.c.id == response_id, visible
                 )
             )
         ).first()
     return (row.response, row.conversation) if row is not None else None
 
 
-async def delete(store: Store, owner: Owner, response_id: str) -> bool:
-    """Delete ``owner``'s stored response; False (nothing touched) if it has no such one."""
+async def owner_of(store: Store, response_id: str) -> tuple[bool, str | None]:
+    """``(stored, owner)`` of ``response_id``, for the caller to check access."""
+    async with store.read() as conn:
+        row = (
+            await conn.execute(sa.select(responses.c.owner).where(responses.c.id == response_id))
+        ).first()
+    return (row is not None, row.owner if row is not None else None)
+
+
+async def delete(store: Store, response_id: str) -> bool:
+    """Delete the stored response (access checked by the caller); False if none."""
     async with store.write() as conn:
-        result = await conn.execute(responses.delete().where(_owned(owner, response_id)))
+        result = await conn.execute(responses.delete().where(responses.c.id == response_id))
         if not result.rowcount:
             return False
         await conn.execute(

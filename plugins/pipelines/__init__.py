@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import sqlalchemy as sa
 from quart import Quart
 
 from host.api import context, hookimpl
@@ -17,6 +18,7 @@ from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
 from plugins.pipelines.config import configured, problems
 from plugins.pipelines.engine import ENGINE_KEY, Engine
 from plugins.pipelines.kinds import BUILTIN_KINDS
+from plugins.pipelines.schedules import suspended
 
 
 @hookimpl
@@ -28,9 +30,19 @@ def gateway_register_blueprints(register: Register, settings: Settings) -> None:
 def gateway_register_policy_gates(register: Register) -> None:
     register(
         routes.GATE_RUN,
-        "start, run, resume and cancel pipeline runs; set breakpoints and release paused runs",
+        "start, run, resume, cancel and release (paused) pipeline runs; add and remove "
+        "schedules; fire triggers",
     )
     register(routes.GATE_APPROVE, "approve or deny a run's approval gate")
+    register(
+        routes.GATE_READ_ALL,
+        "read every principal's runs, run events, approvals, schedules and breakpoints",
+    )
+    register(
+        routes.GATE_ACT_ALL,
+        "resume, approve, deny, cancel and release other principals' runs, fire and remove "
+        "their schedules; add and remove breakpoints (they pause every run)",
+    )
 
 
 @hookimpl
@@ -96,7 +108,19 @@ async def gateway_status(app: Quart) -> dict[str, Any]:
         "worker": engine.worker_id if engine else None,
         "active_runs": len(engine.tasks) if engine else 0,
         "max_concurrent_runs": engine.max_concurrent if engine else None,
+        "suspended_schedules": await _suspended_schedules(app),
     }
+
+
+async def _suspended_schedules(app: Quart) -> list[str]:
+    """Ids of the schedules that no longer fire because their owner was removed."""
+    ctx = context(app)
+    owned = sa.select(tables.schedules.c.id, tables.schedules.c.owner).where(
+        tables.schedules.c.owner.is_not(None)
+    )
+    async with ctx.store.read() as conn:
+        rows = (await conn.execute(owned.order_by(tables.schedules.c.id))).all()
+    return [row.id for row in rows if suspended(ctx, row)]
 
 
 @hookimpl

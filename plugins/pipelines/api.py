@@ -3,9 +3,10 @@ follow its events and await its end.
 
 Other plugins reach it as ``context(app).extras[API_KEY]``, which exists only while the
 pipelines plugin is loaded and started, so they never import the engine (nor this
-plugin at all when it is disabled). Runs started here are ordinary runs: stored, listed
-by ``GET /runs``, refused while the gateway is paused, paused by breakpoints, and they
-need the caller to hold the ``allow_pipeline_run`` gate.
+plugin at all when it is disabled). Runs started here are ordinary runs: stored, owned by
+the principal that started them, listed by ``GET /runs``, refused while the gateway is
+paused, paused by breakpoints, and they need the caller to hold the ``allow_pipeline_run``
+gate.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Event, GatewayError, Principal, context
+from host.api import Event, GatewayError, Principal, context, owner_key
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import TERMINAL, TERMINAL_EVENTS, engine_of, run_row, stream_of
@@ -97,6 +98,7 @@ class PipelinesAPI:
             raw_input,
             trigger=trigger,
             created_by=principal.name,
+            owner=owner_key(principal),
             idempotency_key=stored,
             also_matches=older,
         )

@@ -312,7 +312,7 @@ def register(cli: click.Group) -> None:
         """List, add and remove schedules."""
 
     schedule_columns = ["id", "pipeline_id", "cron", "interval_seconds", "timezone"]
-    schedule_columns += ["next_fire_ms", "last_outcome"]
+    schedule_columns += ["next_fire_ms", "last_outcome", "owner", "suspended"]
 
     @schedules.command("list")
     @_options

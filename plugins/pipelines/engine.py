@@ -573,6 +573,7 @@ class Engine:
         *,
         trigger: dict[str, Any],
         created_by: str | None,
+        owner: str | None = None,
         idempotency_key: str | None = None,
         also_matches: Sequence[str] = (),
     ) -> tuple[str, bool]:
@@ -585,6 +586,7 @@ class Engine:
             run_input,
             trigger=trigger,
             created_by=created_by,
+            owner=owner,
             idempotency_key=idempotency_key,
             also_matches=also_matches,
         )
@@ -596,6 +598,7 @@ class Engine:
         *,
         trigger: dict[str, Any],
         created_by: str | None,
+        owner: str | None = None,
         idempotency_key: str | None = None,
         also_matches: Sequence[str] = (),
     ) -> tuple[str, bool]:
@@ -646,6 +649,7 @@ class Engine:
                     trigger=trigger,
                     idempotency_key=idempotency_key,
                     created_by=created_by,
+                    owner=owner,
                     created_ms=now,
                     updated_ms=now,
                     claims=0,

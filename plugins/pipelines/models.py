@@ -102,6 +102,11 @@ class RunRecord(BaseModel):
     trigger: dict[str, Any]
     idempotency_key: str | None = None
     created_by: str | None = None
+    owner: str | None = Field(
+        None,
+        description="who owns the run: its starter's principal key (token:ci), its "
+        "schedule's owner, or webhook:<name>; null on runs from before owners",
+    )
     created_ms: int
     started_ms: int | None = None
     updated_ms: int
@@ -179,6 +184,9 @@ class Breakpoint(BaseModel):
     step_id: str
     pipeline_id: str | None = None
     created_by: str | None = None
+    owner: str | None = Field(
+        None, description="the owner's principal key (token:ci); null on records from before owners"
+    )
     created_ms: int
 
 
@@ -215,12 +223,20 @@ class ScheduleRecord(BaseModel):
     input: dict[str, Any]
     overlap: str
     created_by: str | None = None
+    owner: str | None = Field(
+        None, description="the owner's principal key (token:ci); null on records from before owners"
+    )
     created_ms: int
     next_fire_ms: int
     last_fire_ms: int | None = None
     last_outcome: str | None = None
     last_run_id: str | None = None
     missed: int
+    suspended: Literal["owner_removed"] | None = Field(
+        None,
+        description="owner_removed: its owner can no longer sign in (a token removed from "
+        "auth.tokens); it does not fire until the owner is back",
+    )
 
 
 class ScheduleList(BaseModel):

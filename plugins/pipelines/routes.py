@@ -30,9 +30,12 @@ from host.api import (
     context,
     current_principal,
     document_stream,
+    owned_by,
+    owner_key,
     parse_json,
     public,
     raw_body,
+    require_owner,
     requires_gate,
     stream_response,
 )
@@ -78,6 +81,10 @@ from plugins.pipelines.tables import approvals, breakpoints, runs, schedules, st
 
 GATE_RUN = "allow_pipeline_run"
 GATE_APPROVE = "allow_pipeline_approve"
+# Ownership (host/auth/ownership.py): runs, schedules and breakpoints are their creator's;
+# these gates read and act on everyone's.
+GATE_READ_ALL = "allow_pipeline_read_all"
+GATE_ACT_ALL = "allow_pipeline_act_all"
 CATALOG_KEY = "pipelines.catalog"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -118,10 +125,21 @@ async def body_of(model: type[BaseModel]) -> Any:
         raise GatewayError(400, "invalid_request_body", message, details={"param": param}) from None
 
 
-async def run_record(run_id: str) -> RunRecord:
+def _no_run(run_id: str) -> GatewayError:
+    # The very error of an unknown run: another principal's run is not revealed.
+    return GatewayError(404, "run_not_found", f"no run {run_id!r}")
+
+
+async def run_record(run_id: str, *, check: bool = True) -> RunRecord:
+    """The run's record; with ``check``, 404 ``run_not_found`` unless the caller may read
+    it (its own, or ``allow_pipeline_read_all``)."""
     store = context().store
     async with store.read() as conn:
         row = await run_row(conn, run_id)
+        if check:
+            require_owner(
+                current_principal(), row.owner, read_all=GATE_READ_ALL, not_found=_no_run(run_id)
+            )
         steps = (
             await conn.execute(
                 sa.select(step_results)
@@ -161,6 +179,7 @@ def _record(row: Any, steps: Sequence[Any] | None = None) -> RunRecord:
         trigger=row.trigger,
         idempotency_key=shown(row.idempotency_key),
         created_by=row.created_by,
+        owner=row.owner,
         created_ms=row.created_ms,
         started_ms=row.started_ms,
         updated_ms=row.updated_ms,
@@ -184,6 +203,7 @@ async def start_run(
         raw_input,
         trigger=trigger,
         created_by=caller.name,
+        owner=owner_key(caller),
         idempotency_key=stored,
         also_matches=older,
     )
@@ -254,7 +274,7 @@ async def start_pipeline(pipeline_id: str) -> Any:
     run_id, created = await start_run(
         pipeline, body.input, {"type": "api", "route": "start"}, _idempotency_key()
     )
-    record = await run_record(run_id)
+    record = await run_record(run_id, check=False)
     return StartResponse(
         runId=run_id, status=record.status, created=created, events=f"/runs/{run_id}/events"
     ), 202
@@ -283,10 +303,28 @@ async def run_pipeline(pipeline_id: str) -> RunRecord:
             ) as events:
                 async for _event in events:
                     pass
-    return await run_record(run_id)
+    return await run_record(run_id, check=False)
 
 
 # -- runs --------------------------------------------------------------------------------------
+
+
+async def acting_on_run(run_id: str) -> None:
+    """404 ``run_not_found`` unless the caller may read the run; 403
+    ``policy_gate_denied`` unless it may also act on it (its own, or
+    ``allow_pipeline_act_all``)."""
+    async with context().store.read() as conn:
+        found = (await conn.execute(sa.select(runs.c.owner).where(runs.c.id == run_id))).first()
+    if found is None:
+        raise _no_run(run_id)
+    require_owner(
+        current_principal(),
+        found.owner,
+        read_all=GATE_READ_ALL,
+        act_all=GATE_ACT_ALL,
+        not_found=_no_run(run_id),
+        action="acting on another principal's run",
+    )
 
 
 @bp.get("/runs")
@@ -307,6 +345,7 @@ async def list_runs(query_args: RunQuery) -> RunList:
         stmt = stmt.where(runs.c.created_ms < q.until_ms)
     if q.before is not None:
         stmt = stmt.where(runs.c.n < q.before)
+    stmt = stmt.where(owned_by(runs.c.owner, current_principal(), GATE_READ_ALL))
     async with context().store.read() as conn:
         rows = (await conn.execute(stmt)).all()
     more = len(rows) > q.limit
@@ -319,7 +358,8 @@ async def list_runs(query_args: RunQuery) -> RunList:
 @bp.get("/runs/<run_id>")
 @validate_response(RunRecord)
 async def get_run(run_id: str) -> RunRecord:
-    """The run record: input, output, error, per-step results with timings, what it waits for."""
+    """The run record: input, output, error, per-step results with timings, what it waits
+    for. Another principal's run is 404 unless the caller holds ``allow_pipeline_read_all``."""
     return await run_record(run_id)
 
 
@@ -329,7 +369,7 @@ async def get_run(run_id: str) -> RunRecord:
 async def run_events(run_id: str) -> Response:
     """The run's events: SSE with ``Last-Event-ID`` resume, JSONL, or a JSON page; the
     stream ends after the run's terminal event (a finished run's stream replays and ends)."""
-    await run_record(run_id)  # 404 for an unknown run
+    await run_record(run_id)  # 404 for an unknown run, or another's the caller cannot read
     return await stream_response(
         context().hub, request, stream_of(run_id), until=lambda e: e.type in TERMINAL_EVENTS
     )
@@ -345,14 +385,17 @@ async def resume_run(run_id: str) -> RunRecord:
     """Give a run waiting at a ``wait`` step its input; 422 names the failing field (the run
     still waits); 409 when the run does not wait for input."""
     body = await body_of(ResumeRequest)
+    await acting_on_run(run_id)
     await engine_of().resume(run_id, body.input, current_principal().name)
     return await run_record(run_id)
 
 
 async def _decide(run_id: str, decision: str) -> RunRecord:
+    # Approving is the approver's own job, whoever owns the run (four eyes): the route's
+    # gate, allow_pipeline_approve, is the permission, and the answer is the run decided on.
     body = await body_of(DecisionRequest)
     await engine_of().resolve_approval(run_id, decision, current_principal().name, body.reason)
-    return await run_record(run_id)
+    return await run_record(run_id, check=False)
 
 
 @bp.post("/runs/<run_id>/approve")
@@ -383,6 +426,7 @@ async def deny_run(run_id: str) -> RunRecord:
 async def cancel_run(run_id: str) -> RunRecord:
     """Cancel a run that has not finished; 409 if it already has."""
     body = await body_of(DecisionRequest)
+    await acting_on_run(run_id)
     await engine_of().cancel(run_id, current_principal().name, body.reason)
     return await run_record(run_id)
 
@@ -394,8 +438,18 @@ async def cancel_run(run_id: str) -> RunRecord:
 @validate_querystring(ApprovalQuery)
 @validate_response(ApprovalList)
 async def list_approvals(query_args: ApprovalQuery) -> ApprovalList:
-    """Approvals, pending ones by default (``?status=all`` for every one), oldest first."""
-    stmt = sa.select(approvals).order_by(approvals.c.requested_ms).limit(query_args.limit)
+    """Approvals of the caller's runs (every run's with ``allow_pipeline_read_all`` or
+    ``allow_pipeline_approve``), pending ones by default (``?status=all`` for every one),
+    oldest first."""
+    principal = current_principal()
+    approver = principal.has_gate(GATE_APPROVE)
+    stmt = (
+        sa.select(approvals)
+        .select_from(approvals.join(runs, runs.c.id == approvals.c.run_id))
+        .where(sa.true() if approver else owned_by(runs.c.owner, principal, GATE_READ_ALL))
+        .order_by(approvals.c.requested_ms)
+        .limit(query_args.limit)
+    )
     if query_args.status != "all":
         stmt = stmt.where(approvals.c.status == query_args.status)
     async with context().store.read() as conn:
@@ -410,14 +464,19 @@ async def list_approvals(query_args: ApprovalQuery) -> ApprovalList:
 @validate_response(BreakpointList)
 async def list_breakpoints() -> BreakpointList:
     """Active breakpoints: every run pauses before a step with this id (at any depth)
-    or path."""
+    or path. The caller's own (every one with ``allow_pipeline_read_all``)."""
+    stmt = (
+        sa.select(breakpoints)
+        .where(owned_by(breakpoints.c.owner, current_principal(), GATE_READ_ALL))
+        .order_by(breakpoints.c.created_ms)
+    )
     async with context().store.read() as conn:
-        rows = (await conn.execute(sa.select(breakpoints).order_by(breakpoints.c.created_ms))).all()
+        rows = (await conn.execute(stmt)).all()
     return BreakpointList(breakpoints=[Breakpoint(**r._asdict()) for r in rows])
 
 
 @bp.post("/debug/breakpoints")
-@requires_gate(GATE_RUN)
+@requires_gate(GATE_ACT_ALL)
 @document_request(BreakpointRequest)
 @validate_response(Breakpoint, 201)
 async def add_breakpoint() -> Any:
@@ -435,6 +494,7 @@ async def add_breakpoint() -> Any:
         "step_id": body.step_id,
         "pipeline_id": body.pipeline_id,
         "created_by": current_principal().name,
+        "owner": owner_key(current_principal()),
         "created_ms": now_ms(),
     }
     store = context().store
@@ -444,7 +504,7 @@ async def add_breakpoint() -> Any:
 
 
 @bp.delete("/debug/breakpoints/<step_id>")
-@requires_gate(GATE_RUN)
+@requires_gate(GATE_ACT_ALL)
 @validate_response(Deleted)
 async def delete_breakpoint(step_id: str) -> Deleted:
     """Remove a breakpoint (runs already paused stay paused until released); 404 if none."""
@@ -458,11 +518,18 @@ async def delete_breakpoint(step_id: str) -> Deleted:
 @bp.get("/debug/runs")
 @validate_response(RunList)
 async def paused_runs() -> RunList:
-    """Runs paused at a breakpoint, oldest first."""
+    """Runs paused at a breakpoint, oldest first: the caller's own (every one with
+    ``allow_pipeline_read_all``)."""
+    stmt = (
+        sa.select(runs)
+        .where(
+            runs.c.status == "paused",
+            owned_by(runs.c.owner, current_principal(), GATE_READ_ALL),
+        )
+        .order_by(runs.c.n)
+    )
     async with context().store.read() as conn:
-        rows = (
-            await conn.execute(sa.select(runs).where(runs.c.status == "paused").order_by(runs.c.n))
-        ).all()
+        rows = (await conn.execute(stmt)).all()
     return RunList(runs=[_record(r) for r in rows])
 
 
@@ -473,6 +540,7 @@ async def paused_runs() -> RunList:
 async def release_run(run_id: str) -> RunRecord:
     """Let a run paused at a breakpoint continue (it runs the step it paused before);
     409 if the run is not paused."""
+    await acting_on_run(run_id)
     await engine_of().release(run_id, current_principal().name)
     return await run_record(run_id)
 
@@ -481,24 +549,44 @@ async def release_run(run_id: str) -> RunRecord:
 
 
 def _schedule_record(row: Any) -> ScheduleRecord:
-    return ScheduleRecord(**row._asdict())
+    suspended = schedules_mod.suspended(context(), row)
+    return ScheduleRecord(**row._asdict(), suspended=suspended)
 
 
-async def _schedule_row(schedule_id: str) -> Any:
+async def _schedule_row(schedule_id: str, missing: GatewayError | None = None) -> Any:
+    """The schedule the caller may act on (its own, or ``allow_pipeline_act_all``):
+    ``missing`` (404 ``schedule_not_found``) unless it may read it, else 403."""
+    missing = missing or GatewayError(404, "schedule_not_found", f"no schedule {schedule_id!r}")
     async with context().store.read() as conn:
         row = (
             await conn.execute(sa.select(schedules).where(schedules.c.id == schedule_id))
         ).first()
     if row is None:
-        raise GatewayError(404, "schedule_not_found", f"no schedule {schedule_id!r}")
+        raise missing
+    require_owner(
+        current_principal(),
+        row.owner,
+        read_all=GATE_READ_ALL,
+        act_all=GATE_ACT_ALL,
+        not_found=missing,
+        action="acting on another principal's schedule",
+    )
     return row
+
+
+def _visible_schedules() -> Any:
+    return (
+        sa.select(schedules)
+        .where(owned_by(schedules.c.owner, current_principal(), GATE_READ_ALL))
+        .order_by(schedules.c.created_ms)
+    )
 
 
 @bp.get("/triggers")
 @validate_response(TriggerList)
 async def list_triggers() -> TriggerList:
-    """Triggers: one manual trigger per pipeline (``manual:<pipeline>``) and one per
-    schedule (``schedule:<id>``)."""
+    """Triggers: one manual trigger per pipeline (``manual:<pipeline>``), one per
+    schedule the caller can see (``schedule:<id>``) and one per configured webhook."""
     found = [
         TriggerRecord(
             id=f"manual:{p.id}", type="manual", pipeline_id=p.id, description=f"start {p.id} now"
@@ -506,7 +594,7 @@ async def list_triggers() -> TriggerList:
         for p in sorted(catalog().current.values(), key=lambda p: p.id)
     ]
     async with context().store.read() as conn:
-        rows = (await conn.execute(sa.select(schedules).order_by(schedules.c.created_ms))).all()
+        rows = (await conn.execute(_visible_schedules())).all()
     found += [
         TriggerRecord(
             id=f"schedule:{r.id}",
@@ -555,13 +643,11 @@ async def fire_trigger(trigger_id: str) -> Any:
         )
         return FireResponse(trigger_id=trigger_id, outcome="fired", runId=run_id), 202
     if kind == "schedule":
-        try:
-            row = await _schedule_row(name)
-        except GatewayError:
-            raise GatewayError(404, "trigger_not_found", f"no trigger {trigger_id!r}") from None
+        missing = GatewayError(404, "trigger_not_found", f"no trigger {trigger_id!r}")
+        row = await _schedule_row(name, missing)
         await context().lifecycle.require_running()
         outcome = await schedules_mod.fire_schedule(engine_of(), row, now_ms(), manual=True)
-        fresh = await _schedule_row(name)
+        fresh = await _schedule_row(name, missing)
         fired = fresh.last_run_id if outcome == "fired" else None
         return FireResponse(trigger_id=trigger_id, outcome=outcome, runId=fired), 202
     raise GatewayError(404, "trigger_not_found", f"no trigger {trigger_id!r}")
@@ -655,6 +741,7 @@ async def webhook(trigger_id: str) -> Any:
         body,
         trigger={"type": "webhook", "trigger_id": trigger_id, "delivery": delivery},
         created_by=trigger_id,
+        owner=trigger_id,  # webhook:<name>: read-all holders see its runs
         idempotency_key=webhook_key(name, delivery),
     )
     outcome = "fired" if created else "duplicate_delivery"
@@ -671,9 +758,10 @@ def pipeline_or_404_as_trigger(pipeline_id: str, trigger_id: str) -> Pipeline:
 @bp.get("/schedules")
 @validate_response(ScheduleList)
 async def list_schedules() -> ScheduleList:
-    """Schedules with their next and last fire and the last outcome."""
+    """The caller's schedules (every one with ``allow_pipeline_read_all``) with their next
+    and last fire, the last outcome, and whether they are suspended."""
     async with context().store.read() as conn:
-        rows = (await conn.execute(sa.select(schedules).order_by(schedules.c.created_ms))).all()
+        rows = (await conn.execute(_visible_schedules())).all()
     return ScheduleList(schedules=[_schedule_record(r) for r in rows])
 
 
@@ -723,6 +811,7 @@ async def add_schedule() -> Any:
         "input": run_input,
         "overlap": body.overlap,
         "created_by": current_principal().name,
+        "owner": owner_key(current_principal()),
         "created_ms": now,
         "next_fire_ms": schedules_mod.next_after(
             body.cron, body.timezone, body.interval_seconds, now
@@ -745,7 +834,9 @@ async def add_schedule() -> Any:
 @requires_gate(GATE_RUN)
 @validate_response(Deleted)
 async def delete_schedule(schedule_id: str) -> Deleted:
-    """Remove a schedule (its runs go on); 404 if there is none."""
+    """Remove a schedule (its runs go on); 404 if there is none (or the caller cannot see
+    it); 403 another's without ``allow_pipeline_act_all``."""
+    await _schedule_row(schedule_id)
     async with context().store.write() as conn:
         result = await conn.execute(schedules.delete().where(schedules.c.id == schedule_id))
     if not result.rowcount:
@@ -753,4 +844,4 @@ async def delete_schedule(schedule_id: str) -> Deleted:
     return Deleted(deleted=schedule_id)
 
 
-__all__ = ["GATE_APPROVE", "GATE_RUN", "Engine", "bp"]
+__all__ = ["GATE_ACT_ALL", "GATE_APPROVE", "GATE_READ_ALL", "GATE_RUN", "Engine", "bp"]

@@ -7,7 +7,9 @@ tick is one write transaction that moves the schedule's ``next_fire_ms`` on
 processes each tick fires once. Ticks
 that fell due while no gateway ran are recorded as ``missed``, not replayed: only the
 latest due tick fires, and only if it is recent. A fire while the gateway is paused is
-recorded as ``skipped_paused``; the overlap policy (``skip | queue | cancel``) decides
+recorded as ``skipped_paused``, and one of a schedule whose owner can no longer sign in
+(a token removed from the config: ``suspended``) as ``skipped_owner_removed``, so a
+principal's schedules end with its access; the overlap policy (``skip | queue | cancel``) decides
 what happens when the schedule's previous run has not finished.
 """
 
@@ -26,6 +28,7 @@ from host.storage import now_ms
 from plugins.pipelines.tables import runs, schedule_fires, schedules
 
 if TYPE_CHECKING:
+    from host.api import GatewayContext
     from plugins.pipelines.engine import Engine
 
 log = logging.getLogger("gateway.pipelines.schedules")
@@ -53,6 +56,14 @@ def due_ticks(row: Any, now: int) -> list[int]:
         ticks.append(tick)
         tick = next_after(row.cron, row.timezone, row.interval_seconds, tick)
     return ticks
+
+
+def suspended(gateway: GatewayContext, row: Any) -> str | None:
+    """``owner_removed`` when the schedule's owner can no longer sign in, else None (also
+    for schedules made before owners were recorded: they keep firing)."""
+    if row.owner is not None and not gateway.auth.principal_exists(row.owner):
+        return "owner_removed"
+    return None
 
 
 def idempotency_key(schedule_id: str, tick_ms: int) -> str:
@@ -112,7 +123,9 @@ async def run_due(engine: Engine) -> int | None:
 async def fire_schedule(engine: Engine, row: Any, tick: int, *, manual: bool = False) -> str:
     """Fire one tick of a schedule; returns the outcome (also stored on the schedule)."""
     run_id: str | None = None
-    if await engine.gateway.lifecycle.paused():
+    if suspended(engine.gateway, row):
+        outcome = "skipped_owner_removed"
+    elif await engine.gateway.lifecycle.paused():
         outcome = "skipped_paused"
     else:
         outcome = "fired"
@@ -152,6 +165,7 @@ async def fire_schedule(engine: Engine, row: Any, tick: int, *, manual: bool = F
                         run_input,
                         trigger=trigger,
                         created_by=f"schedule:{row.id}",
+                        owner=row.owner,
                         idempotency_key=idempotency_key(row.id, tick),
                     )
     recorded = now_ms()

@@ -34,6 +34,9 @@ runs = sa.Table(
     sa.Column("trigger", sa.JSON, nullable=False),
     sa.Column("idempotency_key", sa.String(300), nullable=True),
     sa.Column("created_by", sa.String(200), nullable=True),
+    # The owner's ``Principal.key`` (host.api.owner_key; ``webhook:<name>`` for a webhook's
+    # runs); NULL on runs stored before migration 5, left to read-all holders.
+    sa.Column("owner", sa.String(300), nullable=True, index=True),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("started_ms", sa.BigInteger, nullable=True),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
@@ -80,6 +83,7 @@ breakpoints = sa.Table(
     sa.Column("step_id", sa.String(200), primary_key=True),
     sa.Column("pipeline_id", sa.String(200), nullable=True),
     sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("owner", sa.String(300), nullable=True),  # migration 5
     sa.Column("created_ms", sa.BigInteger, nullable=False),
 )
 
@@ -94,6 +98,8 @@ schedules = sa.Table(
     sa.Column("input", sa.JSON, nullable=False),
     sa.Column("overlap", sa.String(20), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=True),
+    # Its runs are owned by it; NULL on schedules made before migration 5.
+    sa.Column("owner", sa.String(300), nullable=True),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("next_fire_ms", sa.BigInteger, nullable=False),
     sa.Column("last_fire_ms", sa.BigInteger, nullable=True),
@@ -148,6 +154,14 @@ def _definitions_upgrade(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _owners_upgrade(conn: sa.Connection) -> None:
+    for column in (runs.c.owner, schedules.c.owner, breakpoints.c.owner):
+        Migration.ensure_column(conn, column)
+    for index in runs.indexes:
+        if index.columns.contains_column(runs.c.owner):
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration.create_tables(
         NAMESPACE,
@@ -168,4 +182,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         "idempotency keys stored per origin (api, webhook, schedule, legacy)",
         lambda conn: namespace_stored_keys(conn, runs),
     ),
+    # Rows stored before it keep owner NULL: visible to read-all holders only.
+    Migration(NAMESPACE, 5, "owners of runs, schedules and breakpoints", _owners_upgrade),
 )
