@@ -45,6 +45,7 @@ from plugins.pipelines.catalog import PipelineCatalog, definition_key
 from plugins.pipelines.config import PipelinesConfig
 from plugins.pipelines.definition import Pipeline, Step
 from plugins.pipelines.kinds import StepError, Suspend
+from plugins.pipelines.strict_json import NotJSON, step_output, strict_jsonable
 from plugins.pipelines.tables import (
     approvals,
     breakpoints,
@@ -830,7 +831,7 @@ class Engine:
             try:
                 async with asyncio.timeout(step.timeout_seconds):
                     output = await kind.run(step, ctx)
-                return jsonable(output), attempt + 1
+                return step_output(output), attempt + 1
             except (Suspend, asyncio.CancelledError, LostRun):
                 raise
             except StepError as exc:
@@ -1244,7 +1245,11 @@ class Engine:
                     run_id, {"message": f"output does not match the schema: {message}"}, []
                 )
                 return
-        output = jsonable(output)
+        try:
+            output = strict_jsonable(output)
+        except NotJSON as exc:
+            await self._fail(run_id, {"message": f"run output is not JSON: {exc}"}, [])
+            return
 
         async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
             await self._guarded_update(
