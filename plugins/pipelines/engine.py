@@ -44,6 +44,7 @@ from plugins.pipelines import schedules
 from plugins.pipelines.catalog import PipelineCatalog, definition_key
 from plugins.pipelines.config import PipelinesConfig
 from plugins.pipelines.definition import Pipeline, Step
+from plugins.pipelines.idempotency import shown
 from plugins.pipelines.kinds import StepError, Suspend
 from plugins.pipelines.strict_json import NotJSON, step_output, strict_jsonable
 from plugins.pipelines.tables import (
@@ -576,6 +577,7 @@ class Engine:
         created_by: str | None,
         idempotency_key: str | None = None,
         also_matches: Sequence[str] = (),
+        fingerprint: str | None = None,
     ) -> tuple[str, bool]:
         """Every way a run starts goes through here: refused while the gateway is paused
         (503), input validated against the pipeline's schema (422), then stored."""
@@ -588,6 +590,7 @@ class Engine:
             created_by=created_by,
             idempotency_key=idempotency_key,
             also_matches=also_matches,
+            fingerprint=fingerprint,
         )
 
     async def create_run(
@@ -599,10 +602,13 @@ class Engine:
         created_by: str | None,
         idempotency_key: str | None = None,
         also_matches: Sequence[str] = (),
+        fingerprint: str | None = None,
     ) -> tuple[str, bool]:
         """Store a new pending run; with an idempotency key (stored form, see
         ``idempotency.py``) an existing run with it, or with one of ``also_matches`` (older
-        forms of the same key), is returned instead. Returns ``(run_id, created)``."""
+        forms of the same key), is returned instead, unless it was stored with another
+        ``fingerprint`` (of the request): 422 ``idempotency_key_reused``, nothing stored.
+        Returns ``(run_id, created)``."""
         run_id = uuid.uuid4().hex
         now = now_ms()
         event: Event | None = None
@@ -611,16 +617,17 @@ class Engine:
             if idempotency_key is not None:
                 existing = (
                     await conn.execute(
-                        sa.select(runs.c.id)
+                        sa.select(runs.c.id, runs.c.idempotency_fingerprint)
                         .where(
                             runs.c.pipeline_id == pipeline.id,
                             runs.c.idempotency_key.in_([idempotency_key, *also_matches]),
                         )
                         .limit(1)
                     )
-                ).scalar_one_or_none()
+                ).first()
                 if existing is not None:
-                    return str(existing), False
+                    _same_request(existing, idempotency_key, fingerprint)
+                    return str(existing.id), False
             digest = definition.digest
             if digest is not None and definition.text is not None:
                 if digest not in self._stored_sources:
@@ -646,6 +653,7 @@ class Engine:
                     resolutions={},
                     trigger=trigger,
                     idempotency_key=idempotency_key,
+                    idempotency_fingerprint=fingerprint,
                     created_by=created_by,
                     created_ms=now,
                     updated_ms=now,
@@ -1462,6 +1470,21 @@ async def _end_run(
             updated_ms=now,
             **values,
         )
+    )
+
+
+def _same_request(existing: Any, key: str, fingerprint: str | None) -> None:
+    """422 ``idempotency_key_reused`` when the run found by ``key`` was started by another
+    request (a run stored before fingerprints were, or without one, matches any)."""
+    stored = existing.idempotency_fingerprint
+    if fingerprint is None or stored is None or stored == fingerprint:
+        return
+    raise GatewayError(
+        422,
+        "idempotency_key_reused",
+        f"Idempotency-Key {shown(key)!r} was already used with another input for this "
+        f"pipeline (run {existing.id}); send a new key for a new request",
+        details={"idempotency_key": shown(key), "run_id": str(existing.id)},
     )
 
 

@@ -33,6 +33,9 @@ runs = sa.Table(
     sa.Column("released_step", sa.String(200), nullable=True),
     sa.Column("trigger", sa.JSON, nullable=False),
     sa.Column("idempotency_key", sa.String(300), nullable=True),
+    # SHA-256 of the request an API key was first used with (migration 5): a reuse of the
+    # key with another request is refused rather than answered with this run.
+    sa.Column("idempotency_fingerprint", sa.String(64), nullable=True),
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("started_ms", sa.BigInteger, nullable=True),
@@ -167,5 +170,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "idempotency keys stored per origin (api, webhook, schedule, legacy)",
         lambda conn: namespace_stored_keys(conn, runs),
+    ),
+    Migration(
+        NAMESPACE,
+        5,
+        "fingerprints of the requests idempotency keys were first used with",
+        lambda conn: Migration.ensure_column(conn, runs.c.idempotency_fingerprint),
     ),
 )
