@@ -67,6 +67,10 @@ ENGINE_KEY = "pipelines.engine"
 # and changes made by other processes within GAUGE_MAX_SECONDS.
 GAUGE_MIN_SECONDS = 1.0
 GAUGE_MAX_SECONDS = 15.0
+# A worker with runs in progress reads this often whether another process cancelled one
+# of them (or took it over), and stops its step: a cancel lands within about a second
+# wherever it was asked (in the process holding the run, at once).
+CANCEL_CHECK_SECONDS = 0.5
 
 
 def stream_of(run_id: str) -> str:
@@ -178,6 +182,7 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_heartbeat = 0.0
+        self._last_watch = 0.0
         # The worker loop's timers (see ``tick``): monotonic seconds, or wall ms for what
         # the store holds (``None``: nothing known to fall due).
         self._next_poll = 0.0
@@ -296,6 +301,8 @@ class Engine:
         now_m = time.monotonic()
         if self.tasks and now_m - self._last_heartbeat > self.lease_ms / 3000:
             await self.heartbeat()
+        if self.tasks and now_m - self._last_watch >= CANCEL_CHECK_SECONDS:
+            await self.watch_runs()
         pending = lapsed = False
         if now_m >= self._next_poll:
             self._next_poll = now_m + self.poll_seconds
@@ -331,6 +338,7 @@ class Engine:
         due = [self._next_poll, self._gauges_due()]
         if self.tasks:
             due.append(self._last_heartbeat + self.lease_ms / 3000)
+            due.append(self._last_watch + CANCEL_CHECK_SECONDS)
         for at_ms in (self._expiry_due_ms, self._schedule_due_ms):
             if at_ms is not None:
                 due.append(now_m + (at_ms - now) / 1000)
@@ -382,20 +390,44 @@ class Engine:
                 )
                 .values(lease_expires_ms=now_ms() + self.lease_ms)
             )
-            held = await conn.execute(
-                sa.select(runs.c.id).where(
-                    runs.c.id.in_(mine),
-                    runs.c.status == "running",
-                    runs.c.lease_owner == self.worker_id,
-                )
+            lost = await self._lost_runs(conn, mine)
+        self._last_heartbeat = self._last_watch = began
+        self._stop_tasks(lost)
+
+    async def watch_runs(self) -> None:
+        """Stop the steps of runs another process cancelled (or took over): one read."""
+        began = time.monotonic()
+        mine = [r for r, t in self.tasks.items() if not t.done()]
+        lost: list[str] = []
+        if mine:
+            async with self.store.read() as conn:
+                lost = await self._lost_runs(conn, mine)
+        self._last_watch = began
+        self._stop_tasks(lost)
+
+    async def _lost_runs(self, conn: AsyncConnection, mine: list[str]) -> list[str]:
+        """Of ``mine``, the runs no longer this worker's: cancelled, or re-queued or
+        claimed by another worker after our lease lapsed. A run this worker moved on
+        itself (waiting, paused, finished) is not one: its task is on its last lines."""
+        rows = await conn.execute(
+            sa.select(runs.c.id).where(
+                runs.c.id.in_(mine),
+                sa.or_(
+                    runs.c.status == "cancelled",
+                    sa.and_(
+                        runs.c.status.in_(("pending", "running")),
+                        sa.or_(runs.c.lease_owner.is_(None), runs.c.lease_owner != self.worker_id),
+                    ),
+                ),
             )
-            still = {r.id for r in held}
-        self._last_heartbeat = began
-        for run_id in mine:
-            # Cancelled elsewhere, or the lease went to another worker. A run whose task
-            # ended during the write above has left self.tasks already: nothing to stop.
+        )
+        return [r.id for r in rows]
+
+    def _stop_tasks(self, run_ids: Sequence[str]) -> None:
+        # A run whose task ended meanwhile has left self.tasks already: nothing to stop.
+        for run_id in run_ids:
             task = self.tasks.get(run_id)
-            if run_id not in still and task is not None:
+            if task is not None:
                 task.cancel()
 
     async def sweep(self) -> None:
@@ -511,9 +543,31 @@ class Engine:
             await self.hub.notify(event)
 
     async def publish(self, run_id: str, type_: str, data: dict[str, Any]) -> Event:
-        event: Event = await self._shielded(
-            self.store.append_event(stream_of(run_id), type_, {"run_id": run_id, **data})
-        )
+        """Append a step's event (delta, usage, retry) to the run's stream, fenced like
+        every write of a run: only while this worker holds the run, checked in the same
+        transaction, so nothing is stored after a cancel (from any process) or once
+        another worker took the run over. Otherwise ``LostRun``, and the run's task is
+        cancelled."""
+
+        async def transaction() -> Event | None:
+            async with self.store.write() as conn:
+                held = await conn.execute(
+                    sa.select(runs.c.id).where(
+                        runs.c.id == run_id,
+                        runs.c.status == "running",
+                        runs.c.lease_owner == self.worker_id,
+                    )
+                )
+                if held.first() is None:
+                    return None
+                return await self.store.append_event(
+                    stream_of(run_id), type_, {"run_id": run_id, **data}, conn
+                )
+
+        event: Event | None = await self._shielded(transaction())
+        if event is None:
+            self._stop_tasks([run_id])
+            raise LostRun(run_id)
         await self.hub.notify(event)
         return event
 
