@@ -55,7 +55,6 @@ from plugins.pipelines.tables import (
     step_journal,
     step_results,
 )
-from plugins.pipelines.tables import schedules as schedules_table
 
 log = logging.getLogger("gateway.pipelines")
 
@@ -365,7 +364,7 @@ class Engine:
             .where(approvals.c.status == "pending")
             .scalar_subquery()
         )
-        schedule = sa.select(sa.func.min(schedules_table.c.next_fire_ms)).scalar_subquery()
+        schedule = schedules.next_due(self.lease_ms).scalar_subquery()
         async with self.store.read() as conn:
             row = (await conn.execute(sa.select(pending, lapsed, expiry, schedule))).one()
         self._expiry_due_ms = None if row[2] is None else int(row[2])
