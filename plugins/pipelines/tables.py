@@ -111,7 +111,8 @@ schedule_fires = sa.Table(
     metadata,
     sa.Column("schedule_id", sa.String(100), primary_key=True),
     sa.Column("tick_ms", sa.BigInteger, primary_key=True),
-    sa.Column("outcome", sa.String(40), nullable=False),
+    # Indexed: every store poll looks for fires left ``firing`` (migration 6).
+    sa.Column("outcome", sa.String(40), nullable=False, index=True),
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Column("recorded_ms", sa.BigInteger, nullable=False),
 )
@@ -151,6 +152,11 @@ def _definitions_upgrade(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _fires_by_outcome(conn: sa.Connection) -> None:
+    for index in schedule_fires.indexes:
+        index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration.create_tables(
         NAMESPACE,
@@ -176,5 +182,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "fingerprints of the requests idempotency keys were first used with",
         lambda conn: Migration.ensure_column(conn, runs.c.idempotency_fingerprint),
+    ),
+    Migration(
+        NAMESPACE,
+        6,
+        "schedule fires indexed by outcome (fires left firing are looked for on each poll)",
+        _fires_by_outcome,
     ),
 )
