@@ -4,7 +4,8 @@ On SIGTERM (or SIGINT) each worker: marks itself draining (new requests get 503,
 says "draining"), ends every open event stream with a final event, waits for in-flight
 requests, and only then tells Hypercorn to stop, so no HTTP/2 stream is open when
 Hypercorn's graceful timeout runs. With ``--workers N`` the parent binds the sockets,
-starts N worker processes on them and forwards the signal.
+starts N worker processes on them, restarts one that dies (see ``_Supervisor``) and
+forwards the signal.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
+from prometheus_client.core import CounterMetricFamily
 
 from host import __version__
 from host.app import _admin_token, create_app
@@ -37,6 +39,15 @@ log = logging.getLogger("gateway.serve")
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _REQUEST_END_WAIT_SECONDS = 2.0
+# Worker supervision (``--workers N``): a worker that dies before it serves, or within
+# QUICK_FAILURE_SECONDS of serving, failed immediately; the next restart waits
+# RESTART_BACKOFF_SECONDS * 2**(n-1) after the n-th such failure in a row (at most
+# RESTART_BACKOFF_MAX_SECONDS), and QUICK_FAILURE_LIMIT of them in a row (over all
+# workers: a start-up that cannot succeed) stop the service with exit code 1.
+QUICK_FAILURE_SECONDS = 10.0
+QUICK_FAILURE_LIMIT = 5
+RESTART_BACKOFF_SECONDS = 0.5
+RESTART_BACKOFF_MAX_SECONDS = 10.0
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -86,13 +97,16 @@ async def run_worker(
     sockets: Sockets | None = None,
     on_signals_handled: Callable[[], None] | None = None,
     extra_plugins: list[tuple[str, object]] | None = None,
+    supervisor: _WorkerLink | None = None,
 ) -> None:
     """Serve one worker until SIGTERM/SIGINT, then drain and return. ``sockets`` are
     bound already (by ``serve``, or the parent of ``--workers N``); without them the
     worker binds ``server.bind`` itself (embedding, the benchmarks).
     ``on_signals_handled`` (given in a worker process of ``--workers N``) is called once
     the signal handlers are in place; such a worker ignores the signals once it stops.
-    ``extra_plugins`` are registered directly (embedding, the benchmarks)."""
+    ``extra_plugins`` are registered directly (embedding, the benchmarks).
+    ``supervisor`` (a worker of ``--workers N``) is told when the worker serves, and
+    its restart count is exposed in /metrics."""
     config = hypercorn_config(settings)
     if sockets is None:
         sockets = bind_sockets(config, settings.server.bind)
@@ -100,6 +114,8 @@ async def run_worker(
     sockets = capped(sockets, ConnectionCap(settings.server.max_connections))
     app = create_app(settings, extra_plugins=extra_plugins)
     ctx = context(app)
+    if supervisor is not None:
+        ctx.metrics.registry.register(_RestartsCollector(supervisor.restarts))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
@@ -119,6 +135,8 @@ async def run_worker(
         # every full collection walks it (tens of ms, the p99 under load).
         gc.collect()
         gc.freeze()
+        if supervisor is not None:
+            supervisor.serving.set()
 
     def on_signal() -> None:
         if not draining:
@@ -194,11 +212,37 @@ def _request_before_response_end(app: Any) -> Any:
     return wrapped
 
 
+class _WorkerLink:
+    """What a worker process of ``--workers N`` shares with its parent: events it sets
+    once its signal handlers are in place (``ready``: the parent may forward a stop) and
+    once it serves (``serving``), and the service's restart count."""
+
+    def __init__(self, mp: Any, restarts: Any) -> None:
+        self.ready = mp.Event()
+        self.serving = mp.Event()
+        self.restarts = restarts
+
+
+class _RestartsCollector:
+    """``gateway_worker_restarts_total``: workers the parent restarted, read from memory
+    shared by every worker, so any worker that answers /metrics gives the service's count."""
+
+    def __init__(self, restarts: Any) -> None:
+        self.restarts = restarts
+
+    def collect(self) -> Any:
+        yield CounterMetricFamily(
+            "gateway_worker_restarts",
+            "Worker processes restarted by the gateway's parent process after they died",
+            value=self.restarts.value,
+        )
+
+
 def _worker_process(
-    config_file: str | None, cli_overrides: dict[str, Any], sockets: Sockets, ready: Any
+    config_file: str | None, cli_overrides: dict[str, Any], sockets: Sockets, link: _WorkerLink
 ) -> None:
     settings = load_settings(config_file, **cli_overrides)
-    asyncio.run(run_worker(settings, sockets, on_signals_handled=ready.set))
+    asyncio.run(run_worker(settings, sockets, on_signals_handled=link.ready.set, supervisor=link))
 
 
 def serve(settings: Settings) -> int:
@@ -226,80 +270,169 @@ def serve(settings: Settings) -> int:
 
 
 def _serve_workers(settings: Settings, sockets: Sockets) -> int:
-    ctx = multiprocessing.get_context("spawn")
-    config_file = str(settings.config_file) if settings.config_file else None
-    readies = [ctx.Event() for _ in range(settings.server.workers)]
-    procs = [
-        ctx.Process(
-            target=_worker_process,
-            args=(config_file, settings.cli_overrides, sockets, ready),
-            name=f"gateway-worker-{i}",
-        )
-        for i, ready in enumerate(readies)
-    ]
-    stopping: list[float] = []
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        if not stopping:
-            stopping.append(time.monotonic())
-
-    # Workers start with the stop signals blocked and ignored (both survive exec) until
-    # their own handlers are in place, so a Ctrl-C or SIGTERM during their start-up cannot
-    # kill them half-started; they say when they are ready, and only then do we forward
-    # SIGTERM. Our own signals stay pending meanwhile, not lost.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        for proc in procs:
-            proc.start()
+        return _Supervisor(settings, sockets).run()
     finally:
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, on_signal)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        for group in (sockets.secure_sockets, sockets.insecure_sockets, sockets.quic_sockets):
+            for sock in group:
+                sock.close()
 
-    # Drain and Hypercorn's graceful stop each take at most the graceful timeout.
-    budget = 2 * settings.server.graceful_timeout_seconds + 5
-    failed = False
-    signalled: set[int] = set()
-    while alive := [p for p in procs if p.is_alive()]:
-        mp_wait([p.sentinel for p in alive], timeout=0.2)
-        if not stopping and any(not p.is_alive() for p in procs):
-            # A worker died on its own: stop the rest and fail, so a supervisor restarts
-            # the whole service rather than leaving it at reduced strength.
-            for proc in procs:
-                if not proc.is_alive():
-                    print(
-                        f"error: {proc.name} exited unexpectedly ({proc.exitcode})",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-            failed = True
-            stopping.append(time.monotonic())
-        if not stopping:
-            continue
-        for i, proc in enumerate(procs):
-            if i not in signalled and readies[i].is_set() and proc.pid is not None:
-                signalled.add(i)
-                if proc.is_alive():
-                    os.kill(proc.pid, signal.SIGTERM)
-        if time.monotonic() - stopping[0] > budget:
-            for proc in procs:
-                if proc.is_alive():
-                    print(
-                        f"error: {proc.name} did not stop in time; killing it",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    proc.kill()
-                    proc.join(5)
-    for group in (sockets.secure_sockets, sockets.insecure_sockets, sockets.quic_sockets):
-        for sock in group:
-            sock.close()
-    for proc in procs:
-        if proc.exitcode != 0 and not failed:
-            print(f"error: {proc.name} exited with {proc.exitcode}", file=sys.stderr, flush=True)
-    return 0 if not failed and all(proc.exitcode == 0 for proc in procs) else 1
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+class _Worker:
+    """One worker slot: its current process, and when that process started serving."""
+
+    def __init__(self, index: int) -> None:
+        self.name = f"gateway-worker-{index}"
+        self.proc: Any = None
+        self.link: _WorkerLink | None = None
+        self.serving_since: float | None = None
+        self.restart_at: float | None = None  # monotonic: a restart is due then
+        self.signalled = False
+
+
+class _Supervisor:
+    """The parent of ``--workers N``: starts the workers, restarts one that dies (at
+    once, or with back-off after immediate failures), forwards a stop signal and waits
+    for every worker to drain. Exits 0 after a signal when every worker stopped cleanly,
+    1 when a worker failed while stopping or start-ups kept failing."""
+
+    def __init__(self, settings: Settings, sockets: Sockets) -> None:
+        self.settings = settings
+        self.sockets = sockets
+        self.mp = multiprocessing.get_context("spawn")
+        self.config_file = str(settings.config_file) if settings.config_file else None
+        self.restarts = self.mp.Value("q", 0)
+        self.workers = [_Worker(i) for i in range(settings.server.workers)]
+        self.stopping: list[float] = []
+        self.quick_failures = 0
+        self.last_failure = 0.0
+        self.failed = False
+
+    def _on_signal(self, _signum: int, _frame: Any) -> None:
+        if not self.stopping:
+            self.stopping.append(time.monotonic())
+
+    def _start(self, workers: list[_Worker]) -> None:
+        # Workers start with the stop signals blocked and ignored (both survive exec)
+        # until their own handlers are in place, so a Ctrl-C or SIGTERM during their
+        # start-up cannot kill them half-started; they say when they are ready, and only
+        # then do we forward SIGTERM. Our own signals stay pending meanwhile, not lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            for worker in workers:
+                if worker.proc is not None:
+                    worker.proc.close()  # a dead one, replaced: its sentinel's pipe goes
+                worker.link = _WorkerLink(self.mp, self.restarts)
+                worker.proc = self.mp.Process(
+                    target=_worker_process,
+                    args=(self.config_file, self.settings.cli_overrides, self.sockets, worker.link),
+                    name=worker.name,
+                )
+                worker.serving_since = worker.restart_at = None
+                worker.signalled = False
+                worker.proc.start()
+        finally:
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, self._on_signal)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def _say(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def _died(self, worker: _Worker, now: float) -> None:
+        """A worker died on its own: schedule its restart, or stop the service when
+        start-ups keep failing."""
+        since = worker.serving_since
+        if since is None or now - since < QUICK_FAILURE_SECONDS:
+            self.quick_failures += 1
+        else:
+            self.quick_failures = 0
+        self.last_failure = now
+        what = f"{worker.name} (pid {worker.proc.pid}) exited unexpectedly"
+        what += f" ({_exit_text(worker.proc.exitcode)})"
+        if self.quick_failures >= QUICK_FAILURE_LIMIT:
+            self._say(
+                f"error: {what}; workers failed {self.quick_failures} times in a row before "
+                f"serving or within {QUICK_FAILURE_SECONDS:g} s of it: stopping the gateway"
+            )
+            self.failed = True
+            self.stopping.append(now)
+            return
+        delay = 0.0
+        if self.quick_failures:
+            delay = RESTART_BACKOFF_SECONDS * 2 ** (self.quick_failures - 1)
+            delay = min(delay, RESTART_BACKOFF_MAX_SECONDS)
+        worker.restart_at = now + delay
+        self._say(f"error: {what}; restarting it in {delay:g} s")
+
+    def _restart_due(self, now: float) -> None:
+        due = [w for w in self.workers if w.restart_at is not None and w.restart_at <= now]
+        if not due:
+            return
+        with self.restarts.get_lock():
+            self.restarts.value += len(due)
+        self._start(due)
+        for worker in due:
+            self._say(f"{worker.name} restarted as pid {worker.proc.pid}")
+
+    def _wait_timeout(self, now: float) -> float:
+        due = [w.restart_at for w in self.workers if w.restart_at is not None]
+        return max(0.0, min([now + 0.2, *due]) - now)
+
+    def run(self) -> int:
+        self._start(self.workers)
+        # Drain and Hypercorn's graceful stop each take at most the graceful timeout.
+        budget = 2 * self.settings.server.graceful_timeout_seconds + 5
+        judged: list[Any] | None = None  # the processes running when the stop began
+        while True:
+            alive = [w.proc for w in self.workers if w.proc.is_alive()]
+            if self.stopping and not alive:
+                break
+            now = time.monotonic()
+            mp_wait([p.sentinel for p in alive], timeout=self._wait_timeout(now))
+            now = time.monotonic()
+            for worker in self.workers:
+                link = worker.link
+                if worker.serving_since is None and link is not None and link.serving.is_set():
+                    worker.serving_since = now
+                if not self.stopping and worker.restart_at is None and not worker.proc.is_alive():
+                    self._died(worker, now)
+                up = worker.serving_since
+                if up is not None and up > self.last_failure and now - up >= QUICK_FAILURE_SECONDS:
+                    self.quick_failures = 0  # a worker started since the last failure is up
+            if not self.stopping:
+                self._restart_due(now)
+                continue
+            if judged is None:
+                judged = [w.proc for w in self.workers if w.restart_at is None]
+            for worker in self.workers:
+                worker.restart_at = None
+                link = worker.link
+                if not worker.signalled and link is not None and link.ready.is_set():
+                    worker.signalled = True
+                    if worker.proc.is_alive():
+                        os.kill(worker.proc.pid, signal.SIGTERM)
+            if now - self.stopping[0] > budget:
+                for worker in self.workers:
+                    if worker.proc.is_alive():
+                        self._say(f"error: {worker.name} did not stop in time; killing it")
+                        worker.proc.kill()
+                        worker.proc.join(5)
+        clean = True
+        for proc in judged or []:
+            if proc.exitcode != 0 and not self.failed:
+                self._say(f"error: {proc.name} exited with {proc.exitcode}")
+                clean = False
+        return 0 if clean and not self.failed else 1
 
 
 __all__ = ["banner", "hypercorn_config", "run_worker", "serve"]

@@ -22,7 +22,7 @@ from host.api import Event, GatewayError, Principal, context, owner_key
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import TERMINAL, TERMINAL_EVENTS, engine_of, run_row, stream_of
-from plugins.pipelines.idempotency import MAX_KEY, api_keys
+from plugins.pipelines.idempotency import MAX_KEY, api_keys, fingerprint
 from plugins.pipelines.routes import CATALOG_KEY, GATE_RUN
 
 API_KEY = "pipelines.api"
@@ -82,8 +82,10 @@ class PipelinesAPI:
         without the run gate, 404 ``pipeline_not_found``, 503 ``gateway_paused`` while
         paused, 422 ``validation_failed`` (``details.param`` names the field) when the
         input fails the pipeline's schema, 400 ``invalid_idempotency_key`` unless 1 to 200
-        characters. Nothing is stored on any of these. ``idempotency_key`` is scoped to
-        ``principal`` (another principal's same key starts its own run)."""
+        characters, 422 ``idempotency_key_reused`` when ``principal`` used the key before
+        with another input. Nothing is stored on any of these. ``idempotency_key`` is
+        scoped to ``principal`` (another principal's same key starts its own run); the
+        same key with the same input returns the first run."""
         context(self.app).auth.require_gate(principal, GATE_RUN, "running a pipeline")
         pipeline = self.pipeline(pipeline_id)
         if pipeline is None:
@@ -101,6 +103,7 @@ class PipelinesAPI:
             owner=owner_key(principal),
             idempotency_key=stored,
             also_matches=older,
+            fingerprint=fingerprint(pipeline_id, raw_input) if stored else None,
         )
         return run_id
 

@@ -44,7 +44,9 @@ from plugins.pipelines import schedules
 from plugins.pipelines.catalog import PipelineCatalog, definition_key
 from plugins.pipelines.config import PipelinesConfig
 from plugins.pipelines.definition import Pipeline, Step
+from plugins.pipelines.idempotency import shown
 from plugins.pipelines.kinds import StepError, Suspend
+from plugins.pipelines.strict_json import NotJSON, step_output, strict_jsonable
 from plugins.pipelines.tables import (
     approvals,
     breakpoints,
@@ -53,7 +55,6 @@ from plugins.pipelines.tables import (
     step_journal,
     step_results,
 )
-from plugins.pipelines.tables import schedules as schedules_table
 
 log = logging.getLogger("gateway.pipelines")
 
@@ -65,6 +66,10 @@ ENGINE_KEY = "pipelines.engine"
 # and changes made by other processes within GAUGE_MAX_SECONDS.
 GAUGE_MIN_SECONDS = 1.0
 GAUGE_MAX_SECONDS = 15.0
+# A worker with runs in progress reads this often whether another process cancelled one
+# of them (or took it over), and stops its step: a cancel lands within about a second
+# wherever it was asked (in the process holding the run, at once).
+CANCEL_CHECK_SECONDS = 0.5
 
 
 def stream_of(run_id: str) -> str:
@@ -176,6 +181,7 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_heartbeat = 0.0
+        self._last_watch = 0.0
         # The worker loop's timers (see ``tick``): monotonic seconds, or wall ms for what
         # the store holds (``None``: nothing known to fall due).
         self._next_poll = 0.0
@@ -294,6 +300,8 @@ class Engine:
         now_m = time.monotonic()
         if self.tasks and now_m - self._last_heartbeat > self.lease_ms / 3000:
             await self.heartbeat()
+        if self.tasks and now_m - self._last_watch >= CANCEL_CHECK_SECONDS:
+            await self.watch_runs()
         pending = lapsed = False
         if now_m >= self._next_poll:
             self._next_poll = now_m + self.poll_seconds
@@ -329,6 +337,7 @@ class Engine:
         due = [self._next_poll, self._gauges_due()]
         if self.tasks:
             due.append(self._last_heartbeat + self.lease_ms / 3000)
+            due.append(self._last_watch + CANCEL_CHECK_SECONDS)
         for at_ms in (self._expiry_due_ms, self._schedule_due_ms):
             if at_ms is not None:
                 due.append(now_m + (at_ms - now) / 1000)
@@ -355,7 +364,7 @@ class Engine:
             .where(approvals.c.status == "pending")
             .scalar_subquery()
         )
-        schedule = sa.select(sa.func.min(schedules_table.c.next_fire_ms)).scalar_subquery()
+        schedule = schedules.next_due(self.lease_ms).scalar_subquery()
         async with self.store.read() as conn:
             row = (await conn.execute(sa.select(pending, lapsed, expiry, schedule))).one()
         self._expiry_due_ms = None if row[2] is None else int(row[2])
@@ -380,20 +389,44 @@ class Engine:
                 )
                 .values(lease_expires_ms=now_ms() + self.lease_ms)
             )
-            held = await conn.execute(
-                sa.select(runs.c.id).where(
-                    runs.c.id.in_(mine),
-                    runs.c.status == "running",
-                    runs.c.lease_owner == self.worker_id,
-                )
+            lost = await self._lost_runs(conn, mine)
+        self._last_heartbeat = self._last_watch = began
+        self._stop_tasks(lost)
+
+    async def watch_runs(self) -> None:
+        """Stop the steps of runs another process cancelled (or took over): one read."""
+        began = time.monotonic()
+        mine = [r for r, t in self.tasks.items() if not t.done()]
+        lost: list[str] = []
+        if mine:
+            async with self.store.read() as conn:
+                lost = await self._lost_runs(conn, mine)
+        self._last_watch = began
+        self._stop_tasks(lost)
+
+    async def _lost_runs(self, conn: AsyncConnection, mine: list[str]) -> list[str]:
+        """Of ``mine``, the runs no longer this worker's: cancelled, or re-queued or
+        claimed by another worker after our lease lapsed. A run this worker moved on
+        itself (waiting, paused, finished) is not one: its task is on its last lines."""
+        rows = await conn.execute(
+            sa.select(runs.c.id).where(
+                runs.c.id.in_(mine),
+                sa.or_(
+                    runs.c.status == "cancelled",
+                    sa.and_(
+                        runs.c.status.in_(("pending", "running")),
+                        sa.or_(runs.c.lease_owner.is_(None), runs.c.lease_owner != self.worker_id),
+                    ),
+                ),
             )
-            still = {r.id for r in held}
-        self._last_heartbeat = began
-        for run_id in mine:
-            # Cancelled elsewhere, or the lease went to another worker. A run whose task
-            # ended during the write above has left self.tasks already: nothing to stop.
+        )
+        return [r.id for r in rows]
+
+    def _stop_tasks(self, run_ids: Sequence[str]) -> None:
+        # A run whose task ended meanwhile has left self.tasks already: nothing to stop.
+        for run_id in run_ids:
             task = self.tasks.get(run_id)
-            if run_id not in still and task is not None:
+            if task is not None:
                 task.cancel()
 
     async def sweep(self) -> None:
@@ -509,9 +542,31 @@ class Engine:
             await self.hub.notify(event)
 
     async def publish(self, run_id: str, type_: str, data: dict[str, Any]) -> Event:
-        event: Event = await self._shielded(
-            self.store.append_event(stream_of(run_id), type_, {"run_id": run_id, **data})
-        )
+        """Append a step's event (delta, usage, retry) to the run's stream, fenced like
+        every write of a run: only while this worker holds the run, checked in the same
+        transaction, so nothing is stored after a cancel (from any process) or once
+        another worker took the run over. Otherwise ``LostRun``, and the run's task is
+        cancelled."""
+
+        async def transaction() -> Event | None:
+            async with self.store.write() as conn:
+                held = await conn.execute(
+                    sa.select(runs.c.id).where(
+                        runs.c.id == run_id,
+                        runs.c.status == "running",
+                        runs.c.lease_owner == self.worker_id,
+                    )
+                )
+                if held.first() is None:
+                    return None
+                return await self.store.append_event(
+                    stream_of(run_id), type_, {"run_id": run_id, **data}, conn
+                )
+
+        event: Event | None = await self._shielded(transaction())
+        if event is None:
+            self._stop_tasks([run_id])
+            raise LostRun(run_id)
         await self.hub.notify(event)
         return event
 
@@ -576,6 +631,7 @@ class Engine:
         owner: str | None = None,
         idempotency_key: str | None = None,
         also_matches: Sequence[str] = (),
+        fingerprint: str | None = None,
     ) -> tuple[str, bool]:
         """Every way a run starts goes through here: refused while the gateway is paused
         (503), input validated against the pipeline's schema (422), then stored."""
@@ -589,6 +645,7 @@ class Engine:
             owner=owner,
             idempotency_key=idempotency_key,
             also_matches=also_matches,
+            fingerprint=fingerprint,
         )
 
     async def create_run(
@@ -601,10 +658,13 @@ class Engine:
         owner: str | None = None,
         idempotency_key: str | None = None,
         also_matches: Sequence[str] = (),
+        fingerprint: str | None = None,
     ) -> tuple[str, bool]:
         """Store a new pending run; with an idempotency key (stored form, see
         ``idempotency.py``) an existing run with it, or with one of ``also_matches`` (older
-        forms of the same key), is returned instead. Returns ``(run_id, created)``."""
+        forms of the same key), is returned instead, unless it was stored with another
+        ``fingerprint`` (of the request): 422 ``idempotency_key_reused``, nothing stored.
+        Returns ``(run_id, created)``."""
         run_id = uuid.uuid4().hex
         now = now_ms()
         event: Event | None = None
@@ -613,16 +673,17 @@ class Engine:
             if idempotency_key is not None:
                 existing = (
                     await conn.execute(
-                        sa.select(runs.c.id)
+                        sa.select(runs.c.id, runs.c.idempotency_fingerprint)
                         .where(
                             runs.c.pipeline_id == pipeline.id,
                             runs.c.idempotency_key.in_([idempotency_key, *also_matches]),
                         )
                         .limit(1)
                     )
-                ).scalar_one_or_none()
+                ).first()
                 if existing is not None:
-                    return str(existing), False
+                    _same_request(existing, idempotency_key, fingerprint)
+                    return str(existing.id), False
             digest = definition.digest
             if digest is not None and definition.text is not None:
                 if digest not in self._stored_sources:
@@ -648,6 +709,7 @@ class Engine:
                     resolutions={},
                     trigger=trigger,
                     idempotency_key=idempotency_key,
+                    idempotency_fingerprint=fingerprint,
                     created_by=created_by,
                     owner=owner,
                     created_ms=now,
@@ -834,7 +896,7 @@ class Engine:
             try:
                 async with asyncio.timeout(step.timeout_seconds):
                     output = await kind.run(step, ctx)
-                return jsonable(output), attempt + 1
+                return step_output(output), attempt + 1
             except (Suspend, asyncio.CancelledError, LostRun):
                 raise
             except StepError as exc:
@@ -1248,7 +1310,11 @@ class Engine:
                     run_id, {"message": f"output does not match the schema: {message}"}, []
                 )
                 return
-        output = jsonable(output)
+        try:
+            output = strict_jsonable(output)
+        except NotJSON as exc:
+            await self._fail(run_id, {"message": f"run output is not JSON: {exc}"}, [])
+            return
 
         async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
             await self._guarded_update(
@@ -1461,6 +1527,21 @@ async def _end_run(
             updated_ms=now,
             **values,
         )
+    )
+
+
+def _same_request(existing: Any, key: str, fingerprint: str | None) -> None:
+    """422 ``idempotency_key_reused`` when the run found by ``key`` was started by another
+    request (a run stored before fingerprints were, or without one, matches any)."""
+    stored = existing.idempotency_fingerprint
+    if fingerprint is None or stored is None or stored == fingerprint:
+        return
+    raise GatewayError(
+        422,
+        "idempotency_key_reused",
+        f"Idempotency-Key {shown(key)!r} was already used with another input for this "
+        f"pipeline (run {existing.id}); send a new key for a new request",
+        details={"idempotency_key": shown(key), "run_id": str(existing.id)},
     )
 
 

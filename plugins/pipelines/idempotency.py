@@ -8,11 +8,16 @@ origin, so a key from one can never find (or block) a run from another.
 - ``schedule:<id>@<tick_ms>``: written only by the scheduler (``schedules.idempotency_key``);
 - ``legacy:<created_by>:<key>``: keys stored before namespacing (migration 4 moves them
   here), still found for the principal name that created them.
+
+An API key's run also stores the fingerprint of the request it was first used with
+(``fingerprint``): a repeat with the same request returns that run, one with another
+request is refused (422 ``idempotency_key_reused``), as a key names one request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -47,6 +52,15 @@ def api_keys(principal: Principal, key: str | None) -> tuple[str | None, tuple[s
     if key is None:
         return None, ()
     return api_key(principal, key), (legacy_key(principal.name, key),)
+
+
+def fingerprint(pipeline_id: str, raw_input: Any) -> str:
+    """SHA-256 (hex) of the request a key is used with: the pipeline id and the canonical
+    JSON of the input as sent (keys sorted, no spaces), so key order does not matter."""
+    canonical = json.dumps(
+        [pipeline_id, raw_input], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def webhook_key(name: str, delivery: str) -> str:

@@ -48,7 +48,13 @@ from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.config import webhook_tolerance
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import TERMINAL_EVENTS, Engine, engine_of, run_row, stream_of
-from plugins.pipelines.idempotency import MAX_KEY, api_keys, shown, webhook_key
+from plugins.pipelines.idempotency import (
+    MAX_KEY,
+    api_keys,
+    fingerprint,
+    shown,
+    webhook_key,
+)
 from plugins.pipelines.models import (
     ApprovalList,
     ApprovalQuery,
@@ -206,6 +212,7 @@ async def start_run(
         owner=owner_key(caller),
         idempotency_key=stored,
         also_matches=older,
+        fingerprint=fingerprint(pipeline.id, raw_input) if stored else None,
     )
 
 
@@ -267,8 +274,10 @@ def _idempotency_key() -> str | None:
 @document_response(ErrorResponse, 422)
 @document_response(ErrorResponse, 503)
 async def start_pipeline(pipeline_id: str) -> Any:
-    """Start a run; 202 with its ``runId``. A repeated ``Idempotency-Key`` returns the same
-    run (across restarts); 422 names the input field that fails the schema; 503 while paused."""
+    """Start a run; 202 with its ``runId``. A repeated ``Idempotency-Key`` with the same
+    input returns the same run (across restarts), with another input it is 422
+    ``idempotency_key_reused``; 422 names the input field that fails the schema; 503 while
+    paused."""
     pipeline = pipeline_or_404(pipeline_id)
     body = await body_of(StartRequest)
     run_id, created = await start_run(

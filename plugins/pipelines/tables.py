@@ -33,6 +33,9 @@ runs = sa.Table(
     sa.Column("released_step", sa.String(200), nullable=True),
     sa.Column("trigger", sa.JSON, nullable=False),
     sa.Column("idempotency_key", sa.String(300), nullable=True),
+    # SHA-256 of the request an API key was first used with (migration 6): a reuse of the
+    # key with another request is refused rather than answered with this run.
+    sa.Column("idempotency_fingerprint", sa.String(64), nullable=True),
     sa.Column("created_by", sa.String(200), nullable=True),
     # The owner's ``Principal.key`` (host.api.owner_key; ``webhook:<name>`` for a webhook's
     # runs); NULL on runs stored before migration 5, left to read-all holders.
@@ -114,7 +117,8 @@ schedule_fires = sa.Table(
     metadata,
     sa.Column("schedule_id", sa.String(100), primary_key=True),
     sa.Column("tick_ms", sa.BigInteger, primary_key=True),
-    sa.Column("outcome", sa.String(40), nullable=False),
+    # Indexed: every store poll looks for fires left ``firing`` (migration 7).
+    sa.Column("outcome", sa.String(40), nullable=False, index=True),
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Column("recorded_ms", sa.BigInteger, nullable=False),
 )
@@ -162,6 +166,11 @@ def _owners_upgrade(conn: sa.Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _fires_by_outcome(conn: sa.Connection) -> None:
+    for index in schedule_fires.indexes:
+        index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration.create_tables(
         NAMESPACE,
@@ -184,4 +193,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # Rows stored before it keep owner NULL: visible to read-all holders only.
     Migration(NAMESPACE, 5, "owners of runs, schedules and breakpoints", _owners_upgrade),
+    Migration(
+        NAMESPACE,
+        6,
+        "fingerprints of the requests idempotency keys were first used with",
+        lambda conn: Migration.ensure_column(conn, runs.c.idempotency_fingerprint),
+    ),
+    Migration(
+        NAMESPACE,
+        7,
+        "schedule fires indexed by outcome (fires left firing are looked for on each poll)",
+        _fires_by_outcome,
+    ),
 )

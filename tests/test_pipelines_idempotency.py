@@ -1,0 +1,91 @@
+"""An ``Idempotency-Key`` names one request: the same key with the same input returns the
+first run; with another input it is 422 ``idempotency_key_reused``, naming the key, and
+nothing is started (also after a restart, on ``/run`` and through ``PipelinesAPI``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from host.api import GatewayError, Principal, context
+from plugins.pipelines.api import PipelinesAPI
+from tests.conftest import ADMIN, running_app
+from tests.pipelines_fixtures import PIPELINES_SOURCE, write_pipelines
+from tests.test_pipelines_api import assert_error, run_count
+
+RUNNER_TOKEN = "test-runner-token-0123456789"
+RUNNER = {"Authorization": f"Bearer {RUNNER_TOKEN}"}
+
+
+@pytest.fixture
+def settings(make_settings: Any, tmp_path: Path) -> Any:
+    directory = write_pipelines(tmp_path, "testing", PIPELINES_SOURCE)
+    return make_settings(
+        auth={"tokens": {"runner": {"token": RUNNER_TOKEN, "gates": ["allow_pipeline_run"]}}},
+        plugins={"pipelines": {"directory": str(directory), "poll_seconds": 0.05}},
+    )
+
+
+async def post(client: Any, path: str, body: Any, key: str, auth: dict[str, str] = ADMIN) -> Any:
+    return await client.post(path, json=body, headers={"Idempotency-Key": key, **auth})
+
+
+async def test_the_same_key_and_input_return_the_first_run_whatever_the_key_order(settings):
+    async with running_app(settings) as (_app, client):
+        first = await post(client, "/pipelines/composite/start", {"input": {"a": 1, "b": 2}}, "k")
+        assert first.status_code == 202
+        again = await post(client, "/pipelines/composite/start", {"input": {"b": 2, "a": 1}}, "k")
+        assert again.status_code == 202
+        first_body, again_body = await first.get_json(), await again.get_json()
+        assert first_body["created"] is True and again_body["created"] is False
+        assert again_body["runId"] == first_body["runId"]
+        assert await run_count(client) == 1
+
+
+async def test_a_key_reused_with_another_input_is_422_naming_the_key_and_starts_nothing(
+    settings,
+):
+    async with running_app(settings) as (_app, client):
+        first = await post(client, "/pipelines/three/start", {"input": {"n": 1}}, "order-7")
+        run_id = (await first.get_json())["runId"]
+        for path in ("/pipelines/three/start", "/pipelines/three/run"):
+            reused = await post(client, path, {"input": {"n": 2}}, "order-7")
+            assert reused.status_code == 422
+            body = await reused.get_json()
+            assert_error(body, "idempotency_key_reused")
+            assert "'order-7'" in body["error"]["message"] and run_id in body["error"]["message"]
+            assert body["error"]["details"] == {"idempotency_key": "order-7", "run_id": run_id}
+        assert await run_count(client) == 1
+    # The fingerprint is stored: after a restart the same holds.
+    async with running_app(settings) as (_app, client):
+        reused = await post(client, "/pipelines/three/start", {"input": {"n": 2}}, "order-7")
+        assert reused.status_code == 422
+        assert_error(await reused.get_json(), "idempotency_key_reused")
+        same = await post(client, "/pipelines/three/start", {"input": {"n": 1}}, "order-7")
+        assert same.status_code == 202
+        assert (await same.get_json())["runId"] == run_id
+        # Keys are scoped per principal: another caller's same key with another input
+        # starts that caller's own run.
+        other = await post(client, "/pipelines/three/start", {"input": {"n": 2}}, "order-7", RUNNER)
+        assert other.status_code == 202 and (await other.get_json())["created"] is True
+        assert await run_count(client) == 2
+
+
+async def test_the_pipelines_api_refuses_a_reused_key_too(settings):
+    async with running_app(settings) as (app, _client):
+        api: PipelinesAPI = context(app).extras["pipelines.api"]
+        admin = Principal(name="admin", kind="token", gates=frozenset({"*"}))
+        first = await api.start_run(
+            "three", {"n": 1}, principal=admin, trigger={"type": "test"}, idempotency_key="x"
+        )
+        again = await api.start_run(
+            "three", {"n": 1}, principal=admin, trigger={"type": "test"}, idempotency_key="x"
+        )
+        assert again == first
+        with pytest.raises(GatewayError) as refused:
+            await api.start_run(
+                "three", {"n": 3}, principal=admin, trigger={"type": "test"}, idempotency_key="x"
+            )
+        assert refused.value.status == 422 and refused.value.code == "idempotency_key_reused"
