@@ -1,8 +1,10 @@
 """The guard every HTTP request and WebSocket upgrade passes before its view runs.
 
-Order: public views (rate limited per client address) -> failed-auth lockout per client
-address -> plugin auth schemes -> the configured auth mode -> per-principal token bucket
--> the view's policy gate (and a seed-004 body ``policy_gate`` field, when sent).
+Order: public views (rate limited per client address) -> plugin auth schemes -> the
+configured auth mode -> per-principal token bucket -> the view's policy gate (and a
+seed-004 body ``policy_gate`` field, when sent). Only credentials that fail are counted
+against the client address (``auth.failed_auth_limit``) and throttled with 429: a valid
+token or session is never refused for what others at the same address did.
 """
 
 from __future__ import annotations
@@ -69,14 +71,13 @@ class Authenticator:
             if not is_unlimited(view):
                 self._limit(f"addr:{client}", auth.public_rate_limit, "public")
             return None
-        wait = self.limiter.blocked(f"fail:{client}", auth.failed_auth_limit)
-        if wait:
-            self._refuse_rate(wait, "failed_auth")
         principal = await self.resolve(req, websocket)
         if principal is None:
             self.failures += 1
             self.metrics.auth_failures.labels("missing_or_invalid").inc()
-            self.limiter.hit(f"fail:{client}", auth.failed_auth_limit)
+            wait = self.limiter.hit(f"fail:{client}", auth.failed_auth_limit)
+            if wait:
+                self._refuse_rate(wait, "failed_auth")
             raise GatewayError(
                 401,
                 "unauthorized",
