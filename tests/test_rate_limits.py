@@ -1,6 +1,7 @@
 """Rate limits through HTTP: one token bucket per principal, per client address for public
-routes and for failed authentication, 429 with ``Retry-After``, and the metrics that
-count them. No test measures time: buckets are drained by request count."""
+routes and for failed authentication (``tests/test_login_backoff.py`` has password logins),
+429 with ``Retry-After``, and the metrics that count them. No test measures time: buckets
+are drained by request count."""
 
 from __future__ import annotations
 
@@ -158,32 +159,6 @@ async def test_failed_auth_throttles_failing_requests_of_that_address_only(make_
         auth = (await status.get_json())["auth"]
         assert auth["auth_failures"] == 5
         assert auth["rate_limited_requests"] == 1
-
-
-async def test_wrong_passwords_lock_out_the_address_even_for_the_right_one(
-    make_settings, monkeypatch, state_dir
-):
-    monkeypatch.setenv("GW_TEST_RL_PASSWORD", PASSWORD)
-    settings = make_settings(
-        auth={
-            "mode": "password-session",
-            "password": {"env": "GW_TEST_RL_PASSWORD"},
-            "failed_auth_limit": SLOW,
-        }
-    )
-    async with running_app(settings) as (_app, client):
-        for _ in range(3):
-            bad = await client.post("/gateway/auth/session", json={"password": "guess"})
-            assert bad.status_code == 401
-        right = await client.post("/gateway/auth/session", json={"password": PASSWORD})
-        body = await right.get_json()
-        assert_429(right, body)
-        assert "access_token" not in body
-        elsewhere = await client.post(
-            "/gateway/auth/session", json={"password": PASSWORD}, scope_base=ELSEWHERE
-        )
-        assert elsewhere.status_code == 200
-        assert await metric(client, "gateway_auth_failures_total", reason="invalid_password") == 3
 
 
 @pytest.mark.parametrize("per_minute", [1, 2])

@@ -9,10 +9,10 @@ token or session is never refused for what others at the same address did.
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Any
 
+from host.auth.accounts import Account, AccountBook
 from host.auth.decorators import gate_of, is_public, is_unlimited
 from host.auth.principal import Principal
 from host.auth.ratelimit import RateLimiter
@@ -43,7 +43,8 @@ class Authenticator:
         self.admin_token = admin_token
         self.failures = 0
         self.rate_limited = 0
-        self._session_cache: dict[str, tuple[float, AuthSession | None]] = {}
+        self._session_cache: dict[str, tuple[float, AuthSession | None, Principal | None]] = {}
+        self.book = AccountBook(store, metrics)
         self._plugin_schemes = plugins.has_impls("gateway_actor_from_request")
         self.configure(settings)
 
@@ -61,6 +62,9 @@ class Authenticator:
                 "admin", "admin", frozenset({"*"}), auth.session_rate_limit
             )
         self._tokens = table
+        self.book.configure(auth)
+        # Cached session principals carry the old accounts' gates and credentials.
+        self._session_cache.clear()
 
     # -- entry point ----------------------------------------------------------------------
 
@@ -168,17 +172,24 @@ class Authenticator:
             if len(self._session_cache) > 10_000:
                 self._session_cache.clear()
             session = await self.store.get_auth_session(digest)
-            self._session_cache[digest] = (now, session)
+            principal = await self.book.session_principal(token, session) if session else None
+            if principal is None:
+                session = None
+            self._session_cache[digest] = (now, session, principal)
         else:
-            session = cached[1]
-        if session is None or not hmac.compare_digest(session.token_hash, digest):
+            session, principal = cached[1], cached[2]
+        if session is None or principal is None or not session.active(now_ms()):
             return None
-        if not session.active(now_ms()):
-            return None
-        auth = self.settings.auth
-        return Principal(
-            session.principal, "session", frozenset(auth.session_gates), auth.session_rate_limit
-        )
+        return principal
+
+    async def reconcile_sessions(self) -> int:
+        """Delete the sessions the current configuration no longer allows: all of them
+        outside password-session mode (switching away and back revives none), else those
+        of removed accounts. Called at start and after every reload."""
+        deleted = await self.book.reconcile(self.settings.auth.mode)
+        if deleted:
+            self._session_cache.clear()
+        return deleted
 
     def session_expires_ms(self, req: Any, principal: Principal, websocket: bool) -> int | None:
         """When the session ``req`` authenticated as ``principal`` expires (from the session
@@ -196,11 +207,16 @@ class Authenticator:
         else:
             self._session_cache.pop(digest, None)
 
-    def check_password(self, password: str) -> bool:
-        expected = self.settings.auth.password
-        if expected is None:
-            return False
-        return hmac.compare_digest(password.encode(), expected.get().encode())
+    async def login(self, user: str | None, password: str, client: str) -> Account:
+        """Log in to an account (see :meth:`AccountBook.login`), counted in the status."""
+        try:
+            return await self.book.login(self.settings.auth, user, password, client)
+        except GatewayError as exc:
+            if exc.status == 401:
+                self.failures += 1
+            elif exc.status == 429:
+                self.rate_limited += 1
+            raise
 
 
 def bearer_token(req: Any, websocket: bool = False) -> str | None:
