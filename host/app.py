@@ -306,6 +306,7 @@ def _install_lifecycle(app: Quart, ctx: GatewayContext) -> None:
     @app.before_serving
     async def _startup() -> None:
         await ctx.store.open(ctx.migrations)
+        await ctx.auth.reconcile_sessions()
         await ctx.plugins.call_async("gateway_startup", app=app)
 
     @app.after_serving

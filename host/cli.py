@@ -135,6 +135,36 @@ def config_check(config_path: str | None) -> None:
     click.echo(f"ok: {source}")
 
 
+@cli.group("auth")
+def auth_group() -> None:
+    """Operator accounts of password-session mode."""
+
+
+@auth_group.command("hash-password")
+def hash_password_cmd() -> None:
+    """Print a password hash for [auth.users.<name>] password_hash.
+
+    On a terminal it asks twice, without echo; otherwise it reads one line from stdin.
+    """
+    import getpass
+
+    from host.auth.passwords import MAX_PASSWORD_CHARS, hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise click.ClickException("the passwords do not match")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise click.ClickException("the password is empty")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise click.ClickException(
+            f"logins take passwords of at most {MAX_PASSWORD_CHARS} characters"
+        )
+    click.echo(hash_password(password))
+
+
 @cli.command("plugins")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON")

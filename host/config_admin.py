@@ -181,6 +181,7 @@ async def apply_settings(app: Quart, new: Settings) -> dict[str, Any]:
     applied = _live_view(old, new)
     ctx.settings = applied
     ctx.auth.configure(applied)
+    await ctx.auth.reconcile_sessions()
     ctx.hub.heartbeat_seconds = applied.events.heartbeat_seconds
     ctx.hub.poll_seconds = applied.events.poll_seconds
     ctx.hub.page_limit_max = applied.events.page_limit_max

@@ -30,6 +30,12 @@ class GatewayMetrics:
         self.auth_failures = Counter(
             "gateway_auth_failures", "Failed authentication attempts", ["reason"], registry=r
         )
+        self.password_checks = Counter(
+            "gateway_password_checks",
+            "Password verifications (scrypt) run for logins, by result",
+            ["result"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "gateway_rate_limited_requests", "Requests refused with 429", ["scope"], registry=r
         )

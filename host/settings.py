@@ -10,12 +10,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from host.secrets import Secret
@@ -60,11 +68,64 @@ class TokenSettings(_Section):
     rate_limit: RateLimit = Field(default_factory=RateLimit)
 
 
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+LEGACY_ACCOUNT = "operator"
+
+
+class UserSettings(_Section):
+    """``[auth.users.<name>]``: a named operator account of password-session mode."""
+
+    password: Secret | None = Field(None, description="the password, a secret reference")
+    password_hash: str | None = Field(None, description="made by `gateway auth hash-password`")
+    gates: list[str] = Field(default_factory=list, description='granted gates; "*" grants all')
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _parse_hash(cls, v: str | None) -> str | None:
+        from host.auth.passwords import PasswordHash  # host.auth imports this module
+
+        return None if v is None else str(PasswordHash.parse(v.strip()))
+
+    @field_serializer("password_hash")
+    def _mask_hash(self, v: str | None) -> str | None:
+        from host.auth.passwords import PasswordHash
+
+        return None if v is None else PasswordHash.parse(v).masked()
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> UserSettings:
+        if self.password is None and self.password_hash is None:
+            raise ValueError("an account needs password or password_hash")
+        if self.password is not None and self.password_hash is not None:
+            raise ValueError("give an account password or password_hash, not both")
+        return self
+
+
+class LoginBackoffSettings(_Section):
+    """Failed password logins: exponential back-off per (account, client address) and per
+    account, checked before the password is."""
+
+    free_failures: int = Field(5, ge=1, le=1000, description="per (account, address)")
+    account_free_failures: int = Field(20, ge=1, le=100_000, description="per account")
+    base_seconds: int = Field(1, ge=1, le=3600, description="the first wait")
+    max_seconds: int = Field(900, ge=1, le=86_400, description="the longest wait")
+    forget_after_seconds: int = Field(3600, ge=1, le=7 * 86_400, description="quiet resets")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LoginBackoffSettings:
+        if self.max_seconds < self.base_seconds:
+            raise ValueError("login_backoff.max_seconds must be at least base_seconds")
+        return self
+
+
 class AuthSettings(_Section):
     mode: Literal["token", "password-session", "localhost-dev"] = "token"
     tokens: dict[str, TokenSettings] = Field(default_factory=dict)
     # password-session mode
-    password: Secret | None = None
+    users: dict[str, UserSettings] = Field(default_factory=dict)
+    password: Secret | None = Field(None, description="legacy: the account 'operator'")
+    login_backoff: LoginBackoffSettings = Field(default_factory=LoginBackoffSettings)
     session_ttl_seconds: int = Field(12 * 3600, ge=1)
     session_gates: list[str] = Field(default_factory=lambda: ["*"])
     session_rate_limit: RateLimit = Field(default_factory=RateLimit)
@@ -75,6 +136,26 @@ class AuthSettings(_Section):
     failed_auth_limit: RateLimit = Field(default_factory=lambda: RateLimit(per_minute=30))
     public_rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(per_minute=120))
     admin_token_file: str = Field("admin-token", description="generated token, in the state dir")
+
+    @field_validator("users")
+    @classmethod
+    def _account_names(cls, v: dict[str, UserSettings]) -> dict[str, UserSettings]:
+        for name in v:
+            if not ACCOUNT_NAME.match(name):
+                raise ValueError(
+                    f"account name {name!r}: 1 to 64 letters, digits and . _ @ -, "
+                    "starting with a letter or digit"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _legacy_operator(self) -> AuthSettings:
+        if self.password is not None and LEGACY_ACCOUNT in self.users:
+            raise ValueError(
+                f"auth.password is the account {LEGACY_ACCOUNT!r}, and auth.users also has "
+                "one: keep one of them"
+            )
+        return self
 
 
 class ServerSettings(_Section):
@@ -192,8 +273,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_auth(self) -> Settings:
-        if self.auth.mode == "password-session" and self.auth.password is None:
-            raise ValueError("auth.password is required when auth.mode = 'password-session'")
+        if self.auth.mode == "password-session" and not (self.auth.users or self.auth.password):
+            raise ValueError(
+                "auth.mode = 'password-session' needs at least one account: "
+                "[auth.users.<name>] with password or password_hash (or the legacy "
+                "auth.password, the account 'operator')"
+            )
         return self
 
     @classmethod
@@ -367,6 +452,12 @@ def literal_secret_warnings(settings: Settings) -> list[str]:
             out.append(f'auth.tokens.{name}.token is a literal; prefer {{ env = "NAME" }}')
     if settings.auth.password is not None and settings.auth.password.is_literal:
         out.append('auth.password is a literal; prefer { env = "NAME" }')
+    for name, user in settings.auth.users.items():
+        if user.password is not None and user.password.is_literal:
+            out.append(
+                f"auth.users.{name}.password is a literal; prefer password_hash "
+                '(gateway auth hash-password) or { env = "NAME" }'
+            )
     return out
 
 
@@ -410,7 +501,23 @@ max_connections = 1000          # open connections per worker; more are closed a
 [auth]
 mode = "token"                  # token | password-session | localhost-dev
 session_ttl_seconds = 43200     # password-session tokens
-# password = { env = "GATEWAY_PASSWORD" }
+# password = { env = "GATEWAY_PASSWORD" }   # legacy: the account "operator"
+
+# password-session mode: named operator accounts; a session's principal is its account.
+# [auth.users.alice]
+# password_hash = "scrypt$n=32768,r=8,p=1$..."   # from: gateway auth hash-password
+# # or: password = { env = "GATEWAY_ALICE_PASSWORD" }
+# gates = ["*"]                     # default: none
+# rate_limit = { per_minute = 600 }
+
+# Failed password logins back off per (account, client address) and per account:
+# after the free failures, waits of base, 2*base, 4*base, ... seconds, up to max.
+[auth.login_backoff]
+free_failures = 5               # per (account, client address)
+account_free_failures = 20      # per account, from any address
+base_seconds = 1
+max_seconds = 900
+forget_after_seconds = 3600     # failures are forgotten after this long without one
 
 # With no tokens configured, a generated admin token (all gates) is kept in
 # <state_dir>/admin-token and printed on first start.

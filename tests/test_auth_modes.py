@@ -195,7 +195,7 @@ async def test_password_session_issues_a_bearer_token_that_authenticates(
 ):
     settings = session_settings(make_settings, monkeypatch, session_ttl_seconds=600)
     async with running_app(settings) as (_app, client):
-        response = await issue(client, principal="alice")
+        response = await issue(client)
         assert response.status_code == 200
         body = await response.get_json()
         assert set(body) == {"access_token", "token_type", "expires_in_seconds", "expires_unix_ms"}
@@ -203,7 +203,8 @@ async def test_password_session_issues_a_bearer_token_that_authenticates(
         assert body["expires_in_seconds"] == 600
         assert isinstance(body["expires_unix_ms"], int)
         principal = await principal_of(client, bearer(body["access_token"]))
-        assert principal["name"] == "alice"
+        # Without "user", the legacy auth.password logs in to the account "operator".
+        assert principal["name"] == "operator"
         assert principal["kind"] == "session"
     rows = session_rows(state_dir)
     assert len(rows) == 1
@@ -325,11 +326,11 @@ async def test_revoking_all_sessions_needs_the_control_gate(make_settings, monke
 async def test_session_survives_app_restart(make_settings, monkeypatch):
     settings = session_settings(make_settings, monkeypatch)
     async with running_app(settings) as (_app, client):
-        token = (await (await issue(client, principal="bob")).get_json())["access_token"]
+        token = (await (await issue(client)).get_json())["access_token"]
         assert (await client.get("/gateway/status", headers=bearer(token))).status_code == 200
     async with running_app(session_settings(make_settings, monkeypatch)) as (_app, client):
         principal = await principal_of(client, bearer(token))
-        assert principal == {"name": "bob", "kind": "session", "gates": ["*"]}
+        assert principal == {"name": "operator", "kind": "session", "gates": ["*"]}
 
 
 def test_session_survives_server_process_restart(live_server, tmp_path):

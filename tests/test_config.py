@@ -613,10 +613,14 @@ def _keys(model: Any, prefix: str = "") -> list[str]:
 
 
 def test_every_setting_is_documented():
-    from host.settings import Settings, TokenSettings
+    from host.settings import Settings, TokenSettings, UserSettings
 
     text = CONFIG_DOC.read_text()
-    keys = _keys(Settings) + _keys(TokenSettings, "auth.tokens.<name>.")
+    keys = (
+        _keys(Settings)
+        + _keys(TokenSettings, "auth.tokens.<name>.")
+        + _keys(UserSettings, "auth.users.<name>.")
+    )
     # A key is documented in a table row (`events.poll_seconds`), a section by its
     # heading (`[events]`).
     missing = [key for key in keys if f"`{key}`" not in text and f"`[{key}]`" not in text]

@@ -507,8 +507,10 @@ async def test_migration_adds_owner_columns_to_an_older_store(settings):
 # -- schedules of principals that are gone -------------------------------------------------
 
 
-async def schedule_of(client: Any, schedule_id: str) -> dict[str, Any]:
-    listed = await (await client.get("/schedules", headers=ADMIN)).get_json()
+async def schedule_of(
+    client: Any, schedule_id: str, headers: dict[str, str] = ADMIN
+) -> dict[str, Any]:
+    listed = await (await client.get("/schedules", headers=headers)).get_json()
     found: dict[str, Any] = next(s for s in listed["schedules"] if s["id"] == schedule_id)
     return found
 
@@ -646,3 +648,39 @@ async def test_an_approver_sees_every_pending_approval_and_decides_on_another_pr
         assert (
             await client.post(f"/runs/{gated}/deny", json={}, headers=AUDITOR)
         ).status_code == 403
+
+
+async def test_schedules_of_an_account_removed_from_the_config_are_suspended(state_dir, tmp_path):
+    directory = write_pipelines(tmp_path, "owned", SOURCE)
+    config_file = tmp_path / "gateway.toml"
+    users = {
+        "alice": {"password": "alice-password-0123", "gates": ["allow_pipeline_run"]},
+        "root": {"password": "root-password-0123", "gates": ["*"]},
+    }
+    data = deep_merge(
+        base_config(state_dir),
+        {
+            "auth": {"mode": "password-session", "users": users},
+            "plugins": {"pipelines": {"directory": str(directory)}},
+        },
+    )
+    config_file.write_text(tomli_w.dumps(data))
+
+    async def login(client: Any, user: str) -> dict[str, str]:
+        body = {"user": user, "password": users[user]["password"]}
+        issued = await client.post("/gateway/auth/session", json=body)
+        assert issued.status_code == 200, await issued.get_data(as_text=True)
+        return bearer((await issued.get_json())["access_token"])
+
+    async with running_app(load_settings(config_file)) as (_app, client):
+        alice, root = await login(client, "alice"), await login(client, "root")
+        hourly = {"id": "alices", "pipeline_id": "echo", "interval_seconds": 3600}
+        made = await client.post("/schedules", json=hourly, headers=alice)
+        assert (await made.get_json())["owner"] == "session:alice"
+        assert (await schedule_of(client, "alices", root))["suspended"] is None
+        del data["auth"]["users"]["alice"]
+        config_file.write_text(tomli_w.dumps(data))
+        assert (await client.post("/gateway/reload", headers=root)).status_code == 200
+        assert (await schedule_of(client, "alices", root))["suspended"] == "owner_removed"
+        fired = await client.post("/triggers/schedule:alices/fire", headers=root)
+        assert (await fired.get_json())["outcome"] == "skipped_owner_removed"

@@ -16,6 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from host.storage import Migration, Store, StoreError, sqlite_url
+from host.storage.migrations import HOST_MIGRATIONS
+
+# The host's own migrations, whatever their number: (namespace, version) pairs.
+HOST = [(m.namespace, m.version) for m in HOST_MIGRATIONS]
+HOST_VERSION = HOST[-1][1]
 
 metadata = sa.MetaData()
 notes = sa.Table(
@@ -70,8 +75,8 @@ async def wait_for(predicate, timeout: float = 5) -> None:
 async def test_migrations_are_versioned_and_applied_once(state_dir):
     first = Store(sqlite_url(state_dir))
     await first.open([DEMO_V1])
-    assert [(ns, v) for ns, v, _ in first.applied] == [("host", 1), ("demo", 1)]
-    assert await first.schema_versions() == {"host": 1, "demo": 1}
+    assert [(ns, v) for ns, v, _ in first.applied] == [*HOST, ("demo", 1)]
+    assert await first.schema_versions() == {"host": HOST_VERSION, "demo": 1}
     await first.close()
 
     second = Store(sqlite_url(state_dir))
@@ -82,11 +87,11 @@ async def test_migrations_are_versioned_and_applied_once(state_dir):
     third = Store(sqlite_url(state_dir))
     await third.open([DEMO_V1, DEMO_V2])
     assert [(ns, v) for ns, v, _ in third.applied] == [("demo", 2)]
-    assert await third.schema_versions() == {"host": 1, "demo": 2}
+    assert await third.schema_versions() == {"host": HOST_VERSION, "demo": 2}
     await third.close()
 
     rows = sqlite_rows(state_dir, "SELECT namespace, version FROM schema_migrations ORDER BY 1, 2")
-    assert rows == [("demo", 1), ("demo", 2), ("host", 1)]
+    assert rows == [("demo", 1), ("demo", 2), *HOST]
     assert {"demo_notes", "demo_tags", "gateway_events"} <= table_names(state_dir)
 
 
@@ -107,7 +112,7 @@ async def test_a_failing_migration_rolls_back_entirely(state_dir):
         assert sqlite_rows(state_dir, "SELECT * FROM schema_migrations") == []
     # The store did not stay half-open: opening again with a fixed migration works.
     await store.open([DEMO_V1])
-    assert await store.schema_versions() == {"host": 1, "demo": 1}
+    assert await store.schema_versions() == {"host": HOST_VERSION, "demo": 1}
     async with store.write() as conn:
         await conn.execute(notes.insert().values(text="works"))
     async with store.read() as conn:
@@ -374,10 +379,8 @@ def test_processes_sharing_a_state_directory_never_duplicate_seqs_or_keys(tmp_pa
 
     # Migrations ran once, in exactly one of the processes.
     applied = [r["applied"] for r in results.values()]
-    assert sorted(applied, key=len) == [[], [], ["host#1"]]
-    assert sqlite_rows(state_dir, "SELECT namespace, version FROM schema_migrations") == [
-        ("host", 1)
-    ]
+    assert sorted(applied, key=len) == [[], [], [f"{ns}#{v}" for ns, v in HOST]]
+    assert sqlite_rows(state_dir, "SELECT namespace, version FROM schema_migrations") == HOST
 
     # Event seqs: exactly 1..600, each handed to exactly one writer, in each writer's order.
     all_seqs = [s for r in results.values() for s in r["seqs"]]

@@ -1,16 +1,18 @@
 """The guard every HTTP request and WebSocket upgrade passes before its view runs.
 
-Order: public views (rate limited per client address) -> failed-auth lockout per client
-address -> plugin auth schemes -> the configured auth mode -> per-principal token bucket
--> the view's policy gate (and a seed-004 body ``policy_gate`` field, when sent).
+Order: public views (rate limited per client address) -> plugin auth schemes -> the
+configured auth mode -> per-principal token bucket -> the view's policy gate (and a
+seed-004 body ``policy_gate`` field, when sent). Only credentials that fail are counted
+against the client address (``auth.failed_auth_limit``) and throttled with 429: a valid
+token or session is never refused for what others at the same address did.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Any
 
+from host.auth.accounts import Account, AccountBook
 from host.auth.decorators import gate_of, is_public, is_unlimited
 from host.auth.principal import Principal
 from host.auth.ratelimit import RateLimiter
@@ -41,7 +43,8 @@ class Authenticator:
         self.admin_token = admin_token
         self.failures = 0
         self.rate_limited = 0
-        self._session_cache: dict[str, tuple[float, AuthSession | None]] = {}
+        self._session_cache: dict[str, tuple[float, AuthSession | None, Principal | None]] = {}
+        self.book = AccountBook(store, metrics)
         self._plugin_schemes = plugins.has_impls("gateway_actor_from_request")
         self.configure(settings)
 
@@ -59,6 +62,9 @@ class Authenticator:
                 "admin", "admin", frozenset({"*"}), auth.session_rate_limit
             )
         self._tokens = table
+        self.book.configure(auth)
+        # Cached session principals carry the old accounts' gates and credentials.
+        self._session_cache.clear()
 
     # -- entry point ----------------------------------------------------------------------
 
@@ -69,14 +75,13 @@ class Authenticator:
             if not is_unlimited(view):
                 self._limit(f"addr:{client}", auth.public_rate_limit, "public")
             return None
-        wait = self.limiter.blocked(f"fail:{client}", auth.failed_auth_limit)
-        if wait:
-            self._refuse_rate(wait, "failed_auth")
         principal = await self.resolve(req, websocket)
         if principal is None:
             self.failures += 1
             self.metrics.auth_failures.labels("missing_or_invalid").inc()
-            self.limiter.hit(f"fail:{client}", auth.failed_auth_limit)
+            wait = self.limiter.hit(f"fail:{client}", auth.failed_auth_limit)
+            if wait:
+                self._refuse_rate(wait, "failed_auth")
             raise GatewayError(
                 401,
                 "unauthorized",
@@ -105,9 +110,10 @@ class Authenticator:
     def principal_exists(self, owner_key: str) -> bool:
         """Whether the principal keyed ``owner_key`` (``Principal.key``) can still sign in
         under the running configuration: a token still in ``auth.tokens``, the generated
-        admin token while no tokens are configured, localhost-dev and session principals
-        while their mode is in force. Keys of other kinds (a plugin's own auth scheme) are
-        not the host's to judge: True."""
+        admin token while no tokens are configured, localhost-dev while its mode is in
+        force, a session principal while password-session mode is and its account
+        (``[auth.users.<name>]``, or ``operator`` for ``auth.password``) exists. Keys of
+        other kinds (a plugin's own auth scheme) are not the host's to judge: True."""
         kind, _, name = owner_key.partition(":")
         auth = self.settings.auth
         if kind == "token":
@@ -117,7 +123,7 @@ class Authenticator:
         if kind == "localhost-dev":
             return auth.mode == "localhost-dev"
         if kind == "session":
-            return auth.mode == "password-session"
+            return auth.mode == "password-session" and name in self.book.accounts
         return True
 
     def _limit(self, key: str, limit: Any, scope: str) -> None:
@@ -185,17 +191,24 @@ class Authenticator:
             if len(self._session_cache) > 10_000:
                 self._session_cache.clear()
             session = await self.store.get_auth_session(digest)
-            self._session_cache[digest] = (now, session)
+            principal = await self.book.session_principal(token, session) if session else None
+            if principal is None:
+                session = None
+            self._session_cache[digest] = (now, session, principal)
         else:
-            session = cached[1]
-        if session is None or not hmac.compare_digest(session.token_hash, digest):
+            session, principal = cached[1], cached[2]
+        if session is None or principal is None or not session.active(now_ms()):
             return None
-        if not session.active(now_ms()):
-            return None
-        auth = self.settings.auth
-        return Principal(
-            session.principal, "session", frozenset(auth.session_gates), auth.session_rate_limit
-        )
+        return principal
+
+    async def reconcile_sessions(self) -> int:
+        """Delete the sessions the current configuration no longer allows: all of them
+        outside password-session mode (switching away and back revives none), else those
+        of removed accounts. Called at start and after every reload."""
+        deleted = await self.book.reconcile(self.settings.auth.mode)
+        if deleted:
+            self._session_cache.clear()
+        return deleted
 
     def session_expires_ms(self, req: Any, principal: Principal, websocket: bool) -> int | None:
         """When the session ``req`` authenticated as ``principal`` expires (from the session
@@ -213,11 +226,16 @@ class Authenticator:
         else:
             self._session_cache.pop(digest, None)
 
-    def check_password(self, password: str) -> bool:
-        expected = self.settings.auth.password
-        if expected is None:
-            return False
-        return hmac.compare_digest(password.encode(), expected.get().encode())
+    async def login(self, user: str | None, password: str, client: str) -> Account:
+        """Log in to an account (see :meth:`AccountBook.login`), counted in the status."""
+        try:
+            return await self.book.login(self.settings.auth, user, password, client)
+        except GatewayError as exc:
+            if exc.status == 401:
+                self.failures += 1
+            elif exc.status == 429:
+                self.rate_limited += 1
+            raise
 
 
 def bearer_token(req: Any, websocket: bool = False) -> str | None:

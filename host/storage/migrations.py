@@ -59,6 +59,12 @@ HOST_MIGRATIONS: tuple[Migration, ...] = (
             tables.auth_sessions,
         ],
     ),
+    Migration(
+        "host",
+        2,
+        "auth sessions: credential fingerprint",
+        lambda conn: Migration.ensure_column(conn, tables.auth_sessions.c.credential_fp),
+    ),
 )
 
 

@@ -39,6 +39,7 @@ class AuthSession:
     expires_ms: int
     revoked_ms: int | None
     client: str | None
+    credential_fp: str | None = None
 
     def active(self, at_ms: int) -> bool:
         return self.revoked_ms is None and self.expires_ms > at_ms

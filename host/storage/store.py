@@ -8,7 +8,7 @@ and use :meth:`Store.write` / :meth:`Store.read` with Core statements, going thr
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -302,10 +302,15 @@ class Store:
     # -- auth sessions --------------------------------------------------------------------
 
     async def create_auth_session(
-        self, token_hash: str, principal: str, ttl_ms: int, client: str | None
+        self,
+        token_hash: str,
+        principal: str,
+        ttl_ms: int,
+        client: str | None,
+        credential_fp: str | None = None,
     ) -> AuthSession:
         now = now_ms()
-        record = AuthSession(token_hash, principal, now, now + ttl_ms, None, client)
+        record = AuthSession(token_hash, principal, now, now + ttl_ms, None, client, credential_fp)
         async with self.write() as conn:
             await conn.execute(
                 tables.auth_sessions.insert().values(
@@ -314,6 +319,7 @@ class Store:
                     created_ms=now,
                     expires_ms=record.expires_ms,
                     client=client,
+                    credential_fp=credential_fp,
                 )
             )
             await conn.execute(
@@ -338,6 +344,20 @@ class Store:
         stmt = t.update().where(t.c.revoked_ms.is_(None)).values(revoked_ms=now_ms())
         if token_hash is not None:
             stmt = stmt.where(t.c.token_hash == token_hash)
+        async with self.write() as conn:
+            return int((await conn.execute(stmt)).rowcount)
+
+    async def delete_auth_sessions(
+        self, token_hash: str | None = None, keep_principals: Collection[str] | None = None
+    ) -> int:
+        """Delete one session (``token_hash``), or every session whose principal is not in
+        ``keep_principals`` (all of them when it is None)."""
+        t = tables.auth_sessions
+        stmt = t.delete()
+        if token_hash is not None:
+            stmt = stmt.where(t.c.token_hash == token_hash)
+        elif keep_principals is not None:
+            stmt = stmt.where(t.c.principal.not_in(list(keep_principals)))
         async with self.write() as conn:
             return int((await conn.execute(stmt)).rowcount)
 

@@ -71,4 +71,6 @@ auth_sessions = sa.Table(
     sa.Column("expires_ms", sa.BigInteger, nullable=False),
     sa.Column("revoked_ms", sa.BigInteger, nullable=True),
     sa.Column("client", sa.String(200), nullable=True),
+    # HMAC (keyed by the session token) of the account's credential at issue time.
+    sa.Column("credential_fp", sa.String(64), nullable=True),
 )

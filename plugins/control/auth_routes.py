@@ -8,7 +8,6 @@ from quart_schema import validate_request, validate_response
 from host.api import GatewayError, context, current_principal, public, requires_gate
 from host.auth.guard import bearer_token
 from host.auth.tokens import TOKEN_PREFIX_SESSION, new_token, token_hash
-from host.errors import error_type_for
 from plugins.control.models import (
     BootstrapResponse,
     RevokeResponse,
@@ -43,7 +42,7 @@ async def bootstrap() -> BootstrapResponse:
 @validate_request(SessionRequest)
 @validate_response(SessionResponse)
 async def issue_session(data: SessionRequest) -> SessionResponse:
-    """Exchange the gateway password for a bearer token (password-session mode only)."""
+    """Log in to an operator account: a bearer token for it (password-session mode only)."""
     ctx = context()
     settings = ctx.settings
     if settings.auth.mode != "password-session":
@@ -54,27 +53,17 @@ async def issue_session(data: SessionRequest) -> SessionResponse:
             f"{settings.auth.mode!r}",
         )
     client = request.remote_addr or "unknown"
-    limiter, fail_limit = ctx.auth.limiter, settings.auth.failed_auth_limit
-    wait = limiter.blocked(f"fail:{client}", fail_limit)
-    if wait:
-        raise GatewayError(
-            429,
-            "rate_limited",
-            f"too many failed attempts; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
-    if not ctx.auth.check_password(data.password):
-        ctx.auth.failures += 1
-        ctx.metrics.auth_failures.labels("invalid_password").inc()
-        limiter.hit(f"fail:{client}", fail_limit)
-        raise GatewayError(
-            401, "invalid_credentials", "invalid gateway password", type=error_type_for(401)
-        )
+    account = await ctx.auth.login(data.user, data.password, client)
     token = new_token(TOKEN_PREFIX_SESSION)
     ttl_s = settings.auth.session_ttl_seconds
     record = await ctx.store.create_auth_session(
-        token_hash(token), data.principal or "operator", ttl_s * 1000, client
+        token_hash(token), account.name, ttl_s * 1000, client, account.fingerprint(token)
     )
+    if ctx.settings.auth.mode != "password-session":
+        # The mode changed while the password was checked, after the reload deleted the
+        # sessions: this one must not wait for a switch back.
+        await ctx.store.delete_auth_sessions(record.token_hash)
+        raise GatewayError(400, "auth_mode_mismatch", "the auth mode changed; log in again")
     await ctx.hub.publish(
         "gateway", "auth.session_issued", {"principal": record.principal, "client": client}
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 # The host's error envelope, re-exported next to the control plugin's own bodies.
 from host.errors import ErrorDetail as ErrorDetail
@@ -116,10 +117,23 @@ class BootstrapResponse(BaseModel):
 
 
 class SessionRequest(BaseModel):
-    password: str = Field(..., min_length=1, max_length=1024)
-    principal: str | None = Field(
-        None, max_length=100, description="a name for the session's principal (audit)"
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="the account ([auth.users.<name>]); may be left out only when the "
+        "legacy auth.password is set, and then means 'operator'",
     )
+    password: str = Field(..., min_length=1, max_length=1024)  # passwords.MAX_PASSWORD_CHARS
+    # Refused: a session's principal is its account, never a name the client picks.
+    principal: SkipJsonSchema[Any] = Field(None, exclude=True)
+
+    @field_validator("principal")
+    @classmethod
+    def _no_principal(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError('a session\'s principal is its account: send "user" instead')
+        return None
 
 
 class SessionResponse(BaseModel):
