@@ -8,10 +8,11 @@ from host.auth.decorators import public, requires_gate
 from host.auth.principal import Principal
 from host.context import GatewayContext, context
 from host.errors import GatewayError, error_response
-from host.events import EventHub, live_response, stream_response
+from host.events import EventHub, live_response, stream_response, stream_slot
 from host.hookspecs import hookimpl
 from host.openapi import document_media_type, document_stream
 from host.storage import Event, Migration, Store
+from host.stream_slots import StreamSlot
 from host.ticks import with_ticks
 from host.ws import FrameError, WsContext
 
@@ -33,6 +34,7 @@ __all__ = [
     "Migration",
     "Principal",
     "Store",
+    "StreamSlot",
     "WsContext",
     "context",
     "current_principal",
@@ -44,5 +46,6 @@ __all__ = [
     "public",
     "requires_gate",
     "stream_response",
+    "stream_slot",
     "with_ticks",
 ]

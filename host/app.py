@@ -91,6 +91,9 @@ def create_app(
         poll_seconds=settings.events.poll_seconds,
         page_limit_max=settings.events.page_limit_max,
         observers=observe if plugins.has_impls("gateway_on_event") else None,
+        subscriber_queue_max=settings.events.subscriber_queue_max,
+        max_streams_per_principal=settings.events.max_streams_per_principal,
+        metrics=metrics,
     )
     ctx = GatewayContext(
         settings=settings,
@@ -99,7 +102,7 @@ def create_app(
         hub=hub,
         auth=auth,
         metrics=metrics,
-        lifecycle=Lifecycle(store),
+        lifecycle=Lifecycle(store, settings.server.max_websockets_per_principal, metrics),
         gates=plugins.collect("gateway_register_policy_gates", "policy gate"),
         ws_kinds=plugins.collect("gateway_register_ws_kinds", "WebSocket kind"),
         registries={

@@ -82,6 +82,7 @@ class ServerSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     certfile: str | None = None
     keyfile: str | None = None
+    max_websockets_per_principal: int = Field(16, ge=1, le=10_000)
     access_log: bool = True
     graceful_timeout_seconds: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
@@ -105,6 +106,8 @@ class EventSettings(_Section):
     heartbeat_seconds: float = Field(15.0, gt=0)
     poll_seconds: float = Field(1.0, gt=0, description="fallback poll for other processes")
     page_limit_max: int = Field(1000, ge=1)
+    max_streams_per_principal: int = Field(32, ge=1, le=10_000, description="live HTTP streams")
+    subscriber_queue_max: int = Field(1000, ge=100, le=100_000, description="events per reader")
 
 
 class PluginSection(BaseModel):
