@@ -24,6 +24,7 @@ from host.metrics import GatewayMetrics
 from host.openapi import GatewayOpenAPIProvider
 from host.plugins import PluginError, PluginHost, Registry
 from host.responses import install_cached_conversion
+from host.retention import Retention
 from host.settings import Settings, load_settings
 from host.storage import Migration, Store, sqlite_url
 
@@ -113,6 +114,7 @@ def create_app(
         admin_token_created=admin_created,
     )
     app.extensions[EXTENSION_KEY] = ctx
+    ctx.retention = Retention(ctx)
 
     _register_blueprints(app, ctx)
     ctx.metrics.in_flight.set_function(lambda: ctx.lifecycle.in_flight)
@@ -286,10 +288,14 @@ def _install_lifecycle(app: Quart, ctx: GatewayContext) -> None:
     async def _startup() -> None:
         await ctx.store.open(ctx.migrations)
         await ctx.plugins.call_async("gateway_startup", app=app)
+        if ctx.retention is not None:
+            ctx.retention.start()
 
     @app.after_serving
     async def _shutdown() -> None:
         ctx.lifecycle.draining = True
+        if ctx.retention is not None:
+            await ctx.retention.stop()
         # A plugin that fails to shut down is logged; the others still shut down.
         await ctx.plugins.call_async("gateway_shutdown", log_errors=True, app=app)
         await ctx.hub.close()

@@ -8,10 +8,10 @@ from typing import Any
 import click
 from quart import Quart
 
-from host.api import context, hookimpl
+from host.api import Store, context, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
-from plugins.pipelines import routes, tables
+from plugins.pipelines import retention, routes, tables
 from plugins.pipelines.api import API_KEY, PipelinesAPI
 from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
 from plugins.pipelines.config import configured, problems
@@ -97,6 +97,13 @@ async def gateway_status(app: Quart) -> dict[str, Any]:
         "active_runs": len(engine.tasks) if engine else 0,
         "max_concurrent_runs": engine.max_concurrent if engine else None,
     }
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    return await retention.prune(store, settings, now_ms, dry_run)
 
 
 @hookimpl
