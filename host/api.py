@@ -9,10 +9,11 @@ from host.auth.ownership import can_act, can_read, owned_by, owner_key, require_
 from host.auth.principal import Principal
 from host.context import GatewayContext, context
 from host.errors import GatewayError, error_response
-from host.events import EventHub, live_response, stream_response
+from host.events import EventHub, live_response, stream_response, stream_slot
 from host.hookspecs import hookimpl
 from host.openapi import document_media_type, document_stream
 from host.storage import Event, Migration, Store
+from host.stream_slots import StreamSlot
 from host.strict_json import InvalidJSON, parse_json
 from host.ticks import with_ticks
 from host.ws import FrameError, WsContext
@@ -36,6 +37,7 @@ __all__ = [
     "Migration",
     "Principal",
     "Store",
+    "StreamSlot",
     "WsContext",
     "can_act",
     "can_read",
@@ -54,5 +56,6 @@ __all__ = [
     "require_owner",
     "requires_gate",
     "stream_response",
+    "stream_slot",
     "with_ticks",
 ]

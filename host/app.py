@@ -25,6 +25,7 @@ from host.openapi import GatewayOpenAPIProvider
 from host.origins import OriginPolicy, is_preflight
 from host.plugins import PluginError, PluginHost, Registry
 from host.responses import install_cached_conversion
+from host.retention import Retention
 from host.settings import Settings, load_settings
 from host.storage import Migration, Store, sqlite_url
 
@@ -93,6 +94,9 @@ def create_app(
         poll_seconds=settings.events.poll_seconds,
         page_limit_max=settings.events.page_limit_max,
         observers=observe if plugins.has_impls("gateway_on_event") else None,
+        subscriber_queue_max=settings.events.subscriber_queue_max,
+        max_streams_per_principal=settings.events.max_streams_per_principal,
+        metrics=metrics,
     )
     ctx = GatewayContext(
         settings=settings,
@@ -101,7 +105,7 @@ def create_app(
         hub=hub,
         auth=auth,
         metrics=metrics,
-        lifecycle=Lifecycle(store),
+        lifecycle=Lifecycle(store, settings.server.max_websockets_per_principal, metrics),
         gates=plugins.collect("gateway_register_policy_gates", "policy gate"),
         ws_kinds=plugins.collect("gateway_register_ws_kinds", "WebSocket kind"),
         registries={
@@ -112,6 +116,7 @@ def create_app(
         admin_token_created=admin_created,
     )
     app.extensions[EXTENSION_KEY] = ctx
+    ctx.retention = Retention(ctx)
 
     _register_blueprints(app, ctx)
     ctx.metrics.in_flight.set_function(lambda: ctx.lifecycle.in_flight)
@@ -308,10 +313,14 @@ def _install_lifecycle(app: Quart, ctx: GatewayContext) -> None:
         await ctx.store.open(ctx.migrations)
         await ctx.auth.reconcile_sessions()
         await ctx.plugins.call_async("gateway_startup", app=app)
+        if ctx.retention is not None:
+            ctx.retention.start()
 
     @app.after_serving
     async def _shutdown() -> None:
         ctx.lifecycle.draining = True
+        if ctx.retention is not None:
+            await ctx.retention.stop()
         # A plugin that fails to shut down is logged; the others still shut down.
         await ctx.plugins.call_async("gateway_shutdown", log_errors=True, app=app)
         await ctx.hub.close()

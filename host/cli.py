@@ -204,6 +204,63 @@ def openapi_cmd(fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+@cli.group()
+def db() -> None:
+    """The store: prune old data."""
+
+
+@db.command("prune")
+@config_option
+@click.option("--dry-run", is_flag=True, help="count what would be removed; remove nothing")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def db_prune(config_path: str | None, dry_run: bool, as_json: bool) -> None:
+    """Remove old data by the [retention] settings, once, and print what went. Safe while
+    the gateway runs on the same store."""
+    import asyncio
+
+    from host.plugins import PluginError, PluginHost
+    from host.storage import sqlite_url
+
+    settings = _load(config_path)
+    if settings.storage.url is None and not (settings.state_dir / "gateway.db").is_file():
+        click.echo(f"nothing to prune: no store at {sqlite_url(settings.state_dir)}")
+        return
+    try:
+        plugins = PluginHost(settings)
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = asyncio.run(_prune_once(settings, plugins, dry_run))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for plugin, kinds in report.removed.items():
+            for kind, rows in kinds.items():
+                click.echo(f"{plugin:<16} {kind:<16} {rows}")
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"{verb} {report.total} rows" + (" (dry run)" if dry_run else ""))
+    for plugin, error in report.errors.items():
+        click.echo(f"error: plugin {plugin!r} failed to prune: {error}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+async def _prune_once(settings: Settings, plugins: Any, dry_run: bool) -> Any:
+    from host.app import _collect_migrations
+    from host.retention import prune
+    from host.storage import Store, sqlite_url
+
+    store = Store(
+        settings.storage.url or sqlite_url(settings.state_dir),
+        synchronous=settings.storage.synchronous,
+        busy_timeout_ms=settings.storage.busy_timeout_ms,
+    )
+    await store.open(_collect_migrations(plugins))
+    try:
+        return await prune(store, plugins, settings, dry_run=dry_run)
+    finally:
+        await store.close()
+
+
 def _add_plugin_commands(group: click.Group) -> None:
     from host.plugins import PluginHost
 

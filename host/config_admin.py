@@ -185,6 +185,8 @@ async def apply_settings(app: Quart, new: Settings) -> dict[str, Any]:
     ctx.hub.heartbeat_seconds = applied.events.heartbeat_seconds
     ctx.hub.poll_seconds = applied.events.poll_seconds
     ctx.hub.page_limit_max = applied.events.page_limit_max
+    ctx.hub.subscriber_queue_max = applied.events.subscriber_queue_max
+    ctx.hub.slots.limit = applied.events.max_streams_per_principal
     reports = await _plugin_reloads(app, ctx, applied)
     return {
         "applied_live": [k for k in keys if not needs_restart(k)],

@@ -16,6 +16,7 @@ from host.settings import Settings
 from host.storage import Store
 
 if TYPE_CHECKING:
+    from host.retention import Retention
     from host.storage import Migration
 
 EXTENSION_KEY = "gateway"
@@ -50,6 +51,7 @@ class GatewayContext:
     admin_token: str | None = None
     admin_token_created: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    retention: Retention | None = None  # the background prune, set by create_app
 
     def registry(self, kind: str) -> Registry:
         """``providers``, ``tools``, ``step_kinds`` or ``pipelines``."""

@@ -10,6 +10,12 @@ resumed stream misses nothing and repeats nothing.
 A live stream checks the credential it was opened with again (see :mod:`host.auth.watch`)
 every second and at a session's expiry; once it no longer stands the stream ends with a
 ``stream.closing`` event whose reason is ``unauthorized``.
+
+Nothing here grows without bound: each subscriber's queue holds at most
+``subscriber_queue_max`` live events. A client stream whose reader falls further behind is
+dropped with a final ``error`` event (``subscriber_lagging``, with the last seq it got, to
+resume from); an in-process subscriber catches up from the store instead. Each principal
+may hold ``max_streams_per_principal`` live HTTP streams (:mod:`host.stream_slots`).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from quart import Request, Response, g
+from quart import Request, Response, g, has_request_context
 
 from host.auth.watch import CredentialWatch, credential_watch
 from host.errors import GatewayError
+from host.metrics import GatewayMetrics
 from host.storage import Event, Store, now_ms
+from host.stream_slots import SlotBody, StreamSlot, StreamSlots
 from host.ticks import with_ticks
 
 log = logging.getLogger("gateway.events")
@@ -35,10 +43,59 @@ SSE = "text/event-stream"
 JSONL = "application/x-ndjson"
 MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in every store
 
+REPLAY_BATCH = 500
+
 _STOP = object()
+_LAGGING = object()  # the subscriber's queue overflowed: it fell too far behind
 _REVOKED = object()  # the credential of a stream no longer stands
 _TICK = object()  # a due time passed with no event (with_ticks)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Lagging:
+    """The subscriber fell more than ``subscriber_queue_max`` events behind the live
+    stream and was dropped; it got every event up to ``last_seq``."""
+
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class Truncated:
+    """The events after ``after`` up to ``pruned_through`` were removed by retention."""
+
+    after: int
+    pruned_through: int
+
+
+Notice = Lagging | Truncated
+
+
+class _Inbox(asyncio.Queue[Any]):
+    """A subscriber's queue of live events from its tail. ``drop``: a subscriber that
+    falls behind is dropped (a client stream), rather than left to catch up."""
+
+    lagging = False
+
+    def __init__(self, drop: bool) -> None:
+        super().__init__()
+        self.drop = drop
+
+    def offer(self, event: Event, limit: int) -> bool:
+        """Queue ``event``; when ``limit`` events already wait, drop them all (what was
+        missed is in the store), queue ``_LAGGING`` instead and answer False."""
+        if self.qsize() < limit:
+            self.put_nowait(event)
+            return True
+        self.reset()
+        self.lagging = True
+        self.put_nowait(_LAGGING)
+        return False
+
+    def reset(self) -> None:
+        while not self.empty():
+            self.get_nowait()
+        self.lagging = False
 
 
 class _Tail:
@@ -48,7 +105,7 @@ class _Tail:
         self.hub = hub
         self.stream = stream
         self.position = position
-        self.subscribers: set[asyncio.Queue[Any]] = set()
+        self.subscribers: set[_Inbox] = set()
         self.wake = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"event-tail:{stream}")
 
@@ -74,7 +131,7 @@ class _Tail:
             if self.hub._tails.get(self.stream) is self:
                 del self.hub._tails[self.stream]
 
-    def leave(self, queue: asyncio.Queue[Any]) -> None:
+    def leave(self, queue: _Inbox) -> None:
         self.subscribers.discard(queue)
         if not self.subscribers:
             self.wake.set()  # let the producer notice at once that nobody listens
@@ -84,12 +141,17 @@ class _Tail:
             latest = await self.hub.store.last_seq(self.stream)
             if latest <= self.position:
                 return
-            batch = await self.hub.store.events_after(self.stream, self.position, 500)
+            batch = await self.hub.store.events_after(self.stream, self.position, REPLAY_BATCH)
             if not batch:
                 return
-            for event in batch:
-                for q in self.subscribers:
-                    q.put_nowait(event)
+            limit = self.hub.subscriber_queue_max
+            for q in list(self.subscribers):
+                for event in batch:
+                    if not q.offer(event, limit):
+                        self.subscribers.discard(q)
+                        if q.drop:
+                            self.hub.dropped()
+                        break
             self.position = batch[-1].seq
 
 
@@ -102,11 +164,23 @@ class EventHub:
         poll_seconds: float = 1.0,
         page_limit_max: int = 1000,
         observers: Callable[[Event], Awaitable[None]] | None = None,
+        subscriber_queue_max: int = 1000,
+        max_streams_per_principal: int = 32,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.store = store
         self.heartbeat_seconds = heartbeat_seconds
         self.poll_seconds = poll_seconds
         self.page_limit_max = page_limit_max
+        self.subscriber_queue_max = subscriber_queue_max
+        self._metrics = metrics
+        self.slots = StreamSlots(
+            max_streams_per_principal,
+            "event streams",
+            "events.max_streams_per_principal",
+            "too_many_streams",
+            on_refused=metrics.rate_limited.labels("streams").inc if metrics else None,
+        )
         self.draining = False
         self._tails: dict[str, _Tail] = {}
         self._observers = observers
@@ -142,8 +216,28 @@ class EventHub:
     ) -> AsyncGenerator[Event | None, None]:
         """Events after ``after``: stored ones first, then live ones. Yields ``None`` as a
         heartbeat tick when nothing happened for ``heartbeat_seconds``. Ends when ``until``
-        returns True for an event (that event is yielded), or when the hub drains."""
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        returns True for an event (that event is yielded), or when the hub drains. A
+        subscriber that falls behind catches up from the store: it misses nothing."""
+        async with contextlib.aclosing(
+            self.follow(stream, after, until, drop_lagging=False)
+        ) as items:
+            async for item in items:
+                if item is None or isinstance(item, Event):
+                    yield item
+
+    async def follow(
+        self,
+        stream: str,
+        after: int = 0,
+        until: Callable[[Event], bool] | None = None,
+        *,
+        drop_lagging: bool = True,
+    ) -> AsyncGenerator[Event | Notice | None, None]:
+        """:meth:`subscribe`, telling also what a client should know: :class:`Truncated`
+        when retention removed events after its position, and, when it falls more than
+        ``subscriber_queue_max`` events behind the live stream, a final :class:`Lagging`
+        (with ``drop_lagging``; without, it catches up from the store)."""
+        queue = _Inbox(drop_lagging)
         self._open_streams += 1
         position = after
         tail: _Tail | None = None
@@ -153,16 +247,30 @@ class EventHub:
                 # delivers everything after its position at the moment we joined, and the
                 # replay reads the store after that moment, so between them nothing is
                 # missed; what both deliver is dropped by seq.
+                queue.reset()
                 tail = await self._join(stream, queue)
+                known = tail.position  # committed: if the replay lacks it, it was pruned
+                first = True
                 while True:
-                    batch = await self.store.events_after(stream, position, 500)
+                    batch = await self.store.events_after(stream, position, REPLAY_BATCH)
+                    if first:
+                        first = False
+                        gone = batch[0].seq - 1 if batch else known
+                        if gone > position:
+                            yield Truncated(position, gone)
+                            position = gone
                     for event in batch:
                         position = event.seq
                         yield event
                         if until is not None and until(event):
                             return
-                    if len(batch) < 500:
+                    if len(batch) < REPLAY_BATCH:
                         break
+                if queue.lagging:
+                    # It fell behind while replaying: the store has what it missed.
+                    tail.leave(queue)
+                    tail = None
+                    continue
                 restart = False
                 while not self.draining:
                     try:
@@ -179,6 +287,12 @@ class EventHub:
                         # as we joined): join a fresh one and replay from our position.
                         restart = not self.draining
                         break
+                    if item is _LAGGING:
+                        if drop_lagging:
+                            yield Lagging(position)
+                            return
+                        restart = True
+                        break
                     if item.seq <= position:
                         continue
                     if item.seq > position + 1:
@@ -193,7 +307,7 @@ class EventHub:
                     yield item
                     if until is not None and until(item):
                         return
-                if not restart:
+                if not restart or self.draining:
                     return
                 tail.leave(queue)
                 tail = None
@@ -204,7 +318,11 @@ class EventHub:
             if self._open_streams == 0:
                 self._drained.set()
 
-    async def _join(self, stream: str, queue: asyncio.Queue[Any]) -> _Tail:
+    def dropped(self) -> None:
+        if self._metrics is not None:
+            self._metrics.subscribers_dropped.inc()
+
+    async def _join(self, stream: str, queue: _Inbox) -> _Tail:
         """Add ``queue`` to the stream's single producer, starting one if there is none."""
         tail = self._tails.get(stream)
         if tail is None or tail.task.done():
@@ -334,7 +452,7 @@ async def stream_response(
             yield f"retry: 2000\n: stream {stream} after {sr.after}\n\n".encode()
         # aclosing: a client that goes away leaves the subscription at once, not at GC.
         async with (
-            contextlib.aclosing(hub.subscribe(stream, sr.after, until)) as events,
+            contextlib.aclosing(hub.follow(stream, sr.after, until)) as events,
             contextlib.aclosing(_watched(events, watch)) as watched,
         ):
             async for event in watched:
@@ -347,13 +465,58 @@ async def stream_response(
                         if sse
                         else _jsonl({"type": "heartbeat", "ts_ms": now_ms()})
                     )
-                else:
-                    assert isinstance(event, Event)
+                elif isinstance(event, Event):
                     yield _sse(event) if sse else _jsonl(event.as_dict())
+                elif isinstance(event, Truncated):
+                    yield _truncated(event, sse)
+                elif isinstance(event, Lagging):
+                    yield _lagging(event, sse)
+                    return
         if hub.draining:
             yield _closing("gateway shutting down", sse)
 
     return live_response(body(), SSE if sse else JSONL)
+
+
+def _notice(kind: str, body: dict[str, Any], sse: bool) -> bytes:
+    """A message that is no stored event: no ``id:`` line, so a client's
+    ``Last-Event-ID`` stays at the last event it got."""
+    if sse:
+        return f"event: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
+    return _jsonl(body)
+
+
+def _truncated(notice: Truncated, sse: bool) -> bytes:
+    body = {
+        "type": "stream.truncated",
+        "after": notice.after,
+        "pruned_through": notice.pruned_through,
+        "message": (
+            f"events {notice.after + 1} to {notice.pruned_through} of this stream were "
+            "removed by retention; the stream goes on from the next one kept"
+        ),
+        "ts_ms": now_ms(),
+    }
+    return _notice("stream.truncated", body, sse)
+
+
+def _lagging(notice: Lagging, sse: bool) -> bytes:
+    """The final ``error`` message of a stream whose reader fell too far behind."""
+    body = {
+        "type": "error",
+        "error": {
+            "type": "rate_limit_error",
+            "code": "subscriber_lagging",
+            "message": (
+                "this stream's reader fell too far behind the live events "
+                f"(events.subscriber_queue_max) and was dropped; reconnect with "
+                f"Last-Event-ID: {notice.last_seq} to go on without a gap"
+            ),
+        },
+        "last_seq": notice.last_seq,
+        "ts_ms": now_ms(),
+    }
+    return _notice("error", body, sse)
 
 
 def _closing(reason: str, sse: bool) -> bytes:
@@ -383,12 +546,33 @@ async def _watched(
                 yield item
 
 
-def live_response(body: AsyncIterator[bytes], content_type: str) -> Response:
+def live_response(
+    body: AsyncIterator[bytes], content_type: str, slot: StreamSlot | None = None
+) -> Response:
     """A streamed answer of ``body``: not cached, not buffered by a reverse proxy (nginx
     reads ``X-Accel-Buffering``), no response timeout. For every event stream, the
-    host's and plugins' (the OpenAI surfaces' SSE)."""
-    response = Response(body, content_type=content_type)
+    host's and plugins' (the OpenAI surfaces' SSE). It holds one of the caller's stream
+    slots (``events.max_streams_per_principal``) until it ends: ``slot`` if the view
+    took it earlier with :func:`stream_slot`, else one taken now (429
+    ``too_many_streams`` past the cap)."""
+    if slot is None:
+        slot = stream_slot()
+    response = Response(SlotBody(body, slot), content_type=content_type)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     response.timeout = None
     return response
+
+
+def stream_slot() -> StreamSlot:
+    """A stream slot of the current request's principal, for a view that must know
+    before it starts work (calls an upstream) that its stream may open; raises 429
+    ``too_many_streams`` past ``events.max_streams_per_principal``. Pass it to
+    :func:`live_response`; if the view fails before that, release it (or let it go:
+    it is released when collected). A public route's slot counts for nobody."""
+    principal = g.get("principal") if has_request_context() else None
+    if principal is None:
+        return StreamSlot(None, "")
+    from host.context import context  # host.context imports this module
+
+    return context().hub.slots.acquire(principal.key)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from host.auth.principal import Principal
     from host.events import Event
     from host.settings import Settings
+    from host.storage import Store
 
 PROJECT = "agent_gateway"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -223,6 +224,24 @@ def gateway_on_event(event: Event) -> Any:
 
     Awaitable. All implementations are called after the event is stored; exceptions are
     logged and never reach the publisher.
+    """
+
+
+@hookspec
+def gateway_prune(store: Store, settings: Settings, now_ms: int, dry_run: bool) -> Any:
+    """Remove the plugin's old data by the ``[retention]`` settings: the background task
+    of every worker and ``gateway db prune`` call it.
+
+    :param store: the open store; delete in short transactions of at most
+        ``settings.retention.batch_size`` rows (``Store.delete_batched``), as other workers
+        write meanwhile.
+    :param settings: the gateway settings (``settings.retention``).
+    :param now_ms: the time ages are counted from (Unix ms).
+    :param dry_run: count what would go, remove nothing.
+
+    Awaitable. All implementations are called; each returns ``{kind: rows}`` (what it
+    removed, or would remove) or ``None``. An exception is logged and reported for that
+    plugin; the others still prune. Never remove what is still in use (an unfinished run).
     """
 
 

@@ -7,13 +7,20 @@ import contextlib
 import time
 
 from host.errors import GatewayError
+from host.metrics import GatewayMetrics
 from host.storage import Store, now_ms
+from host.stream_slots import StreamSlots
 
 PAUSED_KEY = "gateway.paused"
 
 
 class Lifecycle:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_websockets_per_principal: int = 16,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.store = store
         self.started_ms = now_ms()
         self._started = time.monotonic()
@@ -24,6 +31,13 @@ class Lifecycle:
         self.open_websockets = 0
         self._no_websockets = asyncio.Event()
         self._no_websockets.set()
+        self.websocket_slots = StreamSlots(
+            max_websockets_per_principal,
+            "WebSockets",
+            "server.max_websockets_per_principal",
+            "too_many_websockets",
+            on_refused=metrics.rate_limited.labels("websockets").inc if metrics else None,
+        )
 
     @property
     def uptime_seconds(self) -> float:

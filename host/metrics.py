@@ -48,6 +48,17 @@ class GatewayMetrics:
         self.ws_connections = Gauge(
             "gateway_websocket_connections", "Open WebSocket connections", registry=r
         )
+        self.subscribers_dropped = Counter(
+            "gateway_event_subscribers_dropped",
+            "Event-stream readers dropped for falling too far behind (subscriber_lagging)",
+            registry=r,
+        )
+        self.pruned = Counter(
+            "gateway_retention_pruned_rows",
+            "Rows removed by retention, by plugin and kind",
+            ["plugin", "kind"],
+            registry=r,
+        )
 
         # Labelled children cached per label set: labels() costs a lock and a dict build.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}

@@ -163,6 +163,7 @@ class ServerSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     certfile: str | None = None
     keyfile: str | None = None
+    max_websockets_per_principal: int = Field(16, ge=1, le=10_000)
     access_log: bool = True
     graceful_timeout_seconds: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
@@ -231,6 +232,31 @@ class EventSettings(_Section):
     heartbeat_seconds: float = Field(15.0, gt=0)
     poll_seconds: float = Field(1.0, gt=0, description="fallback poll for other processes")
     page_limit_max: int = Field(1000, ge=1)
+    max_streams_per_principal: int = Field(32, ge=1, le=10_000, description="live HTTP streams")
+    subscriber_queue_max: int = Field(1000, ge=100, le=100_000, description="events per reader")
+
+
+class RetentionSettings(_Section):
+    """What old data the gateway removes, and how often. An age of 0 or a count of 0
+    keeps that kind forever."""
+
+    enabled: bool = Field(True, description="prune in the background on every worker")
+    interval_seconds: float = Field(3600.0, ge=1, le=7 * 86400)
+    batch_size: int = Field(500, ge=10, le=10_000, description="rows per write transaction")
+    events_max_age_days: float = Field(30.0, ge=0, le=36_500)
+    events_max_count: int = Field(100_000, ge=0, le=100_000_000, description="per log stream")
+    runs_max_age_days: float = Field(30.0, ge=0, le=36_500, description="finished runs")
+    runs_max_count: int = Field(10_000, ge=0, le=100_000_000, description="finished runs")
+    responses_max_age_days: float = Field(30.0, ge=0, le=36_500)
+    responses_max_count: int = Field(10_000, ge=0, le=100_000_000)
+
+    def cutoff_ms(self, days: float, now_ms: int) -> int | None:
+        """The time before which a kind kept ``days`` goes (None: kept forever)."""
+        return now_ms - int(days * 86_400_000) if days > 0 else None
+
+    @staticmethod
+    def limit(count: int) -> int | None:
+        return count if count > 0 else None
 
 
 class PluginSection(BaseModel):
@@ -253,6 +279,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     plugins: dict[str, PluginSection] = Field(default_factory=dict)
     load_plugins: Annotated[list[str] | None, NoDecode] = Field(
         None, description="third-party plugins to load (all when unset); GATEWAY_LOAD_PLUGINS"
@@ -528,6 +555,11 @@ forget_after_seconds = 3600     # failures are forgotten after this long without
 
 [events]
 heartbeat_seconds = 15
+
+[retention]                     # old data removed hourly; 0 keeps a kind forever
+runs_max_age_days = 30          # finished runs; unfinished runs are always kept
+events_max_age_days = 30        # the gateway's log events (/gateway/events)
+responses_max_age_days = 30     # stored /v1/responses
 
 # Turn a built-in or installed plugin off (it is then never imported):
 # [plugins.control]

@@ -110,6 +110,8 @@ def test_env_overrides_with_nested_keys_beat_the_file(tmp_path, config_file):
         "heartbeat_seconds": 3.0,
         "poll_seconds": 2.0,  # the rest of the file's section stays
         "page_limit_max": 1000,
+        "max_streams_per_principal": 32,
+        "subscriber_queue_max": 1000,
     }
     assert shown["config"]["server"]["bind"] == "127.0.0.1:9999"
     assert sorted(shown["config"]["auth"]["tokens"]) == ["admin", "ci", "reader"]

@@ -379,8 +379,95 @@ class Store:
             ).scalar_one_or_none()
         return {"active_sessions": int(active), "total_sessions_issued": int(issued or 0)}
 
-    async def purge_expired_auth_sessions(self, older_than_ms: int) -> int:
+    async def purge_expired_auth_sessions(
+        self, older_than_ms: int, batch_size: int = 1000, dry_run: bool = False
+    ) -> int:
+        """Delete the sessions that expired before ``older_than_ms`` (revoked ones too, once
+        expired); with ``dry_run`` only count them."""
         t = tables.auth_sessions
+        where = t.c.expires_ms < older_than_ms
+        if dry_run:
+            return await self.count_where(t, where)
+        return await self.delete_batched(t, where, [t.c.token_hash], batch_size)
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def count_where(self, table: sa.Table, where: sa.ColumnElement[bool]) -> int:
+        async with self.read() as conn:
+            stmt = sa.select(sa.func.count()).select_from(table).where(where)
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def delete_batched(
+        self,
+        table: sa.Table,
+        where: sa.ColumnElement[bool],
+        keys: Sequence[sa.ColumnElement[Any]],
+        batch_size: int,
+    ) -> int:
+        """Delete the rows of ``table`` matching ``where``, at most ``batch_size`` per write
+        transaction (rows chosen by their primary key columns ``keys``), so that no other
+        writer, in this process or another, waits on the lock for long. Returns how many
+        rows went. Safe to run in several processes at once: each batch deletes what is
+        still there."""
+        chosen = sa.select(*keys).where(where).limit(batch_size)
+        target = keys[0].in_(chosen) if len(keys) == 1 else sa.tuple_(*keys).in_(chosen)
+        total = 0
+        while True:
+            async with self.write() as conn:
+                removed = int((await conn.execute(table.delete().where(target))).rowcount)
+            total += removed
+            if removed < batch_size:
+                return total
+
+    async def prune_stream(
+        self,
+        stream: str,
+        *,
+        before_ms: int | None,
+        keep_last: int | None,
+        batch_size: int,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete the events of ``stream`` older than ``before_ms`` and those beyond its
+        newest ``keep_last``. The stream's position stays: its seqs are never reused."""
+        t = tables.events
+        rules = []
+        if before_ms is not None:
+            rules.append(t.c.ts_ms < before_ms)
+        if keep_last is not None:
+            rules.append(t.c.seq <= await self.last_seq(stream) - keep_last)
+        if not rules:
+            return 0
+        where = sa.and_(t.c.stream == stream, sa.or_(*rules))
+        if dry_run:
+            return await self.count_where(t, where)
+        return await self.delete_batched(t, where, [t.c.stream, t.c.seq], batch_size)
+
+    async def delete_streams(
+        self, streams: Sequence[str], batch_size: int, dry_run: bool = False
+    ) -> int:
+        """Delete every event of ``streams`` and the streams themselves (for streams whose
+        object is gone: a stream deleted this way must never be appended to again, as its
+        seqs would start over). Returns how many events went."""
+        if not streams:
+            return 0
+        t = tables.events
+        where = t.c.stream.in_(list(streams))
+        if dry_run:
+            return await self.count_where(t, where)
+        removed = await self.delete_batched(t, where, [t.c.stream, t.c.seq], batch_size)
+        positions = tables.event_streams
         async with self.write() as conn:
-            result = await conn.execute(t.delete().where(t.c.expires_ms < older_than_ms))
-            return int(result.rowcount)
+            await conn.execute(positions.delete().where(positions.c.stream.in_(list(streams))))
+        return removed
+
+    async def prune_once_keys(
+        self, scope: str, before_ms: int, batch_size: int, dry_run: bool = False
+    ) -> int:
+        """Forget the once-only keys of ``scope`` recorded before ``before_ms`` (for keys
+        that can never come again, such as the ticks of a schedule long past)."""
+        t = tables.once_keys
+        where = sa.and_(t.c.scope == scope, t.c.created_ms < before_ms)
+        if dry_run:
+            return await self.count_where(t, where)
+        return await self.delete_batched(t, where, [t.c.scope, t.c.key], batch_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from host.api import hookimpl
+from host.api import Store, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
 from plugins.control import auth_routes, routes, ws_routes
@@ -33,3 +33,19 @@ def gateway_register_policy_gates(register: Register) -> None:
 def gateway_register_ws_kinds(register: Register) -> None:
     register("capabilities.request", ws_routes.capabilities)
     register("gateway.status.request", ws_routes.gateway_status)
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    # The gateway stream is a log (pause, reload, config, sessions): pruned by age and count.
+    r = settings.retention
+    removed = await store.prune_stream(
+        routes.GATEWAY_STREAM,
+        before_ms=r.cutoff_ms(r.events_max_age_days, now_ms),
+        keep_last=r.limit(r.events_max_count),
+        batch_size=r.batch_size,
+        dry_run=dry_run,
+    )
+    return {"events": removed}

@@ -30,6 +30,8 @@ async def gateway_ws() -> None:
     def check_rate(p: Principal) -> int:
         return ctx.auth.limiter.hit(p.key, p.rate_limit)
 
+    # Before the accept: past the cap the upgrade is refused with 429 too_many_websockets.
+    slot = ctx.lifecycle.websocket_slots.acquire(principal.key)
     ctx.metrics.ws_connections.inc()
     ctx.lifecycle.websocket_opened()
     try:
@@ -43,6 +45,7 @@ async def gateway_ws() -> None:
             check_rate,
         )
     finally:
+        slot.release()
         ctx.metrics.ws_connections.dec()
         ctx.lifecycle.websocket_closed()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import context, hookimpl
+from host.api import Store, context, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
 from plugins.openai_compat import (
@@ -107,3 +107,18 @@ async def gateway_shutdown(app: Quart) -> None:
     providers = context(app).registry("providers")
     for name in providers:
         await providers[name].aclose()
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    r = settings.retention
+    removed = await responses_store.prune(
+        store,
+        r.cutoff_ms(r.responses_max_age_days, now_ms),
+        r.limit(r.responses_max_count),
+        r.batch_size,
+        dry_run,
+    )
+    return {"responses": removed}

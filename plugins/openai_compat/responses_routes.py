@@ -23,6 +23,7 @@ from host.api import (
     current_principal,
     document_stream,
     require_owner,
+    stream_slot,
 )
 from plugins.openai_compat import keepalive, responses_store
 from plugins.openai_compat.catalog import Resolved, with_stream_usage
@@ -212,11 +213,13 @@ async def _stream(
     labels = (resolved.name, resolved.provider.name)
     started = time.perf_counter()
     body = with_stream_usage(resolved.route, body)  # unless the upstream refuses it
+    slot = stream_slot()  # 429 past the caller's stream cap, before the upstream is asked
     try:
         chunks = resolved.provider.chat_stream(resolved.route, body)
         chunks = OutputScanner("responses", resolved.name).stream(chunks)  # rolling scan
         first = await first_of(chunks)
     except ProviderError as exc:
+        slot.release()
         m.finished(labels, "responses", "error", started)
         return provider_failure(exc)
     response_id = turn.response_id
@@ -279,7 +282,7 @@ async def _stream(
             await close_stream(chunks)
             m.finished(labels, "responses", outcome, started)
 
-    return event_stream(events())
+    return event_stream(events(), slot)
 
 
 async def _chain(

@@ -166,3 +166,45 @@ async def delete(store: Store, response_id: str) -> bool:
             response_sessions.delete().where(response_sessions.c.response_id == response_id)
         )
         return True
+
+
+async def prune(
+    store: Store,
+    before_ms: int | None,
+    keep: int | None,
+    batch_size: int,
+    dry_run: bool = False,
+) -> int:
+    """Remove the stored responses created before ``before_ms`` and those older than the
+    newest ``keep`` (with their session keys); returns how many went (or would). Every
+    stored response holds its whole conversation, so a later one that continued it from
+    a removed one still works."""
+    rules: list[sa.ColumnElement[bool]] = []
+    if before_ms is not None:
+        rules.append(responses.c.created_ms < before_ms)
+    if keep is not None:
+        async with store.read() as conn:
+            newest_dropped = (
+                await conn.execute(
+                    sa.select(responses.c.created_ms, responses.c.id)
+                    .order_by(responses.c.created_ms.desc(), responses.c.id.desc())
+                    .limit(1)
+                    .offset(keep)
+                )
+            ).first()
+        if newest_dropped is not None:
+            rules.append(
+                sa.tuple_(responses.c.created_ms, responses.c.id)
+                <= sa.tuple_(newest_dropped.created_ms, newest_dropped.id)
+            )
+    if not rules:
+        return 0
+    due = sa.or_(*rules)
+    if dry_run:
+        return await store.count_where(responses, due)
+    # Session keys first: a prune cut short leaves responses, never orphaned keys.
+    sessions = response_sessions.c.response_id.in_(sa.select(responses.c.id).where(due))
+    await store.delete_batched(
+        response_sessions, sessions, [response_sessions.c.response_id], batch_size
+    )
+    return await store.delete_batched(responses, due, [responses.c.id], batch_size)

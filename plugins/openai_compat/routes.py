@@ -8,7 +8,7 @@ from typing import Any
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_request, document_response
 
-from host.api import GatewayError, context, document_stream
+from host.api import GatewayError, context, document_stream, stream_slot
 from plugins.openai_compat import pipeline_models
 from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, Resolved, with_stream_usage
 from plugins.openai_compat.conversations import Recorder, session_id_of
@@ -166,6 +166,7 @@ async def _call(
     # its upstream refuses stream_options (stream_usage = false); the client gets the
     # usage chunk only when it asked for it too.
     body = with_stream_usage(route, body)
+    slot = stream_slot()  # 429 past the caller's stream cap, before the upstream is asked
     try:
         if api == "chat":
             chunks = provider.chat_stream(route, body)
@@ -174,6 +175,7 @@ async def _call(
         chunks = scanner.stream(chunks)  # rolling safety scan; a block here is a 400
         first = await first_of(chunks)
     except ProviderError as exc:
+        slot.release()
         m.finished(labels, api, "error", started)
         return provider_failure(exc)
     seen_first_token = False
@@ -217,7 +219,7 @@ async def _call(
     def on_end(outcome: str) -> None:
         m.finished(labels, api, outcome, started)
 
-    return sse_response(first, chunks, transform, on_end, before_done)
+    return sse_response(first, chunks, transform, on_end, before_done, slot)
 
 
 def _has_content(chunk: dict[str, Any]) -> bool:

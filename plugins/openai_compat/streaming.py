@@ -15,7 +15,7 @@ from typing import Any
 
 from quart import Response
 
-from host.api import live_response
+from host.api import StreamSlot, live_response
 from host.errors import error_body
 from plugins.openai_compat import keepalive
 from plugins.openai_compat.keepalive import with_keepalive
@@ -46,6 +46,7 @@ def sse_response(
     transform: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
     on_end: Callable[[str], None],
     before_done: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    slot: StreamSlot | None = None,
 ) -> Response:
     """``transform`` maps each upstream chunk to what the client gets (None: drop it);
     ``before_done()`` runs when the upstream finished well and returns chunks to send
@@ -82,13 +83,14 @@ def sse_response(
             await close_stream(stream)
             on_end(outcome)
 
-    return event_stream(body())
+    return event_stream(body(), slot)
 
 
-def event_stream(body: AsyncIterator[bytes]) -> Response:
+def event_stream(body: AsyncIterator[bytes], slot: StreamSlot | None = None) -> Response:
     """A ``text/event-stream`` answer of ``body``, for every OpenAI surface: not cached,
-    not buffered by a reverse proxy (nginx reads ``X-Accel-Buffering``), no timeout."""
-    return live_response(body, "text/event-stream")
+    not buffered by a reverse proxy (nginx reads ``X-Accel-Buffering``), no timeout.
+    It holds ``slot`` (taken with ``stream_slot()`` before the upstream was called)."""
+    return live_response(body, "text/event-stream", slot)
 
 
 async def close_stream(stream: AsyncIterator[dict[str, Any]]) -> None:

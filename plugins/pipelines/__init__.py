@@ -9,10 +9,10 @@ import click
 import sqlalchemy as sa
 from quart import Quart
 
-from host.api import context, hookimpl
+from host.api import Store, context, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
-from plugins.pipelines import routes, tables
+from plugins.pipelines import retention, routes, tables
 from plugins.pipelines.api import API_KEY, PipelinesAPI
 from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
 from plugins.pipelines.config import configured, problems
@@ -121,6 +121,13 @@ async def _suspended_schedules(app: Quart) -> list[str]:
     async with ctx.store.read() as conn:
         rows = (await conn.execute(owned.order_by(tables.schedules.c.id))).all()
     return [row.id for row in rows if suspended(ctx, row)]
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    return await retention.prune(store, settings, now_ms, dry_run)
 
 
 @hookimpl
