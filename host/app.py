@@ -35,6 +35,7 @@ REGISTRY_HOOKS = {
     "step_kinds": ("gateway_register_step_kinds", "step kind"),
     "pipelines": ("gateway_register_pipelines", "pipeline"),
     "safety_scanners": ("gateway_register_safety_scanners", "safety scanner"),
+    "secret_keys": ("gateway_register_secret_keys", "secret key"),
 }
 
 # Routes the host itself serves (not a plugin): the generated OpenAPI document.

@@ -107,6 +107,19 @@ class EventSettings(_Section):
     page_limit_max: int = Field(1000, ge=1)
 
 
+class SecretsSettings(_Section):
+    """``[secrets]``: the secret references that the overrides file (what a
+    ``PATCH /gateway/config`` writes) may name. Read from the config file and the
+    environment only, never from the overrides file (see :mod:`host.secret_refs`)."""
+
+    allowed_env: list[str] = Field(
+        default_factory=list, description="variable names (or glob patterns) a PATCH may name"
+    )
+    allowed_files_dir: str | None = Field(
+        None, description="a folder whose files a PATCH may name; relative to the config file"
+    )
+
+
 class PluginSection(BaseModel):
     """``[plugins.<name>]``: ``enabled`` plus whatever keys the plugin reads."""
 
@@ -127,6 +140,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     plugins: dict[str, PluginSection] = Field(default_factory=dict)
     load_plugins: Annotated[list[str] | None, NoDecode] = Field(
         None, description="third-party plugins to load (all when unset); GATEWAY_LOAD_PLUGINS"
@@ -287,7 +301,20 @@ def load_file_layers(
     probe = build_settings(probe_data, _dir_of(config_file), config_file, cli_overrides)
     overrides_path = probe.overrides_path
     overrides = read_toml(overrides_path) if overrides_path.is_file() else {}
+    check_override_references(overrides, file_data, probe, overrides_path)
     return file_data, overrides
+
+
+def check_override_references(
+    overrides: dict[str, Any], base: dict[str, Any], allowed: Settings, path: Path
+) -> None:
+    """ConfigError naming each secret reference of the overrides file that the config
+    file does not allow (:mod:`host.secret_refs`); checked before any is resolved."""
+    from host.secret_refs import ReferenceRefused, refused_references
+
+    refused = refused_references(overrides, base, allowed)
+    if refused:
+        raise ReferenceRefused(refused, path)
 
 
 def load_settings(config: str | os.PathLike[str] | None = None, **cli_overrides: Any) -> Settings:

@@ -45,6 +45,11 @@ def gateway_register_step_kinds(register: Register) -> None:
         register(name, kind)
 
 
+@hookimpl
+def gateway_register_secret_keys(register: Register) -> None:
+    register("plugins.pipelines.webhooks.*.secret", "the HMAC key of a webhook trigger")
+
+
 def _load(app: Quart, settings: Settings, directory_setting: str | None) -> dict[str, Any]:
     ctx = context(app)
     cat: PipelineCatalog = ctx.extras.setdefault(routes.CATALOG_KEY, PipelineCatalog())
