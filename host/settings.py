@@ -46,8 +46,10 @@ class _Section(BaseModel):
 
 
 class RateLimit(_Section):
-    per_minute: int = Field(600, ge=1, description="sustained requests per minute")
-    burst: int | None = Field(None, ge=1, description="bucket size; defaults to per_minute")
+    per_minute: int = Field(600, ge=1, le=1_000_000, description="sustained requests per minute")
+    burst: int | None = Field(
+        None, ge=1, le=1_000_000, description="bucket size; defaults to per_minute"
+    )
 
     @property
     def capacity(self) -> int:
@@ -65,7 +67,7 @@ class AuthSettings(_Section):
     tokens: dict[str, TokenSettings] = Field(default_factory=dict)
     # password-session mode
     password: Secret | None = None
-    session_ttl_seconds: int = Field(12 * 3600, ge=1)
+    session_ttl_seconds: int = Field(12 * 3600, ge=1, le=30 * 86400)
     session_gates: list[str] = Field(default_factory=lambda: ["*"])
     session_rate_limit: RateLimit = Field(default_factory=RateLimit)
     # localhost-dev mode
@@ -83,8 +85,8 @@ class ServerSettings(_Section):
     certfile: str | None = None
     keyfile: str | None = None
     access_log: bool = True
-    graceful_timeout_seconds: float = Field(10.0, gt=0)
-    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    graceful_timeout_seconds: float = Field(10.0, ge=0.1, le=3600)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)
 
     @field_validator("bind")
     @classmethod
@@ -98,13 +100,15 @@ class ServerSettings(_Section):
 class StorageSettings(_Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the state dir")
     synchronous: Literal["full", "normal"] = "full"
-    busy_timeout_ms: int = Field(10_000, ge=100)
+    busy_timeout_ms: int = Field(10_000, ge=100, le=600_000)
 
 
 class EventSettings(_Section):
-    heartbeat_seconds: float = Field(15.0, gt=0)
-    poll_seconds: float = Field(1.0, gt=0, description="fallback poll for other processes")
-    page_limit_max: int = Field(1000, ge=1)
+    heartbeat_seconds: float = Field(15.0, ge=0.1, le=3600)
+    poll_seconds: float = Field(
+        1.0, ge=0.05, le=60, description="fallback poll for other processes"
+    )
+    page_limit_max: int = Field(1000, ge=1, le=10_000)
 
 
 class SecretsSettings(_Section):

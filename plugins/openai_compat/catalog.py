@@ -32,8 +32,8 @@ class ModelSettings(BaseModel):
     upstream_model: str | None = Field(None, description="model name the upstream knows")
     base_url: str | None = None
     api_key: Secret | None = None
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    read_timeout_seconds: float = Field(120.0, gt=0)
+    connect_timeout_seconds: float = Field(5.0, ge=0.1, le=300)
+    read_timeout_seconds: float = Field(120.0, ge=0.1, le=3600)
     max_retries: int = Field(2, ge=0, le=10)
     stream_usage: bool = Field(True, description="ask streams for usage (stream_options)")
     description: str = ""
