@@ -25,6 +25,7 @@ from host.openapi import GatewayOpenAPIProvider
 from host.plugins import PluginError, PluginHost, Registry
 from host.responses import install_cached_conversion
 from host.settings import Settings, load_settings
+from host.state_dir import ensure_state_dir
 from host.storage import Migration, Store, sqlite_url
 
 log = logging.getLogger("gateway")
@@ -73,7 +74,7 @@ def create_app(
     install_cached_conversion(app)
     install_error_handlers(app)
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(settings.state_dir)
     store = Store(
         settings.storage.url or sqlite_url(settings.state_dir),
         synchronous=settings.storage.synchronous,

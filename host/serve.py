@@ -31,6 +31,7 @@ from host.app import _admin_token, create_app
 from host.config_admin import offline_config_problems
 from host.context import context
 from host.settings import Settings, literal_secret_warnings, load_settings, startup_problems
+from host.state_dir import ensure_state_dir
 
 log = logging.getLogger("gateway.serve")
 
@@ -204,7 +205,9 @@ def serve(settings: Settings) -> int:
         return 2
     for warning in literal_secret_warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    state_warning = ensure_state_dir(settings.state_dir)
+    if state_warning:
+        print(f"warning: {state_warning}", file=sys.stderr)
     token, created = _admin_token(settings)
     print(banner(settings, token, created), flush=True)
     if settings.server.workers == 1:
