@@ -28,6 +28,7 @@
 - ``leaky400`` / ``leaky500``: a 400 whose OpenAI error message and code quote
   ``LEAKED_TEXT``; a 500 HTML page quoting it and the key the gateway sent.
 - ``errorchunk``: streams one chunk, then an OpenAI error object quoting ``LEAKED_TEXT``.
+- ``badchunk``: streams one chunk, then ``LEAKED_TEXT`` where a chunk size belongs.
 """
 
 from __future__ import annotations
@@ -203,6 +204,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(self._chunk_obj(body, chat, {"content": "partial"}))
             self._event(_error(f"overloaded near {LEAKED_TEXT}", "server_error", "overloaded"))
             self._end_stream()
+        elif model == "badchunk" and stream:
+            self._start_stream()
+            self._event(self._chunk_obj(body, chat, {"content": "partial"}))
+            self.wfile.write(f"{LEAKED_TEXT}\r\n".encode())  # not a chunk size: h11 quotes it
+            self.wfile.flush()
+            self.close_connection = True
         elif model == "strict" and "stream_options" in body:
             message = "Unrecognized request argument supplied: stream_options"
             self._json(400, _error(message, "invalid_request_error", "unsupported_parameter"))
@@ -402,6 +409,7 @@ def models_config(upstream: FakeUpstream) -> dict[str, Any]:
         "gpt-leaky400": model("leaky400"),
         "gpt-leaky500": model("leaky500"),
         "gpt-errorchunk": model("errorchunk"),
+        "gpt-badchunk": model("badchunk"),
         "gpt-refused": {
             **model("normal", max_retries=1),
             "base_url": f"http://127.0.0.1:{closed_port()}/v1",
