@@ -403,6 +403,11 @@ session_ttl_seconds = 43200     # password-session tokens
 [events]
 heartbeat_seconds = 15
 
+# Secret references a PATCH /gateway/config may name (none unless listed here):
+# [secrets]
+# allowed_env = ["OPENAI_API_KEY", "TEAM_*"]
+# allowed_files_dir = "secrets"
+
 # Turn a built-in or installed plugin off (it is then never imported):
 # [plugins.control]
 # enabled = false
