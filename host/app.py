@@ -27,6 +27,7 @@ from host.plugins import PluginError, PluginHost, Registry
 from host.responses import install_cached_conversion
 from host.retention import Retention
 from host.settings import Settings, load_settings
+from host.state_dir import ensure_state_dir
 from host.storage import Migration, Store, sqlite_url
 
 log = logging.getLogger("gateway")
@@ -37,6 +38,7 @@ REGISTRY_HOOKS = {
     "step_kinds": ("gateway_register_step_kinds", "step kind"),
     "pipelines": ("gateway_register_pipelines", "pipeline"),
     "safety_scanners": ("gateway_register_safety_scanners", "safety scanner"),
+    "secret_keys": ("gateway_register_secret_keys", "secret key"),
 }
 
 # Routes the host itself serves (not a plugin): the generated OpenAPI document.
@@ -75,7 +77,7 @@ def create_app(
     install_cached_conversion(app)
     install_error_handlers(app)
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(settings.state_dir)
     store = Store(
         settings.storage.url or sqlite_url(settings.state_dir),
         synchronous=settings.storage.synchronous,

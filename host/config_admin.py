@@ -8,7 +8,6 @@ config file, written to a temp file and moved into place with ``os.replace``.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,17 @@ from pydantic import BaseModel
 from quart import Quart
 
 from host.auth.principal import Principal
+from host.config_mask import literal_secret_keys
 from host.context import GatewayContext, context
 from host.errors import GatewayError
-from host.secrets import MASK, Secret
+from host.secret_refs import SECTION as SECRETS_SECTION
+from host.secret_refs import ReferenceRefused, is_reference
+from host.secrets import Secret
 from host.settings import (
     ConfigError,
     Settings,
     build_settings,
+    check_override_references,
     deep_merge,
     merge_patch,
     read_toml,
@@ -37,10 +40,6 @@ RESTART_KEYS = ("server", "state_dir", "storage", "plugins", "load_plugins")
 RESTART_SUBKEYS = {"auth": ("admin_token_file",)}
 
 
-# In free-form sections (plugins, extra top-level tables) the host cannot know which
-# values are secrets: a literal string under a key named like one is masked.
-_SECRET_KEY = re.compile(r"token|secret|passw|api_?key|private_?key|credential", re.IGNORECASE)
-
 # What a PATCH may change with ``allow_config_write`` alone. Every other top-level key
 # (auth, models, plugins, storage, server, load_plugins, state_dir and any table a
 # plugin reads) can grant gates, send a secret to another host or run code at the next
@@ -49,53 +48,14 @@ OPEN_SECTIONS = ("events",)
 ADMIN_GATE = "*"
 
 
-def masked_config(settings: Settings) -> dict[str, Any]:
-    """The configuration as JSON with no secret in clear: :class:`Secret` values show their
-    reference (literals masked), a password in ``storage.url`` is masked, and so are
-    literal strings under secret-looking keys of plugin sections."""
-    data = settings.model_dump(mode="json")
-    url = data.get("storage", {}).get("url")
-    if url:
-        data["storage"]["url"] = _mask_url(url)
-    data["plugins"] = _mask_free_form(data.get("plugins", {}))
-    for key in settings.model_extra or {}:
-        if key in data:
-            data[key] = _mask_free_form(data[key], _SECRET_KEY.search(key) is not None)
-    return data
-
-
-def _mask_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return url
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
-
-
-def _is_reference(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) in ({"env"}, {"file"})
-
-
-def _mask_free_form(value: Any, secret: bool = False) -> Any:
-    if isinstance(value, dict):
-        if _is_reference(value):
-            return value  # a reference, not a secret
-        return {
-            k: _mask_free_form(v, secret or bool(_SECRET_KEY.search(k))) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_mask_free_form(v, secret) for v in value]
-    if secret and isinstance(value, str) and value:
-        return MASK
-    return value
+def secret_keys(app: Quart) -> list[str]:
+    """The key patterns plugins declared secret (``gateway_register_secret_keys``)."""
+    return list(context(app).registry("secret_keys"))
 
 
 def flatten(data: Any, prefix: str = "", keep_refs: bool = False) -> dict[str, Any]:
     """Dotted leaf keys; with ``keep_refs`` a secret reference is one leaf."""
-    if isinstance(data, dict) and not (keep_refs and _is_reference(data)):
+    if isinstance(data, dict) and not (keep_refs and is_reference(data)):
         out: dict[str, Any] = {}
         for key, value in data.items():
             out.update(flatten(value, f"{prefix}{key}.", keep_refs))
@@ -218,11 +178,16 @@ def _reread(settings: Settings, overrides: dict[str, Any] | None = None) -> Sett
         base = read_toml(config_file)
     else:
         base = settings.base_data
+    path = settings.overrides_path
     if overrides is None:
-        path = settings.overrides_path
         overrides = read_toml(path) if path.is_file() else {}
-    layers = deep_merge(deep_merge(base, overrides), settings.cli_overrides)
     config_dir = config_file.resolve().parent if config_file else None
+    if overrides:
+        # The allow-list comes from the layers below the overrides, never from them.
+        cli = settings.cli_overrides
+        allowed = build_settings(deep_merge(base, cli), config_dir, config_file, cli)
+        check_override_references(overrides, base, allowed, path)
+    layers = deep_merge(deep_merge(base, overrides), settings.cli_overrides)
     new = build_settings(layers, config_dir, config_file, settings.cli_overrides)
     new.cli_overrides = settings.cli_overrides
     new.base_data = base
@@ -248,34 +213,8 @@ def admin_only_keys(patch: dict[str, Any]) -> list[str]:
     keys: list[str] = []
     for section, value in patch.items():
         leaves = flatten({section: value}, keep_refs=True)
-        keys += [k for k, v in leaves.items() if section not in OPEN_SECTIONS or _is_reference(v)]
+        keys += [k for k, v in leaves.items() if section not in OPEN_SECTIONS or is_reference(v)]
     return sorted(keys)
-
-
-def free_form_literal_secrets(patch: dict[str, Any]) -> list[str]:
-    """Literal strings under secret-looking keys in the parts of ``patch`` the settings
-    model does not type (plugin sections, ``models`` and other extra tables), which
-    :func:`masked_config` would mask: the host cannot tell them from secrets."""
-    typed = set(Settings.model_fields) - {"plugins"}
-    free = {k: v for k, v in patch.items() if k not in typed}
-    return sorted(
-        key
-        for key, value in flatten(free, keep_refs=True).items()
-        if _secret_named(key) and _has_text(value)
-    )
-
-
-def _secret_named(key: str) -> bool:
-    parts = key.split(".")
-    if parts[0] in ("models", "plugins"):
-        del parts[1:2]  # the entry's own name, chosen freely: "token-counter" is no secret
-    return any(_SECRET_KEY.search(part) for part in parts)
-
-
-def _has_text(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_text(v) for v in value)
-    return isinstance(value, str) and bool(value)
 
 
 def _refuse_literal(path: str) -> GatewayError:
@@ -294,9 +233,16 @@ async def patch_config(app: Quart, patch: dict[str, Any], principal: Principal) 
     if admin_only:
         shown = ", ".join(admin_only[:10]) + (", ..." if len(admin_only) > 10 else "")
         ctx.auth.require_gate(principal, ADMIN_GATE, f"changing {shown}")
-    literal = free_form_literal_secrets(patch)
+    literal = literal_secret_keys(patch, secret_keys(app))
     if literal:
         raise _refuse_literal(literal[0])
+    if SECRETS_SECTION in patch:
+        raise GatewayError(
+            403,
+            "config_key_read_only",
+            f"{SECRETS_SECTION}: the secret references a PATCH may name are set in the "
+            "config file only; nothing was written",
+        )
     if "state_dir" in patch:
         # The overrides file lives in the state directory: it cannot move itself.
         raise GatewayError(
@@ -315,6 +261,13 @@ async def patch_config(app: Quart, patch: dict[str, Any], principal: Principal) 
         ) from None
     try:
         new = _reread(ctx.settings, overrides)
+    except ReferenceRefused as exc:
+        raise GatewayError(
+            403,
+            "secret_reference_not_allowed",
+            "; ".join(exc.problems) + "; write the reference in the config file, or allow "
+            "it in the config file's [secrets] table; nothing was written",
+        ) from None
     except ConfigError as exc:
         raise GatewayError(400, "config_invalid", str(exc)) from exc
     literal = [p for p in _literal_secret_paths(new) if _has_path(overrides, p)]

@@ -137,6 +137,21 @@ def gateway_register_safety_scanners(register: Register) -> None:
 
 
 @hookspec
+def gateway_register_secret_keys(register: Register) -> None:
+    """Declare which configuration keys hold secrets: ``register(key, description)``.
+
+    :param register: ``register(key: str, description: str)``; ``key`` is dotted from the
+        top of the configuration, ``*`` standing for any one key
+        (``"models.*.api_key"``, ``"plugins.weather.client_secret"``).
+
+    All implementations are called; a key declared twice fails start-up. A value at a
+    declared key (or under it) is shown masked by ``GET /gateway/config`` and
+    ``gateway config show`` unless it is a reference (``{ env }``, ``{ file }``), and a
+    ``PATCH /gateway/config`` that writes a literal there is refused.
+    """
+
+
+@hookspec
 def gateway_register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``gateway`` command line.
 

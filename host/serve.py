@@ -34,6 +34,7 @@ from host.config_admin import offline_config_problems
 from host.context import context
 from host.listen import BindError, ConnectionCap, bind_sockets, capped, raise_fd_limit
 from host.settings import Settings, literal_secret_warnings, load_settings, startup_problems
+from host.state_dir import ensure_state_dir
 
 log = logging.getLogger("gateway.serve")
 
@@ -260,7 +261,9 @@ def serve(settings: Settings) -> int:
     except BindError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    state_warning = ensure_state_dir(settings.state_dir)
+    if state_warning:
+        print(f"warning: {state_warning}", file=sys.stderr)
     token, created = _admin_token(settings)
     print(banner(settings, token, created), flush=True)
     if settings.server.workers == 1:

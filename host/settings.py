@@ -54,8 +54,10 @@ class _Section(BaseModel):
 
 
 class RateLimit(_Section):
-    per_minute: int = Field(600, ge=1, description="sustained requests per minute")
-    burst: int | None = Field(None, ge=1, description="bucket size; defaults to per_minute")
+    per_minute: int = Field(600, ge=1, le=1_000_000, description="sustained requests per minute")
+    burst: int | None = Field(
+        None, ge=1, le=1_000_000, description="bucket size; defaults to per_minute"
+    )
 
     @property
     def capacity(self) -> int:
@@ -126,7 +128,7 @@ class AuthSettings(_Section):
     users: dict[str, UserSettings] = Field(default_factory=dict)
     password: Secret | None = Field(None, description="legacy: the account 'operator'")
     login_backoff: LoginBackoffSettings = Field(default_factory=LoginBackoffSettings)
-    session_ttl_seconds: int = Field(12 * 3600, ge=1)
+    session_ttl_seconds: int = Field(12 * 3600, ge=1, le=30 * 86400)
     session_gates: list[str] = Field(default_factory=lambda: ["*"])
     session_rate_limit: RateLimit = Field(default_factory=RateLimit)
     # localhost-dev mode
@@ -165,8 +167,8 @@ class ServerSettings(_Section):
     keyfile: str | None = None
     max_websockets_per_principal: int = Field(16, ge=1, le=10_000)
     access_log: bool = True
-    graceful_timeout_seconds: float = Field(10.0, gt=0)
-    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    graceful_timeout_seconds: float = Field(10.0, ge=0.1, le=3600)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)
     body_read_timeout_seconds: float = Field(
         10.0, ge=1, le=300, description="a request body that takes longer gets 408"
     )
@@ -225,13 +227,15 @@ class ServerSettings(_Section):
 class StorageSettings(_Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the state dir")
     synchronous: Literal["full", "normal"] = "full"
-    busy_timeout_ms: int = Field(10_000, ge=100)
+    busy_timeout_ms: int = Field(10_000, ge=100, le=600_000)
 
 
 class EventSettings(_Section):
-    heartbeat_seconds: float = Field(15.0, gt=0)
-    poll_seconds: float = Field(1.0, gt=0, description="fallback poll for other processes")
-    page_limit_max: int = Field(1000, ge=1)
+    heartbeat_seconds: float = Field(15.0, ge=0.1, le=3600)
+    poll_seconds: float = Field(
+        1.0, ge=0.05, le=60, description="fallback poll for other processes"
+    )
+    page_limit_max: int = Field(1000, ge=1, le=10_000)
     max_streams_per_principal: int = Field(32, ge=1, le=10_000, description="live HTTP streams")
     subscriber_queue_max: int = Field(1000, ge=100, le=100_000, description="events per reader")
 
@@ -259,6 +263,19 @@ class RetentionSettings(_Section):
         return count if count > 0 else None
 
 
+class SecretsSettings(_Section):
+    """``[secrets]``: the secret references that the overrides file (what a
+    ``PATCH /gateway/config`` writes) may name. Read from the config file and the
+    environment only, never from the overrides file (see :mod:`host.secret_refs`)."""
+
+    allowed_env: list[str] = Field(
+        default_factory=list, description="variable names (or glob patterns) a PATCH may name"
+    )
+    allowed_files_dir: str | None = Field(
+        None, description="a folder whose files a PATCH may name; relative to the config file"
+    )
+
+
 class PluginSection(BaseModel):
     """``[plugins.<name>]``: ``enabled`` plus whatever keys the plugin reads."""
 
@@ -280,6 +297,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     plugins: dict[str, PluginSection] = Field(default_factory=dict)
     load_plugins: Annotated[list[str] | None, NoDecode] = Field(
         None, description="third-party plugins to load (all when unset); GATEWAY_LOAD_PLUGINS"
@@ -444,7 +462,20 @@ def load_file_layers(
     probe = build_settings(probe_data, _dir_of(config_file), config_file, cli_overrides)
     overrides_path = probe.overrides_path
     overrides = read_toml(overrides_path) if overrides_path.is_file() else {}
+    check_override_references(overrides, file_data, probe, overrides_path)
     return file_data, overrides
+
+
+def check_override_references(
+    overrides: dict[str, Any], base: dict[str, Any], allowed: Settings, path: Path
+) -> None:
+    """ConfigError naming each secret reference of the overrides file that the config
+    file does not allow (:mod:`host.secret_refs`); checked before any is resolved."""
+    from host.secret_refs import ReferenceRefused, refused_references
+
+    refused = refused_references(overrides, base, allowed)
+    if refused:
+        raise ReferenceRefused(refused, path)
 
 
 def load_settings(config: str | os.PathLike[str] | None = None, **cli_overrides: Any) -> Settings:
@@ -560,6 +591,11 @@ heartbeat_seconds = 15
 runs_max_age_days = 30          # finished runs; unfinished runs are always kept
 events_max_age_days = 30        # the gateway's log events (/gateway/events)
 responses_max_age_days = 30     # stored /v1/responses
+
+# Secret references a PATCH /gateway/config may name (none unless listed here):
+# [secrets]
+# allowed_env = ["OPENAI_API_KEY", "TEAM_*"]
+# allowed_files_dir = "secrets"
 
 # Turn a built-in or installed plugin off (it is then never imported):
 # [plugins.control]

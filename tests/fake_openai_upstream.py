@@ -25,6 +25,10 @@
 - ``refuses``: the model declines: chat answers ``REFUSAL_TEXT`` as ``message.refusal``
   (``content`` null), streamed word by word as ``delta.refusal``. (Not to be confused
   with the gateway model ``gpt-refused``, on a port that refuses connections.)
+- ``leaky400`` / ``leaky500``: a 400 whose OpenAI error message and code quote
+  ``LEAKED_TEXT``; a 500 HTML page quoting it and the key the gateway sent.
+- ``errorchunk``: streams one chunk, then an OpenAI error object quoting ``LEAKED_TEXT``.
+- ``badchunk``: streams one chunk, then ``LEAKED_TEXT`` where a chunk size belongs.
 """
 
 from __future__ import annotations
@@ -188,6 +192,24 @@ class _Handler(BaseHTTPRequestHandler):
         elif model == "ratelimit":
             error = _error("slow down", "rate_limit_error", "rate_limit_exceeded")
             self._json(429, error, {"Retry-After": "7"})
+        elif model == "leaky400":
+            # A client mistake whose message quotes what the upstream holds, and whose
+            # code is free text: neither may reach the gateway's client.
+            error = _error(f"bad input near {LEAKED_TEXT}", "invalid_request_error", LEAKED_TEXT)
+            self._json(400, error)
+        elif model == "leaky500":
+            self._html(500, f"<html>Traceback: {LEAKED_TEXT} {up.api_key}</html>".encode())
+        elif model == "errorchunk" and stream:
+            self._start_stream()
+            self._event(self._chunk_obj(body, chat, {"content": "partial"}))
+            self._event(_error(f"overloaded near {LEAKED_TEXT}", "server_error", "overloaded"))
+            self._end_stream()
+        elif model == "badchunk" and stream:
+            self._start_stream()
+            self._event(self._chunk_obj(body, chat, {"content": "partial"}))
+            self.wfile.write(f"{LEAKED_TEXT}\r\n".encode())  # not a chunk size: h11 quotes it
+            self.wfile.flush()
+            self.close_connection = True
         elif model == "strict" and "stream_options" in body:
             message = "Unrecognized request argument supplied: stream_options"
             self._json(400, _error(message, "invalid_request_error", "unsupported_parameter"))
@@ -349,6 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 KEY_ENV = "FAKE_UPSTREAM_KEY"
+LEAKED_TEXT = "upstream-internal-detail-0123"  # in error bodies; the gateway never repeats it
 WRONG_KEY = "sk-wrong-key-that-must-not-leak"
 
 
@@ -383,6 +406,10 @@ def models_config(upstream: FakeUpstream) -> dict[str, Any]:
         "gpt-stall": model("stall", read_timeout_seconds=0.3),
         "gpt-length": model("length"),
         "gpt-refuses": model("refuses"),
+        "gpt-leaky400": model("leaky400"),
+        "gpt-leaky500": model("leaky500"),
+        "gpt-errorchunk": model("errorchunk"),
+        "gpt-badchunk": model("badchunk"),
         "gpt-refused": {
             **model("normal", max_retries=1),
             "base_url": f"http://127.0.0.1:{closed_port()}/v1",

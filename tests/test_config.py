@@ -407,7 +407,7 @@ async def test_patch_config_accepts_an_env_reference_and_writes_only_the_referen
     make_settings, monkeypatch
 ):
     monkeypatch.setenv("TEST_PATCHED_TOKEN", "patched-token-0123456789")
-    settings = make_settings()
+    settings = make_settings(secrets={"allowed_env": ["TEST_PATCHED_*"]})
     new = {"Authorization": "Bearer patched-token-0123456789"}
     async with running_app(settings) as (_app, client):
         assert (await client.get("/gateway/status", headers=new)).status_code == 401
@@ -434,7 +434,7 @@ async def test_patch_config_accepts_an_env_reference_and_writes_only_the_referen
 
 
 async def test_patch_config_refuses_a_reference_to_an_unset_variable(make_settings):
-    settings = make_settings()
+    settings = make_settings(secrets={"allowed_env": ["TEST_NEVER_SET_TOKEN"]})
     async with running_app(settings) as (_app, client):
         response = await client.patch(
             "/gateway/config",

@@ -21,9 +21,11 @@ EXFIL_ENV = "TEST_CONFIG_GATE_EXFIL"
 
 
 @pytest.fixture
-def cfg_settings(make_settings: Any) -> Any:
+def cfg_settings(make_settings: Any, tmp_path: Path) -> Any:
+    # The admin may name these references in a PATCH; nothing else.
     return make_settings(
-        auth={"tokens": {"cfg": {"token": CFG_TOKEN, "gates": ["allow_config_write"]}}}
+        auth={"tokens": {"cfg": {"token": CFG_TOKEN, "gates": ["allow_config_write"]}}},
+        secrets={"allowed_env": [EXFIL_ENV], "allowed_files_dir": str(tmp_path)},
     )
 
 

@@ -167,7 +167,8 @@ async def test_token_removed_by_config_patch_closes_its_socket_not_other_tokens_
     make_settings, monkeypatch
 ):
     monkeypatch.setenv(TEMP_TOKEN_ENV, TEMP_TOKEN)
-    async with gateway(make_settings(**QUIET)) as gw:
+    allowed = {"secrets": {"allowed_env": [TEMP_TOKEN_ENV]}}
+    async with gateway(make_settings(**QUIET, **allowed)) as gw:
         added = await gw.http.patch(
             "/gateway/config",
             json={"auth": {"tokens": {"temp": {"token": {"env": TEMP_TOKEN_ENV}}}}},

@@ -8,6 +8,7 @@ cancels the upstream request."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN, running_app
-from tests.fake_openai_upstream import KEY_ENV, WRONG_KEY, models_config
+from tests.fake_openai_upstream import KEY_ENV, LEAKED_TEXT, WRONG_KEY, models_config
 from tests.openai_helpers import USER, assert_error, sdk, sse_data
 
 
@@ -159,7 +160,8 @@ async def test_upstream_500_is_502_with_upstream_status_and_not_retried(
     err = assert_error(await response.get_json(), "upstream_error")
     assert err["upstream_status"] == 500
     assert err["type"] == "server_error"
-    assert "the upstream fell over" in err["message"]
+    assert "gpt-500" in err["message"] and "500" in err["message"]
+    assert "the upstream fell over" not in err["message"]  # its body is logged, not echoed
     assert len(fake_upstream.requests) == 1  # max_retries = 2, yet a 500 is never retried
 
 
@@ -178,6 +180,56 @@ async def test_upstream_refusing_the_gateways_key_is_502_without_echoing_it(
     assert WRONG_KEY not in await response.get_data(as_text=True)
     [seen] = fake_upstream.requests
     assert seen.headers["Authorization"] == f"Bearer {WRONG_KEY}"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("model", "status", "code", "upstream_status"),
+    [
+        # The upstream's code is free text: the envelope's type stands in for it.
+        ("gpt-leaky400", 400, "invalid_request_error", 400),
+        ("gpt-leaky500", 502, "upstream_error", 500),
+    ],
+)
+async def test_an_upstream_error_body_is_logged_and_never_echoed(
+    app_client, fake_upstream, caplog, stream, model, status, code, upstream_status
+):
+    caplog.set_level(logging.WARNING, "gateway.openai_compat")
+    response = await app_client.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": USER, "stream": stream},
+        headers=ADMIN,
+    )
+    assert response.status_code == status
+    text = await response.get_data(as_text=True)
+    assert LEAKED_TEXT not in text and fake_upstream.api_key not in text
+    err = assert_error(json.loads(text), code)
+    assert err["upstream_status"] == upstream_status
+    assert model in err["message"] and f"upstream answered {upstream_status}" in err["message"]
+    # The operator still sees what the upstream said, without the gateway's own key.
+    assert LEAKED_TEXT in caplog.text
+    assert fake_upstream.api_key not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [("gpt-errorchunk", "upstream_error"), ("gpt-badchunk", "upstream_stream_broken")],
+)
+async def test_what_broke_an_upstream_stream_is_logged_not_echoed(
+    app_client, fake_upstream, caplog, path, model, code
+):
+    caplog.set_level(logging.WARNING, "gateway.openai_compat")
+    body = {"model": model, "messages": USER, "prompt": "x", "stream": True}
+    body.pop("prompt" if "chat" in path else "messages")
+    response = await app_client.post(path, json=body, headers=ADMIN)
+    assert response.status_code == 200
+    raw = await response.get_data()
+    assert LEAKED_TEXT.encode() not in raw
+    *chunks, last = sse_data(raw)
+    assert len(chunks) >= 1 and "[DONE]" not in chunks
+    assert last["error"]["code"] == code
+    assert LEAKED_TEXT in caplog.text
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])

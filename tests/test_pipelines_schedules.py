@@ -415,15 +415,14 @@ async def test_keys_stored_before_namespacing_keep_deduplicating_for_their_princ
         assert record["idempotency_key"] == "order-7"
 
 
-async def test_the_documented_worked_example_is_accepted_within_its_tolerance(
-    make_settings, tmp_path
-):
-    # docs/reference/pipelines.md#webhook-triggers: this exact signature, accepted here
-    # because this webhook's tolerance_seconds reaches back to its timestamp.
+async def test_the_documented_worked_example_has_a_valid_signature(make_settings, tmp_path):
+    # docs/reference/pipelines.md#webhook-triggers: this exact signature. Its timestamp
+    # lies further back than the largest tolerance (a day), so the delivery is refused
+    # as stale: a refusal checked only once the signature matched.
     path = tmp_path / "pipelines"
     path.mkdir()
     (path / "testing.py").write_text(PIPELINES_SOURCE)
-    hook = {"pipeline": "three", "secret": "s3cret", "tolerance_seconds": 10**10}
+    hook = {"pipeline": "three", "secret": "s3cret", "tolerance_seconds": 86400}
     settings = make_settings(
         plugins={"pipelines": {"directory": str(path), "webhooks": {"gh": hook}}}
     )
@@ -436,5 +435,7 @@ async def test_the_documented_worked_example_is_accepted_within_its_tolerance(
     }
     async with running_app(settings) as (_app, client):
         response = await deliver(client, b'{"n": 5}', headers)
-        assert response.status_code == 202, await response.get_data()
-        assert (await response.get_json())["outcome"] == "fired"
+        assert response.status_code == 401, await response.get_data()
+        assert (await response.get_json())["error"]["code"] == "stale_timestamp"
+        forged = await deliver(client, b'{"n": 6}', headers)
+        assert (await forged.get_json())["error"]["code"] == "invalid_signature"

@@ -8,6 +8,8 @@ and use :meth:`Store.write` / :meth:`Store.read` with Core statements, going thr
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from host.state_dir import FILE_MODE
 from host.storage import tables
 from host.storage.dialect import Dialect, for_url
 from host.storage.migrations import HOST_MIGRATIONS, Migration, pending
@@ -31,6 +34,27 @@ class StoreError(Exception):
 
 def sqlite_url(state_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(state_dir / 'gateway.db').resolve()}"
+
+
+def _private_sqlite_files(url: str) -> None:
+    """Create the database file 0600 before SQLite does (it would make it 0644 under the
+    usual umask), so that the ``-wal`` and ``-shm`` files, which SQLite creates with the
+    database file's mode, are 0600 too; tighten the files of an older store."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # SQLite says so, in its own words
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                os.chmod(file, FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning("%s is open to other users and not ours to chmod", file)
 
 
 class Store:
@@ -55,6 +79,8 @@ class Store:
     async def open(self, migrations: Sequence[Migration] = ()) -> None:
         if self._engine is not None:
             return
+        if self.dialect.name == "sqlite":
+            _private_sqlite_files(self.url)
         engine = create_async_engine(self.url)
         if self.dialect.name == "sqlite":
             self._setup_sqlite(engine)

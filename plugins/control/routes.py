@@ -16,7 +16,8 @@ from host.api import (
     requires_gate,
     stream_response,
 )
-from host.config_admin import config_sources, masked_config, patch_config, reload_config
+from host.config_admin import config_sources, patch_config, reload_config, secret_keys
+from host.config_mask import masked_config
 from host.openapi import document_media_type, document_stream
 from plugins.control.models import (
     ConfigPatchRequest,
@@ -122,7 +123,9 @@ async def reload() -> ReloadResponse:
 async def get_config() -> ConfigResponse:
     """The running configuration with secrets masked, and where it came from."""
     settings = context().settings
-    return ConfigResponse(config=masked_config(settings), sources=config_sources(settings))
+    return ConfigResponse(
+        config=masked_config(settings, secret_keys(current_app)), sources=config_sources(settings)
+    )
 
 
 @bp.patch("/gateway/config")

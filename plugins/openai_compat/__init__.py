@@ -57,6 +57,11 @@ def gateway_register_providers(register: Register) -> None:
     register("openai", OpenAIUpstream())
 
 
+@hookimpl
+def gateway_register_secret_keys(register: Register) -> None:
+    register("models.*.api_key", "the upstream's API key of a model")
+
+
 def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
     ctx = context(app)
     with settings.resolving_paths():

@@ -18,16 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from host.errors import GatewayError
 from host.plugins import Registry
 from host.secrets import Secret
-from plugins.openai_compat.plugin_settings import PluginSetting, is_whole
+from plugins.openai_compat.plugin_settings import bounded
 from plugins.openai_compat.providers.base import DEFAULT_MAX_SSE_LINE_BYTES, ModelRoute, Provider
 
 CATALOG_KEY = "openai_compat.catalog"
 _MAX_SSE_LINE = 64 * 1024 * 1024  # as large as a whole non-streamed answer may be
-SSE_LINE_SETTING = PluginSetting(
+SSE_LINE_SETTING = bounded(
     "max_sse_line_bytes",
     DEFAULT_MAX_SSE_LINE_BYTES,
-    lambda v: is_whole(v) and 65536 <= v <= _MAX_SSE_LINE,
-    f"a whole number of bytes from 65536 to {_MAX_SSE_LINE}",
+    65536,
+    _MAX_SSE_LINE,
+    "a whole number of bytes",
     int,
 )
 
@@ -41,8 +42,8 @@ class ModelSettings(BaseModel):
     upstream_model: str | None = Field(None, description="model name the upstream knows")
     base_url: str | None = None
     api_key: Secret | None = None
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    read_timeout_seconds: float = Field(120.0, gt=0)
+    connect_timeout_seconds: float = Field(5.0, ge=0.1, le=300)
+    read_timeout_seconds: float = Field(120.0, ge=0.1, le=3600)
     max_retries: int = Field(2, ge=0, le=10)
     stream_usage: bool = Field(True, description="ask streams for usage (stream_options)")
     description: str = ""

@@ -12,16 +12,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 from host.api import with_ticks
-from plugins.openai_compat.plugin_settings import PluginSetting, is_number
+from plugins.openai_compat.plugin_settings import bounded
 
 KEEPALIVE = b": keep-alive\n\n"
-SETTING = PluginSetting(
-    "keepalive_seconds",
-    15.0,
-    lambda v: is_number(v) and v > 0,
-    "a number of seconds > 0",
-    float,
-)
+SETTING = bounded("keepalive_seconds", 15.0, 0.1, 3600, "a number of seconds", float)
 
 T = TypeVar("T")
 

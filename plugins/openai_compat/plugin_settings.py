@@ -23,6 +23,7 @@ class PluginSetting(Generic[T]):
     valid: Callable[[Any], bool]
     expected: str  # what a valid value is, for the message: "a number of seconds > 0"
     convert: Callable[[Any], T]
+    bounds: tuple[float, float] | None = None  # a number's floor and ceiling
 
     @property
     def extra_key(self) -> str:
@@ -55,3 +56,20 @@ def is_number(value: Any) -> bool:
 
 def is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def bounded(
+    key: str, default: T, low: float, high: float, what: str, convert: Callable[[Any], T]
+) -> PluginSetting[T]:
+    """A number from ``low`` to ``high``; whole when ``convert`` is ``int``. ``what``:
+    ``"a number of seconds"``, ``"a whole number of characters"``."""
+    kind = is_whole if convert is int else is_number
+    shown = (lambda x: str(int(x))) if convert is int else (lambda x: f"{x:g}")
+    return PluginSetting(
+        key,
+        default,
+        lambda v: kind(v) and low <= v <= high,
+        f"{what} from {shown(low)} to {shown(high)}",
+        convert,
+        (low, high),
+    )

@@ -35,20 +35,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from host.safety import Action, ScanResult
-from plugins.openai_compat.plugin_settings import PluginSetting, is_whole
+from plugins.openai_compat.plugin_settings import bounded
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.streaming import close_stream
 
 if TYPE_CHECKING:
     from plugins.openai_compat.safety import OutputScanner
 
-SETTING = PluginSetting(
-    "stream_safety_holdback",
-    64,
-    lambda v: is_whole(v) and v >= 0,
-    "a whole number of characters >= 0",
-    int,
-)
+SETTING = bounded("stream_safety_holdback", 64, 0, 65536, "a whole number of characters", int)
 _ENVELOPE = ("id", "object", "created", "model", "system_fingerprint")
 TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")  # scanned alike
 _FINAL_ONLY = (

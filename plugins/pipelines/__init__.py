@@ -57,12 +57,19 @@ def gateway_register_step_kinds(register: Register) -> None:
         register(name, kind)
 
 
-def _load(app: Quart, settings: Settings, directory_setting: str | None) -> dict[str, Any]:
+@hookimpl
+def gateway_register_secret_keys(register: Register) -> None:
+    register("plugins.pipelines.webhooks.*.secret", "the HMAC key of a webhook trigger")
+
+
+def _load(
+    app: Quart, settings: Settings, directory_setting: str | None, in_use: set[str] | None = None
+) -> dict[str, Any]:
     ctx = context(app)
     cat: PipelineCatalog = ctx.extras.setdefault(routes.CATALOG_KEY, PipelineCatalog())
     directory = pipelines_directory(directory_setting, settings.config_file)
     registered = dict(ctx.registry("pipelines").items)
-    return cat.load(directory, registered)
+    return cat.load(directory, registered, in_use)
 
 
 @hookimpl
@@ -82,14 +89,20 @@ async def gateway_shutdown(app: Quart) -> None:
     engine: Engine | None = context(app).extras.pop(ENGINE_KEY, None)
     if engine is not None:
         await engine.stop()
+    catalog: PipelineCatalog | None = context(app).extras.get(routes.CATALOG_KEY)
+    if catalog is not None:
+        catalog.close()
 
 
 @hookimpl
-def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
+async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     # Reported under "pipelines" in the reload response: a broken file with its error
-    # (its last good definitions stay); runs in flight keep the definition they started with.
+    # (its last good definitions stay); runs in flight keep the definition they started with,
+    # and the catalog lets go of the others (and of their modules).
     # The worker's settings (max_concurrent_runs, lease_seconds, poll_seconds) need a restart.
-    return _load(app, settings, configured(settings).directory)
+    engine: Engine | None = context(app).extras.get(ENGINE_KEY)
+    in_use = await engine.definitions_in_use() if engine is not None else None
+    return _load(app, settings, configured(settings).directory, in_use)
 
 
 @hookimpl

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -45,6 +45,7 @@ class Definition:
     source: str
     text: str | None = None
     path: str | None = None  # the module's file (directory pipelines)
+    module: str | None = None  # its name in sys.modules (directory pipelines)
 
     @property
     def digest(self) -> str | None:
@@ -60,6 +61,13 @@ class Definition:
         }
 
 
+class LoadedFile(NamedTuple):
+    digest: str
+    text: str
+    pipelines: list[Pipeline]
+    module: str  # its name in sys.modules
+
+
 def definition_key(pipeline: Pipeline, fingerprint: str) -> str:
     return f"{pipeline.id}@{pipeline.version}#{fingerprint}"
 
@@ -70,9 +78,10 @@ class PipelineCatalog:
         self.keys: dict[str, str] = {}  # pipeline id -> definition key of the current one
         self.definitions: dict[str, Definition] = {}  # pipeline id -> the current one's
         self.by_key: dict[str, Pipeline] = {}
-        self.files: dict[str, tuple[str, str, list[Pipeline]]] = {}  # path -> (digest, source, ...)
+        self.files: dict[str, LoadedFile] = {}  # by path
         self.errors: dict[str, str] = {}
         self.directory: Path | None = None
+        self.modules: set[str] = set()  # the names this catalog put in sys.modules
 
     def get(self, pipeline_id: str) -> Pipeline | None:
         return self.current.get(pipeline_id)
@@ -92,17 +101,23 @@ class PipelineCatalog:
         (a restart loads only the current files)."""
         return self.by_key.get(definition_key) or self.current.get(pipeline_id)
 
-    def load(self, directory: Path, registered: dict[str, Any]) -> dict[str, Any]:
+    def load(
+        self, directory: Path, registered: dict[str, Any], in_use: set[str] | None = None
+    ) -> dict[str, Any]:
+        """Import the directory's files again. The definitions no longer current are let
+        go, except those of ``in_use`` (definition keys of unfinished runs), and so are
+        the modules no kept definition comes from: reloads do not pile up modules.
+        ``in_use`` None keeps every definition."""
         self.directory = directory
         errors: dict[str, str] = {}
-        files: dict[str, tuple[str, str, list[Pipeline]]] = {}
+        files: dict[str, LoadedFile] = {}
         if directory.is_dir():
             for path in sorted(directory.glob("*.py")):
                 if path.name.startswith("_"):
                     continue
                 name = str(path)
                 try:
-                    files[name] = _load_file(path)
+                    files[name] = self._load_file(path)
                 except Exception as exc:
                     errors[path.name] = f"{type(exc).__name__}: {exc}"
                     log.warning("pipelines file %s failed to load: %s", path, exc)
@@ -118,7 +133,7 @@ class PipelineCatalog:
                 continue
             current[pipeline_id] = pipeline
             definitions[pipeline_id] = Definition("hook", code_fingerprint(pipeline), "hook")
-        for name, (digest, text, pipelines) in files.items():
+        for name, (digest, text, pipelines, module) in files.items():
             filename = Path(name).name
             for pipeline in pipelines:
                 if pipeline.id in current:
@@ -127,7 +142,7 @@ class PipelineCatalog:
                 pipeline.source = filename
                 current[pipeline.id] = pipeline
                 definitions[pipeline.id] = Definition(
-                    "directory", f"sha256:{digest}", filename, text, name
+                    "directory", f"sha256:{digest}", filename, text, name, module
                 )
         keys = {i: definition_key(current[i], d.fingerprint) for i, d in definitions.items()}
         self.files, self.current, self.errors = files, current, errors
@@ -135,6 +150,8 @@ class PipelineCatalog:
         for pipeline_id, key in keys.items():
             current[pipeline_id].origin = definitions[pipeline_id]
             self.by_key[key] = current[pipeline_id]
+        if in_use is not None:
+            self._let_go(set(keys.values()) | in_use, files)
         return {
             "status": "error" if errors else "ok",
             "pipelines": sorted(current),
@@ -150,7 +167,7 @@ class PipelineCatalog:
         if f"sha256:{digest}" != record.get("fingerprint"):
             raise ValueError("the stored source does not match the run's fingerprint")
         filename = str(record.get("source") or "pipeline.py")
-        module = _exec_module(
+        module = self._exec_module(
             f"gateway_pipelines_stored_{digest[:16]}_{next(_counter)}",
             text.encode(),
             path,
@@ -166,36 +183,63 @@ class PipelineCatalog:
                 f"the run started with {record.get('version')!r}"
             )
         pipeline.source = f"{filename} (stored sha256:{digest[:16]})"
-        pipeline.origin = Definition("directory", f"sha256:{digest}", filename, text, path)
+        pipeline.origin = Definition(
+            "directory", f"sha256:{digest}", filename, text, path, module.__name__
+        )
         self.by_key[definition_key(pipeline, f"sha256:{digest}")] = pipeline
         return pipeline
 
+    def _load_file(self, path: Path) -> LoadedFile:
+        source = path.read_bytes()
+        digest = hashlib.sha256(source).hexdigest()
+        module = self._exec_module(
+            f"gateway_pipelines_{path.stem}_{next(_counter)}", source, str(path), str(path)
+        )
+        found = _pipelines_of(module)
+        if not found:
+            self._forget({module.__name__})
+            raise ValueError("the module defines no Pipeline")
+        return LoadedFile(digest, source.decode("utf-8", errors="replace"), found, module.__name__)
 
-def _load_file(path: Path) -> tuple[str, str, list[Pipeline]]:
-    source = path.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()
-    module = _exec_module(
-        f"gateway_pipelines_{path.stem}_{next(_counter)}", source, str(path), str(path)
-    )
-    found = _pipelines_of(module)
-    if not found:
-        raise ValueError("the module defines no Pipeline")
-    return digest, source.decode("utf-8", errors="replace"), found
+    def _exec_module(self, module_name: str, source: bytes, file: str, filename: str) -> ModuleType:
+        """Run ``source`` as a fresh module. It is registered in ``sys.modules`` under its
+        unique name (pydantic resolves a model's annotations through it) until the
+        catalog lets go of its pipelines."""
+        module = ModuleType(module_name)
+        module.__file__ = file
+        sys.modules[module_name] = module
+        try:
+            # Pipelines modules are the operator's own code, trusted like a plugin.
+            exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        self.modules.add(module_name)
+        return module
+
+    def _let_go(self, keep: set[str], files: dict[str, LoadedFile]) -> None:
+        """Drop the definitions whose keys are not in ``keep``, then every module of
+        this catalog that no kept pipeline comes from. A run that needs a dropped
+        directory definition later rebuilds it from its stored source."""
+        self.by_key = {key: p for key, p in self.by_key.items() if key in keep}
+        kept = {_module_of(p) for p in self.by_key.values()}
+        kept |= {loaded.module for loaded in files.values()}
+        self._forget(self.modules - kept)
+
+    def close(self) -> None:
+        """Let go of every module this catalog imported (the app stops)."""
+        self._forget(set(self.modules))
+
+    def _forget(self, names: set[str]) -> None:
+        for name in names:
+            sys.modules.pop(name, None)
+        self.modules -= names
 
 
-def _exec_module(module_name: str, source: bytes, file: str, filename: str) -> ModuleType:
-    """Run ``source`` as a fresh module. It is registered in ``sys.modules`` under its
-    unique name (pydantic resolves a model's annotations through it)."""
-    module = ModuleType(module_name)
-    module.__file__ = file
-    sys.modules[module_name] = module
-    try:
-        # Pipelines modules are the operator's own code, trusted like a plugin.
-        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    return module
+def _module_of(pipeline: Pipeline) -> str | None:
+    """The module a directory pipeline was defined in (the one its steps' code runs in)."""
+    origin = pipeline.origin
+    return origin.module if isinstance(origin, Definition) else None
 
 
 def _pipelines_of(module: ModuleType) -> list[Pipeline]:

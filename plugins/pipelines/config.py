@@ -5,7 +5,6 @@ Every problem names its key: ``plugins.pipelines.lease_seconds: ...``."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,16 @@ from host.settings import Settings
 
 PREFIX = "plugins.pipelines"
 WEBHOOK_TOLERANCE_SECONDS = 300.0
+# Floor and ceiling of each number in the section (docs/reference/configuration.md): a
+# poll of 1e-300 s would spin a core, a lease of a year would never hand a dead
+# worker's runs on, and a tolerance of centuries would accept any replayed delivery.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "max_concurrent_runs": (0, 1000),
+    "lease_seconds": (1, 3600),
+    "poll_seconds": (0.05, 600),
+    "webhooks.*.tolerance_seconds": (1, 86400),
+}
+TOLERANCE = "webhooks.*.tolerance_seconds"
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,12 @@ def parse(section: dict[str, Any], config_dir: Path | None) -> tuple[PipelinesCo
     found: list[str] = []
     defaults = PipelinesConfig()
     runs = section.get("max_concurrent_runs", defaults.max_concurrent_runs)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
-        found.append(f"{PREFIX}.max_concurrent_runs: must be an integer >= 0 (got {runs!r})")
+    low, high = BOUNDS["max_concurrent_runs"]
+    if isinstance(runs, bool) or not isinstance(runs, int) or not low <= runs <= high:
+        found.append(
+            f"{PREFIX}.max_concurrent_runs: must be an integer from {low:g} to {high:g} "
+            f"(got {runs!r})"
+        )
         runs = defaults.max_concurrent_runs
     lease = _seconds(section, "lease_seconds", defaults.lease_seconds, found)
     poll = _seconds(section, "poll_seconds", defaults.poll_seconds, found)
@@ -61,15 +74,30 @@ def configured(settings: Settings) -> PipelinesConfig:
 
 def webhook_tolerance(table: dict[str, Any]) -> float:
     """A webhook's ``tolerance_seconds`` (how far its timestamp may be from now)."""
-    return _seconds(table, "tolerance_seconds", WEBHOOK_TOLERANCE_SECONDS, [])
+    return _seconds(
+        table,
+        "tolerance_seconds",
+        WEBHOOK_TOLERANCE_SECONDS,
+        [],
+        "",
+        TOLERANCE,
+    )
 
 
 def _seconds(
-    section: dict[str, Any], key: str, default: float, found: list[str], where: str = PREFIX
+    section: dict[str, Any],
+    key: str,
+    default: float,
+    found: list[str],
+    where: str = PREFIX,
+    bound: str | None = None,
 ) -> float:
     raw = section.get(key, default)
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw < math.inf:
-        found.append(f"{where}.{key}: must be a number of seconds > 0 (got {raw!r})")
+    low, high = BOUNDS[bound or key]
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not low <= raw <= high:
+        found.append(
+            f"{where}.{key}: must be a number of seconds from {low:g} to {high:g} (got {raw!r})"
+        )
         return default
     return float(raw)
 
@@ -77,7 +105,7 @@ def _seconds(
 def _check_webhooks(raw: Any, config_dir: Path | None, found: list[str]) -> None:
     """``[plugins.pipelines.webhooks.<name>]`` tables: a ``pipeline`` id, a ``secret``
     that resolves (a string, ``{ env = "NAME" }`` set, ``{ file = "path" }`` readable) and
-    an optional ``tolerance_seconds`` (> 0, default 300).
+    an optional ``tolerance_seconds`` (1 to 86400, default 300).
     The routes read the tables themselves (``routes.webhooks``). Whether the pipeline
     exists is not checked: directory pipelines are known only once their files are
     imported, which a check does not do (a delivery for an unknown one is a 404)."""
@@ -96,4 +124,11 @@ def _check_webhooks(raw: Any, config_dir: Path | None, found: list[str]) -> None
             Secret.resolve(table.get("secret"), config_dir)
         except SecretError as exc:
             found.append(f"{key}.secret: {exc}")
-        _seconds(table, "tolerance_seconds", WEBHOOK_TOLERANCE_SECONDS, found, key)
+        _seconds(
+            table,
+            "tolerance_seconds",
+            WEBHOOK_TOLERANCE_SECONDS,
+            found,
+            key,
+            TOLERANCE,
+        )

@@ -836,6 +836,13 @@ class Engine:
             released = None
         await self._complete(run_id, pipeline, dict(row.input), results)
 
+    async def definitions_in_use(self) -> set[str]:
+        """The definition keys of the runs not finished yet, whichever process runs them:
+        what a reload must keep (``PipelineCatalog.load``)."""
+        query = sa.select(runs.c.definition_key).where(runs.c.status.not_in(TERMINAL)).distinct()
+        async with self.store.read() as conn:
+            return {str(key) for key in (await conn.execute(query)).scalars()}
+
     async def definition_for(self, conn: AsyncConnection, row: Any) -> Pipeline:
         """The definition the run started with: the one this process loaded, or one
         rebuilt from its stored module source. ``DefinitionChanged`` when it cannot be had

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from collections.abc import AsyncIterator, Iterable
+from http import HTTPStatus
 from typing import Any
 
+from host.secrets import MASK
 from plugins.openai_compat.providers.base import (
     DEFAULT_MAX_SSE_LINE_BYTES,
     ModelRoute,
@@ -34,6 +38,10 @@ from plugins.openai_compat.providers.http1 import (
 from plugins.openai_compat.providers.proxied import ProxiedPool, ProxiedResponse, proxy_for
 
 _DRAIN_SECONDS = 0.2  # what may follow [DONE] before the body ends (normally nothing)
+_LOGGED_BYTES = 1024  # of an upstream's error body, in the gateway's log
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+log = logging.getLogger("gateway.openai_compat")
 
 
 class SSELineTooLong(Exception):
@@ -196,7 +204,7 @@ class OpenAIUpstream(Provider):
                         f"model {route.name!r}: upstream sent a malformed stream chunk",
                     ) from exc
                 if isinstance(chunk, dict) and "error" in chunk:
-                    raise _upstream_error(route, 502, data)
+                    raise _stream_error(route, data)
                 yield chunk
             raise ProviderError(
                 502,
@@ -215,11 +223,7 @@ class OpenAIUpstream(Provider):
         except UpstreamTimeout as exc:
             raise _timeout(route) from exc
         except TransportError as exc:
-            raise ProviderError(
-                502,
-                "upstream_stream_broken",
-                f"model {route.name!r}: upstream connection broke mid-stream ({exc})",
-            ) from exc
+            raise broken_stream(route, exc) from exc
         finally:
             await response.aclose()
 
@@ -288,28 +292,78 @@ def _timeout(route: ModelRoute) -> ProviderError:
 def _upstream_error(
     route: ModelRoute, status: int, content: bytes, headers: dict[str, str] | None = None
 ) -> ProviderError:
-    message = ""
-    code = "upstream_error"
-    try:
-        data = json.loads(content)
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict):
-            message = str(err.get("message") or "")
-            code = str(err.get("code") or err.get("type") or code)
-        elif isinstance(err, str):
-            message = err
-    except ValueError:
-        message = content[:200].decode("utf-8", "replace")
-    if status in (401, 403):
-        # About the gateway's own key, and upstreams quote the key they were given.
-        message = "the upstream refused the gateway's credentials for this model"
-    # Client mistakes the upstream saw pass through; its own failures and auth problems
-    # (the gateway's key, not the caller's) are the gateway's bad gateway.
+    """The gateway's answer to an upstream error: the status and a short reason of the
+    gateway's own. The upstream's body is logged (bounded), never sent on: an upstream
+    (or whatever a ``base_url`` points at) may quote the key it was sent, or anything
+    else it holds, in its error message."""
+    _log_body(route, status, content)
+    # Client mistakes the upstream saw pass through, with the upstream's error code when
+    # it is a plain identifier; its own failures and auth problems (the gateway's key,
+    # not the caller's) are the gateway's bad gateway.
     ours = status if status in (400, 404, 409, 413, 422, 429) else 502
+    code = _error_code(content) if ours != 502 else None
+    if status in (401, 403):
+        reason = "the upstream refused the gateway's credentials for this model"
+    else:
+        reason = f"upstream answered {status} {_phrase(status)}".rstrip()
     return ProviderError(
         ours,
-        code if ours != 502 else "upstream_error",
-        f"model {route.name!r}: upstream answered {status}: {message or 'no details'}",
+        code or "upstream_error",
+        f"model {route.name!r}: {reason}; the upstream's message is in the gateway's log",
         upstream_status=status,
         retry_after=headers.get("retry-after") if headers is not None and ours == 429 else None,
+    )
+
+
+def _stream_error(route: ModelRoute, data: bytes) -> ProviderError:
+    """An error object the upstream sent in place of a stream chunk; logged, not sent on."""
+    _log_body(route, 200, data)
+    return ProviderError(
+        502,
+        "upstream_error",
+        f"model {route.name!r}: the upstream's stream ended with an error; its message is "
+        "in the gateway's log",
+        upstream_status=200,
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _error_code(content: bytes) -> str | None:
+    """``error.code`` (else ``error.type``) of an OpenAI error envelope, when it is a
+    short identifier (``context_length_exceeded``); never free text."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return None
+    for found in (err.get("code"), err.get("type")):
+        if isinstance(found, str) and _CODE.fullmatch(found):
+            return found
+    return None
+
+
+def _log_body(route: ModelRoute, status: int, content: bytes) -> None:
+    text = content[:_LOGGED_BYTES].decode("utf-8", "replace")
+    if route.api_key is not None:
+        text = text.replace(route.api_key.get(), MASK)
+    more = " (cut)" if len(content) > _LOGGED_BYTES else ""
+    log.warning("model %r: upstream answered %s: %r%s", route.name, status, text, more)
+
+
+def broken_stream(route: ModelRoute, exc: TransportError) -> ProviderError:
+    """A stream that broke after it started; what broke it is logged, not sent on (a
+    protocol error can quote the upstream's bytes)."""
+    log.warning("model %r: upstream stream broke: %s", route.name, exc)
+    return ProviderError(
+        502,
+        "upstream_stream_broken",
+        f"model {route.name!r}: upstream connection broke mid-stream ({type(exc).__name__})",
     )
