@@ -8,11 +8,23 @@ from host.auth.decorators import public, raw_body, requires_gate
 from host.auth.ownership import can_act, can_read, owned_by, owner_key, require_owner
 from host.auth.principal import Principal
 from host.context import GatewayContext, context
-from host.errors import GatewayError, error_response
+from host.errors import (
+    ErrorDetail,
+    ErrorResponse,
+    GatewayError,
+    error_body,
+    error_response,
+    validation_message,
+)
+from host.event_models import EventPage, EventRecord
 from host.events import EventHub, live_response, stream_response, stream_slot
-from host.hookspecs import hookimpl
+from host.hookspecs import Register, hookimpl
 from host.openapi import document_media_type, document_stream
-from host.storage import Event, Migration, Store
+from host.plugins import PluginError, Registry
+from host.safety import Action, Scanner, ScanResult, Verdict, publish_findings, scan_text
+from host.secrets import MASK, Secret, SecretError
+from host.settings import Settings
+from host.storage import Event, Migration, Store, now_ms
 from host.stream_slots import StreamSlot
 from host.strict_json import InvalidJSON, parse_json
 from host.ticks import with_ticks
@@ -28,16 +40,31 @@ def current_principal() -> Principal:
 
 
 __all__ = [
+    "MASK",
+    "Action",
+    "ErrorDetail",
+    "ErrorResponse",
     "Event",
     "EventHub",
+    "EventPage",
+    "EventRecord",
     "FrameError",
     "GatewayContext",
     "GatewayError",
     "InvalidJSON",
     "Migration",
+    "PluginError",
     "Principal",
+    "Register",
+    "Registry",
+    "ScanResult",
+    "Scanner",
+    "Secret",
+    "SecretError",
+    "Settings",
     "Store",
     "StreamSlot",
+    "Verdict",
     "WsContext",
     "can_act",
     "can_read",
@@ -45,17 +72,22 @@ __all__ = [
     "current_principal",
     "document_media_type",
     "document_stream",
+    "error_body",
     "error_response",
     "hookimpl",
     "live_response",
+    "now_ms",
     "owned_by",
     "owner_key",
     "parse_json",
     "public",
+    "publish_findings",
     "raw_body",
     "require_owner",
     "requires_gate",
+    "scan_text",
     "stream_response",
     "stream_slot",
+    "validation_message",
     "with_ticks",
 ]

@@ -30,7 +30,7 @@ BROKEN_MODELS: dict[str, dict[str, Any]] = {
 EXPECTED = [
     "models.typo.provider: unknown provider 'opnai' (known: echo, openai)",
     "models.nourl.base_url: required for provider 'openai'",
-    "models.zero.read_timeout_seconds: Input should be greater than 0",
+    "models.zero.read_timeout_seconds: Input should be greater than or equal to 0.1",
     "models.ftp.base_url: Value error, 'ftp://files.example/v1' is not an http:// or https:// URL",
     "models.extra.colour: Extra inputs are not permitted",
     "models.flag.stream_usage: Input should be a valid boolean",

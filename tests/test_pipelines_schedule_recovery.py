@@ -31,7 +31,7 @@ BEGIN SELECT RAISE(ABORT, 'the store refuses the write'); END
 def settings(make_settings: Any, tmp_path: Path) -> Any:
     directory = write_pipelines(tmp_path, "testing", PIPELINES_SOURCE)
     # A short lease: a fire left unfinished is taken over after it.
-    return pipelines_settings(make_settings, directory, lease_seconds=0.5)
+    return pipelines_settings(make_settings, directory, lease_seconds=1)
 
 
 async def sql(db: Path, statement: str) -> list[Any]:

@@ -20,6 +20,7 @@ import pytest
 import tomli_w
 
 from host.settings import deep_merge
+from host.storage.migrations import HOST_MIGRATIONS
 from tests.conftest import LiveServer, base_config, free_port, wait_healthy
 from tests.test_serve_e2e import (
     TIMEOUT,
@@ -92,7 +93,7 @@ async def test_two_workers_share_one_state_directory_and_stop_together(live_serv
     async with h1_client(server) as client:
         status = (await client.get("/gateway/status")).json()
         page = (await client.get("/gateway/events", params={"after": 0, "limit": 10})).json()
-    assert status["store"]["schema_versions"]["host"] == 1
+    assert status["store"]["schema_versions"]["host"] == HOST_MIGRATIONS[-1].version
     assert [e["type"] for e in page["events"]] == ["gateway.paused"]
 
     server.proc.send_signal(signal.SIGTERM)

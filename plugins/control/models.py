@@ -10,6 +10,8 @@ from pydantic.json_schema import SkipJsonSchema
 # The host's error envelope, re-exported next to the control plugin's own bodies.
 from host.errors import ErrorDetail as ErrorDetail
 from host.errors import ErrorResponse as ErrorResponse
+from host.event_models import EventPage as EventPage
+from host.event_models import EventRecord as EventRecord
 
 
 class HealthResponse(BaseModel):
@@ -18,24 +20,6 @@ class HealthResponse(BaseModel):
 
 class PrometheusText(RootModel[str]):
     """Prometheus text exposition format (``text/plain``)."""
-
-
-class EventRecord(BaseModel):
-    stream: str
-    seq: int
-    type: str
-    ts_ms: int
-    data: dict[str, Any]
-
-
-class EventPage(BaseModel):
-    """The JSON page form of an event stream; the same route also speaks SSE
-    (``text/event-stream``, ``id:`` = seq) and JSONL (``application/x-ndjson``)."""
-
-    stream: str
-    events: list[EventRecord]
-    next_after: int
-    has_more: bool
 
 
 class StateResponse(BaseModel):
