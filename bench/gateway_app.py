@@ -2,9 +2,10 @@
 
 The plugin adds ``GET /bench/ping``: an ordinary protected route (no ``@public``) returning
 the same dict as ``bare_app.py``. Every request therefore passes the host's whole path:
-request hooks, the auth guard (bearer token, per-principal token bucket), metrics and the
-error handlers. The plugin is passed with ``create_app(extra_plugins=...)`` so nothing is
-added to the product. Installed entry-point plugins load as under ``gateway serve``.
+request hooks, the Host and Origin checks, the auth guard (bearer token, per-principal
+token bucket), an ownership check, metrics and the error handlers. The plugin is passed
+with ``create_app(extra_plugins=...)`` so nothing is added to the product. Installed
+entry-point plugins load as under ``gateway serve``.
 
 It is served by ``host.serve.run_worker``, the code ``gateway serve`` runs in a worker.
 
@@ -24,7 +25,7 @@ from quart import Blueprint
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from payload import PAYLOAD, ROUTE
 
-from host.api import hookimpl
+from host.api import GatewayError, current_principal, hookimpl, owner_key, require_owner
 from host.hookspecs import Register
 from host.serve import run_worker
 from host.settings import Settings, load_settings
@@ -32,9 +33,15 @@ from host.settings import Settings, load_settings
 bp = Blueprint("bench", __name__)
 
 
+_NOT_FOUND = GatewayError(404, "not_found", "no such object")
+
+
 @bp.get(ROUTE)
 async def ping() -> dict[str, Any]:
-    """Benchmark route: a small JSON dict behind the full auth path."""
+    """Benchmark route: a small JSON dict behind the full auth path, after the ownership
+    check every read of an owned object makes (the caller reads its own object)."""
+    principal = current_principal()
+    require_owner(principal, owner_key(principal), read_all="*", not_found=_NOT_FOUND)
     return PAYLOAD
 
 
