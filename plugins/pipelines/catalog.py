@@ -23,6 +23,9 @@ log = logging.getLogger("gateway.pipelines")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 _counter = itertools.count()
+# A module run from its source keeps (source, file, filename) under this name, so a step
+# process can run it the same way (``isolation.py``).
+SOURCE_ATTRIBUTE = "__gateway_source__"
 
 
 def pipelines_directory(directory: str | None, config_file: Path | None) -> Path:
@@ -103,9 +106,9 @@ class PipelineCatalog:
                 name = str(path)
                 try:
                     files[name] = _load_file(path)
-                except Exception as exc:
-                    errors[path.name] = f"{type(exc).__name__}: {exc}"
-                    log.warning("pipelines file %s failed to load: %s", path, exc)
+                except BaseException as exc:  # a sys.exit() at import too
+                    errors[path.name] = describe_exception(exc)
+                    log.warning("pipelines file %s failed to load: %s", path, errors[path.name])
                     if name in self.files:
                         files[name] = self.files[name]  # keep the last good definitions
         elif directory != EXAMPLES_DIR:
@@ -150,7 +153,7 @@ class PipelineCatalog:
         if f"sha256:{digest}" != record.get("fingerprint"):
             raise ValueError("the stored source does not match the run's fingerprint")
         filename = str(record.get("source") or "pipeline.py")
-        module = _exec_module(
+        module = exec_module(
             f"gateway_pipelines_stored_{digest[:16]}_{next(_counter)}",
             text.encode(),
             path,
@@ -174,7 +177,7 @@ class PipelineCatalog:
 def _load_file(path: Path) -> tuple[str, str, list[Pipeline]]:
     source = path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()
-    module = _exec_module(
+    module = exec_module(
         f"gateway_pipelines_{path.stem}_{next(_counter)}", source, str(path), str(path)
     )
     found = _pipelines_of(module)
@@ -183,11 +186,12 @@ def _load_file(path: Path) -> tuple[str, str, list[Pipeline]]:
     return digest, source.decode("utf-8", errors="replace"), found
 
 
-def _exec_module(module_name: str, source: bytes, file: str, filename: str) -> ModuleType:
+def exec_module(module_name: str, source: bytes, file: str, filename: str) -> ModuleType:
     """Run ``source`` as a fresh module. It is registered in ``sys.modules`` under its
     unique name (pydantic resolves a model's annotations through it)."""
     module = ModuleType(module_name)
     module.__file__ = file
+    setattr(module, SOURCE_ATTRIBUTE, (source, file, filename))
     sys.modules[module_name] = module
     try:
         # Pipelines modules are the operator's own code, trusted like a plugin.
@@ -196,6 +200,12 @@ def _exec_module(module_name: str, source: bytes, file: str, filename: str) -> M
         sys.modules.pop(module_name, None)
         raise
     return module
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``SystemExit: 3``; the bare type name when the exception has no message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _pipelines_of(module: ModuleType) -> list[Pipeline]:

@@ -26,6 +26,9 @@ class PipelinesConfig:
     lease_seconds: float = 15.0
     poll_seconds: float = 1.0
     directory: str | None = None  # None: the shipped examples
+    # Claims in a row that may end without progress (their process died or stalled past
+    # the lease) before the run fails with ``run_crashed_repeatedly``.
+    max_crashed_claims: int = 3
 
 
 def parse(section: dict[str, Any], config_dir: Path | None) -> tuple[PipelinesConfig, list[str]]:
@@ -38,12 +41,16 @@ def parse(section: dict[str, Any], config_dir: Path | None) -> tuple[PipelinesCo
         runs = defaults.max_concurrent_runs
     lease = _seconds(section, "lease_seconds", defaults.lease_seconds, found)
     poll = _seconds(section, "poll_seconds", defaults.poll_seconds, found)
+    crashes = section.get("max_crashed_claims", defaults.max_crashed_claims)
+    if isinstance(crashes, bool) or not isinstance(crashes, int) or crashes < 1:
+        found.append(f"{PREFIX}.max_crashed_claims: must be an integer >= 1 (got {crashes!r})")
+        crashes = defaults.max_crashed_claims
     directory = section.get("directory") or None
     if directory is not None and not isinstance(directory, str):
         found.append(f"{PREFIX}.directory: must be a path (a string) (got {directory!r})")
         directory = None
     _check_webhooks(section.get("webhooks", {}), config_dir, found)
-    return PipelinesConfig(runs, lease, poll, directory), found
+    return PipelinesConfig(runs, lease, poll, directory, crashes), found
 
 
 def problems(settings: Settings) -> list[str]:
