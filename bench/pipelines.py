@@ -4,7 +4,10 @@ One run starts ``python -m host.cli serve --no-access-log`` as shipped (one work
 in a temp dir, a token whose rate limit is never reached) with ``[plugins.pipelines]
 directory`` pointing at a module this script writes, holding three bench pipelines:
 
-* ``bench-code3``: three ``code`` steps doing trivial work;
+* ``bench-code3``: three ``code`` steps doing trivial work (sync functions: each runs in
+  a worker thread, the default ``thread`` isolation); ``bench-code3-loop`` and
+  ``bench-code3-process``: the same steps with ``isolation = "loop"`` (on the event loop,
+  as every sync step ran before) and ``"process"`` (in step processes);
 * ``bench-gated``: three ``code`` steps, each of which connects to a loopback port of this
   script and returns when the script writes a line to it; its output carries
   ``time.time_ns()`` taken as it returns;
@@ -25,12 +28,16 @@ Then, in this order:
    window), the start latency from wrk; then the backlog drains and is timed; the
    gateway's CPU per run over load and drain. Informational, alternating with it: the
    same on ``/pipelines/bench-code3/run`` (each client waits for its run to finish).
-   Medians of the rounds.
+   Medians of the rounds;
+4. step isolation: the same ``/start`` measurement on ``bench-code3``,
+   ``bench-code3-loop`` and ``bench-code3-process``, rounds alternating between them;
+   reported as runs/s each and the ratio thread / loop (what running sync steps off the
+   event loop costs in throughput) and process / loop.
 
 Clients are asyncio protocols on raw sockets (one process, timestamps taken on receipt,
 no parsing in the hot path). Results go to ``bench/results/pipelines.json``.
 
-Run: ``.venv/bin/python bench/pipelines.py`` (about 2 to 3 minutes).
+Run: ``.venv/bin/python bench/pipelines.py`` (about 5 to 7 minutes).
 """
 
 from __future__ import annotations
@@ -78,6 +85,8 @@ from common import (  # noqa: E402
 
 RESULTS = RESULTS_DIR / "pipelines.json"
 GW = "gateway"
+# The step isolations compared (``--skip isolation`` leaves them out): the pipeline of each.
+ISOLATIONS = {"thread": "bench-code3", "loop": "bench-code3-loop", "process": "bench-code3-process"}
 
 PIPELINES_MODULE = '''\
 """Benchmark pipelines, written by bench/pipelines.py."""
@@ -117,6 +126,18 @@ PIPELINES = [
     Pipeline(
         id="bench-code3",
         description="three code steps, trivial work",
+        steps=[code("a", step_a), code("b", step_b), code("c", step_c)],
+    ),
+    Pipeline(
+        id="bench-code3-loop",
+        description="bench-code3 with its sync steps on the event loop",
+        isolation="loop",
+        steps=[code("a", step_a), code("b", step_b), code("c", step_c)],
+    ),
+    Pipeline(
+        id="bench-code3-process",
+        description="bench-code3 with its steps in step processes",
+        isolation="process",
         steps=[code("a", step_a), code("b", step_b), code("c", step_c)],
     ),
     Pipeline(
@@ -504,30 +525,32 @@ class RunsRound:
     cpu_ms_per_run: float | None
 
 
-def backlog(gw: Gateway) -> int:
+def backlog(gw: Gateway, pipeline: str = "bench-code3") -> int:
     rows = gw.query(
-        "SELECT count(*) FROM pipelines_runs WHERE pipeline_id = 'bench-code3' "
-        "AND status IN ('pending', 'running')"
+        "SELECT count(*) FROM pipelines_runs WHERE pipeline_id = ? "
+        "AND status IN ('pending', 'running')",
+        pipeline,
     )
     return int(rows[0][0])
 
 
-def wait_drained(gw: Gateway, stall: float = 60) -> float:
-    """Wait until no bench-code3 run is pending or running; returns how long it took.
+def wait_drained(gw: Gateway, stall: float = 60, pipeline: str = "bench-code3") -> float:
+    """Wait until no run of ``pipeline`` is pending or running; returns how long it took.
     If the backlog stops shrinking for ``stall`` seconds, the stuck runs are shown and the
     store is copied to ``bench/results/pipelines-stuck.db`` for a post-mortem."""
     began = last_change = time.monotonic()
-    last = backlog(gw)
+    last = backlog(gw, pipeline)
     while last:
         time.sleep(0.05)
-        now, left = time.monotonic(), backlog(gw)
+        now, left = time.monotonic(), backlog(gw, pipeline)
         if left != last:
             last, last_change = left, now
         elif now - last_change > stall:
             rows = gw.query(
                 "SELECT id, status, cursor, claims, lease_owner, lease_expires_ms, updated_ms "
-                "FROM pipelines_runs WHERE pipeline_id = 'bench-code3' "
-                "AND status IN ('pending', 'running') ORDER BY n LIMIT 10"
+                "FROM pipelines_runs WHERE pipeline_id = ? "
+                "AND status IN ('pending', 'running') ORDER BY n LIMIT 10",
+                pipeline,
             )
             copy = RESULTS_DIR / "pipelines-stuck.db"
             copy.parent.mkdir(parents=True, exist_ok=True)
@@ -545,41 +568,49 @@ def wait_drained(gw: Gateway, stall: float = 60) -> float:
 
 
 def runs_round(
-    gw: Gateway, seconds: int, connections: int, script: Path, route: str = "start"
+    gw: Gateway,
+    seconds: int,
+    connections: int,
+    script: Path,
+    route: str = "start",
+    pipeline: str = "bench-code3",
 ) -> RunsRound:
-    """One measurement: ``connections`` wrk clients POST ``/pipelines/bench-code3/<route>``
+    """One measurement: ``connections`` wrk clients POST ``/pipelines/<pipeline>/<route>``
     for ``seconds`` (``start``: answered at once, the runs queue; ``run``: answered when
     the run has finished, so each client has one run in flight), then the backlog drains."""
-    path = f"/pipelines/bench-code3/{route}"
+    path = f"/pipelines/{pipeline}/{route}"
     target = Target(route, GW, path, url=gw.url(path), headers=dict(gw.servers.auth))
-    wait_drained(gw)
+    wait_drained(gw, pipeline=pipeline)
     cpu0 = gw.servers.cpu(GW)
     t0 = time.time()
     # /run answers when the run ends: allow for a long queue.
     sample = run_wrk(target, seconds, connections, script, timeout=30 if route == "run" else 5)
     t1 = time.time()
-    left = backlog(gw)
-    drain = wait_drained(gw)
+    left = backlog(gw, pipeline)
+    drain = wait_drained(gw, pipeline=pipeline)
     cpu1 = gw.servers.cpu(GW)
     lo, hi = int(t0 * 1000), int(t1 * 1000)
     rows = gw.query(
-        "SELECT status, count(*) FROM pipelines_runs WHERE pipeline_id = 'bench-code3' "
+        "SELECT status, count(*) FROM pipelines_runs WHERE pipeline_id = ? "
         "AND created_ms >= ? AND created_ms <= ? GROUP BY status",
+        pipeline,
         lo,
         hi,
     )
     by_status = dict(rows)
     done_in_window = gw.query(
-        "SELECT count(*) FROM pipelines_runs WHERE pipeline_id = 'bench-code3' "
+        "SELECT count(*) FROM pipelines_runs WHERE pipeline_id = ? "
         "AND status = 'completed' AND finished_ms >= ? AND finished_ms <= ?",
+        pipeline,
         lo,
         hi,
     )[0][0]
     durations = [
         float(r[0])
         for r in gw.query(
-            "SELECT finished_ms - started_ms FROM pipelines_runs WHERE pipeline_id = "
-            "'bench-code3' AND created_ms >= ? AND created_ms <= ? AND status = 'completed'",
+            "SELECT finished_ms - started_ms FROM pipelines_runs WHERE pipeline_id = ? "
+            "AND created_ms >= ? AND created_ms <= ? AND status = 'completed'",
+            pipeline,
             lo,
             hi,
         )
@@ -726,10 +757,12 @@ def main() -> int:
         "--no-run-route", action="store_true", help="skip the informational /run rounds"
     )
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "fanout", "runs"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["memory", "fanout", "runs", "isolation"]
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if "runs" not in args.skip and not shutil.which("wrk"):
+    if not {"runs", "isolation"} <= set(args.skip) and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
 
     info = machine(extra_packages=["sqlalchemy", "aiosqlite"])
@@ -745,6 +778,7 @@ def main() -> int:
     result: dict[str, Any] = {}
     rounds: list[RunsRound] = []
     run_rounds: list[RunsRound] = []
+    isolation_rounds: dict[str, list[RunsRound]] = {name: [] for name in ISOLATIONS}
     tracebacks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gw-pipelines-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -766,12 +800,14 @@ def main() -> int:
             expect_status(gw.url("/pipelines/bench-code3/start"), {}, 401, method="POST")
             _, raw = request("GET", gw.url("/pipelines"), servers.auth)
             listed = {p["id"] for p in json.loads(raw)["pipelines"]}
-            if not {"bench-code3", "bench-gated", "bench-held"} <= listed:
+            if not {*ISOLATIONS.values(), "bench-gated", "bench-held"} <= listed:
                 raise SystemExit(f"bench pipelines not loaded: {raw[:500]!r}")
             check = gw.start("bench-code3", {})
             wait_status(gw, check, ("completed",))
             if gw.run(check)["output"] != {"c": 3}:
                 raise SystemExit(f"unexpected output: {gw.run(check)}")
+            script = tmp / "start.lua"
+            script.write_text(post_lua(json.dumps({"input": {}})), encoding="utf-8")
 
             if "memory" not in args.skip:
                 print("memory per open SSE subscriber (one bench-held run):", flush=True)
@@ -787,8 +823,6 @@ def main() -> int:
                     "informational, on /run: each client waits for its run):",
                     flush=True,
                 )
-                script = tmp / "start.lua"
-                script.write_text(post_lua(json.dumps({"input": {}})), encoding="utf-8")
                 run_script = tmp / "run.lua"
                 run_script.write_text(
                     post_lua(json.dumps({"input": {}, "wait_seconds": 60})), encoding="utf-8"
@@ -815,16 +849,37 @@ def main() -> int:
                             f"  {fmt(r.cpu_ms_per_run, '.2f')} ms CPU/run",
                             flush=True,
                         )
-                if args.profile:
-                    result["profile"] = profile_round(
-                        gw,
-                        args.seconds,
-                        args.connections,
-                        script,
-                        args.profile.resolve(),
-                        args.native,
-                    )
-                    print(f"  py-spy raw profile: {args.profile}")
+            if "isolation" not in args.skip:
+                print(
+                    f"step isolation: runs per second, {args.connections} clients on /start of "
+                    f"{', '.join(ISOLATIONS.values())}, rounds alternating:",
+                    flush=True,
+                )
+                names = list(ISOLATIONS)
+                for name in names:  # each variant warmed (the process pool started)
+                    runs_round(gw, 1, args.connections, script, pipeline=ISOLATIONS[name])
+                for i in range(args.rounds):
+                    for name in names[i % len(names) :] + names[: i % len(names)]:
+                        r = runs_round(
+                            gw, args.seconds, args.connections, script, pipeline=ISOLATIONS[name]
+                        )
+                        isolation_rounds[name].append(r)
+                        print(
+                            f"  round {i + 1} {name:<7} {r.runs_per_second:6.1f} runs/s "
+                            f"completed, drained at {r.drain_runs_per_second:.1f} runs/s, "
+                            f"{fmt(r.cpu_ms_per_run, '.2f')} ms CPU/run",
+                            flush=True,
+                        )
+            if "runs" not in args.skip and args.profile:
+                result["profile"] = profile_round(
+                    gw,
+                    args.seconds,
+                    args.connections,
+                    script,
+                    args.profile.resolve(),
+                    args.native,
+                )
+                print(f"  py-spy raw profile: {args.profile}")
         finally:
             servers.stop()
             log = (tmp / f"{GW}.log").read_text(errors="replace")
@@ -875,6 +930,31 @@ def main() -> int:
             f"(informational) {args.connections} clients on /run, each waiting for its run: "
             f"{s['runs_per_second']:.1f} runs/s completed, request p50 {s['start_p50_ms']:.1f} "
             f"ms, p99 {s['start_p99_ms']:.1f} ms; {s['cpu_ms_per_run']:.2f} ms gateway CPU per run"
+        )
+    if all(isolation_rounds.values()):
+        errors += sum(r.start_errors + r.failed for rs in isolation_rounds.values() for r in rs)
+        iso = {name: runs_summary(rs) for name, rs in isolation_rounds.items()}
+
+        def ratio(name: str, key: str) -> float | None:
+            base = iso["loop"][key]
+            return round(iso[name][key] / base, 3) if base else None
+
+        out["isolation"] = iso
+        for name in ("thread", "process"):
+            for key, label in (("runs_per_second", ""), ("drain_runs_per_second", "_drain")):
+                out["isolation"][f"{name}_over_loop{label}"] = ratio(name, key)
+        print(
+            "step isolation, median runs/s completed under load / draining (cpu ms/run): "
+            + ", ".join(
+                f"{name} {iso[name]['runs_per_second']:.1f} / "
+                f"{iso[name]['drain_runs_per_second']:.1f} ({iso[name]['cpu_ms_per_run']:.2f})"
+                for name in ISOLATIONS
+            )
+            + "; ratio to loop: thread "
+            + f"{fmt(ratio('thread', 'runs_per_second'), '.3f')} / "
+            + f"{fmt(ratio('thread', 'drain_runs_per_second'), '.3f')}, process "
+            + f"{fmt(ratio('process', 'runs_per_second'), '.3f')} / "
+            + fmt(ratio("process", "drain_runs_per_second"), ".3f")
         )
     if "fanout" in result:
         f = result["fanout"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,11 @@ def signed(
         "X-Gateway-Delivery": delivery,
         "Content-Type": "application/json",
     }
+
+
+def process_probe(ctx: Any) -> dict[str, Any]:
+    """A step function of an importable module: a step process imports it by name."""
+    return {"pid": os.getpid(), "module": __name__, "run_id": ctx.run_id}
 
 
 # A step factory for test pipeline sources (they need ``from pathlib import Path``):

@@ -37,6 +37,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"poll_seconds": 1e-300}, "poll_seconds: must be a number of seconds from 0.05 to 600"),
     ({"poll_seconds": 601}, "poll_seconds: must be a number of seconds from 0.05 to 600"),
     ({"directory": 5}, "directory: must be a path"),
+    ({"max_crashed_claims": 0}, "max_crashed_claims: must be an integer from 1 to 100 (got 0)"),
+    ({"max_crashed_claims": "3"}, "max_crashed_claims: must be an integer from 1 to 100"),
     ({"webhooks": "gh"}, "webhooks: must be a table of webhook tables"),
     ({"webhooks": {"gh": "three"}}, "webhooks.gh: must be a table with pipeline and secret"),
     ({"webhooks": {"gh": {"secret": {"env": "HOME"}}}}, "webhooks.gh.pipeline: must be"),
@@ -114,6 +116,7 @@ def test_config_check_accepts_a_valid_section(tmp_path):
             "max_concurrent_runs": 0,
             "lease_seconds": 5,
             "poll_seconds": 0.5,
+            "max_crashed_claims": 5,
             "directory": "pipelines",
             "webhooks": {
                 "gh": {"pipeline": "three", "secret": {"file": "hook.secret"}},

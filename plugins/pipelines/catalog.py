@@ -23,6 +23,9 @@ log = logging.getLogger("gateway.pipelines")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 _counter = itertools.count()
+# A module run from its source keeps (source, file, filename) under this name, so a step
+# process can run it the same way (``isolation.py``).
+SOURCE_ATTRIBUTE = "__gateway_source__"
 
 
 def pipelines_directory(directory: str | None, config_file: Path | None) -> Path:
@@ -118,9 +121,9 @@ class PipelineCatalog:
                 name = str(path)
                 try:
                     files[name] = self._load_file(path)
-                except Exception as exc:
-                    errors[path.name] = f"{type(exc).__name__}: {exc}"
-                    log.warning("pipelines file %s failed to load: %s", path, exc)
+                except BaseException as exc:  # a sys.exit() at import too
+                    errors[path.name] = describe_exception(exc)
+                    log.warning("pipelines file %s failed to load: %s", path, errors[path.name])
                     if name in self.files:
                         files[name] = self.files[name]  # keep the last good definitions
         elif directory != EXAMPLES_DIR:
@@ -202,18 +205,9 @@ class PipelineCatalog:
         return LoadedFile(digest, source.decode("utf-8", errors="replace"), found, module.__name__)
 
     def _exec_module(self, module_name: str, source: bytes, file: str, filename: str) -> ModuleType:
-        """Run ``source`` as a fresh module. It is registered in ``sys.modules`` under its
-        unique name (pydantic resolves a model's annotations through it) until the
-        catalog lets go of its pipelines."""
-        module = ModuleType(module_name)
-        module.__file__ = file
-        sys.modules[module_name] = module
-        try:
-            # Pipelines modules are the operator's own code, trusted like a plugin.
-            exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
-        except BaseException:
-            sys.modules.pop(module_name, None)
-            raise
+        """Run ``source`` as a fresh module (:func:`exec_module`), kept in ``sys.modules``
+        until the catalog lets go of its pipelines."""
+        module = exec_module(module_name, source, file, filename)
         self.modules.add(module_name)
         return module
 
@@ -240,6 +234,28 @@ def _module_of(pipeline: Pipeline) -> str | None:
     """The module a directory pipeline was defined in (the one its steps' code runs in)."""
     origin = pipeline.origin
     return origin.module if isinstance(origin, Definition) else None
+
+
+def exec_module(module_name: str, source: bytes, file: str, filename: str) -> ModuleType:
+    """Run ``source`` as a fresh module. It is registered in ``sys.modules`` under its
+    unique name (pydantic resolves a model's annotations through it)."""
+    module = ModuleType(module_name)
+    module.__file__ = file
+    setattr(module, SOURCE_ATTRIBUTE, (source, file, filename))
+    sys.modules[module_name] = module
+    try:
+        # Pipelines modules are the operator's own code, trusted like a plugin.
+        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``SystemExit: 3``; the bare type name when the exception has no message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _pipelines_of(module: ModuleType) -> list[Pipeline]:

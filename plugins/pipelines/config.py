@@ -20,6 +20,7 @@ WEBHOOK_TOLERANCE_SECONDS = 300.0
 # worker's runs on, and a tolerance of centuries would accept any replayed delivery.
 BOUNDS: dict[str, tuple[float, float]] = {
     "max_concurrent_runs": (0, 1000),
+    "max_crashed_claims": (1, 100),
     "lease_seconds": (1, 3600),
     "poll_seconds": (0.05, 600),
     "webhooks.*.tolerance_seconds": (1, 86400),
@@ -35,28 +36,25 @@ class PipelinesConfig:
     lease_seconds: float = 15.0
     poll_seconds: float = 1.0
     directory: str | None = None  # None: the shipped examples
+    # Claims in a row that may end without progress (their process died or stalled past
+    # the lease) before the run fails with ``run_crashed_repeatedly``.
+    max_crashed_claims: int = 3
 
 
 def parse(section: dict[str, Any], config_dir: Path | None) -> tuple[PipelinesConfig, list[str]]:
     """The section's values (the default where a value is invalid) and its problems."""
     found: list[str] = []
     defaults = PipelinesConfig()
-    runs = section.get("max_concurrent_runs", defaults.max_concurrent_runs)
-    low, high = BOUNDS["max_concurrent_runs"]
-    if isinstance(runs, bool) or not isinstance(runs, int) or not low <= runs <= high:
-        found.append(
-            f"{PREFIX}.max_concurrent_runs: must be an integer from {low:g} to {high:g} "
-            f"(got {runs!r})"
-        )
-        runs = defaults.max_concurrent_runs
+    runs = _integer(section, "max_concurrent_runs", defaults.max_concurrent_runs, found)
     lease = _seconds(section, "lease_seconds", defaults.lease_seconds, found)
     poll = _seconds(section, "poll_seconds", defaults.poll_seconds, found)
+    crashes = _integer(section, "max_crashed_claims", defaults.max_crashed_claims, found)
     directory = section.get("directory") or None
     if directory is not None and not isinstance(directory, str):
         found.append(f"{PREFIX}.directory: must be a path (a string) (got {directory!r})")
         directory = None
     _check_webhooks(section.get("webhooks", {}), config_dir, found)
-    return PipelinesConfig(runs, lease, poll, directory), found
+    return PipelinesConfig(runs, lease, poll, directory, crashes), found
 
 
 def problems(settings: Settings) -> list[str]:
@@ -82,6 +80,15 @@ def webhook_tolerance(table: dict[str, Any]) -> float:
         "",
         TOLERANCE,
     )
+
+
+def _integer(section: dict[str, Any], key: str, default: int, found: list[str]) -> int:
+    raw = section.get(key, default)
+    low, high = BOUNDS[key]
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        found.append(f"{PREFIX}.{key}: must be an integer from {low:g} to {high:g} (got {raw!r})")
+        return default
+    return raw
 
 
 def _seconds(

@@ -4,7 +4,8 @@ A pipeline is an id, a description, a version, optional pydantic input and outpu
 and a list of steps. Each step has an id (unique in the pipeline), a kind (registered
 through ``gateway_register_step_kinds``), a kind-specific ``config`` and the common
 options: ``retries`` with exponential ``backoff_seconds``, ``timeout_seconds``, a ``when``
-predicate and ``continue_on_error``.
+predicate, ``continue_on_error`` and, for ``code`` steps, ``isolation`` (how the function
+runs: see ``execution.py``; a pipeline's ``isolation`` is the default of its code steps).
 
 Helpers build the built-in kinds::
 
@@ -36,6 +37,10 @@ Predicate = Callable[["StepContext"], bool]
 StepFn = Callable[["StepContext"], Any | Awaitable[Any]]
 
 KNOWN_ON_TIMEOUT = ("fail", "approve", "deny")
+# How a code step's function runs (``execution.py``): ``thread`` (default: a sync function
+# in a worker thread, an async one on the event loop), ``process`` (a step process, killed
+# on timeout and cancel) or ``loop`` (a sync function on the event loop itself).
+ISOLATIONS = ("thread", "process", "loop")
 # They join step ids into step paths (``review.approve``, ``count[2].tick``, ``pick#if``).
 PATH_CHARACTERS = (".", "[", "]", "#")
 # One part of a step path: a step id, with the pass index if a loop ran it (``rounds[2]``).
@@ -57,6 +62,7 @@ class Step:
     when: Predicate | None = None
     continue_on_error: bool = False
     description: str = ""
+    isolation: str | None = None  # code steps; None: the pipeline's
 
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str):
@@ -70,6 +76,17 @@ class Step:
             raise DefinitionError(f"step {self.id!r}: retries must be >= 0")
         if self.timeout_seconds is not None and self.timeout_seconds <= 0:
             raise DefinitionError(f"step {self.id!r}: timeout_seconds must be > 0")
+        if self.isolation is not None:
+            if self.isolation not in ISOLATIONS:
+                raise DefinitionError(
+                    f"step {self.id!r}: isolation must be one of {ISOLATIONS} "
+                    f"(got {self.isolation!r})"
+                )
+            if self.kind != "code":
+                raise DefinitionError(
+                    f"step {self.id!r}: isolation applies to code steps (this is {self.kind!r})"
+                )
+            _check_isolated(self, self.isolation)
 
     def children(self) -> list[Step]:
         """Steps nested in a branch, parallel or loop step."""
@@ -91,6 +108,8 @@ class Step:
             "conditional": self.when is not None,
             "continue_on_error": self.continue_on_error,
         }
+        if self.isolation is not None:
+            info["isolation"] = self.isolation
         schema = self.config.get("schema")
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             info["input_schema"] = schema.model_json_schema()
@@ -117,6 +136,7 @@ class Pipeline:
     output_model: type[BaseModel] | None = None
     output: Callable[[StepContext], Any] | None = None
     source: str = "code"
+    isolation: str = "thread"  # the default of its code steps (``Step.isolation``)
     # Set by the catalog that loaded it: where this definition came from, its fingerprint.
     origin: Any = field(default=None, repr=False, compare=False)
 
@@ -125,12 +145,19 @@ class Pipeline:
             raise DefinitionError("a pipeline needs a non-empty id without '/'")
         if not self.steps:
             raise DefinitionError(f"pipeline {self.id!r} has no steps")
+        if self.isolation not in ISOLATIONS:
+            raise DefinitionError(
+                f"pipeline {self.id!r}: isolation must be one of {ISOLATIONS} "
+                f"(got {self.isolation!r})"
+            )
         self.steps = list(self.steps)
         seen: set[str] = set()
         for step in self.all_steps():
             if step.id in seen:
                 raise DefinitionError(f"pipeline {self.id!r}: step id {step.id!r} is used twice")
             seen.add(step.id)
+            if step.kind == "code" and step.isolation is None:
+                _check_isolated(step, self.isolation)
 
     def all_steps(self) -> list[Step]:
         out: list[Step] = []
@@ -183,6 +210,21 @@ class Pipeline:
         if self.output_model is None:
             return {"type": "object"}
         return self.output_model.model_json_schema()
+
+
+def _check_isolated(step: Step, isolation: str) -> None:
+    """A step process finds a step's function by module and qualified name (it cannot be
+    sent as an object): a lambda or a function defined inside another is refused here,
+    when the module loads, rather than when the step runs."""
+    if isolation != "process":
+        return
+    fn = step.config.get("fn")
+    qualname = getattr(fn, "__qualname__", None)
+    if not callable(fn) or not isinstance(qualname, str) or "<" in qualname:
+        raise DefinitionError(
+            f"step {step.id!r}: isolation 'process' needs a function defined at the top level "
+            f"of a module (a step process imports it by name), not {fn!r}"
+        )
 
 
 # -- helpers for the built-in kinds ----------------------------------------------------------

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from host.api import Event, GatewayContext, GatewayError, context
 from host.errors import validation_message
 from host.storage import now_ms
-from plugins.pipelines import schedules
+from plugins.pipelines import execution, schedules
 from plugins.pipelines.catalog import PipelineCatalog, definition_key
 from plugins.pipelines.config import PipelinesConfig
 from plugins.pipelines.definition import Pipeline, Step
@@ -192,6 +192,8 @@ class Engine:
         self._critical: set[asyncio.Future[Any]] = set()
         self._stored_sources: set[str] = set()  # digests known to be in the store
         self._init_metrics()
+        self.execution = execution.StepExecution(config, self.gateway.metrics.registry)
+        self.max_crashed_claims = config.max_crashed_claims
 
     def _init_metrics(self) -> None:
         reg = self.gateway.metrics.registry
@@ -243,6 +245,7 @@ class Engine:
         tasks = list(self.tasks.items())
         for _run_id, task in tasks:
             task.cancel()
+        await self.execution.close()  # kills step processes; none is started from now on
         for _run_id, task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -256,7 +259,15 @@ class Engine:
                     await conn.execute(
                         runs.update()
                         .where(runs.c.status == "running", runs.c.lease_owner == self.worker_id)
-                        .values(status="pending", lease_owner=None, lease_expires_ms=None)
+                        .values(
+                            status="pending",
+                            lease_owner=None,
+                            lease_expires_ms=None,
+                            # This claim ended cleanly: it does not count as a crash.
+                            stalled_claims=sa.case(
+                                (runs.c.stalled_claims > 0, runs.c.stalled_claims - 1), else_=0
+                            ),
+                        )
                     )
 
     async def _shielded(self, coro: Awaitable[Any]) -> Any:
@@ -442,6 +453,7 @@ class Engine:
         if self._stopping:
             return []
         claimed: list[str] = []
+        crashed: list[str] = []  # the pipelines of runs failed as run_crashed_repeatedly
         events: list[Event] = []
         async with self.store.write() as conn:
             active = (
@@ -454,7 +466,13 @@ class Engine:
                 return []
             rows = await conn.execute(
                 self.store.dialect.claim(
-                    sa.select(runs.c.id, runs.c.claims, runs.c.cursor)
+                    sa.select(
+                        runs.c.id,
+                        runs.c.claims,
+                        runs.c.cursor,
+                        runs.c.stalled_claims,
+                        runs.c.pipeline_id,
+                    )
                     .where(runs.c.status == "pending")
                     .order_by(runs.c.n)
                     .limit(room)
@@ -462,6 +480,11 @@ class Engine:
             )
             now = now_ms()
             for row in rows.all():
+                stalled = row.stalled_claims or 0
+                if stalled >= self.max_crashed_claims:
+                    events.append(await self._fail_crashed(conn, row, stalled, now))
+                    crashed.append(row.pipeline_id)
+                    continue
                 await conn.execute(
                     runs.update()
                     .where(runs.c.id == row.id)
@@ -470,6 +493,7 @@ class Engine:
                         lease_owner=self.worker_id,
                         lease_expires_ms=now + self.lease_ms,
                         claims=row.claims + 1,
+                        stalled_claims=stalled + 1,
                         started_ms=sa.func.coalesce(runs.c.started_ms, now),
                         updated_ms=now,
                     )
@@ -484,7 +508,40 @@ class Engine:
                 )
                 claimed.append(row.id)
         await self._notify(events)
+        for pipeline_id in crashed:
+            self.m_finished.labels(pipeline_id, "failed").inc()
+        if crashed:
+            self.wake.set()  # their slots are free for the next pending runs
         return claimed
+
+    async def _fail_crashed(self, conn: AsyncConnection, row: Any, stalled: int, now: int) -> Event:
+        """Fail a run whose last ``stalled`` claims all ended without progress: each time
+        its process died (or stalled past the lease) while it ran, so claiming it again
+        would most likely take this process down too."""
+        in_progress = (
+            await conn.execute(
+                sa.select(step_journal.c.path)
+                .where(step_journal.c.run_id == row.id, step_journal.c.status == "running")
+                .order_by(step_journal.c.started_ms)
+            )
+        ).scalars()
+        steps = list(in_progress)
+        where = f" in step {', '.join(map(repr, steps))}" if steps else ""
+        error = {
+            "code": "run_crashed_repeatedly",
+            "message": (
+                f"the run was claimed {stalled} times in a row without progress{where}: each "
+                "time the process running it died or stalled past its lease "
+                f"(max_crashed_claims = {self.max_crashed_claims})"
+            ),
+            "claims": row.claims,
+            "steps": steps,
+        }
+        await _end_run(conn, row.id, "failed", error, now, lease_owner=None, lease_expires_ms=None)
+        log.error("run %s failed: %s", row.id, error["message"])
+        return await self.store.append_event(
+            stream_of(row.id), "run.failed", {"run_id": row.id, "error": error}, conn
+        )
 
     async def expire_approvals(self) -> None:
         now = now_ms()
@@ -734,9 +791,11 @@ class Engine:
     async def _execute(self, run_id: str) -> None:
         try:
             await self._advance(run_id)
-        except (LostRun, asyncio.CancelledError):
+        except LostRun:
             pass
-        except Exception:
+        except BaseException as exc:  # user code's SystemExit must not end us
+            if isinstance(exc, asyncio.CancelledError) and execution.engine_cancel(exc):
+                return
             log.exception("run %s crashed in the engine", run_id)
             with contextlib.suppress(Exception):
                 await self._fail(run_id, {"message": "internal engine error"}, [])
@@ -786,7 +845,11 @@ class Engine:
             )
             started = now_ms()
             # A step that already started (it waits, or its process died) is not re-tested.
-            if step.when is not None and step.id not in journal and not step.when(ctx):
+            if (
+                step.when is not None
+                and step.id not in journal
+                and not execution.call_user(step.when, ctx)
+            ):
                 await self._record(ctx, "skipped", None, None, 0, started, cursor + 1)
                 cursor += 1
                 continue
@@ -871,7 +934,7 @@ class Engine:
                 )
             try:
                 pipeline = self.catalog.rebuild(row.pipeline_id, record, stored.source, stored.path)
-            except Exception as exc:
+            except BaseException as exc:  # the module's own sys.exit() too
                 raise DefinitionChanged(
                     f"pipeline {row.pipeline_id!r} changed since this run started with "
                     f"{started}, and that definition could not be rebuilt from its stored "
@@ -901,20 +964,16 @@ class Engine:
         for attempt in range(step.retries + 1):
             await self._attempt_started(ctx, first=attempt == 0)
             try:
-                async with asyncio.timeout(step.timeout_seconds):
-                    output = await kind.run(step, ctx)
+                output = await execution.attempt(kind, step, ctx)
                 return step_output(output), attempt + 1
-            except (Suspend, asyncio.CancelledError, LostRun):
+            except (Suspend, LostRun, _StepFailed):
                 raise
             except StepError as exc:
                 raise _StepFailed(str(exc), attempt + 1) from None
-            except _StepFailed:
-                raise
-            except Exception as exc:
-                if isinstance(exc, TimeoutError):
-                    message = f"step timed out after {step.timeout_seconds} s"
-                else:
-                    message = f"{type(exc).__name__}: {exc}"
+            except BaseException as exc:  # a step's SystemExit is its failure
+                if execution.engine_cancel(exc):
+                    raise
+                message = execution.failure_message(exc)
                 if attempt >= step.retries:
                     raise _StepFailed(message, attempt + 1) from None
                 delay = step.backoff_seconds * (2**attempt)
@@ -1050,7 +1109,11 @@ class Engine:
             released=parent.released,
         )
         started = now_ms()
-        if step.when is not None and path not in parent.journal and not step.when(ctx):
+        if (
+            step.when is not None
+            and path not in parent.journal
+            and not execution.call_user(step.when, ctx)
+        ):
             await self._record_nested(ctx, "skipped", None, None, 0, started)
             return _SKIPPED
         try:
@@ -1097,7 +1160,7 @@ class Engine:
         }
 
         async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
-            await self._guarded_update(conn, ctx.run_id)
+            await self._guarded_update(conn, ctx.run_id, stalled_claims=0)
             return await self._store_outcome(
                 conn, ctx, path, status, attempts, output, error, started, total, output
             )
@@ -1183,7 +1246,12 @@ class Engine:
 
         async def write(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
             await self._guarded_update(
-                conn, run_id, cursor=cursor, results=ctx.results, released_step=None
+                conn,
+                run_id,
+                cursor=cursor,
+                results=ctx.results,
+                released_step=None,
+                stalled_claims=0,
             )
             return await self._store_outcome(
                 conn, ctx, step.id, status, attempts, output, error, started, total, kept
@@ -1203,6 +1271,7 @@ class Engine:
                 waiting_for=waiting_for,
                 lease_owner=None,
                 lease_expires_ms=None,
+                stalled_claims=0,
             )
             events: list[tuple[str, dict[str, Any]]] = []
             if waiting_for["type"] == "approval":
@@ -1244,6 +1313,7 @@ class Engine:
                 paused_at=step_id,
                 lease_owner=None,
                 lease_expires_ms=None,
+                stalled_claims=0,
             )
             return [
                 ("run.paused", {"step": step_id, "reason": "breakpoint", "breakpoint": breakpoint})

@@ -40,13 +40,14 @@ def _resolve(value: Any, ctx: StepContext) -> Any:
 
 
 class CodeKind:
-    """Call ``config["fn"](ctx)``, sync or async."""
+    """Call ``config["fn"](ctx)``, sync or async, by the step's isolation (a sync function
+    in a worker thread by default: ``execution.py``)."""
 
     async def run(self, step: Step, ctx: StepContext) -> Any:
         fn = step.config.get("fn")
         if not callable(fn):
             raise StepError(f"code step {step.id!r} has no callable 'fn'")
-        return await _maybe_await(fn(ctx))
+        return await ctx.engine.execution.call(fn, step, ctx)
 
 
 class ApprovalKind:

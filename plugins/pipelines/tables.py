@@ -45,6 +45,11 @@ runs = sa.Table(
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
     sa.Column("finished_ms", sa.BigInteger, nullable=True),
     sa.Column("claims", sa.Integer, nullable=False, default=0),
+    # Claims in a row that ended without progress (migration 8; NULL counts as 0): counted
+    # at each claim, cleared when a step's outcome is stored or the run waits or pauses,
+    # given back when a graceful stop hands the run back. Past ``max_crashed_claims`` the
+    # run fails with ``run_crashed_repeatedly``.
+    sa.Column("stalled_claims", sa.Integer, nullable=True),
     sa.Column("lease_owner", sa.String(200), nullable=True),
     sa.Column("lease_expires_ms", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("pipeline_id", "idempotency_key", name="uq_pipelines_runs_idem"),
@@ -204,5 +209,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         7,
         "schedule fires indexed by outcome (fires left firing are looked for on each poll)",
         _fires_by_outcome,
+    ),
+    Migration(
+        NAMESPACE,
+        8,
+        "claims in a row without progress (runs that keep killing their process)",
+        lambda conn: Migration.ensure_column(conn, runs.c.stalled_claims),
     ),
 )
