@@ -147,6 +147,17 @@ class JsonSchemaFormat(StrictBody):
     strict: bool | None = None
 
 
+def only_for_json_schema(v: Any, info: ValidationInfo) -> Any:
+    """A field of an output format that a ``json_schema`` format must have and no other
+    may (chat's ``response_format``, Responses' ``text.format``)."""
+    kind = info.data.get("type")
+    if kind == "json_schema" and v is None:
+        raise ValueError("required when type is 'json_schema'")
+    if kind not in (None, "json_schema") and v is not None:
+        raise ValueError("only a 'json_schema' format has one")
+    return v
+
+
 class ResponseFormat(StrictBody):
     """Chat's ``response_format``: plain text, any JSON object, or JSON following
     ``json_schema``."""
@@ -154,15 +165,7 @@ class ResponseFormat(StrictBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = Field(None, validate_default=True)
 
-    @field_validator("json_schema")
-    @classmethod
-    def _only_for_json_schema(cls, v: Any, info: ValidationInfo) -> Any:
-        kind = info.data.get("type")
-        if kind == "json_schema" and v is None:
-            raise ValueError("required when type is 'json_schema'")
-        if kind not in (None, "json_schema") and v is not None:
-            raise ValueError("only a 'json_schema' format has one")
-        return v
+    _only_for_json_schema = field_validator("json_schema")(only_for_json_schema)
 
 
 class StreamOptions(ObfuscationOption):

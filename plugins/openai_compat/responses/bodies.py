@@ -13,7 +13,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,7 +30,12 @@ from plugins.openai_compat.bodies import (
     unsupported,
     validation_error,
 )
-from plugins.openai_compat.chat.bodies import FORMAT_NAME, JsonSchemaFormat, ResponseFormat
+from plugins.openai_compat.chat.bodies import (
+    FORMAT_NAME,
+    JsonSchemaFormat,
+    ResponseFormat,
+    only_for_json_schema,
+)
 
 
 class ResponsesTool(StrictBody):
@@ -54,15 +58,8 @@ class TextFormat(StrictBody):
     description: str | None = None
     strict: bool | None = None
 
-    @field_validator("name", "json_schema")
-    @classmethod
-    def _only_for_json_schema(cls, v: Any, info: ValidationInfo) -> Any:
-        kind = info.data.get("type")
-        if kind == "json_schema" and v is None:  # (a missing schema: _schema_given)
-            raise ValueError("required when type is 'json_schema'")
-        if kind not in (None, "json_schema") and v is not None:
-            raise ValueError("only a 'json_schema' format has one")
-        return v
+    # (A missing schema runs no field validator: _schema_given.)
+    _only_for_json_schema = field_validator("name", "json_schema")(only_for_json_schema)
 
     @model_validator(mode="after")
     def _schema_given(self) -> TextFormat:
