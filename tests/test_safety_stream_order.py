@@ -19,7 +19,7 @@ import pytest
 from quart import g
 
 from host.api import Principal
-from plugins.openai_compat.responses_stream import ResponsesStream
+from plugins.openai_compat.responses.stream import ResponsesStream
 from plugins.openai_compat.safety import OutputScanner
 from tests.conftest import running_app
 from tests.test_safety_streams import PhrasePlugin

@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 
 from host.settings import Settings
 from plugins.openai_compat import SETTINGS as OPENAI_SETTINGS
-from plugins.openai_compat.catalog import ModelSettings
+from plugins.openai_compat.model_catalog import ModelSettings
 from plugins.pipelines.config import BOUNDS as PIPELINES_BOUNDS
 from plugins.pipelines.config import PipelinesConfig
 from tests.conftest import ADMIN, running_app

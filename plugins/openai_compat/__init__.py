@@ -1,6 +1,24 @@
 """Built-in OpenAI-compatible plugin: /v1/models, chat completions, completions and the
 Responses API over registered model providers (``openai`` upstreams by base_url, and the
-offline ``echo``)."""
+offline ``echo``). This module holds the hook implementations; beside it:
+
+- ``chat/``: ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions``, their
+  routes and bodies.
+- ``responses/``: ``/v1/responses``, its routes and bodies, the translation to and from
+  chat completions, the typed stream events, stored responses, the error types.
+- ``bodies.py``: what the request bodies of both surfaces share (strict parsing, the 400
+  it answers, the tool checks).
+- ``model_catalog.py``: the models clients name (``[models.<name>]``), each a provider
+  and a route; ``pipeline_models.py`` and ``pipeline_events.py``: pipelines exposed as
+  the models ``pipeline:<id>``.
+- ``model_calls.py``: around every model call: the model a request names, the call's
+  metrics (``metrics.py``), the answer to a provider's failure.
+- ``providers/``: the provider interface (``base.py``), ``openai`` upstreams and ``echo``.
+- ``streaming.py`` and ``keepalive.py``: server-sent events; ``safety.py`` and
+  ``safety_stream.py``: scanning input and output; ``conversations.py``: records for
+  ``gateway_record_conversation``; ``retry_hint.py``: ``x-should-retry`` on errors;
+  ``plugin_settings.py``: the keys of ``[plugins.openai_compat]``.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +29,20 @@ from quart import Quart
 from host.api import Store, context, hookimpl
 from host.hookspecs import Register
 from host.settings import Settings
-from plugins.openai_compat import (
-    keepalive,
-    pipeline_models,
-    responses_routes,
-    responses_store,
-    routes,
-    safety_stream,
-)
-from plugins.openai_compat.catalog import (
+from plugins.openai_compat import keepalive, pipeline_models, safety_stream
+from plugins.openai_compat.chat import routes as chat_routes
+from plugins.openai_compat.metrics import LLMMetrics
+from plugins.openai_compat.model_calls import METRICS_KEY
+from plugins.openai_compat.model_catalog import (
     CATALOG_KEY,
     SSE_LINE_SETTING,
     ModelCatalog,
     parse_models,
 )
-from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.providers.echo import EchoProvider
 from plugins.openai_compat.providers.upstream import OpenAIUpstream
+from plugins.openai_compat.responses import routes as responses_routes
+from plugins.openai_compat.responses import store as responses_store
 
 # The section's scalar keys (plugin_settings.py).
 SETTINGS = (keepalive.SETTING, safety_stream.SETTING, SSE_LINE_SETTING)
@@ -35,7 +50,7 @@ SETTINGS = (keepalive.SETTING, safety_stream.SETTING, SSE_LINE_SETTING)
 
 @hookimpl
 def gateway_register_blueprints(register: Register, settings: Settings) -> None:
-    register(routes.bp)
+    register(chat_routes.bp)
     register(responses_routes.bp)
 
 
@@ -75,7 +90,7 @@ def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
 @hookimpl
 def gateway_startup(app: Quart) -> None:
     ctx = context(app)
-    ctx.extras[routes.METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
+    ctx.extras[METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
     ctx.extras[CATALOG_KEY] = _build_catalog(app, ctx.settings)
     ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
     for setting in SETTINGS:

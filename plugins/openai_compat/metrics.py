@@ -50,3 +50,25 @@ class LLMMetrics:
             return
         self.tokens.labels(model, provider, "in").inc(usage.get("prompt_tokens") or 0)
         self.tokens.labels(model, provider, "out").inc(usage.get("completion_tokens") or 0)
+
+
+class ModelCall:
+    """The metrics of one model call, from now: labelled by model and provider, counted
+    under ``api`` (``chat``, ``completions``, ``responses``) once it ends."""
+
+    def __init__(self, metrics: LLMMetrics, model: str, provider: str, api: str) -> None:
+        self.metrics = metrics
+        self.labels = (model, provider)
+        self.api = api
+        self.started = time.perf_counter()
+
+    def first_token(self) -> None:
+        """The first content arrived (streaming): time to first token observed."""
+        self.metrics.ttft.labels(*self.labels).observe(time.perf_counter() - self.started)
+
+    def usage(self, usage: dict[str, int] | None) -> None:
+        self.metrics.count_usage(*self.labels, usage)
+
+    def finished(self, outcome: str) -> None:
+        """The call ended: ``ok``, ``error`` or ``cancelled``."""
+        self.metrics.finished(self.labels, self.api, outcome, self.started)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from host.api import GatewayError, context, current_principal
 from host.settings import Settings
-from plugins.openai_compat.catalog import Resolved, model_not_found
+from plugins.openai_compat.model_catalog import Resolved, model_not_found
 from plugins.openai_compat.pipeline_events import RunUsage, StreamedText
 from plugins.openai_compat.providers.base import ModelRoute, Provider, ProviderError
 

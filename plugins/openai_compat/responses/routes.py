@@ -1,6 +1,6 @@
 """``POST /v1/responses`` (OpenResponses / OpenAI Responses), served over chat-completion
 providers, and stored responses: ``GET`` and ``DELETE /v1/responses/<id>``. A stored
-response is its caller's: another principal's id answers 404 (responses_store.Owner)
+response is its caller's: another principal's id answers 404 (store.Owner)
 unless the caller holds ``allow_responses_read_all`` (read) or also
 ``allow_responses_act_all`` (delete)."""
 
@@ -25,20 +25,26 @@ from host.api import (
     require_owner,
     stream_slot,
 )
-from plugins.openai_compat import keepalive, responses_store
-from plugins.openai_compat.catalog import Resolved, with_stream_usage
+from plugins.openai_compat import keepalive
+from plugins.openai_compat.bodies import read_body
 from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.keepalive import KEEPALIVE, with_keepalive
-from plugins.openai_compat.models import parse_body
+from plugins.openai_compat.model_calls import measure, provider_failure, resolve_model
+from plugins.openai_compat.model_catalog import Resolved, with_stream_usage
 from plugins.openai_compat.providers.base import ProviderError
-from plugins.openai_compat.responses_errors import (
+from plugins.openai_compat.responses import store as responses_store
+from plugins.openai_compat.responses.bodies import (
+    DeletedResponse,
+    ResponseObject,
+    ResponsesRequest,
+)
+from plugins.openai_compat.responses.errors import (
     error_event_payload,
     response_error,
     with_spec_error_type,
 )
-from plugins.openai_compat.responses_models import ResponsesRequest
-from plugins.openai_compat.responses_stream import ResponsesStream
-from plugins.openai_compat.responses_translate import (
+from plugins.openai_compat.responses.stream import ResponsesStream
+from plugins.openai_compat.responses.translate import (
     chat_body,
     new_id,
     output_from_chat,
@@ -47,13 +53,11 @@ from plugins.openai_compat.responses_translate import (
     usage_from_chat,
 )
 from plugins.openai_compat.retry_hint import with_retry_hint
-from plugins.openai_compat.routes import json_body, metrics, provider_failure, resolve_model
 from plugins.openai_compat.safety import OutputScanner, scan_messages
-from plugins.openai_compat.schemas import DeletedResponse, ResponseObject
 from plugins.openai_compat.streaming import close_stream, event_stream, first_of
 
 bp = Blueprint("openai_responses", __name__)
-# Errors on these routes use the OpenResponses error types (responses_errors.py).
+# Errors on these routes use the OpenResponses error types (errors.py).
 bp.after_request(with_spec_error_type)
 bp.after_request(with_retry_hint)  # x-should-retry (retry_hint.py)
 
@@ -90,7 +94,7 @@ async def create_response() -> Any:
     """Create a model response (OpenResponses). ``stream: true`` answers with the typed
     events (``response.created`` ... ``response.completed``), each with a
     ``sequence_number``, then ``data: [DONE]``."""
-    req: ResponsesRequest = parse_body(ResponsesRequest, await json_body())
+    req = await read_body(ResponsesRequest)
     resolved = resolve_model(req.model)
     owner = _owner()
     history = await _history(req, owner)
@@ -146,17 +150,15 @@ async def _complete(
     conversation: list[Any],
     turn: _Turn,
 ) -> Any:
-    m = metrics()
-    labels = (resolved.name, resolved.provider.name)
-    started = time.perf_counter()
+    call = measure(resolved, "responses")
     try:
         result = await resolved.provider.chat(resolved.route, body)
         result = await OutputScanner("responses", resolved.name).completion(result)
     except ProviderError as exc:
-        m.finished(labels, "responses", "error", started)
+        call.finished("error")
         return provider_failure(exc)
-    m.finished(labels, "responses", "ok", started)
-    m.count_usage(*labels, result.get("usage"))
+    call.finished("ok")
+    call.usage(result.get("usage"))
     choice = (result.get("choices") or [{}])[0]
     truncated = choice.get("finish_reason") == "length"
     output = output_from_chat(choice.get("message") or {}, cut_off=truncated)
@@ -209,9 +211,7 @@ async def _stream(
     conversation: list[Any],
     turn: _Turn,
 ) -> Any:
-    m = metrics()
-    labels = (resolved.name, resolved.provider.name)
-    started = time.perf_counter()
+    call = measure(resolved, "responses")
     body = with_stream_usage(resolved.route, body)  # unless the upstream refuses it
     slot = stream_slot()  # 429 past the caller's stream cap, before the upstream is asked
     try:
@@ -220,7 +220,7 @@ async def _stream(
         first = await first_of(chunks)
     except ProviderError as exc:
         slot.release()
-        m.finished(labels, "responses", "error", started)
+        call.finished("error")
         return provider_failure(exc)
     response_id = turn.response_id
     created_at = int(time.time())
@@ -251,7 +251,7 @@ async def _stream(
                         for event in state.feed(chunk):
                             if not first_token_seen and event["type"].endswith(".delta"):
                                 first_token_seen = True
-                                m.ttft.labels(*labels).observe(time.perf_counter() - started)
+                                call.first_token()
                             yield _sse(event)
             except ProviderError as exc:
                 # OpenResponses: the error event, the items it cut off, response.failed.
@@ -266,7 +266,7 @@ async def _stream(
             truncated = state.finish_reason == "length"
             for event in state.close(cut_off="last" if truncated else None):
                 yield _sse(event)
-            m.count_usage(*labels, state.usage)
+            call.usage(state.usage)
             final = resource(
                 "incomplete" if truncated else "completed",
                 output=state.output,
@@ -280,7 +280,7 @@ async def _stream(
             outcome = "ok"
         finally:
             await close_stream(chunks)
-            m.finished(labels, "responses", outcome, started)
+            call.finished(outcome)
 
     return event_stream(events(), slot)
 

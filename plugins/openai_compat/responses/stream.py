@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugins.openai_compat.responses_translate import (
+from plugins.openai_compat.responses.translate import (
     function_call_item,
     message_item,
     new_id,

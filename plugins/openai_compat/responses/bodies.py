@@ -1,4 +1,7 @@
-"""The ``POST /v1/responses`` request body (the subset the gateway serves)."""
+"""The bodies of ``/v1/responses``: the ``POST`` request (the subset the gateway serves)
+and, for the OpenAPI document, the response object and the answer to a delete. What it
+shares with chat completions is in ``openai_compat/bodies.py``; its output formats
+translate into chat's (``chat/bodies.py``)."""
 
 from __future__ import annotations
 
@@ -10,26 +13,28 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from host.errors import GatewayError
-from plugins.openai_compat.models import (
-    FORMAT_NAME,
-    JsonSchemaFormat,
+from host.api import GatewayError
+from plugins.openai_compat.bodies import (
+    AnswerBody,
     Metadata,
     ObfuscationOption,
     ReasoningEffort,
-    ResponseFormat,
     ServiceTier,
     StrictBody,
-    check_parallel_tool_calls,
-    check_tool_choice,
+    ToolChoiceChecks,
     only_function_tools,
     unsupported,
     validation_error,
+)
+from plugins.openai_compat.chat.bodies import (
+    FORMAT_NAME,
+    JsonSchemaFormat,
+    ResponseFormat,
+    only_for_json_schema,
 )
 
 
@@ -53,15 +58,8 @@ class TextFormat(StrictBody):
     description: str | None = None
     strict: bool | None = None
 
-    @field_validator("name", "json_schema")
-    @classmethod
-    def _only_for_json_schema(cls, v: Any, info: ValidationInfo) -> Any:
-        kind = info.data.get("type")
-        if kind == "json_schema" and v is None:  # (a missing schema: _schema_given)
-            raise ValueError("required when type is 'json_schema'")
-        if kind not in (None, "json_schema") and v is not None:
-            raise ValueError("only a 'json_schema' format has one")
-        return v
+    # (A missing schema runs no field validator: _schema_given.)
+    _only_for_json_schema = field_validator("name", "json_schema")(only_for_json_schema)
 
     @model_validator(mode="after")
     def _schema_given(self) -> TextFormat:
@@ -84,12 +82,6 @@ class TextConfig(StrictBody):
     format: TextFormat | None = None
 
 
-def _named_choice(choice: dict[str, Any]) -> str | None:
-    if set(choice) != {"type", "name"} or choice["type"] != "function":
-        return None
-    return choice["name"] if isinstance(choice["name"], str) and choice["name"] else None
-
-
 class ReasoningConfig(StrictBody):
     """``reasoning``: its ``effort`` becomes chat's ``reasoning_effort``. Summaries are
     not served (chat completions return no reasoning to summarise)."""
@@ -106,7 +98,7 @@ class ReasoningConfig(StrictBody):
         return v
 
 
-class ResponsesRequest(StrictBody):
+class ResponsesRequest(ToolChoiceChecks):
     model: str = Field(..., min_length=1)
     input: str | list[dict[str, Any]]
     instructions: str | None = None
@@ -161,15 +153,11 @@ class ResponsesRequest(StrictBody):
         }
         return {key: value for key, value in given.items() if value is not None}
 
-    @field_validator("tool_choice", mode="before")
-    @classmethod
-    def _tool_choice(cls, v: Any, info: ValidationInfo) -> Any:
-        return check_tool_choice(v, info, _named_choice)
-
-    @field_validator("parallel_tool_calls")
-    @classmethod
-    def _parallel_tool_calls(cls, v: Any, info: ValidationInfo) -> Any:
-        return check_parallel_tool_calls(v, info)
+    @staticmethod
+    def named_choice(choice: dict[str, Any]) -> str | None:
+        if set(choice) != {"type", "name"} or choice["type"] != "function":
+            return None
+        return choice["name"] if isinstance(choice["name"], str) and choice["name"] else None
 
     @field_validator("truncation")
     @classmethod
@@ -265,3 +253,24 @@ def user_parts(content: list[Any], where: str) -> list[dict[str, Any]]:
         except ValidationError as exc:
             raise validation_error(exc, part, prefix=f"{at}.") from exc
     return parts
+
+
+# -- answers ----------------------------------------------------------------------------
+
+
+class ResponseObject(AnswerBody):
+    """A ``response`` object (OpenResponses ResponseResource): every field present, null
+    where it does not apply."""
+
+    id: str
+    object: str
+    created_at: int
+    status: str
+    model: str
+    output: list[dict[str, Any]]
+
+
+class DeletedResponse(AnswerBody):
+    id: str
+    object: str
+    deleted: bool

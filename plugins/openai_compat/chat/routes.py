@@ -2,71 +2,36 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint
 from quart_schema import document_request, document_response
 
-from host.api import GatewayError, context, document_stream, stream_slot
-from plugins.openai_compat import pipeline_models
-from plugins.openai_compat.catalog import CATALOG_KEY, ModelCatalog, Resolved, with_stream_usage
-from plugins.openai_compat.conversations import Recorder, session_id_of
-from plugins.openai_compat.metrics import LLMMetrics
-from plugins.openai_compat.models import ChatCompletionRequest, CompletionRequest, parse_body
-from plugins.openai_compat.providers.base import ProviderError
-from plugins.openai_compat.retry_hint import with_retry_hint
-from plugins.openai_compat.safety import OutputScanner, scan_messages, scan_prompt
-from plugins.openai_compat.schemas import (
+from host.api import document_stream, stream_slot
+from plugins.openai_compat.bodies import read_body
+from plugins.openai_compat.chat.bodies import (
+    ChatCompletionRequest,
     ChatCompletionResponse,
+    CompletionRequest,
     CompletionResponse,
     ModelList,
     ModelObject,
 )
-from plugins.openai_compat.streaming import first_of, provider_error_body, sse_response
+from plugins.openai_compat.conversations import Recorder, session_id_of
+from plugins.openai_compat.model_calls import (
+    measure,
+    model_listing,
+    provider_failure,
+    resolve_model,
+)
+from plugins.openai_compat.model_catalog import Resolved, with_stream_usage
+from plugins.openai_compat.providers.base import ProviderError
+from plugins.openai_compat.retry_hint import with_retry_hint
+from plugins.openai_compat.safety import OutputScanner, scan_messages, scan_prompt
+from plugins.openai_compat.streaming import first_of, sse_response
 
-METRICS_KEY = "openai_compat.metrics"
 bp = Blueprint("openai_compat", __name__)
 bp.after_request(with_retry_hint)  # x-should-retry on errors (retry_hint.py)
-
-
-def catalog() -> ModelCatalog:
-    cat: ModelCatalog | None = context().extras.get(CATALOG_KEY)
-    if cat is None:
-        raise GatewayError(503, "models_unavailable", "the model catalog is not loaded")
-    return cat
-
-
-def resolve_model(name: str) -> Resolved:
-    """A configured model, or a pipeline exposed as one (``pipeline:<id>``)."""
-    if name.startswith(pipeline_models.PREFIX):
-        return pipeline_models.resolve(name)
-    return catalog().resolve(name)
-
-
-def model_listing() -> list[dict[str, Any]]:
-    created = context().lifecycle.started_ms // 1000
-    return catalog().listing(created) + pipeline_models.listing(created)
-
-
-def metrics() -> LLMMetrics:
-    found: LLMMetrics = context().extras[METRICS_KEY]
-    return found
-
-
-def provider_failure(exc: ProviderError) -> Response:
-    response = jsonify(provider_error_body(exc))
-    response.status_code = exc.status
-    if exc.retry_after:
-        response.headers["Retry-After"] = exc.retry_after
-    return response
-
-
-async def json_body() -> Any:
-    body = await request.get_json(silent=True)
-    if body is None:
-        raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
-    return body
 
 
 @bp.get("/v1/models")
@@ -102,7 +67,7 @@ def _upstream_body(parsed: Any, resolved: Resolved) -> dict[str, Any]:
 async def chat_completions() -> Any:
     """OpenAI-compatible chat completions; ``stream: true`` forwards upstream chunks as
     they arrive and ends with ``data: [DONE]``."""
-    parsed: ChatCompletionRequest = parse_body(ChatCompletionRequest, await json_body())
+    parsed = await read_body(ChatCompletionRequest)
     resolved = resolve_model(parsed.model)
     body = _upstream_body(parsed, resolved)
     await scan_messages(body["messages"], "chat", resolved.name)
@@ -123,7 +88,7 @@ async def chat_completions() -> Any:
 @document_stream
 async def completions() -> Any:
     """OpenAI-compatible (legacy) text completions, streaming or not."""
-    parsed: CompletionRequest = parse_body(CompletionRequest, await json_body())
+    parsed = await read_body(CompletionRequest)
     resolved = resolve_model(parsed.model)
     body = _upstream_body(parsed, resolved)
     body["prompt"] = await scan_prompt(body["prompt"], "completions", resolved.name)
@@ -137,10 +102,8 @@ async def _call(
     api: str,
     recorder: Recorder | None = None,
 ) -> Any:
-    m = metrics()
+    call = measure(resolved, api)
     provider, route = resolved.provider, resolved.route
-    labels = (resolved.name, provider.name)
-    started = time.perf_counter()
     scanner = OutputScanner(api, resolved.name)
     # stream_options means nothing to a non-streamed call (upstreams refuse it there),
     # and a streamed call asks for usage below only if the model allows it.
@@ -153,10 +116,10 @@ async def _call(
                 result = await provider.completion(route, body)
             result = await scanner.completion(result)
         except ProviderError as exc:
-            m.finished(labels, api, "error", started)
+            call.finished("error")
             return provider_failure(exc)
-        m.finished(labels, api, "ok", started)
-        m.count_usage(*labels, result.get("usage"))
+        call.finished("ok")
+        call.usage(result.get("usage"))
         result["model"] = resolved.name
         if recorder is not None:
             await recorder.chat_completed(result)
@@ -176,7 +139,7 @@ async def _call(
         first = await first_of(chunks)
     except ProviderError as exc:
         slot.release()
-        m.finished(labels, api, "error", started)
+        call.finished("error")
         return provider_failure(exc)
     seen_first_token = False
     last: dict[str, Any] = {}
@@ -187,8 +150,8 @@ async def _call(
         last = chunk
         if not seen_first_token and _has_content(chunk):
             seen_first_token = True
-            m.ttft.labels(*labels).observe(time.perf_counter() - started)
-        m.count_usage(*labels, chunk.get("usage"))
+            call.first_token()
+        call.usage(chunk.get("usage"))
         if recorder is not None:
             recorder.feed(chunk)
         usage_sent = usage_sent or chunk.get("usage") is not None
@@ -216,10 +179,7 @@ async def _call(
             }
         ]
 
-    def on_end(outcome: str) -> None:
-        m.finished(labels, api, outcome, started)
-
-    return sse_response(first, chunks, transform, on_end, before_done, slot)
+    return sse_response(first, chunks, transform, call.finished, before_done, slot)
 
 
 def _has_content(chunk: dict[str, Any]) -> bool:

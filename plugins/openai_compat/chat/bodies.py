@@ -1,4 +1,7 @@
-"""Request bodies of the OpenAI-compatible routes (the subset the gateway serves)."""
+"""The bodies of ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions``: the
+requests (the subset the gateway serves) and, for the OpenAPI document, the answers
+(OpenAI's, passed through). What Responses shares with them is in ``openai_compat/
+bodies.py``."""
 
 from __future__ import annotations
 
@@ -12,58 +15,23 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
-from host.errors import GatewayError, validation_message
-
-
-class StrictBody(BaseModel):
-    """A request body (or a part of one): unknown keys are refused, and numbers and
-    booleans are never coerced (``true`` is not 1.0, ``5.0`` is not 5)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-def unsupported(message: str) -> PydanticCustomError:
-    """A validation error that :func:`parse_body` answers as ``unsupported_parameter``."""
-    return PydanticCustomError("unsupported_parameter", message)
-
-
-def only_function_tools(tool: Any) -> Any:
-    """Before a tool is validated: a tool of another type (``web_search``, ``custom``...)
-    is a parameter the gateway does not serve, not a malformed one."""
-    kind = tool.get("type") if isinstance(tool, dict) else None
-    if isinstance(kind, str) and kind != "function":
-        raise unsupported(f"only function tools are supported, got type {kind!r}")
-    return tool
-
-
-def check_tool_choice(
-    choice: Any, info: ValidationInfo, named: Callable[[dict[str, Any]], str | None]
-) -> Any:
-    """``tool_choice``: ``none``, ``auto``, ``required`` or a function choice (whose name
-    ``named`` reads, ``None`` if malformed); ``required`` and a named function need
-    ``tools``, and the name must be one of them."""
-    if choice is None:
-        return None
-    name = named(choice) if isinstance(choice, dict) else None
-    if choice not in ("none", "auto", "required") and name is None:
-        raise ValueError(
-            f"must be 'none', 'auto', 'required' or a function choice (got {choice!r})"
-        )
-    if "tools" not in info.data:  # the tools are invalid; that error is reported
-        return choice
-    names = [tool.name for tool in info.data["tools"] or []]
-    if (choice == "required" or name is not None) and not names:
-        raise ValueError(f"{choice!r} needs tools")
-    if name is not None and name not in names:
-        raise ValueError(f"names function {name!r}, which is not among the tools")
-    return choice
+from host.api import GatewayError
+from plugins.openai_compat.bodies import (
+    AnswerBody,
+    Metadata,
+    ObfuscationOption,
+    ReasoningEffort,
+    ServiceTier,
+    StrictBody,
+    ToolChoiceChecks,
+    only_function_tools,
+    unsupported,
+)
 
 
 class ContentPart(BaseModel):
@@ -166,15 +134,6 @@ class ChatTool(StrictBody):
 FunctionTool = Annotated[ChatTool, BeforeValidator(only_function_tools)]
 
 
-def _chat_named_choice(choice: dict[str, Any]) -> str | None:
-    fn = choice.get("function")
-    if set(choice) != {"type", "function"} or choice["type"] != "function":
-        return None
-    if not isinstance(fn, dict) or set(fn) != {"name"} or not isinstance(fn["name"], str):
-        return None
-    return fn["name"] or None
-
-
 FORMAT_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # a json_schema format's name, as OpenAI allows
 
 
@@ -188,6 +147,17 @@ class JsonSchemaFormat(StrictBody):
     strict: bool | None = None
 
 
+def only_for_json_schema(v: Any, info: ValidationInfo) -> Any:
+    """A field of an output format that a ``json_schema`` format must have and no other
+    may (chat's ``response_format``, Responses' ``text.format``)."""
+    kind = info.data.get("type")
+    if kind == "json_schema" and v is None:
+        raise ValueError("required when type is 'json_schema'")
+    if kind not in (None, "json_schema") and v is not None:
+        raise ValueError("only a 'json_schema' format has one")
+    return v
+
+
 class ResponseFormat(StrictBody):
     """Chat's ``response_format``: plain text, any JSON object, or JSON following
     ``json_schema``."""
@@ -195,38 +165,11 @@ class ResponseFormat(StrictBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = Field(None, validate_default=True)
 
-    @field_validator("json_schema")
-    @classmethod
-    def _only_for_json_schema(cls, v: Any, info: ValidationInfo) -> Any:
-        kind = info.data.get("type")
-        if kind == "json_schema" and v is None:
-            raise ValueError("required when type is 'json_schema'")
-        if kind not in (None, "json_schema") and v is not None:
-            raise ValueError("only a 'json_schema' format has one")
-        return v
-
-
-def check_parallel_tool_calls(v: Any, info: ValidationInfo) -> Any:
-    """``parallel_tool_calls`` means something only with ``tools`` (OpenAI refuses it
-    without)."""
-    if v is not None and "tools" in info.data and not info.data["tools"]:
-        raise ValueError("only allowed when tools are given")
-    return v
-
-
-class ObfuscationOption(StrictBody):
-    # OpenAI pads streamed events against side channels; the gateway adds no padding,
-    # so the option is accepted and dropped.
-    include_obfuscation: bool | None = Field(None, exclude=True)
+    _only_for_json_schema = field_validator("json_schema")(only_for_json_schema)
 
 
 class StreamOptions(ObfuscationOption):
     include_usage: bool = False
-
-
-# OpenAI's values (the upstream decides which its model supports).
-ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
-ServiceTier = Literal["auto", "default", "flex", "scale", "priority", "fast"]
 
 
 def _token_ids(v: dict[str, int]) -> dict[str, int]:
@@ -259,22 +202,7 @@ def _text_only(v: list[str] | None) -> list[str] | None:
     return v
 
 
-def _metadata_limits(v: dict[str, str]) -> dict[str, str]:
-    # OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512.
-    if len(v) > 16:
-        raise ValueError("at most 16 metadata pairs")
-    for key, value in v.items():
-        if len(key) > 64:
-            raise ValueError(f"metadata key {key[:20]!r}... is longer than 64 characters")
-        if len(value) > 512:
-            raise ValueError(f"metadata.{key} is longer than 512 characters")
-    return v
-
-
-Metadata = Annotated[dict[str, str], AfterValidator(_metadata_limits)]
-
-
-class ChatCompletionRequest(StrictBody):
+class ChatCompletionRequest(ToolChoiceChecks):
     model: str = Field(..., min_length=1)
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
@@ -324,15 +252,14 @@ class ChatCompletionRequest(StrictBody):
             raise ValueError("at most 4 stop sequences")
         return v
 
-    @field_validator("tool_choice", mode="before")
-    @classmethod
-    def _tool_choice(cls, v: Any, info: ValidationInfo) -> Any:
-        return check_tool_choice(v, info, _chat_named_choice)
-
-    @field_validator("parallel_tool_calls")
-    @classmethod
-    def _parallel_tool_calls(cls, v: Any, info: ValidationInfo) -> Any:
-        return check_parallel_tool_calls(v, info)
+    @staticmethod
+    def named_choice(choice: dict[str, Any]) -> str | None:
+        fn = choice.get("function")
+        if set(choice) != {"type", "function"} or choice["type"] != "function":
+            return None
+        if not isinstance(fn, dict) or set(fn) != {"name"} or not isinstance(fn["name"], str):
+            return None
+        return fn["name"] or None
 
     @model_validator(mode="after")
     def _tool_results_answer_calls(self) -> ChatCompletionRequest:
@@ -364,37 +291,34 @@ class CompletionRequest(StrictBody):
     seed: int | None = None
 
 
-def validation_error(exc: ValidationError, given: Any, prefix: str = "") -> GatewayError:
-    """The 400 for a validation error of ``given``, naming its first field (after
-    ``prefix``) as the client sent it: ``unsupported_parameter`` for an unknown key or a
-    value not served."""
-    message, field = validation_message(exc, prefix=prefix, given=given)
-    kind = exc.errors()[0]["type"] if exc.errors() else ""
-    code = (
-        "unsupported_parameter"
-        if kind in ("extra_forbidden", "unsupported_parameter")
-        else "invalid_request_body"
-    )
-    return GatewayError(400, code, message, param=field)
+# -- answers ----------------------------------------------------------------------------
 
 
-def parse_body(model: type[BaseModel], body: Any) -> Any:
-    """Validate an OpenAI request body: unknown parameters are named as unsupported,
-    type errors name the field; both 400 before any provider is called."""
-    if not isinstance(body, dict):
-        raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
-    unknown = sorted(set(body) - set(model.model_fields))
-    if unknown:
-        raise GatewayError(
-            400,
-            "unsupported_parameter",
-            f"unsupported parameter: {', '.join(unknown)}",
-            param=unknown[0],
-        )
-    try:
-        parsed = model.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc, body) from exc
-    if getattr(parsed, "n", 1) != 1:
-        raise GatewayError(400, "unsupported_parameter", "n: only n = 1 is supported", param="n")
-    return parsed
+class ModelObject(AnswerBody):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(AnswerBody):
+    object: str = "list"
+    data: list[ModelObject]
+
+
+class _CompletionFields(AnswerBody):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class ChatCompletionResponse(_CompletionFields):
+    """A ``chat.completion`` object; with ``stream: true`` the route answers
+    ``text/event-stream`` of ``chat.completion.chunk`` objects ending ``data: [DONE]``."""
+
+
+class CompletionResponse(_CompletionFields):
+    """A ``text_completion`` object (or, streaming, a series of them and ``[DONE]``)."""

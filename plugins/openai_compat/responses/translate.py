@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from host.errors import GatewayError, validation_message
-from plugins.openai_compat.responses_models import (
+from host.api import GatewayError, validation_message
+from plugins.openai_compat.responses.bodies import (
     FunctionCallInput,
     FunctionCallOutputInput,
     ResponsesRequest,
