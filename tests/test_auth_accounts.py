@@ -241,7 +241,7 @@ async def test_reloading_a_new_hash_from_the_file_revokes_that_accounts_sessions
 ):
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
-    data = {"state_dir": str(state), "auth": accounts_auth()}
+    data: dict[str, Any] = {"state_dir": str(state), "auth": accounts_auth()}
     config.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(config)) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
@@ -278,7 +278,7 @@ async def test_removing_an_account_deletes_its_sessions_at_once(accounts, state_
 async def test_removing_an_account_from_the_file_revokes_it_on_reload(accounts, tmp_path):
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
-    data = {"state_dir": str(state), "auth": accounts_auth()}
+    data: dict[str, Any] = {"state_dir": str(state), "auth": accounts_auth()}
     config.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(config)) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)

@@ -319,7 +319,7 @@ async def test_gateway_startup_awaits_async_implementations_in_order(make_settin
         with log.open("a") as fh:
             fh.write("async\n")
 
-    plugins = [
+    plugins: list[tuple[str, object]] = [
         ("first", Plugin(gateway_startup=sync_startup)),
         ("second", Plugin(gateway_startup=async_startup)),
     ]

@@ -622,7 +622,7 @@ async def test_an_approver_sees_every_pending_approval_and_decides_on_another_pr
 ):
     # Approving is the approver's own job (four eyes): allow_pipeline_approve is the
     # permission to decide on anyone's approval, without reading every run.
-    approver = {"approver": {"token": "test-approver-token-0123456789"}}
+    approver: dict[str, dict[str, Any]] = {"approver": {"token": "test-approver-token-0123456789"}}
     approver["approver"]["gates"] = ["allow_pipeline_approve"]
     settings = build_settings(
         deep_merge(settings.base_data, {"auth": {"tokens": {**TOKENS, **approver}}})
