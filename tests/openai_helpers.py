@@ -20,12 +20,13 @@ import openai
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from openai.types.chat import ChatCompletionMessageParam
 from quart import Quart
 
 from tests.conftest import ADMIN_TOKEN, LiveServer, free_port, start_server
 from tests.fake_openai_upstream import KEY_ENV, FakeUpstream, models_config
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from tests.conftest import ADMIN, running_app
 from tests.fake_openai_upstream import KEY_ENV, models_config
 from tests.openai_helpers import USER, assert_error
 
-CHAT_TOOLS = [
+CHAT_TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {

@@ -9,13 +9,14 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionToolParam
 from pydantic import BaseModel
 
 from tests.conftest import ADMIN, running_app
 from tests.fake_openai_upstream import KEY_ENV, models_config
 from tests.openai_helpers import USER, assert_error, sdk
 
-TOOL = {
+TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",

@@ -124,7 +124,8 @@ def test_a_response_cut_at_the_token_limit_is_incomplete(openai_gateway, upstrea
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
-    assert response.output[-1].status == "incomplete"
+    message = response.output[-1]
+    assert message.type == "message" and message.status == "incomplete"
     assert response.output_text == NORMAL_TEXT
 
 
