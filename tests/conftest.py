@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 import pytest
 import tomli_w
+from prometheus_client.parser import text_string_to_metric_families
 
 from host.app import create_app
 from host.settings import Settings, build_settings, deep_merge
+from tests.plugins_for_tests.kit import subprocess_env
 
 # Fixtures of the OpenAI surface's tests (module_upstream, upstream, openai_gateway).
 pytest_plugins = ["tests.openai_helpers"]
@@ -79,6 +81,33 @@ async def app_and_client(make_settings: Callable[..., Settings]) -> AsyncIterato
 @pytest.fixture
 def client(app_and_client: Any) -> Any:
     return app_and_client[1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(body: Any, code: str) -> dict[str, Any]:
+    """``body`` is the error envelope alone, with ``code``, a type and a message."""
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert err["code"] == code, body
+    assert isinstance(err["type"], str) and err["type"]
+    assert isinstance(err["message"], str) and err["message"]
+    return dict(err)
+
+
+async def metric(client: Any, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``; read as the admin
+    from an address no test exhausts."""
+    response = await client.get("/metrics", headers=ADMIN, scope_base={"client": ("::1", 1)})
+    assert response.status_code == 200
+    total = 0.0
+    for family in text_string_to_metric_families((await response.get_data()).decode()):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
 
 
 # -- a real server ---------------------------------------------------------------------------
@@ -179,6 +208,33 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
+
+
+# -- the gateway command line, and its configuration file --------------------------------------
+
+
+def gateway_cli(
+    *args: str, cwd: Path, site: str | Path | None = None, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``gateway *args`` run as a user runs it: a subprocess in ``cwd``, its output as text.
+    The repository, and ``site`` (fake installed distributions) when given, come first on
+    PYTHONPATH; no GATEWAY_* variable is set but those in ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "host.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=subprocess_env(*([Path(site)] if site else []), **env),
+        timeout=60,
+    )
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """``data`` as TOML at ``path``, its folder made if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(data))
+    return path
 
 
 # -- a fake OpenAI-compatible upstream ---------------------------------------------------------

@@ -24,7 +24,7 @@ import tomli_w
 
 from host.auth.passwords import PasswordHash, hash_password
 from host.settings import ConfigError, load_settings
-from tests.conftest import ADMIN, running_app
+from tests.conftest import ADMIN, assert_error, bearer, gateway_cli, running_app
 from tests.plugins_for_tests.kit import subprocess_env
 
 ALICE_PW = "alice's long passphrase"
@@ -36,19 +36,6 @@ LEGACY_ENV = "GW_TEST_LEGACY_PASSWORD"
 ALICE_HASH = hash_password(ALICE_PW)
 ALICE_NEW_PW = "alice's new passphrase"
 ALICE_NEW_HASH = hash_password(ALICE_NEW_PW)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_error(body: Any, code: str) -> dict[str, Any]:
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert err["code"] == code, body
-    assert isinstance(err["type"], str) and err["type"]
-    assert isinstance(err["message"], str) and err["message"]
-    return err
 
 
 def accounts_auth(**extra: Any) -> dict[str, Any]:
@@ -241,7 +228,7 @@ async def test_reloading_a_new_hash_from_the_file_revokes_that_accounts_sessions
 ):
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
-    data = {"state_dir": str(state), "auth": accounts_auth()}
+    data: dict[str, Any] = {"state_dir": str(state), "auth": accounts_auth()}
     config.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(config)) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
@@ -278,7 +265,7 @@ async def test_removing_an_account_deletes_its_sessions_at_once(accounts, state_
 async def test_removing_an_account_from_the_file_revokes_it_on_reload(accounts, tmp_path):
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
-    data = {"state_dir": str(state), "auth": accounts_auth()}
+    data: dict[str, Any] = {"state_dir": str(state), "auth": accounts_auth()}
     config.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(config)) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
@@ -454,15 +441,7 @@ async def test_invalid_account_settings_are_refused_with_a_clear_message(
 
 
 def hash_password_cli(*, stdin: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", "auth", "hash-password"],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    return gateway_cli("auth", "hash-password", cwd=cwd, stdin=stdin)
 
 
 def on_a_terminal(args: list[str], answers: list[str], cwd: Path) -> tuple[int, str]:
@@ -528,14 +507,7 @@ async def test_hash_password_round_trip_from_stdin_logs_in(make_settings, tmp_pa
             }
         )
     )
-    check = subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
 
     settings = make_settings(
@@ -579,14 +551,7 @@ def test_config_check_names_a_broken_password_hash(tmp_path):
     (tmp_path / "gateway.toml").write_text(
         '[auth]\nmode = "password-session"\n[auth.users.dana]\npassword_hash = "md5$x"\n'
     )
-    check = subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 1
     assert "auth.users.dana.password_hash" in check.stderr
     assert "gateway auth hash-password" in check.stderr
@@ -597,14 +562,7 @@ def test_config_check_warns_about_a_literal_account_password(tmp_path):
     (tmp_path / "gateway.toml").write_text(
         '[auth]\nmode = "password-session"\n[auth.users.dana]\npassword = "dana-literal"\n'
     )
-    check = subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert "warning: auth.users.dana.password is a literal" in check.stderr
     assert "dana-literal" not in check.stderr + check.stdout

@@ -16,26 +16,22 @@ import pytest
 import tomli_w
 
 from host.settings import load_settings
-from tests.conftest import ADMIN, ADMIN_TOKEN, READER, READER_TOKEN, free_port, running_app
+from tests.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    READER,
+    READER_TOKEN,
+    assert_error,
+    bearer,
+    free_port,
+    running_app,
+)
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_ENV = "GW_TEST_GATEWAY_PASSWORD"
 # The Quart test client sends no ASGI "client"; Quart then reports remote_addr "<local>",
 # which the guard counts as loopback. A non-loopback caller is simulated with scope_base.
 REMOTE = {"client": ("203.0.113.7", 40000)}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_error(body: Any, code: str) -> dict[str, Any]:
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert err["code"] == code, body
-    assert isinstance(err["type"], str) and err["type"]
-    assert isinstance(err["message"], str) and err["message"]
-    return err
 
 
 def session_settings(make_settings: Any, monkeypatch: pytest.MonkeyPatch, **auth: Any) -> Any:

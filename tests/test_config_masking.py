@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ADMIN, running_app
+from tests.conftest import ADMIN, running_app, write_config
+from tests.conftest import gateway_cli as gateway
 from tests.plugins_for_tests import vault_keys
 from tests.plugins_for_tests.kit import fake_distribution
-from tests.test_cli import gateway
-from tests.test_config import write_config
 
 SECRETS = [
     "dsn-password-0123",

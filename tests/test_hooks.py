@@ -11,8 +11,6 @@ import ast
 import asyncio
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,8 @@ from host import hookspecs
 from host.api import Migration, Principal, context, current_principal, public, requires_gate
 from host.app import create_app
 from host.settings import Settings
-from tests.conftest import ADMIN, READER, running_app
-from tests.plugins_for_tests.kit import Plugin, fake_distribution, subprocess_env
+from tests.conftest import ADMIN, READER, gateway_cli, running_app
+from tests.plugins_for_tests.kit import Plugin, fake_distribution
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS_DOC = REPO / "docs" / "reference" / "plugins.md"
@@ -285,19 +283,13 @@ def test_gateway_register_commands_adds_a_working_cli_command(tmp_path):
     site = fake_distribution(
         tmp_path / "site", "shout-plugin", {"shout": "tests.plugins_for_tests.commands"}
     )
-    env = subprocess_env(site)
-    cli = [sys.executable, "-m", "host.cli"]
-    run = subprocess.run(
-        [*cli, "shout", "hello", "world"], capture_output=True, text=True, cwd=tmp_path, env=env
-    )
+    run = gateway_cli("shout", "hello", "world", cwd=tmp_path, site=site)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "HELLO WORLD!\n"
 
     # A plugin disabled in the working directory's gateway.toml adds no command.
     (tmp_path / "gateway.toml").write_text("[plugins.shout]\nenabled = false\n")
-    off = subprocess.run(
-        [*cli, "shout", "hi"], capture_output=True, text=True, cwd=tmp_path, env=env
-    )
+    off = gateway_cli("shout", "hi", cwd=tmp_path, site=site)
     assert off.returncode == 2
     assert "No such command 'shout'" in off.stderr
 
@@ -319,7 +311,7 @@ async def test_gateway_startup_awaits_async_implementations_in_order(make_settin
         with log.open("a") as fh:
             fh.write("async\n")
 
-    plugins = [
+    plugins: list[tuple[str, object]] = [
         ("first", Plugin(gateway_startup=sync_startup)),
         ("second", Plugin(gateway_startup=async_startup)),
     ]

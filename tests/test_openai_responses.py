@@ -5,10 +5,12 @@ translated, nothing needs an upstream Responses API)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.responses import ResponseCompletedEvent
 
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.openai_helpers import sdk
@@ -22,7 +24,8 @@ RESOURCE_FIELDS = {
     "safety_identifier", "prompt_cache_key", "user",
 }  # fmt: skip
 
-TOOLS = [
+# No ``strict``: optional on the wire, though the SDK's ``FunctionToolParam`` requires it.
+TOOLS: Any = [
     {
         "type": "function",
         "name": "lookup",
@@ -97,7 +100,9 @@ async def test_streaming_emits_the_typed_events_in_order(gateway):
     assert "".join(deltas) == "echo: one two three"
     numbers = [e.sequence_number for e in events]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
-    assert events[-1].response.output_text == "echo: one two three"
+    completed = events[-1]
+    assert isinstance(completed, ResponseCompletedEvent)
+    assert completed.response.output_text == "echo: one two three"
     await client.close()
 
 

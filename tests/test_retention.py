@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,9 @@ from host.api import Store
 from host.context import context
 from host.settings import Settings, load_settings
 from host.storage import now_ms, sqlite_url
-from tests.conftest import ADMIN, base_config, running_app
+from tests.conftest import ADMIN, base_config, gateway_cli, running_app
 from tests.pipelines_fixtures import PIPELINES_SOURCE, write_pipelines
-from tests.plugins_for_tests.kit import Plugin, subprocess_env
+from tests.plugins_for_tests.kit import Plugin
 from tests.test_event_streams import StreamReader
 
 DAY_MS = 86_400_000
@@ -98,17 +96,6 @@ def counts(state_dir: Path) -> dict[str, int]:
         "sessions": "gateway_auth_sessions",
     }
     return {k: rows(state_dir, f"SELECT count(*) FROM {t}")[0][0] for k, t in tables.items()}
-
-
-def gateway_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=subprocess_env(),
-        timeout=120,
-    )
 
 
 # -- gateway db prune --------------------------------------------------------------------------

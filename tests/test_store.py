@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -42,7 +43,7 @@ def db_path(state_dir: Path) -> Path:
     return state_dir / "gateway.db"
 
 
-def sqlite_rows(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
+def sqlite_rows(state_dir: Path, sql: str) -> list[tuple[Any, ...]]:
     """Read the file with the plain sqlite3 module, independently of the store."""
     with sqlite3.connect(db_path(state_dir)) as conn:
         return conn.execute(sql).fetchall()
