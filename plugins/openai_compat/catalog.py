@@ -15,9 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from host.errors import GatewayError
-from host.plugins import Registry
-from host.secrets import Secret
+from host.api import GatewayError, Registry, Secret
 from plugins.openai_compat.plugin_settings import bounded
 from plugins.openai_compat.providers.base import DEFAULT_MAX_SSE_LINE_BYTES, ModelRoute, Provider
 

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from host.errors import GatewayError, validation_message
+from host.api import GatewayError, validation_message
 
 
 class StrictBody(BaseModel):

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from host.errors import GatewayError
+from host.api import GatewayError
 from plugins.openai_compat.models import (
     FORMAT_NAME,
     JsonSchemaFormat,

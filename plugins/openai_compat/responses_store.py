@@ -17,8 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from host.api import Migration, Principal, Store, owned_by, owner_key
-from host.storage import now_ms
+from host.api import Migration, Principal, Store, now_ms, owned_by, owner_key
 
 GATE_READ_ALL = "allow_responses_read_all"
 GATE_ACT_ALL = "allow_responses_act_all"

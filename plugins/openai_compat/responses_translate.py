@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from host.errors import GatewayError, validation_message
+from host.api import GatewayError, validation_message
 from plugins.openai_compat.responses_models import (
     FunctionCallInput,
     FunctionCallOutputInput,
