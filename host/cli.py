@@ -273,8 +273,7 @@ def _add_plugin_commands(group: click.Group) -> None:
         host = PluginHost(load_settings())
     except Exception:
         return
-    for _plugin, fn in host.impls("gateway_register_commands"):
-        fn(cli=group)
+    host.call("gateway_register_commands", cli=group)
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """The pipelines plugin's public API for other plugins: look up a pipeline, start a run,
 follow its events and await its end.
 
-Other plugins reach it as ``context(app).extras[API_KEY]``, which exists only while the
-pipelines plugin is loaded and started, so they never import the engine (nor this
-plugin at all when it is disabled). Runs started here are ordinary runs: stored, owned by
+Other plugins reach it as the service ``host.api.service(PipelinesAPI)`` (importing the
+type from ``plugins.pipelines.contract``), which exists only while the pipelines plugin
+is loaded and started. Runs started here are ordinary runs: stored, owned by
 the principal that started them, listed by ``GET /runs``, refused while the gateway is
 paused, paused by breakpoints, and they need the caller to hold the ``allow_pipeline_run``
 gate.
@@ -25,13 +25,11 @@ from plugins.pipelines.engine import TERMINAL, TERMINAL_EVENTS, engine_of, run_r
 from plugins.pipelines.idempotency import MAX_KEY, api_keys, fingerprint
 from plugins.pipelines.routes import CATALOG_KEY, GATE_RUN
 
-API_KEY = "pipelines.api"
-
 # Events after which a run needs nothing more from its caller: it ended, or it waits for a
 # person (an approval, an input) or for a debugger (a breakpoint).
 STOP_EVENTS = frozenset({*TERMINAL_EVENTS, "run.waiting", "run.paused"})
 
-__all__ = ["API_KEY", "GATE_RUN", "STOP_EVENTS", "PipelinesAPI", "RunState"]
+__all__ = ["GATE_RUN", "STOP_EVENTS", "PipelinesAPI", "RunState"]
 
 
 @dataclass(frozen=True)

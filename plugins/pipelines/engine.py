@@ -37,9 +37,7 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from host.api import Event, GatewayContext, GatewayError, context
-from host.errors import validation_message
-from host.storage import now_ms
+from host.api import Event, GatewayContext, GatewayError, context, now_ms, validation_message
 from plugins.pipelines import execution, schedules
 from plugins.pipelines.catalog import PipelineCatalog, definition_key
 from plugins.pipelines.config import PipelinesConfig

@@ -25,11 +25,16 @@ from quart_schema import (
 )
 
 from host.api import (
+    ErrorResponse,
+    EventPage,
     GatewayError,
     InvalidJSON,
+    Secret,
+    SecretError,
     context,
     current_principal,
     document_stream,
+    now_ms,
     owned_by,
     owner_key,
     parse_json,
@@ -38,11 +43,8 @@ from host.api import (
     require_owner,
     requires_gate,
     stream_response,
+    validation_message,
 )
-from host.errors import ErrorResponse, validation_message
-from host.secrets import Secret, SecretError
-from host.storage import now_ms
-from plugins.control.models import EventPage
 from plugins.pipelines import schedules as schedules_mod
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.config import webhook_tolerance

@@ -30,8 +30,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from croniter import croniter
 
-from host.api import GatewayError
-from host.storage import now_ms
+from host.api import GatewayError, now_ms
 from plugins.pipelines.tables import runs, schedule_fires, schedules
 
 if TYPE_CHECKING:
