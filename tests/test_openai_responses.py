@@ -5,6 +5,7 @@ translated, nothing needs an upstream Responses API)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import openai
 import pytest
 from openai.types.responses import ResponseCompletedEvent
 
-from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.conftest import ADMIN, ADMIN_TOKEN, LiveServer, start_server
 from tests.openai_helpers import sdk
 
 RESOURCE_FIELDS = {
@@ -35,9 +36,13 @@ TOOLS: Any = [
 ]
 
 
-@pytest.fixture
-def gateway(live_server):
-    return live_server()
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # One server for the module: each test makes its own responses (fresh ids), and a
+    # server start is most of a test's cost.
+    server = start_server(tmp_path_factory.mktemp("responses"))
+    yield server
+    server.stop()
 
 
 def test_a_plain_response_has_every_resource_field_and_the_text(gateway):
