@@ -252,13 +252,9 @@ def db_prune(config_path: str | None, dry_run: bool, as_json: bool) -> None:
 async def _prune_once(settings: Settings, plugins: Any, dry_run: bool) -> Any:
     from host.app import _collect_migrations
     from host.retention import prune
-    from host.storage import Store, sqlite_url
+    from host.storage import Store
 
-    store = Store(
-        settings.storage.url or sqlite_url(settings.state_dir),
-        synchronous=settings.storage.synchronous,
-        busy_timeout_ms=settings.storage.busy_timeout_ms,
-    )
+    store = Store.for_settings(settings)
     await store.open(_collect_migrations(plugins))
     try:
         return await prune(store, plugins, settings, dry_run=dry_run)
