@@ -29,7 +29,10 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import tomli_w
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from host.app import create_app
 from host.settings import Settings, build_settings, deep_merge
@@ -98,6 +101,22 @@ def store_url(request: pytest.FixtureRequest, state_dir: Path) -> str:
     if request.param == "sqlite":
         return sqlite_url(state_dir)
     return str(request.getfixturevalue("postgres_url"))
+
+
+async def db_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Read a store's database independently of the store: the plain sqlite3 module, or
+    a connection of its own to PostgreSQL. ``sql`` must be valid on the store's dialect."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(sa.engine.make_url(url).database or "") as conn:
+            return conn.execute(sql).fetchall()
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return [tuple(r) for r in await conn.exec_driver_sql(sql)]
+    finally:
+        await engine.dispose()
 
 
 def store_config(request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from host.storage import Migration, Store, StoreError, sqlite_url
 from host.storage.migrations import HOST_MIGRATIONS
+from tests.conftest import db_rows
 
 # The host's own migrations, whatever their number: (namespace, version) pairs.
 HOST = [(m.namespace, m.version) for m in HOST_MIGRATIONS]
@@ -50,20 +49,6 @@ def sqlite_rows(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
     """Read the file with the plain sqlite3 module, independently of the store."""
     with sqlite3.connect(db_path(state_dir)) as conn:
         return conn.execute(sql).fetchall()
-
-
-async def db_rows(url: str, sql: str) -> list[tuple[object, ...]]:
-    """Read the store's database independently of the store: the plain sqlite3 module,
-    or a connection of its own to PostgreSQL."""
-    if url.startswith("sqlite"):
-        with sqlite3.connect(sa.engine.make_url(url).database or "") as conn:
-            return conn.execute(sql).fetchall()
-    engine = create_async_engine(url, poolclass=NullPool)
-    try:
-        async with engine.connect() as conn:
-            return [tuple(r) for r in await conn.exec_driver_sql(sql)]
-    finally:
-        await engine.dispose()
 
 
 async def table_names(url: str) -> set[str]:
