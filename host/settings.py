@@ -626,6 +626,10 @@ forget_after_seconds = 3600     # failures are forgotten after this long without
 # gates = ["allow_session_write"]   # "*" grants every gate
 # rate_limit = { per_minute = 600 }
 
+# The store: SQLite in state_dir by default. Several replicas share one PostgreSQL:
+# [storage]
+# url = { env = "GATEWAY_DATABASE_URL" }   # postgresql+asyncpg://user:password@host/db
+
 [events]
 heartbeat_seconds = 15
 
