@@ -30,7 +30,7 @@ from host.retention import Retention
 from host.services import Services
 from host.settings import Settings, load_settings
 from host.state_dir import ensure_state_dir
-from host.storage import Migration, Store, sqlite_url
+from host.storage import Migration, Store
 
 log = logging.getLogger("gateway")
 
@@ -71,11 +71,7 @@ def create_app(
     install_error_handlers(app)
 
     ensure_state_dir(settings.state_dir)
-    store = Store(
-        settings.storage.url or sqlite_url(settings.state_dir),
-        synchronous=settings.storage.synchronous,
-        busy_timeout_ms=settings.storage.busy_timeout_ms,
-    )
+    store = Store.for_settings(settings)
     metrics = GatewayMetrics()
     admin_token, admin_created = _admin_token(settings)
     auth = Authenticator(settings, store, metrics, plugins, admin_token)
@@ -313,6 +309,7 @@ def _install_lifecycle(app: Quart, ctx: GatewayContext) -> None:
     @app.before_serving
     async def _startup() -> None:
         await ctx.store.open(ctx.migrations)
+        await ctx.hub.start()
         await ctx.auth.reconcile_sessions()
         await ctx.plugins.call_async("gateway_startup", app=app)
         if ctx.retention is not None:
