@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -33,7 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -46,6 +45,7 @@ from plugins.pipelines.config import PipelinesConfig
 from plugins.pipelines.definition import Pipeline, Step
 from plugins.pipelines.idempotency import shown
 from plugins.pipelines.kinds import StepError, Suspend
+from plugins.pipelines.runs import ACTIVE, TERMINAL, jsonable, run_row, stream_of
 from plugins.pipelines.strict_json import NotJSON, step_output, strict_jsonable
 from plugins.pipelines.tables import (
     approvals,
@@ -58,9 +58,6 @@ from plugins.pipelines.tables import (
 
 log = logging.getLogger("gateway.pipelines")
 
-TERMINAL = ("completed", "failed", "cancelled")
-STATES = ("pending", "running", "waiting", "paused", *TERMINAL)
-TERMINAL_EVENTS = ("run.completed", "run.failed", "run.cancelled")
 ENGINE_KEY = "pipelines.engine"
 # The run and approval gauges follow a change in this process within GAUGE_MIN_SECONDS,
 # and changes made by other processes within GAUGE_MAX_SECONDS.
@@ -70,16 +67,6 @@ GAUGE_MAX_SECONDS = 15.0
 # of them (or took it over), and stops its step: a cancel lands within about a second
 # wherever it was asked (in the process holding the run, at once).
 CANCEL_CHECK_SECONDS = 0.5
-
-
-def stream_of(run_id: str) -> str:
-    return f"run:{run_id}"
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return json.loads(json.dumps(value, default=str))
 
 
 class LostRun(Exception):
@@ -576,7 +563,7 @@ class Engine:
         async with self.store.read() as conn:
             rows = await conn.execute(
                 sa.select(runs.c.status, runs.c.pipeline_id, sa.func.count())
-                .where(runs.c.status.in_(("pending", "running", "waiting", "paused")))
+                .where(runs.c.status.in_(ACTIVE))
                 .group_by(runs.c.status, runs.c.pipeline_id)
             )
             counts = {(r[0], r[1]): int(r[2]) for r in rows}
@@ -589,7 +576,7 @@ class Engine:
             ).scalar_one()
         self.m_approvals.set(int(pending))
         for pipeline_id in set(self.catalog.current) | {p for _s, p in counts}:
-            for state in ("pending", "running", "waiting", "paused"):
+            for state in ACTIVE:
                 self.m_runs.labels(state, pipeline_id).set(counts.get((state, pipeline_id), 0))
 
     # -- events -----------------------------------------------------------------------------
@@ -1631,14 +1618,6 @@ def _waiting_step(row: Any, kind: str, what: str) -> str:
         )
     step: str = waiting["step"]
     return step
-
-
-async def run_row(conn: AsyncConnection, run_id: str) -> Any:
-    """The run's row; 404 ``run_not_found``."""
-    row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
-    if row is None:
-        raise GatewayError(404, "run_not_found", f"no run {run_id!r}")
-    return row
 
 
 def engine_of(app: Quart | None = None) -> Engine:

@@ -25,22 +25,23 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from croniter import croniter
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from host.api import GatewayError
-from host.storage import now_ms
+from host.api import GatewayContext, GatewayError, Principal, Store, now_ms, owned_by
+from plugins.pipelines.gates import GATE_READ_ALL
+from plugins.pipelines.models import ScheduleRecord
+from plugins.pipelines.runs import ACTIVE
 from plugins.pipelines.tables import runs, schedule_fires, schedules
 
 if TYPE_CHECKING:
-    from host.api import GatewayContext
     from plugins.pipelines.engine import Engine
 
 log = logging.getLogger("gateway.pipelines.schedules")
 
-ACTIVE = ("pending", "running", "waiting", "paused")
 MAX_MISSED_RECORDED = 20
 GRACE_MS = 60_000
 FIRING = "firing"  # a fire's outcome while its tick is taken and its run not yet recorded
@@ -86,6 +87,68 @@ def next_due(recover_ms: int) -> sa.Select[Any]:
     )
     both = sa.select(schedules.c.next_fire_ms.label("due")).union_all(firing).subquery()
     return sa.select(sa.func.min(both.c.due))
+
+
+def check_timing(cron: str | None, interval_seconds: float | None, timezone: str) -> None:
+    """422 ``validation_failed`` (``details.param`` names the field) unless exactly one of
+    ``cron`` (5 fields) and ``interval_seconds`` is given and ``timezone`` is known."""
+    if (cron is None) == (interval_seconds is None):
+        raise GatewayError(
+            422,
+            "validation_failed",
+            "give exactly one of cron and interval_seconds",
+            details={"param": "cron"},
+        )
+    if cron is not None and (len(cron.split()) != 5 or not croniter.is_valid(cron)):
+        raise GatewayError(
+            422,
+            "validation_failed",
+            "cron: not a valid 5-field cron expression",
+            details={"param": "cron"},
+        )
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise GatewayError(
+            422,
+            "validation_failed",
+            f"timezone: unknown IANA time zone {timezone!r}",
+            details={"param": "timezone"},
+        ) from None
+
+
+def record(gateway: GatewayContext, row: Any) -> ScheduleRecord:
+    return ScheduleRecord(**row._asdict(), suspended=suspended(gateway, row))
+
+
+async def schedule_row(conn: AsyncConnection, schedule_id: str) -> Any:
+    """The schedule's row, or None."""
+    query = sa.select(schedules).where(schedules.c.id == schedule_id)
+    return (await conn.execute(query)).first()
+
+
+async def visible(conn: AsyncConnection, reader: Principal) -> list[Any]:
+    """The rows of the schedules ``reader`` may read, oldest first."""
+    query = (
+        sa.select(schedules)
+        .where(owned_by(schedules.c.owner, reader, GATE_READ_ALL))
+        .order_by(schedules.c.created_ms)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def insert(store: Store, values: dict[str, Any]) -> bool:
+    """Store a new schedule; False when one with its id exists (nothing is written)."""
+    async with store.write() as conn:
+        inserted = await conn.execute(store.dialect.insert_ignore(schedules).values(**values))
+    return bool(inserted.rowcount)
+
+
+async def remove(store: Store, schedule_id: str) -> bool:
+    """Remove a schedule (its runs go on); whether there was one."""
+    async with store.write() as conn:
+        result = await conn.execute(schedules.delete().where(schedules.c.id == schedule_id))
+    return bool(result.rowcount)
 
 
 def _grace_ms(engine: Engine) -> int:
