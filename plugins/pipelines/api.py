@@ -39,7 +39,7 @@ from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import engine_of
 from plugins.pipelines.gates import GATE_ACT_ALL, GATE_APPROVE, GATE_READ_ALL, GATE_RUN
-from plugins.pipelines.idempotency import api_keys, checked_key, fingerprint, webhook_key
+from plugins.pipelines.idempotency import checked_key, webhook_key
 from plugins.pipelines.models import (
     ApprovalList,
     ApprovalQuery,
@@ -56,6 +56,7 @@ from plugins.pipelines.models import (
     TriggerRecord,
 )
 from plugins.pipelines.runs import STOP_EVENTS, RunState, not_found, stream_of
+from plugins.pipelines.start import RunOrigin, validate_input
 
 API_KEY = "pipelines.api"
 CATALOG_KEY = "pipelines.catalog"
@@ -117,17 +118,9 @@ class PipelinesAPI:
         same key with the same input returns the first run."""
         self.gateway.auth.require_gate(principal, GATE_RUN, "running a pipeline")
         pipeline = self.require_pipeline(pipeline_id)
-        stored, older = api_keys(principal, checked_key(idempotency_key, "idempotency_key"))
-        return await engine_of(self.app).start_run(
-            pipeline,
-            raw_input,
-            trigger=trigger,
-            created_by=principal.name,
-            owner=owner_key(principal),
-            idempotency_key=stored,
-            also_matches=older,
-            fingerprint=fingerprint(pipeline_id, raw_input) if stored else None,
-        )
+        key = checked_key(idempotency_key, "idempotency_key")
+        origin = RunOrigin.of(principal, trigger, pipeline_id, raw_input, key)
+        return await engine_of(self.app).starter.start_run(pipeline, raw_input, origin)
 
     async def start_run(
         self,
@@ -211,7 +204,7 @@ class PipelinesAPI:
         (the run still waits); 409 when the run does not wait for input."""
         self.gateway.auth.require_gate(principal, GATE_RUN, "resuming a run")
         await self._acting_on_run(run_id, principal)
-        await engine_of(self.app).resume(run_id, raw_input, principal.name)
+        await engine_of(self.app).actions.resume(run_id, raw_input, principal.name)
         return await self.record(run_id, principal)
 
     async def decide(
@@ -221,21 +214,22 @@ class PipelinesAPI:
         409 if it does not wait for an approval. Approving is the approver's own job,
         whoever owns the run (four eyes): the approve gate is the permission."""
         self.gateway.auth.require_gate(principal, GATE_APPROVE, "deciding an approval")
-        await engine_of(self.app).resolve_approval(run_id, decision, principal.name, reason)
+        actions = engine_of(self.app).actions
+        await actions.resolve_approval(run_id, decision, principal.name, reason)
         return await self.record(run_id)
 
     async def cancel(self, run_id: str, principal: Principal, reason: str | None) -> RunRecord:
         """Cancel a run that has not finished; 409 if it already has."""
         self.gateway.auth.require_gate(principal, GATE_RUN, "cancelling a run")
         await self._acting_on_run(run_id, principal)
-        await engine_of(self.app).cancel(run_id, principal.name, reason)
+        await engine_of(self.app).actions.cancel(run_id, principal.name, reason)
         return await self.record(run_id, principal)
 
     async def release(self, run_id: str, principal: Principal) -> RunRecord:
         """Let a run paused at a breakpoint continue; 409 if it is not paused."""
         self.gateway.auth.require_gate(principal, GATE_RUN, "releasing a run")
         await self._acting_on_run(run_id, principal)
-        await engine_of(self.app).release(run_id, principal.name)
+        await engine_of(self.app).actions.release(run_id, principal.name)
         return await self.record(run_id, principal)
 
     async def list_paused_runs(self, reader: Principal) -> RunList:
@@ -339,7 +333,7 @@ class PipelinesAPI:
         if kind == "schedule":
             row = await self._schedule_row(name, principal, missing)
             await self.gateway.lifecycle.require_running()
-            outcome = await schedules.fire_schedule(engine_of(self.app), row, now_ms(), manual=True)
+            outcome = await engine_of(self.app).scheduler.fire(row, now_ms(), manual=True)
             fresh = await self._schedule_row(name, principal, missing)
             fired = fresh.last_run_id if outcome == "fired" else None
             return FireResponse(trigger_id=trigger_id, outcome=outcome, runId=fired)
@@ -361,14 +355,14 @@ class PipelinesAPI:
         ``trigger_id`` (read-all holders see it), and a repeated ``delivery`` returns the
         first run (outcome ``duplicate_delivery``)."""
         name = trigger_id.partition(":")[2]
-        run_id, created = await engine_of(self.app).start_run(
-            pipeline,
-            raw_input,
+        origin = RunOrigin(
             trigger={"type": "webhook", "trigger_id": trigger_id, "delivery": delivery},
             created_by=trigger_id,
-            owner=trigger_id,
+            owner=trigger_id,  # webhook:<name>: read-all holders see its runs
             idempotency_key=webhook_key(name, delivery),
         )
+        starter = engine_of(self.app).starter
+        run_id, created = await starter.start_run(pipeline, raw_input, origin)
         outcome = "fired" if created else "duplicate_delivery"
         return FireResponse(trigger_id=trigger_id, outcome=outcome, runId=run_id)
 
@@ -405,7 +399,7 @@ class PipelinesAPI:
         pipeline = self.require_pipeline(request.pipeline_id)
         schedules.check_timing(request.cron, request.interval_seconds, request.timezone)
         engine = engine_of(self.app)
-        run_input = engine.validate_input(pipeline, request.input)
+        run_input = validate_input(pipeline, request.input)
         now = now_ms()
         next_fire = schedules.next_after(
             request.cron, request.timezone, request.interval_seconds, now
@@ -429,7 +423,7 @@ class PipelinesAPI:
         }
         if not await schedules.insert(self.gateway.store, values):
             raise GatewayError(409, "schedule_exists", f"schedule {values['id']!r} already exists")
-        engine.due_at(schedule_ms=next_fire)
+        engine.state.due_at(schedule_ms=next_fire)
         return ScheduleRecord(**values)
 
     async def remove_schedule(self, schedule_id: str, principal: Principal) -> None:

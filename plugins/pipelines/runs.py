@@ -23,6 +23,7 @@ from plugins.pipelines.models import (
     RunList,
     RunQuery,
     RunRecord,
+    StepResult,
 )
 from plugins.pipelines.tables import approvals, runs, step_results
 
@@ -64,15 +65,11 @@ class RunState:
 
     @classmethod
     def of(cls, run: RunRecord) -> RunState:
-        return cls(
-            run_id=run.id,
-            pipeline_id=run.pipeline_id,
-            status=run.status,
-            output=run.output,
-            error=run.error,
-            waiting_for=run.waiting_for,
-            paused_at=run.paused_at,
-        )
+        """The state part of a run's record (``record``)."""
+        return cls(run.id, **run.model_dump(include=_STATE_FIELDS))
+
+
+_STATE_FIELDS = {"pipeline_id", "status", "output", "error", "waiting_for", "paused_at"}
 
 
 def not_found(run_id: str) -> GatewayError:
@@ -104,42 +101,21 @@ async def step_rows(conn: AsyncConnection, run_id: str) -> Sequence[Any]:
 
 
 def record(row: Any, steps: Sequence[Any] | None = None) -> RunRecord:
-    """A run row (with its step rows) as the routes and the API show it."""
-    return RunRecord(
-        id=row.id,
-        pipeline_id=row.pipeline_id,
-        pipeline_version=row.pipeline_version,
-        definition=row.definition,
-        status=row.status,
-        input=row.input,
-        output=row.output,
-        error=row.error,
-        steps=[
-            {
-                "step_id": s.step_id,
-                "status": s.status,
-                "attempts": s.attempts,
-                "output": s.output,
-                "error": s.error,
-                "started_ms": s.started_ms,
-                "finished_ms": s.finished_ms,
-                "duration_ms": s.finished_ms - s.started_ms,
-            }
-            for s in steps or []
-        ],
-        next_step_index=row.cursor,
-        waiting_for=row.waiting_for,
-        paused_at=row.paused_at,
-        trigger=row.trigger,
-        idempotency_key=shown(row.idempotency_key),
-        created_by=row.created_by,
-        owner=row.owner,
-        created_ms=row.created_ms,
-        started_ms=row.started_ms,
-        updated_ms=row.updated_ms,
-        finished_ms=row.finished_ms,
-        claims=row.claims,
-    )
+    """A run row (with its step rows) as the routes and the API show it: its columns of
+    the same names, the idempotency key as its caller sent it, the index of the next
+    top-level step, and the steps with their durations."""
+    fields = _columns(row, RunRecord)
+    fields["idempotency_key"] = shown(row.idempotency_key)
+    fields["next_step_index"] = row.cursor
+    fields["steps"] = [
+        StepResult(**_columns(s, StepResult), duration_ms=s.finished_ms - s.started_ms)
+        for s in steps or []
+    ]
+    return RunRecord(**fields)
+
+
+def _columns(row: Any, model: type[BaseModel]) -> dict[str, Any]:
+    return {k: v for k, v in row._mapping.items() if k in model.model_fields}
 
 
 async def page(conn: AsyncConnection, query: RunQuery, reader: Principal) -> RunList:

@@ -67,6 +67,25 @@ def _idempotency_key() -> str | None:
     return checked_key(key.strip() if key is not None else None, IDEMPOTENCY_HEADER)
 
 
+async def _start(
+    pipeline_id: str, body_model: type[StartRequest], route: str
+) -> tuple[Any, str, bool]:
+    """Start a run of ``pipeline_id`` for the caller, from the request: 404 an unknown
+    pipeline, then 400 a bad body or ``Idempotency-Key``. Returns the body, the run's id
+    and whether it was created."""
+    api = pipelines_api()
+    pipeline = api.require_pipeline(pipeline_id)
+    body = await body_of(body_model)
+    run_id, created = await api.start(
+        pipeline.id,
+        body.input,
+        principal=current_principal(),
+        trigger={"type": "api", "route": route},
+        idempotency_key=_idempotency_key(),
+    )
+    return body, run_id, created
+
+
 @bp.post("/pipelines/<pipeline_id>/start")
 @requires_gate(GATE_RUN)
 @document_request(StartRequest)
@@ -78,17 +97,8 @@ async def start_pipeline(pipeline_id: str) -> Any:
     input returns the same run (across restarts), with another input it is 422
     ``idempotency_key_reused``; 422 names the input field that fails the schema; 503 while
     paused."""
-    api = pipelines_api()
-    pipeline = api.require_pipeline(pipeline_id)
-    body = await body_of(StartRequest)
-    run_id, created = await api.start(
-        pipeline.id,
-        body.input,
-        principal=current_principal(),
-        trigger={"type": "api", "route": "start"},
-        idempotency_key=_idempotency_key(),
-    )
-    record = await api.record(run_id)
+    _body, run_id, created = await _start(pipeline_id, StartRequest, "start")
+    record = await pipelines_api().record(run_id)
     return StartResponse(
         runId=run_id, status=record.status, created=created, events=f"/runs/{run_id}/events"
     ), 202
@@ -103,16 +113,8 @@ async def start_pipeline(pipeline_id: str) -> Any:
 async def run_pipeline(pipeline_id: str) -> RunRecord:
     """Run synchronously: the run record once it ends, or in its current state when it
     waits, pauses at a breakpoint, or ``wait_seconds`` pass."""
+    body, run_id, _created = await _start(pipeline_id, RunRequest, "run")
     api = pipelines_api()
-    pipeline = api.require_pipeline(pipeline_id)
-    body = await body_of(RunRequest)
-    run_id, _created = await api.start(
-        pipeline.id,
-        body.input,
-        principal=current_principal(),
-        trigger={"type": "api", "route": "run"},
-        idempotency_key=_idempotency_key(),
-    )
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(body.wait_seconds):
             async with contextlib.aclosing(api.events(run_id)) as events:
