@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from quart import Quart, Response, g, request, websocket
@@ -26,20 +27,12 @@ from host.origins import OriginPolicy, is_preflight
 from host.plugins import PluginError, PluginHost, Registry
 from host.responses import install_cached_conversion
 from host.retention import Retention
+from host.services import Services
 from host.settings import Settings, load_settings
 from host.state_dir import ensure_state_dir
-from host.storage import Migration, Store, sqlite_url
+from host.storage import Migration, Store
 
 log = logging.getLogger("gateway")
-
-REGISTRY_HOOKS = {
-    "providers": ("gateway_register_providers", "provider"),
-    "tools": ("gateway_register_tools", "tool"),
-    "step_kinds": ("gateway_register_step_kinds", "step kind"),
-    "pipelines": ("gateway_register_pipelines", "pipeline"),
-    "safety_scanners": ("gateway_register_safety_scanners", "safety scanner"),
-    "secret_keys": ("gateway_register_secret_keys", "secret key"),
-}
 
 # Routes the host itself serves (not a plugin): the generated OpenAPI document.
 HOST_PUBLIC_ENDPOINTS = frozenset({"openapi"})
@@ -49,7 +42,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def create_app(
     settings: Settings | None = None,
     *,
-    extra_plugins: list[tuple[str, object]] | None = None,
+    extra_plugins: Sequence[tuple[str, object]] | None = None,
     load_entrypoints: bool = True,
 ) -> Quart:
     """Build the gateway. ``extra_plugins`` registers plugin objects directly (tests, embedding);
@@ -78,11 +71,7 @@ def create_app(
     install_error_handlers(app)
 
     ensure_state_dir(settings.state_dir)
-    store = Store(
-        settings.storage.url or sqlite_url(settings.state_dir),
-        synchronous=settings.storage.synchronous,
-        busy_timeout_ms=settings.storage.busy_timeout_ms,
-    )
+    store = Store.for_settings(settings)
     metrics = GatewayMetrics()
     admin_token, admin_created = _admin_token(settings)
     auth = Authenticator(settings, store, metrics, plugins, admin_token)
@@ -110,10 +99,13 @@ def create_app(
         lifecycle=Lifecycle(store, settings.server.max_websockets_per_principal, metrics),
         gates=plugins.collect("gateway_register_policy_gates", "policy gate"),
         ws_kinds=plugins.collect("gateway_register_ws_kinds", "WebSocket kind"),
+        # The host's registry hooks and the plugins' (declared with registry_hookspec).
         registries={
-            kind: plugins.collect(hook, label) for kind, (hook, label) in REGISTRY_HOOKS.items()
+            kind: plugins.collect(hook, label)
+            for kind, (hook, label) in plugins.registry_hooks.items()
         },
         migrations=_collect_migrations(plugins),
+        services=Services(plugins),
         admin_token=admin_token,
         admin_token_created=admin_created,
     )
@@ -135,16 +127,18 @@ def _admin_token(settings: Settings) -> tuple[str | None, bool]:
 
 def _collect_migrations(plugins: PluginHost) -> list[Migration]:
     registry = Registry("migration")
-    for plugin, fn in plugins.impls("gateway_register_migrations"):
 
-        def register(migration: Migration, _plugin: str = plugin) -> None:
+    def register_for(plugin: str) -> Callable[[Migration], None]:
+        def register(migration: Migration) -> None:
             if not isinstance(migration, Migration):
-                raise PluginError(f"plugin {_plugin!r} registered a migration that is not one")
+                raise PluginError(f"plugin {plugin!r} registered a migration that is not one")
             if migration.namespace == "host":
-                raise PluginError(f"plugin {_plugin!r} may not add to the 'host' namespace")
-            registry.add(_plugin, f"{migration.namespace}#{migration.version}", migration)
+                raise PluginError(f"plugin {plugin!r} may not add to the 'host' namespace")
+            registry.add(plugin, f"{migration.namespace}#{migration.version}", migration)
 
-        fn(register=register)
+        return register
+
+    plugins.call_register("gateway_register_migrations", register_for)
     return list(registry.items.values())
 
 
@@ -155,9 +149,9 @@ def _rule_key(rule: str) -> str:
 def _register_blueprints(app: Quart, ctx: GatewayContext) -> None:
     seen: dict[tuple[str, str], str] = {}
     blueprint_owner: dict[str, str] = {}
-    for plugin, fn in ctx.plugins.impls("gateway_register_blueprints"):
 
-        def register(blueprint: Any, _plugin: str = plugin) -> None:
+    def register_for(_plugin: str) -> Callable[[Any], None]:
+        def register(blueprint: Any) -> None:
             if blueprint.name in blueprint_owner:
                 raise PluginError(
                     f"blueprint {blueprint.name!r} is registered by both plugin "
@@ -199,7 +193,9 @@ def _register_blueprints(app: Quart, ctx: GatewayContext) -> None:
                     )
                 )
 
-        fn(register=register, settings=ctx.settings)
+        return register
+
+    ctx.plugins.call_register("gateway_register_blueprints", register_for, settings=ctx.settings)
 
 
 def _install_request_hooks(app: Quart, ctx: GatewayContext) -> None:
@@ -313,6 +309,7 @@ def _install_lifecycle(app: Quart, ctx: GatewayContext) -> None:
     @app.before_serving
     async def _startup() -> None:
         await ctx.store.open(ctx.migrations)
+        await ctx.hub.start()
         await ctx.auth.reconcile_sessions()
         await ctx.plugins.call_async("gateway_startup", app=app)
         if ctx.retention is not None:

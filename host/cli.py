@@ -1,4 +1,4 @@
-"""The ``gateway`` command line: serve, config, plugins, openapi; plugins add more."""
+"""The ``gateway`` command line: serve, config, plugins, openapi, db; plugins add more."""
 
 from __future__ import annotations
 
@@ -211,7 +211,126 @@ def openapi_cmd(fmt: str, output: str | None) -> None:
 
 @cli.group()
 def db() -> None:
-    """The store: prune old data."""
+    """The store: migrate it, check it, prune old data."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: str | None) -> None:
+    """Apply the store's pending migrations (the host's and the enabled plugins'), under
+    the lock a starting gateway takes: safe while gateways run or start on the store."""
+    import asyncio
+
+    settings = _load(config_path)
+    migrations = _plugin_migrations(settings)
+    store = _store(settings)
+    try:
+        applied = asyncio.run(_upgrade(store, migrations))
+    except Exception as exc:
+        raise click.ClickException(_store_failure("cannot upgrade", store, exc)) from exc
+    for namespace, version, name in applied:
+        click.echo(f"applied {namespace}#{version}: {name}")
+    click.echo(f"{len(applied)} migrations applied" if applied else "the store is up to date")
+
+
+async def _upgrade(store: Any, migrations: list[Any]) -> list[tuple[str, int, str]]:
+    await store.open(migrations)
+    try:
+        return list(store.applied)
+    finally:
+        await store.close()
+
+
+@db.command("check")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def db_check(config_path: str | None, as_json: bool) -> None:
+    """Tell whether the store has every migration of the host and the enabled plugins,
+    changing nothing. Exit 0 when it is up to date, 1 when migrations are pending (or the
+    store has some this gateway does not know), 2 when it cannot be checked."""
+    import asyncio
+
+    try:
+        settings = load_settings(config_path)
+        migrations = _plugin_migrations(settings)
+    except (ConfigError, click.ClickException) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    store = _store(settings)
+    try:
+        pending, unknown = asyncio.run(_check(store, migrations))
+    except Exception as exc:
+        click.echo(f"error: {_store_failure('cannot check', store, exc)}", err=True)
+        sys.exit(2)
+    if as_json:
+        report = {
+            "store": _display(store),
+            "up_to_date": not pending and not unknown,
+            "pending": [f"{m.namespace}#{m.version}" for m in pending],
+            "unknown": [f"{ns}#{v}" for ns, v in unknown],
+        }
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for m in pending:
+            click.echo(f"pending {m.namespace}#{m.version}: {m.name}")
+        for ns, v in unknown:
+            click.echo(f"unknown {ns}#{v}: applied by a newer gateway or a plugin not loaded")
+        if not pending and not unknown:
+            click.echo(f"the store is up to date ({_display(store)})")
+        elif pending:
+            click.echo(f"{len(pending)} migrations pending: run `gateway db upgrade`")
+    if pending or unknown:
+        sys.exit(1)
+
+
+async def _check(store: Any, migrations: list[Any]) -> tuple[list[Any], list[tuple[str, int]]]:
+    if store.dialect.name == "sqlite" and not _sqlite_file(store).is_file():
+        # Checking must not create the database file.
+        from host.storage.migrations import HOST_MIGRATIONS, pending
+
+        return pending(set(), [*HOST_MIGRATIONS, *migrations]), []
+    store.connect()
+    try:
+        result: tuple[list[Any], list[tuple[str, int]]] = await store.migration_status(migrations)
+        return result
+    finally:
+        await store.close()
+
+
+def _plugin_migrations(settings: Settings) -> list[Any]:
+    from host.app import _collect_migrations
+    from host.plugins import PluginError, PluginHost
+
+    try:
+        return _collect_migrations(PluginHost(settings))
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _store(settings: Settings) -> Any:
+    from host.storage import Store
+
+    return Store.for_settings(settings)
+
+
+def _sqlite_file(store: Any) -> Path:
+    import sqlalchemy as sa
+
+    return Path(sa.engine.make_url(store.url).database or "")
+
+
+def _display(store: Any) -> str:
+    from host.storage.urls import display_url
+
+    return display_url(store.url)
+
+
+def _store_failure(what: str, store: Any, exc: BaseException) -> str:
+    """One line for a store that failed: what, where (password masked), and why (the
+    driver's first line, which names no password)."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = reason[0] if reason else ""
+    return f"{what} the store at {_display(store)}: {type(exc).__name__}: {detail}"
 
 
 @db.command("prune")
@@ -252,13 +371,9 @@ def db_prune(config_path: str | None, dry_run: bool, as_json: bool) -> None:
 async def _prune_once(settings: Settings, plugins: Any, dry_run: bool) -> Any:
     from host.app import _collect_migrations
     from host.retention import prune
-    from host.storage import Store, sqlite_url
+    from host.storage import Store
 
-    store = Store(
-        settings.storage.url or sqlite_url(settings.state_dir),
-        synchronous=settings.storage.synchronous,
-        busy_timeout_ms=settings.storage.busy_timeout_ms,
-    )
+    store = Store.for_settings(settings)
     await store.open(_collect_migrations(plugins))
     try:
         return await prune(store, plugins, settings, dry_run=dry_run)
@@ -273,8 +388,7 @@ def _add_plugin_commands(group: click.Group) -> None:
         host = PluginHost(load_settings())
     except Exception:
         return
-    for _plugin, fn in host.impls("gateway_register_commands"):
-        fn(cli=group)
+    host.call("gateway_register_commands", cli=group)
 
 
 def main() -> None:

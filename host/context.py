@@ -11,7 +11,8 @@ from host.auth.guard import Authenticator
 from host.events import EventHub
 from host.lifecycle import Lifecycle
 from host.metrics import GatewayMetrics
-from host.plugins import PluginHost, Registry
+from host.plugins import PluginError, PluginHost, Registry
+from host.services import Services
 from host.settings import Settings
 from host.storage import Store
 
@@ -47,15 +48,24 @@ class GatewayContext:
     ws_kinds: Registry
     registries: dict[str, Registry]
     migrations: list[Migration]
+    services: Services
     routes: list[RouteInfo] = field(default_factory=list)
     admin_token: str | None = None
     admin_token_created: bool = False
+    # A plugin's own state (never another plugin's: plugins reach each other by services).
     extras: dict[str, Any] = field(default_factory=dict)
     retention: Retention | None = None  # the background prune, set by create_app
 
     def registry(self, kind: str) -> Registry:
-        """``providers``, ``tools``, ``step_kinds`` or ``pipelines``."""
-        return self.registries[kind]
+        """What a registry hook collected: ``tools``, ``secret_keys``, ``safety_scanners``,
+        or a plugin's (``step_kinds``, ``pipelines``, ``providers``)."""
+        found = self.registries.get(kind)
+        if found is None:
+            raise PluginError(
+                f"no loaded plugin declares the {kind!r} registry (known: "
+                f"{', '.join(sorted(self.registries))})"
+            )
+        return found
 
 
 def context(app: Quart | None = None) -> GatewayContext:

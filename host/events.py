@@ -1,9 +1,10 @@
 """Event streams: append-only logs in the store, live fan-out, SSE / JSONL / JSON page.
 
 One :class:`EventHub` per app. Each stream that has live subscribers gets one *tail*: a
-single task that learns about new events (woken in-process by :meth:`EventHub.notify`,
-or by polling the store's per-stream position for events written by other processes) and
-hands them to every subscriber. Many subscribers to one stream cost one producer.
+single task that learns about new events (woken in-process by :meth:`EventHub.notify`;
+for events written by other processes, woken by the store's notifications on PostgreSQL,
+see :mod:`host.storage.notify`, and by polling the store's per-stream position in any
+case) and hands them to every subscriber. Many subscribers to one stream cost one producer.
 Subscribers first replay what is stored after their position, then follow the tail, so a
 resumed stream misses nothing and repeats nothing.
 
@@ -34,6 +35,7 @@ from host.auth.watch import CredentialWatch, credential_watch
 from host.errors import GatewayError
 from host.metrics import GatewayMetrics
 from host.storage import Event, Store, now_ms
+from host.storage.notify import StreamListener
 from host.stream_slots import SlotBody, StreamSlot, StreamSlots
 from host.ticks import with_ticks
 
@@ -183,9 +185,27 @@ class EventHub:
         )
         self.draining = False
         self._tails: dict[str, _Tail] = {}
+        self._listener: StreamListener | None = None
         self._observers = observers
         self._drained = asyncio.Event()
         self._open_streams = 0
+
+    async def start(self) -> None:
+        """Listen for the events other processes append (on a store that tells: see
+        :meth:`Store.stream_listener`). Call once the store is open."""
+        if self._listener is None:
+            self._listener = self.store.stream_listener(self._wake, self._wake_all)
+            if self._listener is not None:
+                await self._listener.start()
+
+    def _wake(self, stream: str) -> None:
+        tail = self._tails.get(stream)
+        if tail is not None:
+            tail.wake.set()
+
+    def _wake_all(self) -> None:
+        for tail in self._tails.values():
+            tail.wake.set()
 
     # -- producing ------------------------------------------------------------------------
 
@@ -197,9 +217,7 @@ class EventHub:
 
     async def notify(self, event: Event) -> None:
         """Tell live subscribers and observers about an event already committed."""
-        tail = self._tails.get(event.stream)
-        if tail is not None:
-            tail.wake.set()
+        self._wake(event.stream)
         if self._observers is not None:
             try:
                 await self._observers(event)
@@ -353,6 +371,9 @@ class EventHub:
 
     async def close(self) -> None:
         self.draining = True
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         for tail in list(self._tails.values()):
             tail.task.cancel()
         for tail in list(self._tails.values()):

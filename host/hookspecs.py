@@ -1,17 +1,29 @@
-"""Every hook a plugin may implement. Prefix ``gateway_``; all are documented in
+"""The hooks of the host. Prefix ``gateway_``; all are documented in
 ``docs/reference/plugins.md`` and each has a test named after it.
 
-pluggy calls hooks synchronously. Hooks marked *awaitable* may return a coroutine; the
-host calls every implementation and awaits each result. No hook uses ``firstresult``.
+A plugin that offers an extension point declares its own hooks in a module of its own
+(``plugins/pipelines/hookspecs.py``) and hands it to the host through
+:func:`gateway_register_hookspecs`, as pytest plugins do through ``pytest_addhooks``.
 
-Registration hooks receive a ``register`` callback built for the calling plugin, so the
-host knows who registered what and refuses a duplicate name with an error naming both.
+pluggy calls the hooks, in its order: implementations run in the order the plugins were
+loaded (built-ins, then plugins passed to ``create_app``, then installed ones), except
+that ``tryfirst``/``trylast`` move one to the front or back and wrappers
+(``wrapper=True``) run around the others. Hooks marked *awaitable* may return a
+coroutine: the host awaits each result in that order. No hook uses pluggy's
+``firstresult`` (it would stop at the first coroutine): for the hook with one answer
+(:func:`gateway_actor_from_request`) the host awaits the results in order and takes the
+first that is not ``None``.
+
+Registration hooks receive a ``register`` callback that knows which plugin is calling,
+so the host knows who registered what and refuses a duplicate name with an error naming
+both. A registration hook declared with :func:`registry_hookspec` feeds a registry of its
+own (``context().registry(kind)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -29,6 +41,39 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[..., None]
+
+# The attribute that marks a registration hookspec as feeding a registry: (kind, label).
+REGISTRY_ATTR = "gateway_registry"
+_Spec = TypeVar("_Spec", bound=Callable[..., Any])
+
+
+def registry_hookspec(kind: str, label: str) -> Callable[[_Spec], _Spec]:
+    """Declare a registration hook whose ``register(name, value)`` calls the host collects,
+    at start-up, into ``context().registry(kind)`` (a duplicate name fails start-up naming
+    both plugins; ``label`` names one entry in that message: ``"step kind"``)."""
+
+    def declare(spec: _Spec) -> _Spec:
+        setattr(spec, REGISTRY_ATTR, (kind, label))
+        marked: _Spec = hookspec(spec)
+        return marked
+
+    return declare
+
+
+@hookspec
+def gateway_register_hookspecs(register: Register) -> None:
+    """Declare hooks of the plugin's own, for other plugins to implement:
+    ``register(module_or_class)``.
+
+    :param register: ``register(namespace)`` where ``namespace`` (a module or class)
+        holds functions decorated with ``host.api.hookspec`` or
+        ``host.api.registry_hookspec``, each named ``gateway_<something>``.
+
+    All implementations are called at start-up, before any plugin hook is called. A hook
+    declared twice (by two plugins, or by a plugin and the host) fails start-up naming
+    both; an implementation whose arguments the declaration lacks fails start-up naming
+    the implementing plugin.
+    """
 
 
 @hookspec
@@ -79,18 +124,7 @@ def gateway_register_ws_kinds(register: Register) -> None:
     """
 
 
-@hookspec
-def gateway_register_providers(register: Register) -> None:
-    """Register model providers for the OpenAI-compatible surface and ``llm`` steps:
-    ``register(name, provider)``.
-
-    :param register: ``register(name: str, provider: object)``.
-
-    All implementations are called; a provider name registered twice fails start-up.
-    """
-
-
-@hookspec
+@registry_hookspec("tools", "tool")
 def gateway_register_tools(register: Register) -> None:
     """Register tools agents may call: ``register(name, tool)``.
 
@@ -100,27 +134,7 @@ def gateway_register_tools(register: Register) -> None:
     """
 
 
-@hookspec
-def gateway_register_step_kinds(register: Register) -> None:
-    """Register pipeline step kinds: ``register(name, step_kind)``.
-
-    :param register: ``register(name: str, step_kind: object)``.
-
-    All implementations are called; a step kind registered twice fails start-up.
-    """
-
-
-@hookspec
-def gateway_register_pipelines(register: Register) -> None:
-    """Register pipelines defined in code: ``register(pipeline_id, pipeline)``.
-
-    :param register: ``register(pipeline_id: str, pipeline: object)``.
-
-    All implementations are called; a pipeline id registered twice fails start-up.
-    """
-
-
-@hookspec
+@registry_hookspec("safety_scanners", "safety scanner")
 def gateway_register_safety_scanners(register: Register) -> None:
     """Register safety scanners for text entering and leaving models:
     ``register(name, scanner)``.
@@ -133,10 +147,12 @@ def gateway_register_safety_scanners(register: Register) -> None:
     output (tool-call arguments included; streamed output is rescanned as it grows, so a
     redaction must leave its own output unchanged); the strongest verdict wins (block >
     redact > warn).
+
+    Declared by the host until the safety plugin exists, which will declare it.
     """
 
 
-@hookspec
+@registry_hookspec("secret_keys", "secret key")
 def gateway_register_secret_keys(register: Register) -> None:
     """Declare which configuration keys hold secrets: ``register(key, description)``.
 
@@ -167,8 +183,8 @@ def gateway_startup(app: Quart) -> Any:
 
     :param app: the Quart app; ``host.api.context(app)`` gives the gateway context.
 
-    Awaitable. All implementations are called, in registration order; an exception fails
-    start-up.
+    Awaitable. All implementations are called, in pluggy's order (see above); an
+    exception fails start-up.
     """
 
 
@@ -214,23 +230,6 @@ def gateway_validate_config(app: Quart, settings: Settings) -> Any:
 
 
 @hookspec
-def gateway_record_conversation(app: Quart, record: dict[str, Any]) -> Any:
-    """Receive one model exchange of a conversation that has a session key (a Responses
-    chain, or ``metadata.session_id``), to store it: the contract of the sessions plugin.
-
-    :param app: the Quart app.
-    :param record: a JSON-able dict: ``session_key``, ``api`` (``chat`` or
-        ``responses``), ``model``, ``response_id``, ``previous_response_id``,
-        ``principal``, ``user``, ``metadata``, ``instructions``, ``input`` and ``output``
-        (chat messages), ``usage``, ``status``, ``created_ms``.
-
-    Awaitable. Called only for exchanges the model answered, before the answer's end
-    reaches the client (before ``[DONE]`` for streams). All implementations are called;
-    exceptions are logged and never reach the client.
-    """
-
-
-@hookspec
 def gateway_on_event(event: Event) -> Any:
     """Observe every event appended to any stream (audit, metrics, dashboards).
 
@@ -267,8 +266,9 @@ def gateway_actor_from_request(request: Any, settings: Settings) -> Any:
     :param request: the Quart request or websocket.
     :param settings: the gateway settings.
 
-    Awaitable. All implementations are called before the built-in auth mode; the first
-    :class:`host.auth.Principal` returned wins; return ``None`` to abstain.
+    Awaitable. Called before the built-in auth mode; the results are awaited in pluggy's
+    order and the first that is not ``None`` (a :class:`host.auth.Principal`) wins, the
+    later ones are not awaited; return ``None`` to abstain.
     """
 
 

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
@@ -97,7 +97,7 @@ async def run_worker(
     settings: Settings,
     sockets: Sockets | None = None,
     on_signals_handled: Callable[[], None] | None = None,
-    extra_plugins: list[tuple[str, object]] | None = None,
+    extra_plugins: Sequence[tuple[str, object]] | None = None,
     supervisor: _WorkerLink | None = None,
 ) -> None:
     """Serve one worker until SIGTERM/SIGINT, then drain and return. ``sockets`` are

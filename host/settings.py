@@ -225,9 +225,51 @@ class ServerSettings(_Section):
 
 
 class StorageSettings(_Section):
-    url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the state dir")
+    url: str | Secret | None = Field(
+        None,
+        union_mode="left_to_right",
+        description="SQLAlchemy URL, or a secret reference to one; default SQLite in the state dir",
+    )
+    password: Secret | None = Field(None, description="PostgreSQL: when storage.url has none")
     synchronous: Literal["full", "normal"] = "full"
     busy_timeout_ms: int = Field(10_000, ge=100, le=600_000)
+    pool_size: int = Field(
+        5, ge=1, le=100, description="PostgreSQL: connections per worker, as many again in bursts"
+    )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_reference(cls, v: Any) -> Any:
+        # A reference ({ env = "DATABASE_URL" }) stays one; a plain string stays text, so
+        # that `config show` can print it with only its password masked.
+        if isinstance(v, dict):
+            from host.secrets import SecretError
+
+            try:
+                return Secret.resolve(v, CURRENT_CONFIG_DIR.get())
+            except SecretError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _check_url(self) -> StorageSettings:
+        self.resolved_url(Path("."))
+        return self
+
+    def resolved_url(self, state_dir: Path) -> str:
+        """The URL the store connects with (SQLite in ``state_dir`` when none is set)."""
+        from host.storage.urls import StoreURLError, sqlite_url, store_url
+
+        raw = self.url.get() if isinstance(self.url, Secret) else self.url
+        password = self.password.get() if self.password is not None else None
+        if raw is None:
+            if password is not None:
+                raise ValueError("storage.password is for a PostgreSQL storage.url")
+            return sqlite_url(state_dir)
+        try:
+            return store_url(raw, password)
+        except StoreURLError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class EventSettings(_Section):
@@ -583,6 +625,10 @@ forget_after_seconds = 3600     # failures are forgotten after this long without
 # token = { env = "GATEWAY_CI_TOKEN" }
 # gates = ["allow_session_write"]   # "*" grants every gate
 # rate_limit = { per_minute = 600 }
+
+# The store: SQLite in state_dir by default. Several replicas share one PostgreSQL:
+# [storage]
+# url = { env = "GATEWAY_DATABASE_URL" }   # postgresql+asyncpg://user:password@host/db
 
 [events]
 heartbeat_seconds = 15

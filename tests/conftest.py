@@ -1,5 +1,17 @@
 """Shared fixtures: settings on a real SQLite file in tmp_path, the Quart test client,
-and a real ``gateway serve`` process on a free loopback port."""
+and a real ``gateway serve`` process on a free loopback port.
+
+Both stores. A test that touches the store runs on SQLite and on PostgreSQL when it
+asks for the ``store_url`` fixture (parametrised: ``test_x[sqlite]``,
+``test_x[postgresql]``), or a whole module with
+``pytestmark = pytest.mark.usefixtures("store_url")``. ``make_settings`` and
+``live_server`` then use that store; a test that builds a :class:`Store` itself passes
+``store_url`` to it. ``postgres_url`` alone is a fresh PostgreSQL database (for tests
+that only make sense there, such as several replicas on one database). PostgreSQL is
+started by the tests (see ``tests/pg.py``); where it is not installed its tests are
+skipped, except in CI (``CI=true``), where that is an error. Pick one store with
+``-k sqlite`` or ``-k postgresql``.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +29,17 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import tomli_w
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from host.app import create_app
 from host.settings import Settings, build_settings, deep_merge
+from host.storage import sqlite_url
+from tests import pg
+from tests.plugins_for_tests.kit import subprocess_env
 
 # Fixtures of the OpenAI surface's tests (module_upstream, upstream, openai_gateway).
 pytest_plugins = ["tests.openai_helpers"]
@@ -51,12 +70,74 @@ def state_dir(tmp_path: Path) -> Path:
     return path
 
 
+# -- the stores ------------------------------------------------------------------------------
+
+STORES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg.PostgresServer]:
+    """This test process's PostgreSQL server (started on first use)."""
+    try:
+        server = pg.server_from_env() or pg.start_server()
+    except pg.PostgresUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs PostgreSQL for the store tests: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def make_settings(state_dir: Path) -> Callable[..., Settings]:
-    """``make_settings(**overrides)``: base config deep-merged with ``overrides``."""
+def postgres_url(postgres_server: pg.PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of this test (dropped after it)."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, state_dir: Path) -> str:
+    """The store of this run of the test: SQLite in ``state_dir``, or a fresh PostgreSQL
+    database. See the module's docstring."""
+    if request.param == "sqlite":
+        return sqlite_url(state_dir)
+    return str(request.getfixturevalue("postgres_url"))
+
+
+async def db_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Read a store's database independently of the store: the plain sqlite3 module, or
+    a connection of its own to PostgreSQL. ``sql`` must be valid on the store's dialect."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(sa.engine.make_url(url).database or "") as conn:
+            return conn.execute(sql).fetchall()
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return [tuple(r) for r in await conn.exec_driver_sql(sql)]
+    finally:
+        await engine.dispose()
+
+
+def store_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``{"storage": {"url": ...}}`` when the test runs on PostgreSQL (``store_url``);
+    on SQLite the default (the state directory) is the store."""
+    if "store_url" not in request.fixturenames:
+        return {}
+    url = request.getfixturevalue("store_url")
+    return {"storage": {"url": url}} if url.startswith("postgresql") else {}
+
+
+@pytest.fixture
+def make_settings(state_dir: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """``make_settings(**overrides)``: base config deep-merged with ``overrides`` (on the
+    test's store, see ``store_url``)."""
+    store = store_config(request)
 
     def make(**overrides: Any) -> Settings:
-        return build_settings(deep_merge(base_config(state_dir), overrides))
+        return build_settings(deep_merge(deep_merge(base_config(state_dir), store), overrides))
 
     return make
 
@@ -79,6 +160,33 @@ async def app_and_client(make_settings: Callable[..., Settings]) -> AsyncIterato
 @pytest.fixture
 def client(app_and_client: Any) -> Any:
     return app_and_client[1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(body: Any, code: str) -> dict[str, Any]:
+    """``body`` is the error envelope alone, with ``code``, a type and a message."""
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert err["code"] == code, body
+    assert isinstance(err["type"], str) and err["type"]
+    assert isinstance(err["message"], str) and err["message"]
+    return dict(err)
+
+
+async def metric(client: Any, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``; read as the admin
+    from an address no test exhausts."""
+    response = await client.get("/metrics", headers=ADMIN, scope_base={"client": ("::1", 1)})
+    assert response.status_code == 200
+    total = 0.0
+    for family in text_string_to_metric_families((await response.get_data()).decode()):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
 
 
 # -- a real server ---------------------------------------------------------------------------
@@ -163,11 +271,16 @@ def wait_healthy(server: LiveServer, timeout: float = 30, verify: Any = False) -
 
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """``live_server(config=..., args=[...], env=...)`` starts ``gateway serve``."""
+def live_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., LiveServer]]:
+    """``live_server(config=..., args=[...], env=...)`` starts ``gateway serve`` (on the
+    test's store, see ``store_url``)."""
     servers: list[LiveServer] = []
+    store = store_config(request)
 
     def start(**kwargs: Any) -> LiveServer:
+        kwargs["config"] = deep_merge(store, kwargs.get("config") or {})
         server = start_server(tmp_path / f"srv{len(servers)}", **kwargs)
         servers.append(server)
         return server
@@ -179,6 +292,33 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
+
+
+# -- the gateway command line, and its configuration file --------------------------------------
+
+
+def gateway_cli(
+    *args: str, cwd: Path, site: str | Path | None = None, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``gateway *args`` run as a user runs it: a subprocess in ``cwd``, its output as text.
+    The repository, and ``site`` (fake installed distributions) when given, come first on
+    PYTHONPATH; no GATEWAY_* variable is set but those in ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "host.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=subprocess_env(*([Path(site)] if site else []), **env),
+        timeout=60,
+    )
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """``data`` as TOML at ``path``, its folder made if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(data))
+    return path
 
 
 # -- a fake OpenAI-compatible upstream ---------------------------------------------------------

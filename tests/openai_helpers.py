@@ -1,11 +1,13 @@
 """Shared by the tests of the OpenAI-compatible surface (``tests/test_openai_*.py``).
 
 Fixtures (registered through ``tests/conftest.py``): ``module_upstream``, one fake
-upstream per test module; ``upstream``, the same, reset for each test; and
+upstream per test module; ``upstream``, the same, reset for each test;
 ``openai_gateway``, a real ``gateway serve`` in front of it with
-:func:`tests.fake_openai_upstream.models_config`. Helpers: SDK clients, the error
-envelope check, SSE parsing, and a gateway served in-process by Hypercorn (for plugins
-given as objects, which a ``gateway serve`` subprocess cannot load).
+:func:`tests.fake_openai_upstream.models_config`; and ``app_client``, the Quart test
+client of a gateway in front of ``fake_upstream``. Helpers: SDK clients, the error
+envelope check, a request refused before the upstream, SSE parsing, and a gateway
+served in-process by Hypercorn (for plugins given as objects, which a ``gateway serve``
+subprocess cannot load).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import openai
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from openai.types.chat import ChatCompletionMessageParam
 from quart import Quart
 
-from tests.conftest import ADMIN_TOKEN, LiveServer, free_port, start_server
+from tests.conftest import ADMIN, ADMIN_TOKEN, LiveServer, free_port, running_app, start_server
 from tests.fake_openai_upstream import KEY_ENV, FakeUpstream, models_config
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,15 @@ def openai_gateway(
     server.stop()
 
 
+@pytest.fixture
+async def app_client(
+    make_settings: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Any]:
+    monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
+    async with running_app(make_settings(models=models_config(fake_upstream))) as (_, client):
+        yield client
+
+
 def sdk(server: Any, token: str = ADMIN_TOKEN) -> openai.OpenAI:
     """The sync SDK against ``server`` (anything with a ``url``), retries off."""
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=token, max_retries=0)
@@ -72,6 +84,18 @@ def assert_error(body: Any, code: str, param: str | None = None) -> dict[str, An
         assert err["param"] == param, err
         assert param in err["message"], err
     return err
+
+
+async def refused(
+    client: Any, upstream: FakeUpstream, path: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """POST ``body`` for model ``gpt-test`` to ``path`` with the test ``client``: it must be
+    a 400 that never reached ``upstream``. Returns the answer's body."""
+    response = await client.post(path, json={"model": "gpt-test", **body}, headers=ADMIN)
+    answer: dict[str, Any] = await response.get_json()
+    assert response.status_code == 400, answer
+    assert upstream.requests == []
+    return answer
 
 
 def sse_data(raw: bytes) -> list[Any]:

@@ -24,7 +24,8 @@ import tomli_w
 
 from host.auth.passwords import PasswordHash, hash_password
 from host.settings import ConfigError, load_settings
-from tests.conftest import ADMIN, running_app
+from host.storage import sqlite_url
+from tests.conftest import ADMIN, assert_error, bearer, db_rows, gateway_cli, running_app
 from tests.plugins_for_tests.kit import subprocess_env
 
 ALICE_PW = "alice's long passphrase"
@@ -36,19 +37,6 @@ LEGACY_ENV = "GW_TEST_LEGACY_PASSWORD"
 ALICE_HASH = hash_password(ALICE_PW)
 ALICE_NEW_PW = "alice's new passphrase"
 ALICE_NEW_HASH = hash_password(ALICE_NEW_PW)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_error(body: Any, code: str) -> dict[str, Any]:
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert err["code"] == code, body
-    assert isinstance(err["type"], str) and err["type"]
-    assert isinstance(err["message"], str) and err["message"]
-    return err
 
 
 def accounts_auth(**extra: Any) -> dict[str, Any]:
@@ -88,12 +76,10 @@ async def whoami(client: Any, token: str) -> Any:
     return (await response.get_json())["auth"]["principal"]
 
 
-def session_rows(state_dir: Path) -> list[tuple[str, str | None]]:
-    with sqlite3.connect(state_dir / "gateway.db") as conn:
-        rows = conn.execute(
-            "SELECT principal, credential_fp FROM gateway_auth_sessions ORDER BY principal"
-        ).fetchall()
-    return [(r[0], r[1]) for r in rows]
+async def session_rows(url: str) -> list[tuple[str, str | None]]:
+    """The stored sessions of the store at ``url``, read around the store."""
+    sql = "SELECT principal, credential_fp FROM gateway_auth_sessions ORDER BY principal"
+    return [(r[0], r[1]) for r in await db_rows(url, sql)]
 
 
 # -- logging in -------------------------------------------------------------------------------
@@ -135,7 +121,7 @@ async def test_wrong_password_and_unknown_user_are_the_same_401(accounts, state_
             assert err["type"] == "authentication_error"
             messages.add(err["message"])
         assert len(messages) == 1
-    assert session_rows(state_dir) == []
+    assert await session_rows(sqlite_url(state_dir)) == []
 
 
 async def test_a_principal_field_is_refused_and_issues_nothing(accounts, state_dir):
@@ -148,7 +134,7 @@ async def test_a_principal_field_is_refused_and_issues_nothing(accounts, state_d
         err = assert_error(await response.get_json(), "invalid_request_body")
         assert err["param"] == "principal"
         assert "user" in err["message"]
-    assert session_rows(state_dir) == []
+    assert await session_rows(sqlite_url(state_dir)) == []
 
 
 async def test_user_is_required_unless_the_legacy_password_is_set(accounts, state_dir):
@@ -157,7 +143,7 @@ async def test_user_is_required_unless_the_legacy_password_is_set(accounts, stat
         assert response.status_code == 400
         err = assert_error(await response.get_json(), "invalid_request_body")
         assert err["param"] == "user"
-    assert session_rows(state_dir) == []
+    assert await session_rows(sqlite_url(state_dir)) == []
 
 
 async def test_legacy_password_is_the_operator_account_beside_named_ones(accounts, state_dir):
@@ -200,7 +186,7 @@ def test_legacy_config_file_with_only_auth_password_still_starts(live_server, tm
 # -- revocation -------------------------------------------------------------------------------
 
 
-async def test_patching_an_accounts_password_revokes_its_sessions_only(accounts, state_dir):
+async def test_patching_an_accounts_password_revokes_its_sessions_only(accounts, store_url):
     async with running_app(accounts()) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
         bob = await session(client, "bob", BOB_PW)
@@ -212,7 +198,7 @@ async def test_patching_an_accounts_password_revokes_its_sessions_only(accounts,
         assert await whoami(client, alice) == 401
         assert (await whoami(client, bob))["name"] == "bob"
         # The stale session is deleted, not just refused.
-        assert [row[0] for row in session_rows(state_dir)] == ["bob"]
+        assert [row[0] for row in await session_rows(store_url)] == ["bob"]
         assert (await login(client, "alice", ALICE_PW)).status_code == 401
         fresh = await session(client, "alice", ALICE_NEW_PW)
         assert (await whoami(client, fresh))["name"] == "alice"
@@ -241,7 +227,7 @@ async def test_reloading_a_new_hash_from_the_file_revokes_that_accounts_sessions
 ):
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
-    data = {"state_dir": str(state), "auth": accounts_auth()}
+    data: dict[str, Any] = {"state_dir": str(state), "auth": accounts_auth()}
     config.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(config)) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
@@ -254,7 +240,7 @@ async def test_reloading_a_new_hash_from_the_file_revokes_that_accounts_sessions
         assert (await whoami(client, bob))["name"] == "bob"
 
 
-async def test_removing_an_account_deletes_its_sessions_at_once(accounts, state_dir):
+async def test_removing_an_account_deletes_its_sessions_at_once(accounts, store_url):
     async with running_app(accounts()) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
         carol = {"password_hash": ALICE_NEW_HASH}
@@ -269,7 +255,7 @@ async def test_removing_an_account_deletes_its_sessions_at_once(accounts, state_
             "/gateway/config", json={"auth": {"users": {"carol": None}}}, headers=ADMIN
         )
         assert removed.status_code == 200, await removed.get_data()
-        assert [row[0] for row in session_rows(state_dir)] == ["alice"]
+        assert [row[0] for row in await session_rows(store_url)] == ["alice"]
         assert await whoami(client, token) == 401
         assert (await login(client, "carol", ALICE_NEW_PW)).status_code == 401
         assert (await whoami(client, alice))["name"] == "alice"
@@ -278,7 +264,7 @@ async def test_removing_an_account_deletes_its_sessions_at_once(accounts, state_
 async def test_removing_an_account_from_the_file_revokes_it_on_reload(accounts, tmp_path):
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
-    data = {"state_dir": str(state), "auth": accounts_auth()}
+    data: dict[str, Any] = {"state_dir": str(state), "auth": accounts_auth()}
     config.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(config)) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
@@ -287,7 +273,7 @@ async def test_removing_an_account_from_the_file_revokes_it_on_reload(accounts, 
         config.write_text(tomli_w.dumps(data))
         reloaded = await client.post("/gateway/reload", headers=bearer(alice))
         assert reloaded.status_code == 200, await reloaded.get_data()
-        assert [row[0] for row in session_rows(state)] == ["alice"]
+        assert [row[0] for row in await session_rows(sqlite_url(state))] == ["alice"]
         assert await whoami(client, bob) == 401
 
 
@@ -300,14 +286,14 @@ async def test_gates_changed_by_a_patch_apply_to_open_sessions(accounts):
         assert (await client.post("/gateway/pause", headers=bearer(bob))).status_code == 200
 
 
-async def test_switching_the_mode_away_and_back_revives_no_session(accounts, state_dir):
+async def test_switching_the_mode_away_and_back_revives_no_session(accounts, store_url):
     async with running_app(accounts()) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
         away = await client.patch(
             "/gateway/config", json={"auth": {"mode": "token"}}, headers=ADMIN
         )
         assert away.status_code == 200, await away.get_data()
-        assert session_rows(state_dir) == []
+        assert await session_rows(store_url) == []
         back = await client.patch(
             "/gateway/config", json={"auth": {"mode": "password-session"}}, headers=ADMIN
         )
@@ -316,27 +302,27 @@ async def test_switching_the_mode_away_and_back_revives_no_session(accounts, sta
         assert (await whoami(client, await session(client, "alice", ALICE_PW)))["name"] == "alice"
 
 
-async def test_a_restart_in_another_mode_revokes_sessions(accounts, make_settings, state_dir):
+async def test_a_restart_in_another_mode_revokes_sessions(accounts, make_settings, store_url):
     async with running_app(accounts()) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
     async with running_app(make_settings(auth={"users": accounts_auth()["users"]})):
         pass  # token mode: the start-up deletes every password session
-    assert session_rows(state_dir) == []
+    assert await session_rows(store_url) == []
     async with running_app(accounts()) as (_app, client):
         assert await whoami(client, alice) == 401
 
 
-async def test_sessions_survive_a_restart_with_the_same_accounts(accounts, state_dir):
+async def test_sessions_survive_a_restart_with_the_same_accounts(accounts, store_url):
     async with running_app(accounts()) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
         bob = await session(client, "bob", BOB_PW)
     async with running_app(accounts()) as (_app, client):
         assert await whoami(client, alice) == {"name": "alice", "kind": "session", "gates": ["*"]}
         assert (await whoami(client, bob))["name"] == "bob"
-    assert [row[0] for row in session_rows(state_dir)] == ["alice", "bob"]
+    assert [row[0] for row in await session_rows(store_url)] == ["alice", "bob"]
     # The fingerprint is an HMAC keyed by the session token: not the hash, not a digest of
     # the password anyone could test guesses against.
-    fingerprints = [row[1] for row in session_rows(state_dir)]
+    fingerprints = [row[1] for row in await session_rows(store_url)]
     assert all(fp and len(fp) == 64 for fp in fingerprints)
     assert ALICE_HASH.rsplit("$", 1)[1] not in str(fingerprints)
 
@@ -399,7 +385,7 @@ async def test_sessions_from_before_the_upgrade_are_invalid(accounts, state_dir)
     async with running_app(accounts()) as (_app, client):
         assert await whoami(client, token) == 401
         assert (await whoami(client, await session(client, "alice", ALICE_PW)))["name"] == "alice"
-    assert [row[0] for row in session_rows(state_dir)] == ["alice"]
+    assert [row[0] for row in await session_rows(sqlite_url(state_dir))] == ["alice"]
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -454,15 +440,7 @@ async def test_invalid_account_settings_are_refused_with_a_clear_message(
 
 
 def hash_password_cli(*, stdin: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", "auth", "hash-password"],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    return gateway_cli("auth", "hash-password", cwd=cwd, stdin=stdin)
 
 
 def on_a_terminal(args: list[str], answers: list[str], cwd: Path) -> tuple[int, str]:
@@ -528,14 +506,7 @@ async def test_hash_password_round_trip_from_stdin_logs_in(make_settings, tmp_pa
             }
         )
     )
-    check = subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
 
     settings = make_settings(
@@ -579,14 +550,7 @@ def test_config_check_names_a_broken_password_hash(tmp_path):
     (tmp_path / "gateway.toml").write_text(
         '[auth]\nmode = "password-session"\n[auth.users.dana]\npassword_hash = "md5$x"\n'
     )
-    check = subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 1
     assert "auth.users.dana.password_hash" in check.stderr
     assert "gateway auth hash-password" in check.stderr
@@ -597,14 +561,7 @@ def test_config_check_warns_about_a_literal_account_password(tmp_path):
     (tmp_path / "gateway.toml").write_text(
         '[auth]\nmode = "password-session"\n[auth.users.dana]\npassword = "dana-literal"\n'
     )
-    check = subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert "warning: auth.users.dana.password is a literal" in check.stderr
     assert "dana-literal" not in check.stderr + check.stdout

@@ -16,26 +16,24 @@ import pytest
 import tomli_w
 
 from host.settings import load_settings
-from tests.conftest import ADMIN, ADMIN_TOKEN, READER, READER_TOKEN, free_port, running_app
+from host.storage import sqlite_url
+from tests.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    READER,
+    READER_TOKEN,
+    assert_error,
+    bearer,
+    db_rows,
+    free_port,
+    running_app,
+)
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_ENV = "GW_TEST_GATEWAY_PASSWORD"
 # The Quart test client sends no ASGI "client"; Quart then reports remote_addr "<local>",
 # which the guard counts as loopback. A non-loopback caller is simulated with scope_base.
 REMOTE = {"client": ("203.0.113.7", 40000)}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_error(body: Any, code: str) -> dict[str, Any]:
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert err["code"] == code, body
-    assert isinstance(err["type"], str) and err["type"]
-    assert isinstance(err["message"], str) and err["message"]
-    return err
 
 
 def session_settings(make_settings: Any, monkeypatch: pytest.MonkeyPatch, **auth: Any) -> Any:
@@ -61,11 +59,10 @@ def db_dump(state_dir: Path) -> str:
         return "\n".join(conn.iterdump())
 
 
-def session_rows(state_dir: Path) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(state_dir / "gateway.db") as conn:
-        return conn.execute(
-            "SELECT token_hash, principal, client, revoked_ms FROM gateway_auth_sessions"
-        ).fetchall()
+async def session_rows(url: str) -> list[tuple[Any, ...]]:
+    """The stored sessions of the store at ``url``, read around the store."""
+    sql = "SELECT token_hash, principal, client, revoked_ms FROM gateway_auth_sessions"
+    return await db_rows(url, sql)
 
 
 # -- token mode ------------------------------------------------------------------------------
@@ -191,7 +188,7 @@ async def test_relative_token_file_resolves_next_to_the_config_file(tmp_path, mo
 
 
 async def test_password_session_issues_a_bearer_token_that_authenticates(
-    make_settings, monkeypatch, state_dir
+    make_settings, monkeypatch, store_url
 ):
     settings = session_settings(make_settings, monkeypatch, session_ttl_seconds=600)
     async with running_app(settings) as (_app, client):
@@ -206,7 +203,7 @@ async def test_password_session_issues_a_bearer_token_that_authenticates(
         # Without "user", the legacy auth.password logs in to the account "operator".
         assert principal["name"] == "operator"
         assert principal["kind"] == "session"
-    rows = session_rows(state_dir)
+    rows = await session_rows(store_url)
     assert len(rows) == 1
     # The test client's remote address is what Quart reports without an ASGI client.
     assert rows[0][2] == "<local>"
@@ -231,7 +228,7 @@ async def test_session_tokens_are_random_and_only_their_hash_is_stored(
         assert token not in dump
         assert token.encode() not in raw
         assert hashlib.sha256(token.encode()).hexdigest() in dump
-    assert len(session_rows(state_dir)) == 4
+    assert len(await session_rows(sqlite_url(state_dir))) == 4
 
 
 async def test_wrong_password_is_401_invalid_credentials_and_stores_nothing(
@@ -243,7 +240,7 @@ async def test_wrong_password_is_401_invalid_credentials_and_stores_nothing(
         err = assert_error(await response.get_json(), "invalid_credentials")
         assert err["type"] == "authentication_error"
         assert "access_token" not in (await response.get_data()).decode()
-    assert session_rows(state_dir) == []
+    assert await session_rows(sqlite_url(state_dir)) == []
 
 
 @pytest.mark.parametrize("body", [{}, {"password": ""}, {"principal": "alice"}])
@@ -256,7 +253,7 @@ async def test_missing_password_is_400_naming_the_field(
         err = assert_error(await response.get_json(), "invalid_request_body")
         assert "password" in err["message"]
         assert err.get("param") == "password"
-    assert session_rows(state_dir) == []
+    assert await session_rows(sqlite_url(state_dir)) == []
 
 
 async def test_issuing_a_session_in_token_mode_is_400_auth_mode_mismatch(client, state_dir):
@@ -264,7 +261,7 @@ async def test_issuing_a_session_in_token_mode_is_400_auth_mode_mismatch(client,
     assert response.status_code == 400
     err = assert_error(await response.get_json(), "auth_mode_mismatch")
     assert "token" in err["message"]
-    assert session_rows(state_dir) == []
+    assert await session_rows(sqlite_url(state_dir)) == []
 
 
 async def test_session_expires_after_its_ttl(make_settings, monkeypatch):
@@ -279,7 +276,7 @@ async def test_session_expires_after_its_ttl(make_settings, monkeypatch):
         assert expired.headers["WWW-Authenticate"].startswith("Bearer ")
 
 
-async def test_logout_revokes_only_the_callers_session(make_settings, monkeypatch, state_dir):
+async def test_logout_revokes_only_the_callers_session(make_settings, monkeypatch, store_url):
     async with running_app(session_settings(make_settings, monkeypatch)) as (_app, client):
         mine = (await (await issue(client)).get_json())["access_token"]
         other = (await (await issue(client)).get_json())["access_token"]
@@ -290,7 +287,7 @@ async def test_logout_revokes_only_the_callers_session(make_settings, monkeypatc
         assert gone.status_code == 401
         assert_error(await gone.get_json(), "unauthorized")
         assert (await client.get("/gateway/status", headers=bearer(other))).status_code == 200
-    revoked = {row[0]: row[3] for row in session_rows(state_dir)}
+    revoked = {row[0]: row[3] for row in await session_rows(store_url)}
     assert revoked[hashlib.sha256(mine.encode()).hexdigest()] is not None
     assert revoked[hashlib.sha256(other.encode()).hexdigest()] is None
 
@@ -302,7 +299,7 @@ async def test_logout_with_a_static_token_is_400_not_a_session(client):
     assert (await client.get("/gateway/status", headers=ADMIN)).status_code == 200
 
 
-async def test_revoking_all_sessions_needs_the_control_gate(make_settings, monkeypatch, state_dir):
+async def test_revoking_all_sessions_needs_the_control_gate(make_settings, monkeypatch, store_url):
     settings = session_settings(make_settings, monkeypatch, session_gates=[])
     async with running_app(settings) as (_app, client):
         tokens = [(await (await issue(client)).get_json())["access_token"] for _ in range(2)]
@@ -310,7 +307,7 @@ async def test_revoking_all_sessions_needs_the_control_gate(make_settings, monke
             denied = await client.delete("/gateway/auth/sessions", headers=headers)
             assert denied.status_code == 403
             assert_error(await denied.get_json(), "policy_gate_denied")
-        assert all(row[3] is None for row in session_rows(state_dir))
+        assert all(row[3] is None for row in await session_rows(store_url))
         for token in tokens:
             assert (await client.get("/gateway/status", headers=bearer(token))).status_code == 200
 
@@ -320,10 +317,10 @@ async def test_revoking_all_sessions_needs_the_control_gate(make_settings, monke
         for token in tokens:
             assert (await client.get("/gateway/status", headers=bearer(token))).status_code == 401
         assert (await client.get("/gateway/status", headers=ADMIN)).status_code == 200
-    assert all(row[3] is not None for row in session_rows(state_dir))
+    assert all(row[3] is not None for row in await session_rows(store_url))
 
 
-async def test_session_survives_app_restart(make_settings, monkeypatch):
+async def test_session_survives_app_restart(make_settings, monkeypatch, store_url):
     settings = session_settings(make_settings, monkeypatch)
     async with running_app(settings) as (_app, client):
         token = (await (await issue(client)).get_json())["access_token"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -18,21 +16,11 @@ from host.cli import cli
 from host.plugins import PluginHost
 from host.settings import DEFAULT_CONFIG_TEXT, build_settings
 from tests.conftest import free_port
-from tests.plugins_for_tests.kit import fake_distribution, subprocess_env
+from tests.conftest import gateway_cli as gateway
+from tests.plugins_for_tests.kit import fake_distribution
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_DOC = REPO / "docs" / "reference" / "cli.md"
-
-
-def gateway(*args: str, cwd: Path, site: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=subprocess_env(*([site] if site else [])),
-        timeout=60,
-    )
 
 
 # -- gateway config ----------------------------------------------------------------------------

@@ -5,40 +5,28 @@ and never replace a working configuration with a broken one."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import tomli_w
 
 from host.app import create_app
 from host.settings import load_settings
-from tests.conftest import ADMIN, ADMIN_TOKEN, READER, READER_TOKEN, base_config, running_app
-from tests.plugins_for_tests.kit import subprocess_env
+from tests.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    READER,
+    READER_TOKEN,
+    base_config,
+    running_app,
+    write_config,
+)
+from tests.conftest import gateway_cli as gateway
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DOC = REPO / "docs" / "reference" / "configuration.md"
-
-
-def gateway(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=subprocess_env(**env),
-        timeout=60,
-    )
-
-
-def write_config(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(data))
-    return path
 
 
 def assert_error(body: dict[str, Any], code: str) -> dict[str, Any]:

@@ -11,11 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ADMIN, running_app
+import pytest
+import sqlalchemy as sa
+
+from host.settings import ConfigError
+from tests.conftest import ADMIN, running_app, write_config
+from tests.conftest import gateway_cli as gateway
 from tests.plugins_for_tests import vault_keys
 from tests.plugins_for_tests.kit import fake_distribution
-from tests.test_cli import gateway
-from tests.test_config import write_config
 
 SECRETS = [
     "dsn-password-0123",
@@ -120,3 +123,62 @@ async def test_gateway_register_secret_keys_refuses_a_literal_at_a_declared_key(
         assert (
             await client.patch("/gateway/config", headers=ADMIN, json=harmless)
         ).status_code == 200
+
+
+# -- the store's URL ---------------------------------------------------------------------------
+
+
+async def test_a_postgresql_store_password_never_shows_however_it_is_given(
+    make_settings, postgres_url, monkeypatch
+):
+    """The URL as a literal (its password masked), as a reference to a variable holding
+    all of it, or without a password beside ``storage.password``: the gateway runs on the
+    database each way, and neither the config view nor the status shows the password."""
+    url = sa.engine.make_url(postgres_url)
+    password = url.password
+    assert password
+    bare = url._replace(password=None).render_as_string(hide_password=False)
+    monkeypatch.setenv("GW_TEST_DB_URL", postgres_url)
+    monkeypatch.setenv("GW_TEST_DB_PASSWORD", password)
+    ways = [
+        ({"url": postgres_url}, bare.replace("@", ":***@", 1)),
+        ({"url": {"env": "GW_TEST_DB_URL"}}, {"env": "GW_TEST_DB_URL"}),
+        # A user name alone may be a token: masked whole (see the module's docstring).
+        (
+            {"url": bare, "password": {"env": "GW_TEST_DB_PASSWORD"}},
+            bare.replace("gateway@", "***@"),
+        ),
+    ]
+    for storage, shown in ways:
+        async with running_app(make_settings(storage=storage)) as (_app, client):
+            config = await client.get("/gateway/config", headers=ADMIN)
+            status = await client.get("/gateway/status", headers=ADMIN)
+            texts = [await r.get_data(as_text=True) for r in (config, status)]
+            assert password not in texts[0] + texts[1]
+            assert json.loads(texts[0])["config"]["storage"]["url"] == shown
+            assert json.loads(texts[1])["store"]["dialect"] == "postgresql"
+
+
+def test_store_url_mistakes_are_named_without_the_password(make_settings, monkeypatch):
+    monkeypatch.setenv("GW_TEST_DB_PASSWORD", "other-pw-0123")
+    cases = [
+        ({"url": "mysql://gw:pw-0123@db/gw"}, "'mysql' is not a supported store"),
+        ({"url": "not a url pw-0123"}, "storage.url is not a database URL"),
+        (
+            {"url": "postgresql://gw:pw-0123@db/gw", "password": {"env": "GW_TEST_DB_PASSWORD"}},
+            "in storage.url or in storage.password, not both",
+        ),
+        ({"password": {"env": "GW_TEST_DB_PASSWORD"}}, "storage.password is for a PostgreSQL"),
+        ({"url": {"env": "GW_TEST_NO_SUCH_VARIABLE"}}, "GW_TEST_NO_SUCH_VARIABLE is not set"),
+    ]
+    for storage, message in cases:
+        with pytest.raises(ConfigError) as caught:
+            make_settings(storage=storage)
+        assert message in str(caught.value)
+        assert "pw-0123" not in str(caught.value)
+
+
+def test_postgres_urls_of_every_spelling_use_the_asyncpg_driver(make_settings):
+    for raw in ("postgres://gw@db/gw", "postgresql://gw@db/gw", "postgresql+asyncpg://gw@db/gw"):
+        settings = make_settings(storage={"url": raw})
+        assert settings.storage.resolved_url(settings.state_dir) == "postgresql+asyncpg://gw@db/gw"

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import tomli_w
 
-from tests.conftest import ADMIN, base_config, running_app
+from tests.conftest import ADMIN, base_config, running_app, write_config
+from tests.conftest import gateway_cli as gateway
 from tests.openai_helpers import USER
-from tests.test_config import gateway, write_config
 
 ALLOWED_ENV = "GW_REFS_ALLOWED_KEY"
 OTHER_ENV = "GW_REFS_OTHER_KEY"

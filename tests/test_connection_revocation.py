@@ -20,9 +20,9 @@ from websockets.exceptions import ConnectionClosed
 
 from host.app import create_app
 from host.settings import Settings
-from tests.conftest import ADMIN, READER_TOKEN
+from tests.conftest import ADMIN, READER_TOKEN, bearer
 from tests.openai_helpers import served
-from tests.test_auth_modes import PASSWORD, bearer, session_settings
+from tests.test_auth_modes import PASSWORD, session_settings
 
 # Heartbeats far apart: a connection that ends did so because of its credential.
 QUIET = {"events": {"heartbeat_seconds": 30}}

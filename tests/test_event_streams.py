@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 
 from host.context import context
-from host.storage import Store, sqlite_url
+from host.storage import Store
 from tests.conftest import ADMIN, running_app
 
 STREAM = "gateway"
 PATH = "/gateway/events"
 FAST = {"events": {"heartbeat_seconds": 0.2, "poll_seconds": 0.1}}
+# The tests of what the store keeps and hands out run on SQLite and PostgreSQL; the ones
+# of the HTTP encodings alone, once.
+BOTH_STORES = pytest.mark.usefixtures("store_url")
 
 
 class Gateway:
@@ -169,6 +172,7 @@ async def test_sse_frames_carry_seq_as_id_type_as_event_and_json_data(fast):
         assert data["data"]["paused"] is (seq % 2 == 1)
 
 
+@BOTH_STORES
 async def test_resume_with_last_event_id_delivers_missed_then_live_events_exactly_once(fast):
     _app, client, gw = fast
     await gw.make_events(3)
@@ -223,6 +227,7 @@ async def test_resume_from_the_latest_event_waits_for_new_ones_only(fast):
 # -- the three encodings agree ---------------------------------------------------------------
 
 
+@BOTH_STORES
 async def test_jsonl_and_json_page_return_the_same_events_as_sse(fast):
     _app, client, gw = fast
     await gw.make_events(4)
@@ -251,6 +256,7 @@ async def test_jsonl_resumes_with_last_event_id_and_follows_live_events(fast):
     assert [stored["seq"], live["seq"]] == [2, 3]
 
 
+@BOTH_STORES
 async def test_json_page_walks_the_stream_with_has_more_and_next_after(fast):
     _app, client, gw = fast
     await gw.make_events(5)
@@ -344,6 +350,7 @@ async def test_event_stream_requires_authentication(fast):
 # -- one producer per stream -----------------------------------------------------------------
 
 
+@BOTH_STORES
 async def test_twenty_subscribers_share_one_tail_which_goes_away_after_they_leave(fast):
     app, client, gw = fast
     hub = context(app).hub
@@ -387,6 +394,7 @@ async def test_subscribers_connecting_together_start_only_one_tail(fast):
         assert {e["id"] for e in got} == {"2"}
 
 
+@BOTH_STORES
 async def test_subscribers_joining_while_events_are_published_miss_and_repeat_nothing(fast):
     _app, client, gw = fast
     await gw.make_events(3)
@@ -410,9 +418,9 @@ async def test_subscribers_joining_while_events_are_published_miss_and_repeat_no
         assert seqs == list(range(after + 1, total + 1))
 
 
-async def test_events_written_by_another_process_reach_live_subscribers(fast, state_dir):
+async def test_events_written_by_another_process_reach_live_subscribers(fast, store_url):
     _app, client, _gw = fast
-    other = Store(sqlite_url(state_dir))
+    other = Store(store_url)
     await other.open()
     try:
         async with open_stream(client) as reader:
@@ -424,6 +432,32 @@ async def test_events_written_by_another_process_reach_live_subscribers(fast, st
         await other.close()
     assert (event["id"], event["event"]) == ("1", "elsewhere.happened")
     assert json.loads(event["data"])["data"] == {"n": 1}
+
+
+async def test_on_postgresql_another_process_wakes_a_stream_without_waiting_for_the_poll(
+    make_settings, postgres_url
+):
+    # The poll is as slow as it can be set (60 s) and the reads give up well before it:
+    # only the store's notification can bring the events in time.
+    settings = make_settings(
+        storage={"url": postgres_url}, events={"heartbeat_seconds": 30, "poll_seconds": 60}
+    )
+    other = Store(postgres_url)
+    async with running_app(settings) as (_app, client):
+        await other.open()
+        try:
+            async with open_stream(client) as reader:
+                await other.append_event(STREAM, "elsewhere.happened", {"n": 1})
+                first = await reader.next_event(timeout=20)
+                async with other.write() as conn:
+                    for n in (2, 3):
+                        await other.append_event(STREAM, "elsewhere.happened", {"n": n}, conn)
+                rest = [await reader.next_event(timeout=20) for _ in range(2)]
+        finally:
+            await other.close()
+    got = [first, *rest]
+    assert [e["id"] for e in got] == ["1", "2", "3"]
+    assert [json.loads(e["data"])["data"]["n"] for e in got] == [1, 2, 3]
 
 
 # -- shutdown ----------------------------------------------------------------------------------

@@ -1,18 +1,18 @@
 """Every hook, exercised through a real plugin and observed like a client would.
 
-The two meta-tests at the top keep the hook set honest (after datasette): each hook in
-``host.hookspecs`` is documented with its exact signature in docs/reference/plugins.md,
-and has a test in tests/ whose name contains the hook's name.
+The meta-tests at the top keep the hook set honest (after datasette): each hook, the
+host's (``host/hookspecs.py``) and those the built-in plugins declare
+(``plugins/<name>/hookspecs.py``), is documented with its exact signature in
+docs/reference/plugins.md under its declarer's section, and has a test in tests/ whose
+name contains the hook's name.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +23,45 @@ from quart import Blueprint, Quart
 from host import hookspecs
 from host.api import Migration, Principal, context, current_principal, public, requires_gate
 from host.app import create_app
-from host.settings import Settings
-from tests.conftest import ADMIN, READER, running_app
-from tests.plugins_for_tests.kit import Plugin, fake_distribution, subprocess_env
+from host.plugins import HOST, HookDeclaration, PluginHost
+from host.settings import Settings, build_settings
+from tests.conftest import ADMIN, READER, gateway_cli, running_app
+from tests.plugins_for_tests.kit import Plugin, fake_distribution
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS_DOC = REPO / "docs" / "reference" / "plugins.md"
 
+# Every hook of a gateway with all the built-in plugins: the host's and theirs.
+DECLARATIONS: dict[str, HookDeclaration] = PluginHost(
+    build_settings({}), load_entrypoints=False
+).declarations
+HOOKS = sorted(DECLARATIONS)
+
 
 def hook_signature(name: str) -> str:
-    """``gateway_x(a: A, b: B) -> R`` as written in host/hookspecs.py."""
-    fn = getattr(hookspecs, name)
-    annotations = dict(fn.__annotations__)
+    """``gateway_x(a: A, b: B) -> R`` as written in its hookspec module."""
+    annotations = dict(DECLARATIONS[name].spec.__annotations__)
     returns = annotations.pop("return")
     args = ", ".join(f"{arg}: {ann}" for arg, ann in annotations.items())
     return f"{name}({args}) -> {returns}"
+
+
+def doc_section(declarer: str) -> str:
+    """The ``##`` heading under which docs/reference/plugins.md documents its hooks."""
+    return "Hooks of the host" if declarer == HOST else f"Hooks of the {declarer} plugin"
+
+
+def documented_hooks() -> dict[str, tuple[str, str]]:
+    """``{hook: (its ### heading, the ## section it is under)}`` of plugins.md."""
+    found: dict[str, tuple[str, str]] = {}
+    section = ""
+    for line in PLUGINS_DOC.read_text().splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif line.startswith("### `gateway_"):
+            heading = line.lstrip("#").strip().strip("`")
+            found[heading.partition("(")[0]] = (heading, section)
+    return found
 
 
 # -- meta-tests ---------------------------------------------------------------------------
@@ -50,35 +74,46 @@ def test_hook_names_are_exactly_the_hookspecs():
         if getattr(value, "agent_gateway_spec", None) is not None
     }
     assert specs == set(hookspecs.HOOK_NAMES)
-    assert all(name.startswith("gateway_") for name in specs)
+    assert all(name.startswith("gateway_") for name in DECLARATIONS)
+    host_hooks = {n for n, d in DECLARATIONS.items() if d.plugin == HOST}
+    assert host_hooks == specs
 
 
-@pytest.mark.parametrize("hook", hookspecs.HOOK_NAMES)
+def test_the_built_in_plugins_declare_their_own_hooks():
+    declarers = {name: d.plugin for name, d in DECLARATIONS.items() if d.plugin != HOST}
+    assert declarers == {
+        "gateway_register_step_kinds": "pipelines",
+        "gateway_register_pipelines": "pipelines",
+        "gateway_register_providers": "openai_compat",
+        "gateway_record_conversation": "openai_compat",
+    }
+
+
+@pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_is_documented_with_its_signature(hook):
-    headings = [
-        line.lstrip("#").strip().strip("`")
-        for line in PLUGINS_DOC.read_text().splitlines()
-        if line.startswith("### ")
-    ]
-    assert hook_signature(hook) in headings, f"docs/reference/plugins.md lacks ### `{hook}(...)`"
+    documented = documented_hooks()
+    assert hook in documented, f"docs/reference/plugins.md lacks ### `{hook}(...)`"
+    heading, section = documented[hook]
+    assert heading == hook_signature(hook)
+    assert section == doc_section(DECLARATIONS[hook].plugin)
 
 
 def test_every_documented_hook_exists():
-    documented = re.findall(r"^### `(gateway_\w+)\(", PLUGINS_DOC.read_text(), re.MULTILINE)
-    assert sorted(documented) == sorted(hookspecs.HOOK_NAMES)
+    assert sorted(documented_hooks()) == HOOKS
 
 
-def _test_names() -> set[str]:
+@functools.cache
+def _test_names() -> frozenset[str]:
     names = set()
     for path in (REPO / "tests").rglob("test_*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 if node.name.startswith("test_"):
                     names.add(node.name)
-    return names
+    return frozenset(names)
 
 
-@pytest.mark.parametrize("hook", hookspecs.HOOK_NAMES)
+@pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_has_a_test_named_after_it(hook):
     assert any(hook in name for name in _test_names()), f"no test_*{hook}* in tests/"
 
@@ -285,19 +320,13 @@ def test_gateway_register_commands_adds_a_working_cli_command(tmp_path):
     site = fake_distribution(
         tmp_path / "site", "shout-plugin", {"shout": "tests.plugins_for_tests.commands"}
     )
-    env = subprocess_env(site)
-    cli = [sys.executable, "-m", "host.cli"]
-    run = subprocess.run(
-        [*cli, "shout", "hello", "world"], capture_output=True, text=True, cwd=tmp_path, env=env
-    )
+    run = gateway_cli("shout", "hello", "world", cwd=tmp_path, site=site)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "HELLO WORLD!\n"
 
     # A plugin disabled in the working directory's gateway.toml adds no command.
     (tmp_path / "gateway.toml").write_text("[plugins.shout]\nenabled = false\n")
-    off = subprocess.run(
-        [*cli, "shout", "hi"], capture_output=True, text=True, cwd=tmp_path, env=env
-    )
+    off = gateway_cli("shout", "hi", cwd=tmp_path, site=site)
     assert off.returncode == 2
     assert "No such command 'shout'" in off.stderr
 
@@ -319,7 +348,7 @@ async def test_gateway_startup_awaits_async_implementations_in_order(make_settin
         with log.open("a") as fh:
             fh.write("async\n")
 
-    plugins = [
+    plugins: list[tuple[str, object]] = [
         ("first", Plugin(gateway_startup=sync_startup)),
         ("second", Plugin(gateway_startup=async_startup)),
     ]

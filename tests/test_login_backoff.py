@@ -9,10 +9,9 @@ import time
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from host.auth.passwords import hash_password
-from tests.conftest import ADMIN, running_app
+from tests.conftest import ADMIN, metric, running_app
 
 ALICE_PW = "alice's long passphrase"
 BOB_PW = "bob's other passphrase"
@@ -45,17 +44,6 @@ async def login(client: Any, user: str, password: str, where: dict[str, Any]) ->
     return await client.post(
         "/gateway/auth/session", json={"user": user, "password": password}, scope_base=where
     )
-
-
-async def metric(client: Any, name: str, **labels: str) -> float:
-    response = await client.get("/metrics", headers=ADMIN, scope_base=addr("::1"))
-    assert response.status_code == 200
-    total = 0.0
-    for family in text_string_to_metric_families((await response.get_data()).decode()):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                total += sample.value
-    return total
 
 
 async def assert_locked(response: Any) -> int:

@@ -6,17 +6,15 @@ configuration writes nothing and leaves the running one in place."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
 from host.settings import Settings, load_settings
-from tests.conftest import ADMIN, base_config, running_app
+from tests.conftest import ADMIN, base_config, gateway_cli, running_app, write_config
 from tests.openai_helpers import USER, assert_error
-from tests.plugins_for_tests.kit import Plugin, subprocess_env
+from tests.plugins_for_tests.kit import Plugin
 
 BROKEN_MODELS: dict[str, dict[str, Any]] = {
     "typo": {"provider": "opnai", "base_url": "http://127.0.0.1:9/v1"},
@@ -38,21 +36,8 @@ EXPECTED = [
 GOOD_MODELS = {"echo": {"provider": "echo"}, "quiet": {"provider": "echo", "stream_usage": False}}
 
 
-def write_config(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(data))
-    return path
-
-
 def config_check(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=config.parent,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    return gateway_cli("config", "check", "--config", str(config), cwd=config.parent)
 
 
 def test_config_check_names_the_model_and_key_of_every_models_problem(tmp_path):

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionToolParam
 from openai.types.responses import ResponseCompletedEvent
 
 from host.app import create_app
@@ -19,7 +20,7 @@ from tests.fake_openai_upstream import KEY_ENV, NORMAL_TEXT, models_config
 from tests.openai_helpers import USER, InProcessServer, assert_error, async_sdk, served
 from tests.plugins_for_tests.kit import Plugin
 
-TOOLS = [
+TOOLS: list[ChatCompletionToolParam] = [
     {
         "type": "function",
         "function": {

@@ -4,16 +4,14 @@ records every request it gets); well-formed ones still pass through as given."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN, running_app
-from tests.fake_openai_upstream import KEY_ENV, models_config
-from tests.openai_helpers import USER, assert_error
+from tests.conftest import ADMIN
+from tests.openai_helpers import USER, assert_error, refused
 
-CHAT_TOOLS = [
+CHAT_TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
@@ -25,20 +23,6 @@ CHAT_TOOLS = [
 ]
 RESPONSES_TOOLS = [{"type": "function", **CHAT_TOOLS[0]["function"]}]
 CALL = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
-
-
-@pytest.fixture
-async def app_client(make_settings, fake_upstream, monkeypatch) -> AsyncIterator[Any]:
-    monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
-    async with running_app(make_settings(models=models_config(fake_upstream))) as (_, client):
-        yield client
-
-
-async def _refused(client: Any, upstream: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(path, json={"model": "gpt-test", **body}, headers=ADMIN)
-    assert response.status_code == 400
-    assert upstream.requests == []
-    return await response.get_json()
 
 
 # -- chat completions -------------------------------------------------------------------------
@@ -140,7 +124,7 @@ async def _refused(client: Any, upstream: Any, path: str, body: dict[str, Any]) 
 async def test_chat_bad_parameters_are_400_naming_the_field(
     app_client, fake_upstream, body, code, param
 ):
-    err = await _refused(
+    err = await refused(
         app_client, fake_upstream, "/v1/chat/completions", {"messages": USER, **body}
     )
     assert_error(err, code, param)
@@ -204,7 +188,7 @@ async def test_chat_bad_parameters_are_400_naming_the_field(
 async def test_chat_bad_messages_are_400_naming_the_field(
     app_client, fake_upstream, messages, code, param
 ):
-    err = await _refused(app_client, fake_upstream, "/v1/chat/completions", {"messages": messages})
+    err = await refused(app_client, fake_upstream, "/v1/chat/completions", {"messages": messages})
     assert_error(err, code, param)
 
 
@@ -315,7 +299,7 @@ async def test_chat_well_formed_tool_round_trip_passes_through_as_given(app_clie
 async def test_responses_bad_input_is_400_naming_the_field(
     app_client, fake_upstream, body, code, param
 ):
-    err = await _refused(app_client, fake_upstream, "/v1/responses", {"input": "hi", **body})
+    err = await refused(app_client, fake_upstream, "/v1/responses", {"input": "hi", **body})
     assert_error(err, code, param)
 
 
@@ -350,7 +334,7 @@ async def test_responses_content_parts_without_their_text_are_400_naming_it(
     app_client, fake_upstream, body, param
 ):
     """Never sent upstream as the string "None" (or "7")."""
-    err = await _refused(app_client, fake_upstream, "/v1/responses", body)
+    err = await refused(app_client, fake_upstream, "/v1/responses", body)
     assert_error(err, "invalid_request_body", param)
     assert "must be a string" in err["error"]["message"]
 

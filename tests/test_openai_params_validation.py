@@ -4,18 +4,17 @@ and messages the official SDK's parse/stream helpers give back, sent back throug
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionToolParam
 from pydantic import BaseModel
 
-from tests.conftest import ADMIN, running_app
-from tests.fake_openai_upstream import KEY_ENV, models_config
-from tests.openai_helpers import USER, assert_error, sdk
+from tests.conftest import ADMIN
+from tests.openai_helpers import USER, assert_error, refused, sdk
 
-TOOL = {
+TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -30,25 +29,10 @@ TOOL = {
 }
 
 
-@pytest.fixture
-async def app_client(make_settings, fake_upstream, monkeypatch) -> AsyncIterator[Any]:
-    monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
-    async with running_app(make_settings(models=models_config(fake_upstream))) as (_, client):
-        yield client
-
-
 async def _ok(client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
     response = await client.post(path, json={"model": "gpt-test", **body}, headers=ADMIN)
     answer: dict[str, Any] = await response.get_json()
     assert response.status_code == 200, answer
-    return answer
-
-
-async def _refused(client: Any, upstream: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(path, json={"model": "gpt-test", **body}, headers=ADMIN)
-    assert response.status_code == 400
-    assert upstream.requests == []
-    answer: dict[str, Any] = await response.get_json()
     return answer
 
 
@@ -140,7 +124,7 @@ async def test_chat_text_modality_and_obfuscation_are_dropped(app_client, fake_u
 async def test_chat_bad_pass_through_value_is_400_naming_the_field(
     app_client, fake_upstream, body, code, param
 ):
-    err = await _refused(
+    err = await refused(
         app_client, fake_upstream, "/v1/chat/completions", {"messages": USER, **body}
     )
     assert_error(err, code, param)
@@ -151,7 +135,7 @@ async def test_chat_bad_pass_through_value_is_400_naming_the_field(
 @pytest.mark.parametrize("part", [{"text": "no type"}, {"type": "", "text": "empty type"}])
 async def test_chat_content_part_without_type_names_its_type(app_client, fake_upstream, part):
     messages = [{"role": "user", "content": [part]}]
-    err = await _refused(app_client, fake_upstream, "/v1/chat/completions", {"messages": messages})
+    err = await refused(app_client, fake_upstream, "/v1/chat/completions", {"messages": messages})
     assert_error(err, "invalid_request_body", "messages.0.content.0.type")
 
 
@@ -364,7 +348,7 @@ def _image(**part: Any) -> dict[str, Any]:
 async def test_responses_bad_or_unserved_value_is_400_naming_it(
     app_client, fake_upstream, body, code, param
 ):
-    err = await _refused(app_client, fake_upstream, "/v1/responses", {"input": "hi", **body})
+    err = await refused(app_client, fake_upstream, "/v1/responses", {"input": "hi", **body})
     assert_error(err, code, param)
     if isinstance(body.get("include"), list):
         assert "message.output_text.logprobs" in err["error"]["message"]

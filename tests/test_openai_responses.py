@@ -5,12 +5,15 @@ translated, nothing needs an upstream Responses API)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.responses import ResponseCompletedEvent
 
-from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.conftest import ADMIN, ADMIN_TOKEN, LiveServer, start_server
 from tests.openai_helpers import sdk
 
 RESOURCE_FIELDS = {
@@ -22,7 +25,8 @@ RESOURCE_FIELDS = {
     "safety_identifier", "prompt_cache_key", "user",
 }  # fmt: skip
 
-TOOLS = [
+# No ``strict``: optional on the wire, though the SDK's ``FunctionToolParam`` requires it.
+TOOLS: Any = [
     {
         "type": "function",
         "name": "lookup",
@@ -32,9 +36,13 @@ TOOLS = [
 ]
 
 
-@pytest.fixture
-def gateway(live_server):
-    return live_server()
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # One server for the module: each test makes its own responses (fresh ids), and a
+    # server start is most of a test's cost.
+    server = start_server(tmp_path_factory.mktemp("responses"))
+    yield server
+    server.stop()
 
 
 def test_a_plain_response_has_every_resource_field_and_the_text(gateway):
@@ -97,7 +105,9 @@ async def test_streaming_emits_the_typed_events_in_order(gateway):
     assert "".join(deltas) == "echo: one two three"
     numbers = [e.sequence_number for e in events]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
-    assert events[-1].response.output_text == "echo: one two three"
+    completed = events[-1]
+    assert isinstance(completed, ResponseCompletedEvent)
+    assert completed.response.output_text == "echo: one two three"
     await client.close()
 
 

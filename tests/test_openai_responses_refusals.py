@@ -58,7 +58,8 @@ def test_a_refusal_is_a_refusal_part_stored_and_sent_back_on_continuation(openai
 async def test_a_streamed_refusal_has_its_part_events_in_order(openai_gateway, upstream):
     client = async_sdk(openai_gateway)
     stream = await client.responses.create(model="gpt-refuses", input="bad", stream=True)
-    events = [event async for event in stream]
+    # Read by position once their types are checked: each is one of the SDK's event classes.
+    events: list[Any] = [event async for event in stream]
     assert [e.type for e in events] == [
         "response.created",
         "response.in_progress",
@@ -129,11 +130,11 @@ def test_an_assistant_message_given_back_with_its_refusal_part_is_understood(
         "content": None,
         "refusal": REFUSAL_TEXT,
     }
+    refusal_from_the_user: Any = [  # a part the SDK's types do not allow here either
+        {"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}
+    ]
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(
-            model="gpt-test",
-            input=[{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}],
-        )
+        client.responses.create(model="gpt-test", input=refusal_from_the_user)
     assert caught.value.code == "unsupported_parameter"
     assert "'refusal' is not supported" in caught.value.message
 
@@ -201,7 +202,7 @@ async def mixed_gateway(make_settings: Any, request: Any) -> AsyncIterator[InPro
             models=models,
             plugins={"openai_compat": {"stream_safety_holdback": request.param}} if scanned else {},
         )
-        plugins = [("phrase", PhrasePlugin())] if scanned else []
+        plugins: list[tuple[str, object]] = [("phrase", PhrasePlugin())] if scanned else []
         app = create_app(settings, load_entrypoints=False, extra_plugins=plugins)
         async with served(app) as server:
             yield server
@@ -234,7 +235,7 @@ async def test_text_and_refusal_parts_come_in_arrival_order(mixed_gateway):
         refusal = "".join(p for f, p in pieces if f == "refusal")
         assert parts_of(plain) == [("output_text", text), ("refusal", refusal)]
         stream = await client.responses.create(model=model, input="hi", stream=True)
-        events = [event async for event in stream]
+        events: list[Any] = [event async for event in stream]  # read by position, as above
         expected = _merged(pieces)
         per_part = [
             [

@@ -10,25 +10,17 @@ Through HTTP against a real loopback upstream (``tests/fake_openai_upstream.py``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
 
 from tests.conftest import ADMIN, running_app
-from tests.fake_openai_upstream import KEY_ENV, NORMAL_TEXT, models_config
+from tests.fake_openai_upstream import NORMAL_TEXT
 from tests.openai_helpers import USER, sdk
 from tests.test_safety_scanners import SafetyPlugin
 
 BROKEN = {"upstream_stream_broken", "upstream_stream_incomplete"}
-
-
-@pytest.fixture
-async def app_client(make_settings, fake_upstream, monkeypatch) -> AsyncIterator[Any]:
-    monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
-    async with running_app(make_settings(models=models_config(fake_upstream))) as (_, client):
-        yield client
 
 
 def sse_events(raw: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -124,7 +116,8 @@ def test_a_response_cut_at_the_token_limit_is_incomplete(openai_gateway, upstrea
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
-    assert response.output[-1].status == "incomplete"
+    message = response.output[-1]
+    assert message.type == "message" and message.status == "incomplete"
     assert response.output_text == NORMAL_TEXT
 
 

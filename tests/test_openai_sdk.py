@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from tests.conftest import ADMIN
 from tests.fake_openai_upstream import NORMAL_TEXT
 from tests.openai_helpers import async_sdk, sdk
 
-TOOLS = [
+TOOLS: list[ChatCompletionToolParam] = [
     {
         "type": "function",
         "function": {
@@ -166,16 +172,18 @@ def test_sampling_parameters_pass_through_to_upstream(openai_gateway, upstream):
 
 def test_tool_call_round_trip(openai_gateway, upstream):
     client = sdk(openai_gateway)
-    messages: list[dict] = [{"role": "user", "content": "weather in Oslo?"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "weather in Oslo?"}]
     first = client.chat.completions.create(
         model="gpt-test", messages=messages, tools=TOOLS, tool_choice="auto"
     )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     [call] = choice.message.tool_calls or []
+    assert call.type == "function"
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Oslo"}
-    messages.append(choice.message.model_dump(exclude_none=True))
+    sent_back = choice.message.model_dump(exclude_none=True)  # the message as JSON, as given
+    messages.append(cast(ChatCompletionAssistantMessageParam, sent_back))
     messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"})
     second = client.chat.completions.create(model="gpt-test", messages=messages, tools=TOOLS)
     assert second.choices[0].message.content == "the tool said sunny, 21 C"

@@ -5,34 +5,22 @@ union (``stop.str``, ``input.list[dict[str,any]].0``). Nothing reaches the upstr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN, running_app
-from tests.fake_openai_upstream import KEY_ENV, models_config
-from tests.openai_helpers import USER, assert_error
+from tests.openai_helpers import USER, assert_error, refused
 
 CHAT = ("/v1/chat/completions", {"messages": USER})
 COMPLETIONS = ("/v1/completions", {"prompt": "x"})
 RESPONSES = ("/v1/responses", {"input": "hi"})
 
 
-@pytest.fixture
-async def app_client(make_settings, fake_upstream, monkeypatch) -> AsyncIterator[Any]:
-    monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
-    async with running_app(make_settings(models=models_config(fake_upstream))) as (_, client):
-        yield client
-
-
-async def _refused(client: Any, upstream: Any, route: tuple[str, dict[str, Any]], **body: Any):
+async def _refused(
+    client: Any, upstream: Any, route: tuple[str, dict[str, Any]], **body: Any
+) -> dict[str, Any]:
     path, base = route
-    response = await client.post(path, json={"model": "gpt-test", **base, **body}, headers=ADMIN)
-    answer: dict[str, Any] = await response.get_json()
-    assert response.status_code == 400, answer
-    assert upstream.requests == []
-    return answer
+    return await refused(client, upstream, path, {**base, **body})
 
 
 @pytest.mark.parametrize(

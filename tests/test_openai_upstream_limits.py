@@ -18,11 +18,10 @@ from host.app import create_app
 from plugins.openai_compat.providers.http1 import MAX_BODY_BYTES
 from tests.conftest import ADMIN, ADMIN_TOKEN, running_app
 from tests.fake_openai_upstream import closed_port
-from tests.openai_helpers import assert_error, served, sse_data
+from tests.openai_helpers import USER, assert_error, served, sse_data
 from tests.scripted_server import Answer, ScriptedServer, chat_completion, fixed
 
-USER = [{"role": "user", "content": "hi"}]
-BODIES = {
+BODIES: dict[str, tuple[str, dict[str, Any]]] = {
     "chat": ("/v1/chat/completions", {"messages": USER}),
     "completions": ("/v1/completions", {"prompt": "hi"}),
 }

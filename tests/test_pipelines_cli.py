@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.conftest import ADMIN_TOKEN, LiveServer, gateway_cli
 from tests.pipelines_fixtures import PIPELINES_SOURCE
-from tests.plugins_for_tests.kit import subprocess_env
 
 
 def gateway(server: LiveServer, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=subprocess_env(GATEWAY_URL=server.url, GATEWAY_TOKEN=ADMIN_TOKEN),
-        timeout=60,
-    )
+    return gateway_cli(*args, cwd=cwd, GATEWAY_URL=server.url, GATEWAY_TOKEN=ADMIN_TOKEN)
 
 
 def test_cli_runs_pipelines_and_exit_codes_tell_the_outcome(live_server, tmp_path):

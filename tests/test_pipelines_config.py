@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN, base_config, running_app
+from tests.conftest import ADMIN, base_config, running_app, write_config
+from tests.conftest import gateway_cli as gateway
 from tests.pipelines_fixtures import PIPELINES_SOURCE, pipelines_settings, write_pipelines
-from tests.test_config import gateway, write_config
 from tests.test_pipelines_api import start
 
 UNSET_ENV = "PIPELINES_CONFIG_TEST_UNSET_SECRET"

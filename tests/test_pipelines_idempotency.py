@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from host.api import GatewayError, Principal, context
-from plugins.pipelines.api import PipelinesAPI
+from host.api import GatewayError, Principal, service
+from plugins.pipelines.contract import PipelinesAPI
 from tests.conftest import ADMIN, running_app
 from tests.pipelines_fixtures import PIPELINES_SOURCE, write_pipelines
 from tests.test_pipelines_api import assert_error, run_count
@@ -75,7 +75,7 @@ async def test_a_key_reused_with_another_input_is_422_naming_the_key_and_starts_
 
 async def test_the_pipelines_api_refuses_a_reused_key_too(settings):
     async with running_app(settings) as (app, _client):
-        api: PipelinesAPI = context(app).extras["pipelines.api"]
+        api = service(PipelinesAPI, app=app)
         admin = Principal(name="admin", kind="token", gates=frozenset({"*"}))
         first = await api.start_run(
             "three", {"n": 1}, principal=admin, trigger={"type": "test"}, idempotency_key="x"

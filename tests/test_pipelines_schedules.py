@@ -88,7 +88,7 @@ async def test_cron_schedule_uses_its_time_zone(client):
 
 
 async def test_bad_schedules_are_refused_and_nothing_is_stored(client):
-    cases = [
+    cases: list[tuple[dict[str, Any], int, str]] = [
         ({"pipeline_id": "three", "cron": "not a cron", "input": {"n": 1}}, 422, "cron"),
         ({"pipeline_id": "three", "cron": "* * * * * *", "input": {"n": 1}}, 422, "cron"),
         (

@@ -16,7 +16,7 @@ from quart import Blueprint
 from host.api import Migration, public, requires_gate
 from host.app import create_app
 from host.plugins import PluginError, PluginHost
-from tests.conftest import ADMIN, READER, running_app
+from tests.conftest import ADMIN, READER, gateway_cli, running_app
 from tests.plugins_for_tests.kit import Plugin, fake_distribution, subprocess_env
 
 WRITER_TOKEN = "test-hello-writer-token-0123456789"
@@ -218,14 +218,7 @@ def test_misspelt_entry_point_plugin_stops_gateway_serve(tmp_path):
     site = fake_distribution(
         tmp_path / "site", "typo-plugin", {"typo": "tests.plugins_for_tests.misspelt"}
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "host.cli", "serve", "--state-dir", str(tmp_path / "state")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(site),
-        timeout=60,
-    )
+    result = gateway_cli("serve", "--state-dir", str(tmp_path / "state"), cwd=tmp_path, site=site)
     assert result.returncode != 0
     assert "plugin 'typo' implements unknown hook 'gateway_register_blueprint'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -402,13 +395,6 @@ def test_entry_point_clashing_with_a_builtin_name_fails_startup(tmp_path: Path):
     site = fake_distribution(
         tmp_path / "site", "clash-plugin", {"control": "tests.plugins_for_tests.status_probe"}
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "host.cli", "config", "check"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(site),
-        timeout=60,
-    )
+    result = gateway_cli("config", "check", cwd=tmp_path, site=site)
     assert result.returncode == 1
     assert "plugin name 'control' from distribution 'clash-plugin' clashes" in result.stderr

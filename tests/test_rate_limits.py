@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, running_app
+from tests.conftest import ADMIN, ADMIN_TOKEN, metric, running_app
 
 SLOW = {"per_minute": 3}  # a bucket of 3 that refills one token every 20 s
 ALICE = {"Authorization": "Bearer alice-token-0123456789"}
@@ -29,19 +28,6 @@ def assert_429(response: Any, body: Any) -> int:
     assert body["error"]["type"] == "rate_limit_error"
     assert body["error"]["message"]
     return int(retry)
-
-
-async def metric(client: Any, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``; read as a principal
-    from an address no test exhausts."""
-    response = await client.get("/metrics", headers=ADMIN, scope_base={"client": ("::1", 1)})
-    assert response.status_code == 200
-    total = 0.0
-    for family in text_string_to_metric_families((await response.get_data()).decode()):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                total += sample.value
-    return total
 
 
 def two_slow_tokens(make_settings: Any, **auth: Any) -> Any:

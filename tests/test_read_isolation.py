@@ -26,7 +26,7 @@ import tomli_w
 
 from host.api import context
 from host.settings import build_settings, deep_merge, load_settings
-from tests.conftest import ADMIN, READER, base_config, running_app
+from tests.conftest import ADMIN, READER, base_config, bearer, running_app
 from tests.pipelines_fixtures import signed, write_pipelines
 
 SECRET = "alice-secret-7f3a9c"  # in every input Alice sends
@@ -36,10 +36,6 @@ AUDITOR_TOKEN = "test-auditor-token-0123456789"
 OPERATOR_TOKEN = "test-operator-token-0123456789"
 PEEKER_TOKEN = "test-peeker-token-0123456789"
 BLIND_TOKEN = "test-blind-token-0123456789"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 ALICE = bearer(ALICE_TOKEN)
@@ -622,7 +618,7 @@ async def test_an_approver_sees_every_pending_approval_and_decides_on_another_pr
 ):
     # Approving is the approver's own job (four eyes): allow_pipeline_approve is the
     # permission to decide on anyone's approval, without reading every run.
-    approver = {"approver": {"token": "test-approver-token-0123456789"}}
+    approver: dict[str, dict[str, Any]] = {"approver": {"token": "test-approver-token-0123456789"}}
     approver["approver"]["gates"] = ["allow_pipeline_approve"]
     settings = build_settings(
         deep_merge(settings.base_data, {"auth": {"tokens": {**TOKENS, **approver}}})

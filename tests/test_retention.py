@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +18,22 @@ import tomli_w
 from host.api import Store
 from host.context import context
 from host.settings import Settings, load_settings
-from host.storage import now_ms, sqlite_url
-from tests.conftest import ADMIN, base_config, running_app
+from host.storage import now_ms
+from tests.conftest import ADMIN, base_config, db_rows, gateway_cli, running_app
 from tests.pipelines_fixtures import PIPELINES_SOURCE, write_pipelines
-from tests.plugins_for_tests.kit import Plugin, subprocess_env
+from tests.plugins_for_tests.kit import Plugin
 from tests.test_event_streams import StreamReader
 
 DAY_MS = 86_400_000
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def config(tmp_path: Path, **retention: Any) -> dict[str, Any]:
+def config(tmp_path: Path, store_url: str | None = None, **retention: Any) -> dict[str, Any]:
+    """A config with the test pipelines; on the store ``store_url`` names when it is a
+    PostgreSQL one (SQLite in the state directory otherwise)."""
     data = base_config(tmp_path / "state")
+    if store_url is not None and store_url.startswith("postgresql"):
+        data["storage"] = {"url": store_url}
     directory = write_pipelines(tmp_path, "testing", PIPELINES_SOURCE)
     data["plugins"] = {"pipelines": {"directory": str(directory), "poll_seconds": 0.05}}
     data["events"] = {"heartbeat_seconds": 0.2, "poll_seconds": 0.1}
@@ -39,9 +41,9 @@ def config(tmp_path: Path, **retention: Any) -> dict[str, Any]:
     return data
 
 
-def write_config(tmp_path: Path, **retention: Any) -> Path:
+def write_config(tmp_path: Path, store_url: str | None = None, **retention: Any) -> Path:
     path = tmp_path / "gateway.toml"
-    path.write_text(tomli_w.dumps(config(tmp_path, **retention)))
+    path.write_text(tomli_w.dumps(config(tmp_path, store_url, **retention)))
     return path
 
 
@@ -98,17 +100,6 @@ def counts(state_dir: Path) -> dict[str, int]:
         "sessions": "gateway_auth_sessions",
     }
     return {k: rows(state_dir, f"SELECT count(*) FROM {t}")[0][0] for k, t in tables.items()}
-
-
-def gateway_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=subprocess_env(),
-        timeout=120,
-    )
 
 
 # -- gateway db prune --------------------------------------------------------------------------
@@ -239,9 +230,10 @@ async def test_the_background_task_prunes_on_its_interval(tmp_path):
         assert retention is not None and retention.last is not None
 
 
-async def test_workers_pruning_one_store_at_once_remove_each_row_once(tmp_path):
-    settings = load_settings(str(write_config(tmp_path, events_max_count=10, batch_size=10)))
-    other = Store(sqlite_url(settings.state_dir))
+async def test_workers_pruning_one_store_at_once_remove_each_row_once(tmp_path, store_url):
+    path = write_config(tmp_path, store_url, events_max_count=10, batch_size=10)
+    settings = load_settings(str(path))
+    other = Store.for_settings(settings)
     async with running_app(settings) as (first, _c1), running_app(settings) as (second, _c2):
         await other.open()
         async with other.write() as conn:
@@ -253,15 +245,19 @@ async def test_workers_pruning_one_store_at_once_remove_each_row_once(tmp_path):
         )
     removed = [r.removed["control"]["events"] for r in reports]
     assert sum(removed) == 290
-    kept = rows(settings.state_dir, "SELECT seq FROM gateway_events WHERE stream = 'gateway'")
+    url = settings.storage.resolved_url(settings.state_dir)
+    sql = "SELECT seq FROM gateway_events WHERE stream = 'gateway' ORDER BY seq"
+    kept = await db_rows(url, sql)
     assert [r[0] for r in kept] == list(range(291, 301))
 
 
 # -- streams resumed from before what was kept -------------------------------------------------
 
 
-async def test_resuming_from_before_the_oldest_kept_event_gets_stream_truncated(tmp_path):
-    settings = load_settings(str(write_config(tmp_path, events_max_count=2)))
+async def test_resuming_from_before_the_oldest_kept_event_gets_stream_truncated(
+    tmp_path, store_url
+):
+    settings = load_settings(str(write_config(tmp_path, store_url, events_max_count=2)))
     async with running_app(settings) as (app, client):
         for path in ("/gateway/pause", "/gateway/resume") * 3:
             await client.post(path, headers=ADMIN)

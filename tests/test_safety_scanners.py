@@ -96,7 +96,7 @@ async def test_replayed_assistant_refusals_and_tool_arguments_are_input_scanned(
         "type": "function",
         "function": {"name": "lookup", "arguments": '{"key": "secret123"}'},
     }
-    history = [
+    history: list[dict[str, Any]] = [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_1", "content": "found"},

@@ -50,7 +50,7 @@ def _case(rng: random.Random) -> tuple[list[Segment], list[dict[str, Any]]]:
     chunks = [_chunk({"role": "assistant", "content": ""})]
     calls = 0
     for kind, text in segments:
-        pieces = []
+        pieces: list[str] = []
         while len("".join(pieces)) < len(text):
             start = len("".join(pieces))
             pieces.append(text[start : start + rng.randint(1, 12)])

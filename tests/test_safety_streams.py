@@ -24,10 +24,9 @@ from host.app import create_app
 from host.safety import Verdict
 from tests.conftest import ADMIN, running_app
 from tests.fake_openai_upstream import KEY_ENV, FakeUpstream, models_config
-from tests.openai_helpers import InProcessServer, async_sdk, served
+from tests.openai_helpers import USER, InProcessServer, async_sdk, served
 from tests.scripted_server import ScriptedServer, request_json
 
-USER = [{"role": "user", "content": "hi"}]
 TOOLS: Any = [{"type": "function", "function": {"name": "note", "parameters": {"type": "object"}}}]
 
 
@@ -343,6 +342,7 @@ async def test_tool_call_arguments_are_redacted_across_deltas_streamed_and_not(g
     client = async_sdk(server)
     plain = await client.chat.completions.create(model="args_secret", messages=USER, tools=TOOLS)
     [call] = plain.choices[0].message.tool_calls or []
+    assert call.type == "function"
     assert call.function.arguments == '{"key": "[redacted]"}'
     chunks = await client.chat.completions.create(
         model="args_secret", messages=USER, tools=TOOLS, stream=True
@@ -475,7 +475,7 @@ async def test_tool_call_names_are_scanned_streamed_and_not(gateway):
         call.function.name
         async for chunk in stream
         for call in (chunk.choices[0].delta.tool_calls or [] if chunk.choices else [])
-        if call.id
+        if call.id and call.function
     ]
     assert firsts == ["note"]
 

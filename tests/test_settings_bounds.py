@@ -96,7 +96,8 @@ def test_every_number_in_the_settings_models_has_a_floor_and_a_ceiling(key, fiel
     assert low is not None, f"{key} has no floor (ge/gt)"
     assert high is not None, f"{key} has no ceiling (le/lt)"
     assert low < high
-    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[field.annotation, *field.metadata])
+    constrained: Any = Annotated[field.annotation, *field.metadata]  # built at run time
+    adapter: TypeAdapter[Any] = TypeAdapter(constrained)
     whole = int in _members(field.annotation) and float not in _members(field.annotation)
     below = low - 1 if whole else (low / 2 if low > 0 else low - 1)
     for outside in (below, high + 1 if whole else high * 2, float("nan"), float("inf")):

@@ -11,7 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[object]:
+def serve(tmp_path: Path) -> Iterator[Callable[[Path], LiveServer]]:
     servers: list[LiveServer] = []
 
     def start(state: Path) -> LiveServer:
@@ -65,7 +65,7 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
 def test_a_real_start_makes_the_state_directory_0700_and_its_files_0600(tmp_path, serve):
     state = tmp_path / "state"
-    server = serve(state)  # type: ignore[operator]
+    server = serve(state)
     token = (state / "admin-token").read_text().strip()
     patched = httpx.patch(
         f"{server.url}/gateway/config",
@@ -89,7 +89,7 @@ def test_an_open_state_directory_is_warned_about_and_an_old_database_tightened(t
     with sqlite3.connect(state / "gateway.db") as db:
         db.execute("CREATE TABLE older (x INTEGER)")
     os.chmod(state / "gateway.db", 0o644)
-    server = serve(state)  # type: ignore[operator]
+    server = serve(state)
     assert mode(state / "gateway.db") == 0o600
     assert mode(state / "gateway.db-wal") == 0o600
     assert mode(state) == 0o755  # the operator's directory, left as it was made

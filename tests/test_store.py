@@ -1,5 +1,7 @@
-"""The store on a real SQLite file: migrations, event seqs, once-only keys, leases, auth
-sessions, WAL, and several processes sharing one state directory."""
+"""The store, on a real SQLite file and on a real PostgreSQL database (each test runs on
+both, see ``store_url`` in conftest): migrations, event seqs, once-only keys, leases,
+auth sessions, and several processes sharing one store; SQLite's WAL; PostgreSQL's
+notifications of new events."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from host.storage import Migration, Store, StoreError, sqlite_url
 from host.storage.migrations import HOST_MIGRATIONS
+from tests.conftest import db_rows
 
 # The host's own migrations, whatever their number: (namespace, version) pairs.
 HOST = [(m.namespace, m.version) for m in HOST_MIGRATIONS]
@@ -42,21 +46,30 @@ def db_path(state_dir: Path) -> Path:
     return state_dir / "gateway.db"
 
 
-def sqlite_rows(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
+def sqlite_rows(state_dir: Path, sql: str) -> list[tuple[Any, ...]]:
     """Read the file with the plain sqlite3 module, independently of the store."""
     with sqlite3.connect(db_path(state_dir)) as conn:
         return conn.execute(sql).fetchall()
 
 
-def table_names(state_dir: Path) -> set[str]:
-    return {
-        r[0] for r in sqlite_rows(state_dir, "SELECT name FROM sqlite_master WHERE type='table'")
-    }
+async def table_names(url: str) -> set[str]:
+    if url.startswith("sqlite"):
+        sql = "SELECT name FROM sqlite_master WHERE type='table'"
+    else:
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    return {str(r[0]) for r in await db_rows(url, sql)}
+
+
+def json_field(url: str, column: str, key: str) -> str:
+    """SQL for the text of ``column``'s JSON ``key``, in the store's dialect."""
+    if url.startswith("sqlite"):
+        return f"json_extract({column}, '$.{key}')"
+    return f"{column}->>'{key}'"
 
 
 @pytest.fixture
-async def store(state_dir: Path) -> AsyncIterator[Store]:
-    s = Store(sqlite_url(state_dir))
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = Store(store_url)
     await s.open()
     yield s
     await s.close()
@@ -72,44 +85,45 @@ async def wait_for(predicate, timeout: float = 5) -> None:
 # -- migrations ------------------------------------------------------------------------------
 
 
-async def test_migrations_are_versioned_and_applied_once(state_dir):
-    first = Store(sqlite_url(state_dir))
+async def test_migrations_are_versioned_and_applied_once(store_url):
+    first = Store(store_url)
     await first.open([DEMO_V1])
     assert [(ns, v) for ns, v, _ in first.applied] == [*HOST, ("demo", 1)]
     assert await first.schema_versions() == {"host": HOST_VERSION, "demo": 1}
     await first.close()
 
-    second = Store(sqlite_url(state_dir))
+    second = Store(store_url)
     await second.open([DEMO_V1])
     assert second.applied == []
     await second.close()
 
-    third = Store(sqlite_url(state_dir))
+    third = Store(store_url)
     await third.open([DEMO_V1, DEMO_V2])
     assert [(ns, v) for ns, v, _ in third.applied] == [("demo", 2)]
     assert await third.schema_versions() == {"host": HOST_VERSION, "demo": 2}
     await third.close()
 
-    rows = sqlite_rows(state_dir, "SELECT namespace, version FROM schema_migrations ORDER BY 1, 2")
+    sql = "SELECT namespace, version FROM schema_migrations ORDER BY 1, 2"
+    rows = await db_rows(store_url, sql)
     assert rows == [("demo", 1), ("demo", 2), *HOST]
-    assert {"demo_notes", "demo_tags", "gateway_events"} <= table_names(state_dir)
+    assert {"demo_notes", "demo_tags", "gateway_events"} <= await table_names(store_url)
 
 
-async def test_a_failing_migration_rolls_back_entirely(state_dir):
+async def test_a_failing_migration_rolls_back_entirely(store_url):
     def broken(conn: sa.Connection) -> None:
         notes.create(conn)
         conn.execute(notes.insert().values(text="half done"))
         raise RuntimeError("boom in the middle")
 
-    store = Store(sqlite_url(state_dir))
+    store = Store(store_url)
     with pytest.raises(RuntimeError, match="boom"):
         await store.open([Migration("demo", 1, "broken", broken)])
     # Nothing of it remains: no table, no version row (and the host's own first migration,
     # run in the same transaction, is not recorded either).
-    tables = table_names(state_dir)
+    tables = await table_names(store_url)
     assert "demo_notes" not in tables
     if "schema_migrations" in tables:
-        assert sqlite_rows(state_dir, "SELECT * FROM schema_migrations") == []
+        assert await db_rows(store_url, "SELECT * FROM schema_migrations") == []
     # The store did not stay half-open: opening again with a fixed migration works.
     await store.open([DEMO_V1])
     assert await store.schema_versions() == {"host": HOST_VERSION, "demo": 1}
@@ -120,15 +134,15 @@ async def test_a_failing_migration_rolls_back_entirely(state_dir):
     await store.close()
 
 
-async def test_a_migration_defined_twice_is_refused(state_dir):
-    store = Store(sqlite_url(state_dir))
+async def test_a_migration_defined_twice_is_refused(store_url):
+    store = Store(store_url)
     with pytest.raises(StoreError, match="demo#1 is defined twice"):
         await store.open([DEMO_V1, Migration.create_tables("demo", 1, "again", [tags])])
     await store.close()
 
 
-async def test_methods_refuse_to_run_on_a_store_that_is_not_open(state_dir):
-    store = Store(sqlite_url(state_dir))
+async def test_methods_refuse_to_run_on_a_store_that_is_not_open(store_url):
+    store = Store(store_url)
     with pytest.raises(StoreError, match="not open"):
         await store.last_seq("x")
 
@@ -136,12 +150,15 @@ async def test_methods_refuse_to_run_on_a_store_that_is_not_open(state_dir):
 # -- SQLite settings -------------------------------------------------------------------------
 
 
-async def test_the_database_is_in_wal_mode(store, state_dir):
+async def test_the_sqlite_database_is_in_wal_mode(state_dir):
+    store = Store(sqlite_url(state_dir))
+    await store.open()
     assert sqlite_rows(state_dir, "PRAGMA journal_mode") == [("wal",)]
     async with store.read() as conn:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 10_000
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    await store.close()
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -277,8 +294,8 @@ async def _lease_names(store: Store) -> list[tuple[str]]:
 # -- auth sessions ---------------------------------------------------------------------------
 
 
-async def test_auth_sessions_persist_revoke_count_and_purge(state_dir):
-    store = Store(sqlite_url(state_dir))
+async def test_auth_sessions_persist_revoke_count_and_purge(store_url):
+    store = Store(store_url)
     await store.open()
     one = await store.create_auth_session("h1", "admin", 60_000, "cli")
     await store.create_auth_session("h2", "admin", 60_000, None)
@@ -286,7 +303,7 @@ async def test_auth_sessions_persist_revoke_count_and_purge(state_dir):
     await store.close()
 
     # A restart does not log anyone out.
-    store = Store(sqlite_url(state_dir))
+    store = Store(store_url)
     await store.open()
     try:
         got = await store.get_auth_session("h1")
@@ -323,23 +340,23 @@ def _now() -> int:
     return now_ms()
 
 
-# -- several processes on one state directory ------------------------------------------------
+# -- several processes on one store ---------------------------------------------------------
 
 WORKER = textwrap.dedent(
     """
     import asyncio, json, os, sys, time
     from pathlib import Path
-    from host.storage import Store, sqlite_url
+    from host.storage import Store
 
-    state_dir, name, go_file, out_file = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    url, name, go_file, out_file = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
     async def main():
-        store = Store(sqlite_url(state_dir), synchronous="normal")
+        store = Store(url, synchronous="normal")
         while not os.path.exists(go_file):
             time.sleep(0.005)
         # Every process opens (and so migrates) at the same moment.
         await store.open()
-        seqs, once_won, ticks_won = [], [], []
+        seqs, once_won, ticks_won, leases_won, increments = [], [], [], [], 0
         for i in range(200):
             event = await store.append_event("shared", "wrote", {"by": name, "i": i})
             seqs.append(event.seq)
@@ -349,59 +366,174 @@ WORKER = textwrap.dedent(
                     once_won.append(k)
                 if await store.fire_tick("sched", 1_000 * k):
                     ticks_won.append(k)
+                if await store.acquire_lease(f"lease-{k}", name, 600_000):
+                    leases_won.append(k)
+            # A read-modify-write: a lost update would show as a final count below the
+            # number of successful increments.
+            current = await store.get_value("counter")
+            if await store.compare_and_set("counter", current, (current or 0) + 1):
+                increments += 1
         applied = [f"{ns}#{v}" for ns, v, _ in store.applied]
         await store.close()
-        Path(out_file).write_text(json.dumps(
-            {"seqs": seqs, "once": once_won, "ticks": ticks_won, "applied": applied}
-        ))
+        Path(out_file).write_text(json.dumps({
+            "seqs": seqs, "once": once_won, "ticks": ticks_won, "leases": leases_won,
+            "increments": increments, "applied": applied,
+        }))
 
     asyncio.run(main())
     """
 )
 
 
-def test_processes_sharing_a_state_directory_never_duplicate_seqs_or_keys(tmp_path, state_dir):
+async def test_processes_sharing_a_store_never_duplicate_seqs_keys_or_updates(tmp_path, store_url):
     names = ["p0", "p1", "p2"]
     go = tmp_path / "go"
     outs = {n: tmp_path / f"{n}.json" for n in names}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(state_dir), n, str(go), str(outs[n])],
+            [sys.executable, "-c", WORKER, store_url, n, str(go), str(outs[n])],
             stderr=subprocess.PIPE,
         )
         for n in names
     ]
     go.write_text("go")
     for proc in procs:
-        _, err = proc.communicate(timeout=100)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=100)
         assert proc.returncode == 0, err.decode()
     results = {n: json.loads(outs[n].read_text()) for n in names}
 
-    # Migrations ran once, in exactly one of the processes.
+    # Migrations ran once, in exactly one of the processes (under the migration lock).
     applied = [r["applied"] for r in results.values()]
     assert sorted(applied, key=len) == [[], [], [f"{ns}#{v}" for ns, v in HOST]]
-    assert sqlite_rows(state_dir, "SELECT namespace, version FROM schema_migrations") == HOST
+    rows = await db_rows(store_url, "SELECT namespace, version FROM schema_migrations")
+    assert sorted(rows) == HOST
 
     # Event seqs: exactly 1..600, each handed to exactly one writer, in each writer's order.
     all_seqs = [s for r in results.values() for s in r["seqs"]]
     assert sorted(all_seqs) == list(range(1, 601))
     for r in results.values():
         assert r["seqs"] == sorted(r["seqs"])
-    stored = sqlite_rows(
-        state_dir, "SELECT seq, json_extract(data, '$.by') FROM gateway_events ORDER BY seq"
-    )
+    by = json_field(store_url, "data", "by")
+    stored = await db_rows(store_url, f"SELECT seq, {by} FROM gateway_events ORDER BY seq")
     assert [seq for seq, _ in stored] == list(range(1, 601))
     for n in names:
-        assert [seq for seq, by in stored if by == n] == results[n]["seqs"]
-    assert sqlite_rows(
-        state_dir, "SELECT last_seq FROM gateway_event_streams WHERE stream = 'shared'"
+        assert [seq for seq, who in stored if who == n] == results[n]["seqs"]
+    assert await db_rows(
+        store_url, "SELECT last_seq FROM gateway_event_streams WHERE stream = 'shared'"
     ) == [(600,)]
 
-    # Each once() key and each tick was won by exactly one process.
-    for field in ("once", "ticks"):
+    # Each once() key, each tick and each lease was won by exactly one process.
+    for field in ("once", "ticks", "leases"):
         won = [set(results[n][field]) for n in names]
         assert set().union(*won) == set(range(100)), field
         assert sum(len(w) for w in won) == 100, field
         for i, a in enumerate(won):
             for b in won[i + 1 :]:
                 assert not a & b, field
+
+    # Every successful compare-and-set counted: no update was lost.
+    increments = sum(r["increments"] for r in results.values())
+    assert increments >= 200
+    store = Store(store_url)
+    await store.open()
+    try:
+        assert await store.get_value("counter") == increments
+    finally:
+        await store.close()
+
+
+# -- PostgreSQL: notifications of new events -------------------------------------------------
+
+
+class Heard:
+    """What a stream listener reported: stream names, in order, and gaps."""
+
+    def __init__(self) -> None:
+        self.streams: list[str] = []
+        self.gaps = 0
+        self.changed = asyncio.Event()
+
+    def stream(self, name: str) -> None:
+        self.streams.append(name)
+        self.changed.set()
+
+    def gap(self) -> None:
+        self.gaps += 1
+        self.changed.set()
+
+    async def until(self, condition, timeout: float = 20) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_a_listener_hears_the_streams_another_store_appends_to_once_per_commit(
+    postgres_url,
+):
+    writer, reader = Store(postgres_url), Store(postgres_url)
+    await writer.open()
+    await reader.open()
+    heard = Heard()
+    listener = reader.stream_listener(heard.stream, heard.gap)
+    assert listener is not None
+    await listener.start()
+    try:
+        assert listener.connected.is_set()
+        async with writer.write() as conn:
+            for i in range(5):
+                await writer.append_event("run:a", "step", {"i": i}, conn=conn)
+            await writer.append_event("run:b", "step", conn=conn)
+        await heard.until(lambda: {"run:a", "run:b"} <= set(heard.streams))
+        await writer.append_event("run:a", "done")
+        await heard.until(lambda: heard.streams.count("run:a") == 2)
+        # A transaction is one notification per stream, however many events it added.
+        assert sorted(heard.streams) == ["run:a", "run:a", "run:b"]
+
+        # A rolled-back append notifies nobody.
+        with pytest.raises(RuntimeError):
+            async with writer.write() as conn:
+                await writer.append_event("run:lost", "step", conn=conn)
+                raise RuntimeError("state change failed")
+        await writer.append_event("run:c", "step")
+        await heard.until(lambda: "run:c" in heard.streams)
+        assert "run:lost" not in heard.streams
+    finally:
+        await listener.close()
+        await reader.close()
+        await writer.close()
+
+
+async def test_a_listener_whose_connection_is_cut_reconnects_and_reports_the_gap(postgres_url):
+    store = Store(postgres_url)
+    await store.open()
+    heard = Heard()
+    listener = store.stream_listener(heard.stream, heard.gap)
+    assert listener is not None
+    await listener.start()
+    try:
+        async with store.write() as conn:
+            cut = await conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+            )
+            assert cut.scalars().all() == [True]
+        await heard.until(lambda: heard.gaps == 1)
+        assert listener.connections == 2
+        await store.append_event("after", "e")
+        await heard.until(lambda: "after" in heard.streams)
+    finally:
+        await listener.close()
+        await store.close()
+
+
+async def test_a_sqlite_store_has_no_listener_its_readers_poll(state_dir):
+    store = Store(sqlite_url(state_dir))
+    assert store.stream_listener(lambda _s: None, lambda: None) is None
+
+
+def test_a_store_never_shows_its_database_password(postgres_url):
+    store = Store(postgres_url)
+    password = sa.engine.make_url(postgres_url).password
+    assert password and password not in repr(store)
+    assert "***" in repr(store)

@@ -159,11 +159,11 @@ class Authenticator:
 
     async def resolve(self, req: Any, websocket: bool = False) -> Principal | None:
         if self._plugin_schemes:
-            for _plugin, result in await self.plugins.call_async(
+            answer = await self.plugins.call_first(
                 "gateway_actor_from_request", request=req, settings=self.settings
-            ):
-                if isinstance(result, Principal):
-                    return result
+            )
+            if answer is not None and isinstance(answer[1], Principal):
+                return answer[1]
         token = bearer_token(req, websocket)
         mode = self.settings.auth.mode
         if token:

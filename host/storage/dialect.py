@@ -1,11 +1,22 @@
-"""The few places where SQLite and PostgreSQL differ, behind one small strategy."""
+"""The few places where SQLite and PostgreSQL differ, behind one small strategy.
+
+Write transactions: on SQLite ``BEGIN IMMEDIATE`` takes the one write lock of the file
+at the transaction's start, so a read-then-write is safe across processes. On
+PostgreSQL a write transaction is an ordinary one (READ COMMITTED); what must not race
+takes a row lock (:meth:`Dialect.lock`, ``FOR UPDATE``), skips rows another transaction
+holds (:meth:`Dialect.claim`, ``FOR UPDATE SKIP LOCKED``), is one statement that decides
+atomically (``INSERT ... ON CONFLICT``), or holds a transaction-scoped advisory lock
+(:meth:`Dialect.serialize`, ``pg_advisory_xact_lock``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 class Dialect:
@@ -25,17 +36,35 @@ class Dialect:
         return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
 
     def claim(self, select: sa.Select[Any]) -> sa.Select[Any]:
-        """A SELECT that takes rows for this transaction alone."""
+        """A SELECT that takes rows for this transaction alone, passing over the rows
+        another transaction holds (a queue: each row goes to one claimant)."""
         return select
+
+    def lock(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        """A SELECT whose rows no other transaction may change until this one ends (it
+        waits for them if another holds them)."""
+        return select
+
+    def json_increment(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``column`` (a JSON number) plus one, as a JSON value."""
+        raise NotImplementedError
+
+    async def serialize(self, conn: AsyncConnection, name: str) -> None:
+        """Hold a lock named ``name`` until ``conn``'s transaction ends: transactions
+        that serialize on one name run one at a time, in any number of processes."""
 
 
 class SQLiteDialect(Dialect):
-    """Claims rely on ``BEGIN IMMEDIATE``: one writer at a time for the whole file."""
+    """Every write transaction is ``BEGIN IMMEDIATE``: one writer at a time for the
+    whole file, so claims, locks and named locks are already serialised."""
 
     name = "sqlite"
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
+
+    def json_increment(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(column, sa.Integer) + 1
 
 
 class PostgresDialect(Dialect):
@@ -46,6 +75,22 @@ class PostgresDialect(Dialect):
 
     def claim(self, select: sa.Select[Any]) -> sa.Select[Any]:
         return select.with_for_update(skip_locked=True)
+
+    def lock(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        return select.with_for_update()
+
+    def json_increment(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        number = sa.cast(sa.cast(column, sa.Text), sa.BigInteger) + 1
+        return sa.func.to_json(number)
+
+    async def serialize(self, conn: AsyncConnection, name: str) -> None:
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_key(name))))
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``name`` (advisory locks are keyed by bigint)."""
+    digest = hashlib.sha256(f"agent-gateway:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def for_url(url: str) -> Dialect:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from host.storage import tables
+from host.storage.notify import create_notify_trigger
 
 MigrationStep = Callable[[sa.Connection], None]
 
@@ -65,6 +66,7 @@ HOST_MIGRATIONS: tuple[Migration, ...] = (
         "auth sessions: credential fingerprint",
         lambda conn: Migration.ensure_column(conn, tables.auth_sessions.c.credential_fp),
     ),
+    Migration("host", 3, "events: notify listeners (PostgreSQL)", create_notify_trigger),
 )
 
 

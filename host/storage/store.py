@@ -1,8 +1,10 @@
-"""The async store: SQLAlchemy 2 Core over aiosqlite (PostgreSQL later, same interface).
+"""The async store: SQLAlchemy 2 Core over aiosqlite (SQLite, the embedded default) or
+asyncpg (PostgreSQL, for several replicas on one database), one interface for both.
 
 Domain-level methods only; plugins that need tables of their own contribute migrations
 and use :meth:`Store.write` / :meth:`Store.read` with Core statements, going through
-:attr:`Store.dialect` for the few dialect-specific constructs (claims, insert-or-ignore).
+:attr:`Store.dialect` for the few dialect-specific constructs (claims, row locks,
+insert-or-ignore; see :mod:`host.storage.dialect`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -23,17 +25,18 @@ from host.state_dir import FILE_MODE
 from host.storage import tables
 from host.storage.dialect import Dialect, for_url
 from host.storage.migrations import HOST_MIGRATIONS, Migration, pending
+from host.storage.notify import StreamListener
 from host.storage.records import AuthSession, Event, now_ms
+from host.storage.urls import display_url
+
+if TYPE_CHECKING:
+    from host.settings import Settings
 
 log = logging.getLogger("gateway.store")
 
 
 class StoreError(Exception):
     pass
-
-
-def sqlite_url(state_dir: Path) -> str:
-    return f"sqlite+aiosqlite:///{(state_dir / 'gateway.db').resolve()}"
 
 
 def _private_sqlite_files(url: str) -> None:
@@ -59,14 +62,35 @@ def _private_sqlite_files(url: str) -> None:
 
 class Store:
     def __init__(
-        self, url: str, *, synchronous: str = "full", busy_timeout_ms: int = 10_000
+        self,
+        url: str,
+        *,
+        synchronous: str = "full",
+        busy_timeout_ms: int = 10_000,
+        pool_size: int = 5,
     ) -> None:
         self.url = url
         self.dialect: Dialect = for_url(url)
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = busy_timeout_ms
+        self._pool_size = pool_size
         self._engine: AsyncEngine | None = None
         self.applied: list[tuple[str, int, str]] = []
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Store:
+        """The store ``settings`` name (``[storage]``; SQLite in the state directory by
+        default)."""
+        storage = settings.storage
+        return cls(
+            storage.resolved_url(settings.state_dir),
+            synchronous=storage.synchronous,
+            busy_timeout_ms=storage.busy_timeout_ms,
+            pool_size=storage.pool_size,
+        )
+
+    def __repr__(self) -> str:
+        return f"Store({display_url(self.url)!r})"
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -77,21 +101,36 @@ class Store:
         return self._engine
 
     async def open(self, migrations: Sequence[Migration] = ()) -> None:
+        """Connect and apply the pending migrations (the host's and ``migrations``)."""
         if self._engine is not None:
             return
-        if self.dialect.name == "sqlite":
-            _private_sqlite_files(self.url)
-        engine = create_async_engine(self.url)
-        if self.dialect.name == "sqlite":
-            self._setup_sqlite(engine)
-        self._engine = engine
+        self.connect()
         try:
             await self.migrate([*HOST_MIGRATIONS, *migrations])
         except BaseException:
             # Not half-open: a later open() must migrate again, not find an engine.
-            self._engine = None
-            await engine.dispose()
+            await self.close()
             raise
+
+    def connect(self) -> None:
+        """Make the engine without migrating (``gateway db check``); :meth:`open` is the
+        usual way in."""
+        if self._engine is not None:
+            return
+        if self.dialect.name == "sqlite":
+            _private_sqlite_files(self.url)
+            engine = create_async_engine(self.url)
+            self._setup_sqlite(engine)
+        else:
+            # pre-ping: a replica outlives a database restart or failover without
+            # handing a dead pooled connection to a request.
+            engine = create_async_engine(
+                self.url,
+                pool_size=self._pool_size,
+                max_overflow=self._pool_size,
+                pool_pre_ping=True,
+            )
+        self._engine = engine
 
     def _setup_sqlite(self, engine: AsyncEngine) -> None:
         sync, busy = self._synchronous, self._busy_timeout_ms
@@ -134,18 +173,15 @@ class Store:
     # -- migrations -----------------------------------------------------------------------
 
     async def migrate(self, migrations: Sequence[Migration]) -> list[tuple[str, int, str]]:
-        seen: dict[tuple[str, int], Migration] = {}
-        for m in migrations:
-            if (m.namespace, m.version) in seen:
-                raise StoreError(f"migration {m.namespace}#{m.version} is defined twice")
-            seen[(m.namespace, m.version)] = m
+        """Apply the pending ``migrations`` in one transaction, under a lock that makes
+        processes starting together on one store take turns: the first applies them,
+        the others then find nothing to do."""
+        seen = _unique(migrations)
         done: list[tuple[str, int, str]] = []
         async with self.write() as conn:
+            await self.dialect.serialize(conn, "migrations")
             await conn.run_sync(lambda c: tables.schema_migrations.create(c, checkfirst=True))
-            rows = await conn.execute(
-                sa.select(tables.schema_migrations.c.namespace, tables.schema_migrations.c.version)
-            )
-            applied = {(r.namespace, r.version) for r in rows}
+            applied = await self._applied(conn)
             for m in pending(applied, list(seen.values())):
                 await conn.run_sync(m.upgrade)
                 await conn.execute(
@@ -158,6 +194,26 @@ class Store:
             log.info("applied migrations: %s", ", ".join(f"{n}#{v}" for n, v, _ in done))
         self.applied = done
         return done
+
+    async def migration_status(
+        self, migrations: Sequence[Migration]
+    ) -> tuple[list[Migration], list[tuple[str, int]]]:
+        """Without changing anything: the migrations of the host and ``migrations`` that
+        the store lacks, and the ones it has that none of them is (a store upgraded by
+        a newer gateway, or by a plugin that is not loaded)."""
+        seen = _unique([*HOST_MIGRATIONS, *migrations])
+        async with self.read() as conn:
+            exists = await conn.run_sync(
+                lambda c: sa.inspect(c).has_table(tables.schema_migrations.name)
+            )
+            applied = await self._applied(conn) if exists else set()
+        unknown = sorted(applied - set(seen))
+        return pending(applied, list(seen.values())), unknown
+
+    async def _applied(self, conn: AsyncConnection) -> set[tuple[str, int]]:
+        t = tables.schema_migrations
+        rows = await conn.execute(sa.select(t.c.namespace, t.c.version))
+        return {(r.namespace, int(r.version)) for r in rows}
 
     async def schema_versions(self) -> dict[str, int]:
         t = tables.schema_migrations
@@ -187,8 +243,17 @@ class Store:
 
     async def compare_and_set(self, key: str, expected: Any, new: Any) -> bool:
         """Set ``key`` to ``new`` only if it currently equals ``expected``."""
+        t = tables.kv
         async with self.write() as conn:
-            row = await conn.execute(sa.select(tables.kv.c.value).where(tables.kv.c.key == key))
+            if expected is None:
+                # An absent key: the first to insert it wins (a row lock cannot hold a
+                # row that is not there yet).
+                created = await conn.execute(
+                    self.dialect.insert_ignore(t).values(key=key, value=new, updated_ms=now_ms())
+                )
+                if created.rowcount:
+                    return True
+            row = await conn.execute(self.dialect.lock(sa.select(t.c.value).where(t.c.key == key)))
             current = row.scalar_one_or_none()
             if current != expected:
                 return False
@@ -282,21 +347,18 @@ class Store:
     # -- leases ---------------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
-        """Take or renew ``name`` for ``owner`` unless another owner holds it unexpired."""
+        """Take or renew ``name`` for ``owner`` unless another owner holds it unexpired.
+        One statement decides, so two processes never both take it."""
         t = tables.leases
         now = now_ms()
+        stmt = self.dialect.insert(t).values(name=name, owner=owner, expires_ms=now + ttl_ms)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"owner": owner, "expires_ms": now + ttl_ms},
+            where=sa.or_(t.c.owner == owner, t.c.expires_ms <= now),
+        ).returning(t.c.name)
         async with self.write() as conn:
-            row = (
-                await conn.execute(sa.select(t.c.owner, t.c.expires_ms).where(t.c.name == name))
-            ).first()
-            if row is not None and row.owner != owner and row.expires_ms > now:
-                return False
-            await conn.execute(
-                self.dialect.upsert(
-                    t, ["name"], {"name": name, "owner": owner, "expires_ms": now + ttl_ms}
-                )
-            )
-            return True
+            return (await conn.execute(stmt)).first() is not None
 
     heartbeat = acquire_lease
 
@@ -316,14 +378,15 @@ class Store:
     async def sweep_stale_leases(self, prefix: str) -> list[str]:
         """Delete lapsed leases whose name starts with ``prefix``; returns their names."""
         t = tables.leases
+        # One DELETE ... RETURNING: each lapsed lease goes to exactly one sweeper, and a
+        # lease renewed meanwhile is not taken.
+        stmt = (
+            t.delete()
+            .where(t.c.name.startswith(prefix, autoescape=True), t.c.expires_ms <= now_ms())
+            .returning(t.c.name)
+        )
         async with self.write() as conn:
-            rows = await conn.execute(
-                sa.select(t.c.name).where(t.c.name.startswith(prefix), t.c.expires_ms <= now_ms())
-            )
-            names = [r.name for r in rows]
-            if names:
-                await conn.execute(t.delete().where(t.c.name.in_(names)))
-        return names
+            return [r.name for r in await conn.execute(stmt)]
 
     # -- auth sessions --------------------------------------------------------------------
 
@@ -353,7 +416,10 @@ class Store:
                 .values(key="auth.sessions_issued", value=1, updated_ms=now)
                 .on_conflict_do_update(
                     index_elements=["key"],
-                    set_={"value": sa.cast(tables.kv.c.value, sa.Integer) + 1, "updated_ms": now},
+                    set_={
+                        "value": self.dialect.json_increment(tables.kv.c.value),
+                        "updated_ms": now,
+                    },
                 )
             )
         return record
@@ -497,3 +563,24 @@ class Store:
         if dry_run:
             return await self.count_where(t, where)
         return await self.delete_batched(t, where, [t.c.scope, t.c.key], batch_size)
+
+    # -- cross-process notifications ------------------------------------------------------
+
+    def stream_listener(
+        self, on_stream: Callable[[str], None], on_gap: Callable[[], None]
+    ) -> StreamListener | None:
+        """A listener for the streams other processes append to (PostgreSQL's
+        ``LISTEN``; see :mod:`host.storage.notify`), not yet started; None on SQLite,
+        where other processes' events are found by polling."""
+        if self.dialect.name != "postgresql":
+            return None
+        return StreamListener(self.url, on_stream, on_gap)
+
+
+def _unique(migrations: Sequence[Migration]) -> dict[tuple[str, int], Migration]:
+    seen: dict[tuple[str, int], Migration] = {}
+    for m in migrations:
+        if (m.namespace, m.version) in seen:
+            raise StoreError(f"migration {m.namespace}#{m.version} is defined twice")
+        seen[(m.namespace, m.version)] = m
+    return seen

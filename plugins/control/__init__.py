@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from host.api import Store, hookimpl
-from host.hookspecs import Register
-from host.settings import Settings
+from host.api import Register, Settings, Store, hookimpl
 from plugins.control import auth_routes, routes, ws_routes
 
 

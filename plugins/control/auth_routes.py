@@ -5,9 +5,16 @@ from __future__ import annotations
 from quart import Blueprint, request
 from quart_schema import validate_request, validate_response
 
-from host.api import GatewayError, context, current_principal, public, requires_gate
-from host.auth.guard import bearer_token
-from host.auth.tokens import TOKEN_PREFIX_SESSION, new_token, token_hash
+from host.api import (
+    GatewayError,
+    bearer_token,
+    context,
+    current_principal,
+    new_session_token,
+    public,
+    requires_gate,
+    token_hash,
+)
 from plugins.control.models import (
     BootstrapResponse,
     RevokeResponse,
@@ -54,7 +61,7 @@ async def issue_session(data: SessionRequest) -> SessionResponse:
         )
     client = request.remote_addr or "unknown"
     account = await ctx.auth.login(data.user, data.password, client)
-    token = new_token(TOKEN_PREFIX_SESSION)
+    token = new_session_token()
     ttl_s = settings.auth.session_ttl_seconds
     record = await ctx.store.create_auth_session(
         token_hash(token), account.name, ttl_s * 1000, client, account.fingerprint(token)

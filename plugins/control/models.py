@@ -8,10 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 # The host's error envelope, re-exported next to the control plugin's own bodies.
-from host.errors import ErrorDetail as ErrorDetail
-from host.errors import ErrorResponse as ErrorResponse
-from host.event_models import EventPage as EventPage
-from host.event_models import EventRecord as EventRecord
+from host.api import ErrorDetail as ErrorDetail
+from host.api import ErrorResponse as ErrorResponse
+from host.api import EventPage as EventPage
+from host.api import EventRecord as EventRecord
 
 
 class HealthResponse(BaseModel):

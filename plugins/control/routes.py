@@ -10,15 +10,18 @@ from quart_schema import document_request, document_response, validate_response
 
 from host.api import (
     GatewayError,
+    config_sources,
     context,
     current_principal,
+    document_media_type,
+    document_stream,
+    masked_config,
+    patch_config,
     public,
+    reload_config,
     requires_gate,
     stream_response,
 )
-from host.config_admin import config_sources, patch_config, reload_config, secret_keys
-from host.config_mask import masked_config
-from host.openapi import document_media_type, document_stream
 from plugins.control.models import (
     ConfigPatchRequest,
     ConfigPatchResponse,
@@ -122,9 +125,8 @@ async def reload() -> ReloadResponse:
 @validate_response(ConfigResponse)
 async def get_config() -> ConfigResponse:
     """The running configuration with secrets masked, and where it came from."""
-    settings = context().settings
     return ConfigResponse(
-        config=masked_config(settings, secret_keys(current_app)), sources=config_sources(settings)
+        config=masked_config(current_app), sources=config_sources(context().settings)
     )
 
 

@@ -7,9 +7,7 @@ from typing import Any
 
 from quart import Quart
 
-from host import __version__
-from host.auth.principal import Principal
-from host.context import context
+from host.api import GATEWAY_VERSION, Principal, context
 
 # Operator views: the gateway's events, configuration, plugins and status details.
 GATE_READ = "allow_gateway_read"
@@ -22,7 +20,7 @@ async def status_report(app: Quart, principal: Principal) -> dict[str, Any]:
         # Liveness, and who the caller is (its own name, kind and gates): nothing of others.
         return {
             "service": "agent-gateway",
-            "version": __version__,
+            "version": GATEWAY_VERSION,
             "state": await ctx.lifecycle.state(),
             "auth": {"mode": settings.auth.mode, "principal": principal.as_dict()},
         }
@@ -36,7 +34,7 @@ async def status_report(app: Quart, principal: Principal) -> dict[str, Any]:
     }
     return {
         "service": "agent-gateway",
-        "version": __version__,
+        "version": GATEWAY_VERSION,
         "state": await ctx.lifecycle.state(),
         "uptime_seconds": ctx.lifecycle.uptime_seconds,
         "started_unix_ms": ctx.lifecycle.started_ms,

@@ -26,10 +26,8 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Store, context, hookimpl
-from host.hookspecs import Register
-from host.settings import Settings
-from plugins.openai_compat import keepalive, pipeline_models, safety_stream
+from host.api import Register, Settings, Store, context, hookimpl, provide
+from plugins.openai_compat import hookspecs, keepalive, pipeline_models, safety_stream
 from plugins.openai_compat.chat import routes as chat_routes
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.model_calls import METRICS_KEY
@@ -46,6 +44,12 @@ from plugins.openai_compat.responses import store as responses_store
 
 # The section's scalar keys (plugin_settings.py).
 SETTINGS = (keepalive.SETTING, safety_stream.SETTING, SSE_LINE_SETTING)
+
+
+@hookimpl
+def gateway_register_hookspecs(register: Register) -> None:
+    # Providers, and the conversation recorder: plugins/openai_compat/hookspecs.py
+    register(hookspecs)
 
 
 @hookimpl
@@ -91,7 +95,8 @@ def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
 def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     ctx.extras[METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
-    ctx.extras[CATALOG_KEY] = _build_catalog(app, ctx.settings)
+    ctx.extras[CATALOG_KEY] = catalog = _build_catalog(app, ctx.settings)
+    provide(ModelCatalog, catalog, app=app)  # for other plugins (the pipelines llm step)
     ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
     for setting in SETTINGS:
         ctx.extras[setting.extra_key] = setting.configured(ctx.settings)
@@ -113,6 +118,7 @@ async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     exposed = pipeline_models.configured(settings)
     values = {setting.extra_key: setting.configured(settings) for setting in SETTINGS}
     context(app).extras[CATALOG_KEY] = catalog
+    provide(ModelCatalog, catalog, app=app)
     context(app).extras[pipeline_models.EXPOSED_KEY] = exposed
     context(app).extras.update(values)
     # Connection pools to upstreams no model points at any more are closed.

@@ -17,8 +17,7 @@ from typing import Any
 
 from quart import Quart, current_app
 
-from host.api import context, current_principal
-from host.storage import now_ms
+from host.api import context, current_principal, now_ms
 
 log = logging.getLogger("gateway.openai_compat")
 

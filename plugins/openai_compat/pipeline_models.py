@@ -1,11 +1,11 @@
 """Pipelines exposed as models: ``model: "pipeline:<id>"`` runs the pipeline ``<id>``.
 
 Only pipelines listed in ``[plugins.openai_compat] pipeline_models`` are exposed (none by
-default). A call starts a real run through the pipelines plugin's public API
-(``plugins/pipelines/api.py``, found in the gateway context, never imported here, so with
-that plugin disabled no pipeline model exists): the run input is ``{"messages": [...]}``,
-the caller needs the ``allow_pipeline_run`` gate, the gateway must not be paused, and the
-run shows in ``GET /runs`` with trigger ``{"type": "openai", "model": ...}``.
+default). A call starts a real run through the pipelines plugin's ``PipelinesAPI``
+service (with that plugin disabled no pipeline model exists): the run input is
+``{"messages": [...]}``, the caller needs the ``allow_pipeline_run`` gate, the gateway
+must not be paused, and the run shows in ``GET /runs`` with trigger
+``{"type": "openai", "model": ...}``.
 
 The answer is the run's output as the assistant message: a string as it is; an object's
 ``content`` or else ``text`` field when it is a string; anything else as JSON. Streaming,
@@ -25,20 +25,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from host.api import GatewayError, context, current_principal
-from host.settings import Settings
+from host.api import GatewayError, Settings, context, current_principal, has_service, service
 from plugins.openai_compat.model_catalog import Resolved, model_not_found
 from plugins.openai_compat.pipeline_events import RunUsage, StreamedText
 from plugins.openai_compat.providers.base import ModelRoute, Provider, ProviderError
 
 if TYPE_CHECKING:
-    from plugins.pipelines.api import PipelinesAPI, RunState
+    from plugins.pipelines.contract import PipelinesAPI, RunState
 
 PREFIX = "pipeline:"
 CONFIG_KEY = "pipeline_models"
 EXPOSED_KEY = "openai_compat.pipeline_models"
-# plugins.pipelines.api.API_KEY: set while the pipelines plugin runs.
-PIPELINES_API_KEY = "pipelines.api"
 # Chat parameters a pipeline cannot honour; refused rather than dropped. Sampling
 # parameters (temperature, max_tokens, ...) do not apply to a pipeline and are ignored.
 REFUSED = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
@@ -75,8 +72,13 @@ def configured(settings: Settings) -> list[str]:
 
 
 def _api() -> PipelinesAPI | None:
-    found: PipelinesAPI | None = context().extras.get(PIPELINES_API_KEY)
-    return found
+    """The pipelines plugin's service while it runs; imported on use, so with no pipeline
+    exposed (the default) this plugin never imports the pipelines plugin."""
+    if not _exposed():
+        return None
+    from plugins.pipelines.contract import PipelinesAPI
+
+    return service(PipelinesAPI) if has_service(PipelinesAPI) else None
 
 
 def _exposed() -> list[str]:

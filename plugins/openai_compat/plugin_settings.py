@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from host.api import GatewayError, context
-from host.settings import Settings
+from host.api import GatewayError, Settings, context
 
 SECTION = "openai_compat"
 T = TypeVar("T")

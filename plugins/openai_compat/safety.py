@@ -7,8 +7,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from host.api import GatewayError, context, current_principal
-from host.safety import Action, ScanResult, publish_findings, scan_text
+from host.api import (
+    Action,
+    GatewayError,
+    ScanResult,
+    context,
+    current_principal,
+    publish_findings,
+    scan_text,
+)
 from plugins.openai_compat import safety_stream
 from plugins.openai_compat.providers.base import ProviderError
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from host.safety import Action, ScanResult
+from host.api import Action, ScanResult
 from plugins.openai_compat.plugin_settings import bounded
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.streaming import close_stream

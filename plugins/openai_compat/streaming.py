@@ -15,8 +15,7 @@ from typing import Any
 
 from quart import Response
 
-from host.api import StreamSlot, live_response
-from host.errors import error_body
+from host.api import StreamSlot, error_body, live_response
 from plugins.openai_compat import keepalive
 from plugins.openai_compat.keepalive import with_keepalive
 from plugins.openai_compat.providers.base import ProviderError

@@ -10,16 +10,19 @@ import click
 import sqlalchemy as sa
 from quart import Quart
 
-from host.api import Store, context, hookimpl
-from host.hookspecs import Register
-from host.settings import Settings
-from plugins.pipelines import retention, routes, tables
-from plugins.pipelines.api import API_KEY, PipelinesAPI
+from host.api import Register, Settings, Store, context, hookimpl, provide, withdraw
+from plugins.pipelines import hookspecs, retention, routes, tables
+from plugins.pipelines.api import PipelinesAPI
 from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
 from plugins.pipelines.config import configured, problems
 from plugins.pipelines.engine import ENGINE_KEY, Engine
 from plugins.pipelines.kinds import BUILTIN_KINDS
 from plugins.pipelines.schedules import suspended
+
+
+@hookimpl
+def gateway_register_hookspecs(register: Register) -> None:
+    register(hookspecs)  # step kinds and pipelines: plugins/pipelines/hookspecs.py
 
 
 @hookimpl
@@ -81,12 +84,12 @@ async def gateway_startup(app: Quart) -> None:
     engine = Engine(app, ctx.extras[routes.CATALOG_KEY], config)
     ctx.extras[ENGINE_KEY] = engine
     await engine.start()
-    ctx.extras[API_KEY] = PipelinesAPI(app)
+    provide(PipelinesAPI, PipelinesAPI(app), app=app)
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
-    context(app).extras.pop(API_KEY, None)
+    withdraw(PipelinesAPI, app=app)
     engine: Engine | None = context(app).extras.pop(ENGINE_KEY, None)
     if engine is not None:
         await engine.stop()

@@ -1,9 +1,9 @@
 """The pipelines plugin's API: what its routes call, and what other plugins call to look
 up a pipeline, start a run, follow its events and await its end.
 
-Other plugins reach it as ``context(app).extras[API_KEY]``, which exists only while the
-pipelines plugin is loaded and started, so they never import the engine (nor this
-plugin at all when it is disabled). Runs started here are ordinary runs: stored, owned by
+Other plugins reach it as the service ``host.api.service(PipelinesAPI)`` (importing the
+type from ``plugins.pipelines.contract``), which exists only while the pipelines plugin
+is loaded and started. Runs started here are ordinary runs: stored, owned by
 the principal that started them, listed by ``GET /runs``, refused while the gateway is
 paused, paused by breakpoints, and they need the caller to hold the ``allow_pipeline_run``
 gate.
@@ -58,10 +58,9 @@ from plugins.pipelines.models import (
 from plugins.pipelines.runs import STOP_EVENTS, RunState, not_found, stream_of
 from plugins.pipelines.start import RunOrigin, validate_input
 
-API_KEY = "pipelines.api"
 CATALOG_KEY = "pipelines.catalog"
 
-__all__ = ["API_KEY", "GATE_RUN", "STOP_EVENTS", "PipelinesAPI", "RunState"]
+__all__ = ["GATE_RUN", "STOP_EVENTS", "PipelinesAPI", "RunState"]
 
 
 class PipelinesAPI:

@@ -73,7 +73,7 @@ def _resolve(url: str | None, token: str | None) -> tuple[str, str | None]:
     settings = None
     if not url or not token:
         try:
-            from host.settings import load_settings
+            from host.api import load_settings
 
             settings = load_settings()
         except Exception:

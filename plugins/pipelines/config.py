@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host.api import GatewayError
-from host.secrets import Secret, SecretError
-from host.settings import Settings
+from host.api import GatewayError, Secret, SecretError, Settings
 
 PREFIX = "plugins.pipelines"
 WEBHOOK_TOLERANCE_SECONDS = 300.0

@@ -11,8 +11,6 @@ from typing import Any
 
 from plugins.pipelines.definition import Step, StepContext, StepError
 
-LLM_CATALOG_KEY = "openai_compat.catalog"
-
 
 class Suspend(Exception):
     """Make the run wait; ``waiting_for`` says for what (stored on the run)."""
@@ -107,12 +105,13 @@ class LlmKind:
     the upstream gave none)."""
 
     async def run(self, step: Step, ctx: StepContext) -> Any:
-        catalog = ctx.gateway.extras.get(LLM_CATALOG_KEY)
-        if catalog is None:
-            raise StepError(
-                "llm steps need the openai_compat plugin (it provides the model catalog), "
-                "which is not loaded in this gateway"
-            )
+        # Imported on use: a gateway that runs no llm step never imports openai_compat.
+        from plugins.openai_compat.contract import ModelCatalog
+
+        services = ctx.gateway.services
+        if not services.has(ModelCatalog):
+            raise StepError(f"llm steps need the model catalog: {services.missing(ModelCatalog)}")
+        catalog = services.get(ModelCatalog)
         prompt = _resolve(step.config.get("prompt"), ctx)
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         body = {"model": step.config["model"], "messages": messages, "stream": True}

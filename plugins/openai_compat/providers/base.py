@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.secrets import Secret
+from host.api import Secret
 
 # The longest line of an upstream's event stream relayed, by default: one chunk's JSON,
 # which a long tool call or a generated image can make megabytes long.

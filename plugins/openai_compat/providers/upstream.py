@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from host.secrets import MASK
+from host.api import MASK
 from plugins.openai_compat.providers.base import (
     DEFAULT_MAX_SSE_LINE_BYTES,
     ModelRoute,
