@@ -1,5 +1,6 @@
 """Built-in pipelines plugin: pipeline definitions, durable runs, approvals, debug
-breakpoints. Hooks only; routes in ``routes.py``, the engine in ``engine.py``."""
+breakpoints. Hooks only; routes in ``routes/``, the API they call in ``api.py``, the
+engine in ``engine.py``."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def _check_webhooks(raw: Any, config_dir: Path | None, found: list[str]) -> None
     """``[plugins.pipelines.webhooks.<name>]`` tables: a ``pipeline`` id, a ``secret``
     that resolves (a string, ``{ env = "NAME" }`` set, ``{ file = "path" }`` readable) and
     an optional ``tolerance_seconds`` (1 to 86400, default 300).
-    The routes read the tables themselves (``routes.webhooks``). Whether the pipeline
+    The routes read the tables themselves (``webhooks.tables``). Whether the pipeline
     exists is not checked: directory pipelines are known only once their files are
     imported, which a check does not do (a delivery for an unknown one is a 404)."""
     if not isinstance(raw, dict):

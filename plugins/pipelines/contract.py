@@ -18,6 +18,8 @@ from plugins.pipelines.definition import (
     DefinitionError,
     Pipeline,
     Step,
+    StepContext,
+    StepError,
     approval,
     branch,
     code,
@@ -27,8 +29,7 @@ from plugins.pipelines.definition import (
     tool,
     wait,
 )
-from plugins.pipelines.engine import StepContext
-from plugins.pipelines.kinds import StepError, Suspend
+from plugins.pipelines.kinds import Suspend
 
 __all__ = [
     "STOP_EVENTS",

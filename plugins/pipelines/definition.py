@@ -1,4 +1,4 @@
-"""The pipeline definition API: what a pipelines module builds.
+"""The pipeline definition API: what a pipelines module builds, and what a step sees.
 
 A pipeline is an id, a description, a version, optional pydantic input and output models
 and a list of steps. Each step has an id (unique in the pipeline), a kind (registered
@@ -19,6 +19,9 @@ Helpers build the built-in kinds::
 
 A module in the pipelines directory exposes its pipelines as module-level ``Pipeline``
 objects (or a ``PIPELINES`` list).
+
+A step function (and a step kind's ``run``) gets a :class:`StepContext`; it raises
+:class:`StepError` for a failure that retrying cannot fix.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from plugins.pipelines.engine import StepContext
+    from host.api import Event, GatewayContext
 
 Predicate = Callable[["StepContext"], bool]
 StepFn = Callable[["StepContext"], Any | Awaitable[Any]]
@@ -49,6 +52,10 @@ PATH_PART = re.compile(r"([^.\[\]#]+)(?:\[(\d+)\])?")
 
 class DefinitionError(ValueError):
     """A pipeline or step that cannot be run as written."""
+
+
+class StepError(Exception):
+    """A failure that retrying cannot fix (a denial, a misconfigured step)."""
 
 
 @dataclass
@@ -225,6 +232,103 @@ def _check_isolated(step: Step, isolation: str) -> None:
             f"step {step.id!r}: isolation 'process' needs a function defined at the top level "
             f"of a module (a step process imports it by name), not {fn!r}"
         )
+
+
+# -- what a step sees ------------------------------------------------------------------------
+
+
+class CodeRunner(Protocol):
+    """Calls a code step's function by its isolation (``execution.StepExecution``)."""
+
+    async def call(self, fn: Callable[..., Any], step: Step, ctx: StepContext) -> Any: ...
+
+
+class StepEngine(Protocol):
+    """The engine as a step context reaches it (``runner.RunRunner``)."""
+
+    @property
+    def gateway(self) -> GatewayContext: ...
+
+    @property
+    def execution(self) -> CodeRunner: ...
+
+    async def publish(self, run_id: str, type_: str, data: dict[str, Any]) -> Event: ...
+
+    async def run_nested(
+        self, parent: StepContext, steps: list[Step], scope: str = ""
+    ) -> dict[str, Any]: ...
+
+    async def decide(self, ctx: StepContext, path: str, compute: Callable[[], Any]) -> Any: ...
+
+
+@dataclass
+class StepContext:
+    """What a step function sees."""
+
+    engine: StepEngine
+    run_id: str
+    pipeline: Pipeline
+    input: dict[str, Any]
+    results: dict[str, Any]
+    step: Step
+    resolution: dict[str, Any] | None = None
+    iteration: int = 0
+    nested: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+    path: str = ""  # the step's path: its id, under its parents' (``review.approve``)
+    attempt: int = 0  # 1 on the first start of this step; counts retries and re-runs
+    resolutions: dict[str, Any] = field(default_factory=dict)  # by step path
+    journal: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step path
+    released: str | None = None  # the step path a release lets past its breakpoint once
+
+    @property
+    def gateway(self) -> GatewayContext:
+        return self.engine.gateway
+
+    @property
+    def step_path(self) -> str:
+        return self.path or self.step.id
+
+    @property
+    def step_key(self) -> str:
+        """``<run id>:<step path>``: the same on every attempt of this step, also when it
+        runs again after a restart. Pass it to external systems as an idempotency key."""
+        return f"{self.run_id}:{self.step_path}"
+
+    async def delta(self, text: str) -> None:
+        """Publish a ``step.delta`` event (token streaming), naming this attempt: a retried
+        step streams its text again, and a reader tells the attempts apart by it."""
+        await self.engine.publish(
+            self.run_id,
+            "step.delta",
+            {"step": self.step_path, "attempt": self.attempt, "text": text},
+        )
+
+    async def usage(self, prompt_tokens: int, completion_tokens: int, total_tokens: int) -> None:
+        """Publish a ``step.usage`` event: the tokens this attempt consumed (a failed
+        attempt's tokens count too)."""
+        await self.engine.publish(
+            self.run_id,
+            "step.usage",
+            {
+                "step": self.step_path,
+                "attempt": self.attempt,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": total_tokens,
+            },
+        )
+
+    async def run_steps(self, steps: list[Step], scope: str = "") -> dict[str, Any]:
+        """Run nested steps in order (branch, parallel, loop); returns their outputs.
+        A nested step's path is ``<this path><scope>.<id>``: a kind that runs the same
+        steps more than once must give each pass its own ``scope`` (loops use ``[i]``)."""
+        return await self.engine.run_nested(self, steps, scope)
+
+    async def decide(self, suffix: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run: the value is stored under ``<path><suffix>`` and a
+        resumed run gets the stored value (branch conditions, loop tests)."""
+        return await self.engine.decide(self, self.step_path + suffix, compute)
 
 
 # -- helpers for the built-in kinds ----------------------------------------------------------

@@ -29,18 +29,15 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from plugins.pipelines import deadlines
 from plugins.pipelines.catalog import describe_exception as describe
 from plugins.pipelines.config import PipelinesConfig
-from plugins.pipelines.definition import Step
+from plugins.pipelines.definition import Step, StepContext
 from plugins.pipelines.isolation import StepProcessError, StepProcesses, process_call
-
-if TYPE_CHECKING:
-    from plugins.pipelines.engine import StepContext
 
 
 class StepTimedOut(TimeoutError):

@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from host.api import Principal
+from host.api import GatewayError, Principal
 
 MAX_KEY = 200
 MAX_STORED = 300  # the column's length
@@ -32,6 +32,16 @@ _SCOPED = re.compile(r"^(?:api|legacy):[0-9a-f]{16}:(.*)$", re.DOTALL)
 
 def _scope(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def checked_key(key: str | None, name: str) -> str | None:
+    """``key`` (None stays None); 400 ``invalid_idempotency_key`` naming ``name`` unless it
+    is 1 to ``MAX_KEY`` characters."""
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise GatewayError(
+            400, "invalid_idempotency_key", f"{name} must be 1 to {MAX_KEY} characters"
+        )
+    return key
 
 
 def api_key(principal: Principal, key: str) -> str:

@@ -33,17 +33,14 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import Counter
 from pydantic import BaseModel
 
 from plugins.pipelines import deadlines
 from plugins.pipelines.catalog import SOURCE_ATTRIBUTE, describe_exception, exec_module
-from plugins.pipelines.kinds import StepError
-
-if TYPE_CHECKING:
-    from plugins.pipelines.engine import StepContext
+from plugins.pipelines.definition import StepContext, StepError
 
 # How long a new step process may take to start (import the gateway's modules) before
 # the step that waits for it fails; not counted in the step's timeout.

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from plugins.pipelines.definition import Step
-
-if TYPE_CHECKING:
-    from plugins.pipelines.engine import StepContext
+from plugins.pipelines.definition import Step, StepContext, StepError
 
 
 class Suspend(Exception):
@@ -21,10 +18,6 @@ class Suspend(Exception):
     def __init__(self, waiting_for: dict[str, Any]) -> None:
         super().__init__(waiting_for.get("type", "wait"))
         self.waiting_for = waiting_for
-
-
-class StepError(Exception):
-    """A failure that retrying cannot fix (a denial, a misconfigured step)."""
 
 
 async def _maybe_await(value: Any) -> Any:

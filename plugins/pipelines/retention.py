@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from host.api import Settings, Store
-from plugins.pipelines.engine import TERMINAL, stream_of
+from plugins.pipelines.runs import TERMINAL, stream_of
 from plugins.pipelines.tables import approvals, runs, schedule_fires, step_journal, step_results
 
 KINDS = (

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from plugins.pipelines.kinds import StepError
+from plugins.pipelines.definition import StepError
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
