@@ -26,6 +26,18 @@ def pipelines_settings(make_settings: Callable[..., Any], directory: Path, **sec
     return make_settings(plugins={"pipelines": {"directory": str(directory), **section}})
 
 
+def shared_state_config(tmp_path: Path, name: str, source: str, **section: Any) -> dict[str, Any]:
+    """The config of ``gateway serve`` processes that share ``tmp_path/shared-state`` and
+    load ``source`` as ``<name>.py``, with a short lease and a fast poll (kills, restarts
+    and several processes on one store)."""
+    directory = write_pipelines(tmp_path, name, source)
+    pipelines = {"directory": str(directory), "lease_seconds": 1, "poll_seconds": 0.1}
+    return {
+        "state_dir": str(tmp_path / "shared-state"),
+        "plugins": {"pipelines": {**pipelines, **section}},
+    }
+
+
 def signed(
     body: bytes, delivery: str, secret: str = "s3cret", timestamp: int | None = None
 ) -> dict[str, str]:

@@ -15,25 +15,13 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN
-from tests.pipelines_fixtures import PIPELINES_SOURCE
+from tests.pipelines_fixtures import PIPELINES_SOURCE, shared_state_config
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def config_for(tmp_path: Path) -> dict[str, Any]:
-    pipelines = tmp_path / "pipelines"
-    pipelines.mkdir(exist_ok=True)
-    (pipelines / "testing.py").write_text(PIPELINES_SOURCE)
-    return {
-        "state_dir": str(tmp_path / "shared-state"),
-        "plugins": {
-            "pipelines": {
-                "directory": str(pipelines),
-                "lease_seconds": 1,
-                "poll_seconds": 0.1,
-            }
-        },
-    }
+    return shared_state_config(tmp_path, "testing", PIPELINES_SOURCE)
 
 
 def until(predicate: Any, timeout: float = 30) -> Any:

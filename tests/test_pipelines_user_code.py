@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN
+from tests.pipelines_fixtures import shared_state_config
 from tests.test_pipelines_durability import until
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -72,20 +73,7 @@ PIPELINES = [
 
 
 def config_for(tmp_path: Path, **section: Any) -> dict[str, Any]:
-    pipelines = tmp_path / "pipelines"
-    pipelines.mkdir(exist_ok=True)
-    (pipelines / "exiting.py").write_text(EXITING_STEPS)
-    return {
-        "state_dir": str(tmp_path / "shared-state"),
-        "plugins": {
-            "pipelines": {
-                "directory": str(pipelines),
-                "lease_seconds": 1,
-                "poll_seconds": 0.1,
-                **section,
-            }
-        },
-    }
+    return shared_state_config(tmp_path, "exiting", EXITING_STEPS, **section)
 
 
 def finished(url: str, run_id: str) -> dict[str, Any] | None:
