@@ -25,7 +25,7 @@ from typing import Any
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
-from hypercorn.utils import wrap_app
+from hypercorn.utils import LifespanFailureError, wrap_app
 from prometheus_client.core import CounterMetricFamily
 
 from host import __version__
@@ -243,7 +243,20 @@ def _worker_process(
     config_file: str | None, cli_overrides: dict[str, Any], sockets: Sockets, link: _WorkerLink
 ) -> None:
     settings = load_settings(config_file, **cli_overrides)
-    asyncio.run(run_worker(settings, sockets, on_signals_handled=link.ready.set, supervisor=link))
+    try:
+        asyncio.run(
+            run_worker(settings, sockets, on_signals_handled=link.ready.set, supervisor=link)
+        )
+    except LifespanFailureError as exc:
+        print(f"gateway: start-up failed: {startup_failure(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def startup_failure(exc: LifespanFailureError) -> str:
+    """The one line an operator needs from a failed start-up (an unreadable store, a
+    plugin's start-up error): Hypercorn's wrapper and SQLAlchemy's link dropped."""
+    text = str(exc).removeprefix("Lifespan failure in startup. ").strip("'")
+    return text.splitlines()[0] if text else "the application did not start"
 
 
 def serve(settings: Settings) -> int:
@@ -267,7 +280,11 @@ def serve(settings: Settings) -> int:
     token, created = _admin_token(settings)
     print(banner(settings, token, created), flush=True)
     if settings.server.workers == 1:
-        asyncio.run(run_worker(settings, sockets))
+        try:
+            asyncio.run(run_worker(settings, sockets))
+        except LifespanFailureError as exc:
+            print(f"gateway: start-up failed: {startup_failure(exc)}", file=sys.stderr)
+            return 1
         return 0
     return _serve_workers(settings, sockets)
 

@@ -274,3 +274,14 @@ async def test_workers_exit_when_their_parent_is_killed(live_server):
     server.proc.wait(TIMEOUT)
     await until(lambda: not any(_alive(pid) for pid in pids))
     assert "parent process" in server.log() and "is gone" in server.log()
+
+
+async def test_a_single_worker_that_cannot_open_its_store_exits_1_saying_why(live_server, tmp_path):
+    # Before: the lifespan error escaped `gateway serve` as an uncaught exception.
+    state = tmp_path / "srv0" / "srv-state"
+    state.mkdir(parents=True)
+    (state / "gateway.db").write_bytes(b"not a database" * 512)
+    server = live_server(wait=False)
+    assert exit_code(server, 60) == 1
+    last = server.log().strip().splitlines()[-1]
+    assert last == "gateway: start-up failed: (sqlite3.DatabaseError) file is not a database"
