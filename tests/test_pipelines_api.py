@@ -24,7 +24,8 @@ def pipelines_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(make_settings: Any, pipelines_dir: Path) -> Any:
+def settings(make_settings: Any, pipelines_dir: Path, store_url: str) -> Any:
+    # On SQLite and on PostgreSQL (``store_url`` makes ``make_settings`` follow it).
     return pipelines_settings(make_settings, pipelines_dir)
 
 

@@ -288,6 +288,10 @@ class Worker:
         crashed: list[str] = []  # the pipelines of runs failed as run_crashed_repeatedly
         events: list[Event] = []
         async with self.store.write() as conn:
+            # Counting the running runs and claiming more is one step for every process on
+            # the store (SQLite's write lock already makes it one; PostgreSQL needs the
+            # named lock), so replicas together never exceed max_concurrent_runs.
+            await self.store.dialect.serialize(conn, "pipelines.claim")
             active = (
                 await conn.execute(
                     sa.select(sa.func.count()).select_from(runs).where(runs.c.status == "running")
