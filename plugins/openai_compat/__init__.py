@@ -32,7 +32,6 @@ from plugins.openai_compat.chat import routes as chat_routes
 from plugins.openai_compat.metrics import LLMMetrics
 from plugins.openai_compat.model_calls import METRICS_KEY
 from plugins.openai_compat.model_catalog import (
-    CATALOG_KEY,
     SSE_LINE_SETTING,
     ModelCatalog,
     parse_models,
@@ -95,8 +94,8 @@ def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
 def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     ctx.extras[METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
-    ctx.extras[CATALOG_KEY] = catalog = _build_catalog(app, ctx.settings)
-    provide(ModelCatalog, catalog, app=app)  # for other plugins (the pipelines llm step)
+    # Its routes and other plugins (the pipelines llm step) find it as this service.
+    provide(ModelCatalog, _build_catalog(app, ctx.settings), app=app)
     ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
     for setting in SETTINGS:
         ctx.extras[setting.extra_key] = setting.configured(ctx.settings)
@@ -117,7 +116,6 @@ async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     catalog = _build_catalog(app, settings)
     exposed = pipeline_models.configured(settings)
     values = {setting.extra_key: setting.configured(settings) for setting in SETTINGS}
-    context(app).extras[CATALOG_KEY] = catalog
     provide(ModelCatalog, catalog, app=app)
     context(app).extras[pipeline_models.EXPOSED_KEY] = exposed
     context(app).extras.update(values)

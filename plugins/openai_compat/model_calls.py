@@ -11,7 +11,7 @@ from quart import Response, jsonify
 from host.api import GatewayError, context
 from plugins.openai_compat import pipeline_models
 from plugins.openai_compat.metrics import LLMMetrics, ModelCall
-from plugins.openai_compat.model_catalog import CATALOG_KEY, ModelCatalog, Resolved
+from plugins.openai_compat.model_catalog import ModelCatalog, Resolved
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.streaming import provider_error_body
 
@@ -19,10 +19,12 @@ METRICS_KEY = "openai_compat.metrics"
 
 
 def catalog() -> ModelCatalog:
-    cat: ModelCatalog | None = context().extras.get(CATALOG_KEY)
-    if cat is None:
+    """The catalog this plugin provides as the ``ModelCatalog`` service (one copy, for its
+    own routes and for other plugins alike)."""
+    services = context().services
+    if not services.has(ModelCatalog):
         raise GatewayError(503, "models_unavailable", "the model catalog is not loaded")
-    return cat
+    return services.get(ModelCatalog)
 
 
 def resolve_model(name: str) -> Resolved:

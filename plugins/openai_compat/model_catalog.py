@@ -19,7 +19,6 @@ from host.api import GatewayError, Registry, Secret
 from plugins.openai_compat.plugin_settings import bounded
 from plugins.openai_compat.providers.base import DEFAULT_MAX_SSE_LINE_BYTES, ModelRoute, Provider
 
-CATALOG_KEY = "openai_compat.catalog"
 _MAX_SSE_LINE = 64 * 1024 * 1024  # as large as a whole non-streamed answer may be
 SSE_LINE_SETTING = bounded(
     "max_sse_line_bytes",
