@@ -89,3 +89,39 @@ async def test_the_pipelines_api_refuses_a_reused_key_too(settings):
                 "three", {"n": 3}, principal=admin, trigger={"type": "test"}, idempotency_key="x"
             )
         assert refused.value.status == 422 and refused.value.code == "idempotency_key_reused"
+
+
+async def test_a_fired_trigger_honours_an_idempotency_key_like_start(settings, store_url):
+    async with running_app(settings) as (_app, client):
+        body = {"input": {"n": 1}}
+        first = await post(client, "/triggers/manual:three/fire", body, "fire-1")
+        again = await post(client, "/triggers/manual:three/fire", body, "fire-1")
+        assert first.status_code == again.status_code == 202
+        first_body, again_body = await first.get_json(), await again.get_json()
+        assert (first_body["outcome"], again_body["outcome"]) == ("fired", "duplicate")
+        assert again_body["runId"] == first_body["runId"]
+        # One key namespace per caller: /start with the same key and input finds that run.
+        started = await post(client, "/pipelines/three/start", body, "fire-1")
+        assert (await started.get_json())["runId"] == first_body["runId"]
+        reused = await post(client, "/triggers/manual:three/fire", {"input": {"n": 2}}, "fire-1")
+        assert reused.status_code == 422
+        assert_error(await reused.get_json(), "idempotency_key_reused")
+        too_long = await post(client, "/triggers/manual:three/fire", body, "k" * 201)
+        assert too_long.status_code == 400
+        assert_error(await too_long.get_json(), "invalid_idempotency_key")
+
+        # A schedule's ticks are once-only already: a key there is refused, nothing fires.
+        created = await client.post(
+            "/schedules",
+            json={"id": "daily", "pipeline_id": "three", "cron": "0 3 * * *", "input": {"n": 1}},
+            headers=ADMIN,
+        )
+        assert created.status_code == 201
+        keyed = await post(client, "/triggers/schedule:daily/fire", {}, "fire-2")
+        assert keyed.status_code == 400
+        keyed_body = await keyed.get_json()
+        assert_error(keyed_body, "invalid_idempotency_key")
+        assert "manual and webhook" in keyed_body["error"]["message"]
+        unknown = await post(client, "/triggers/schedule:nope/fire", {}, "fire-2")
+        assert unknown.status_code == 404
+        assert await run_count(client) == 1

@@ -311,10 +311,18 @@ class PipelinesAPI:
         ]
         return TriggerList(triggers=found)
 
-    async def fire(self, trigger_id: str, raw_input: Any, principal: Principal) -> FireResponse:
+    async def fire(
+        self,
+        trigger_id: str,
+        raw_input: Any,
+        principal: Principal,
+        idempotency_key: str | None = None,
+    ) -> FireResponse:
         """Fire a trigger now: ``manual:<pipeline>`` (and ``webhook:<name>``) start a run
-        with ``raw_input``; ``schedule:<id>`` fires the schedule once (its overlap policy
-        applies). 404 ``trigger_not_found``; 503 while the gateway is paused."""
+        with ``raw_input`` (``idempotency_key`` as for :meth:`start`: a repeat returns the
+        first run, outcome ``duplicate``); ``schedule:<id>`` fires the schedule once (its
+        overlap policy applies; 400 ``invalid_idempotency_key`` with a key, as each tick
+        has its own). 404 ``trigger_not_found``; 503 while the gateway is paused."""
         self.gateway.auth.require_gate(principal, GATE_RUN, "firing a trigger")
         kind, _, name = trigger_id.partition(":")
         missing = GatewayError(404, "trigger_not_found", f"no trigger {trigger_id!r}")
@@ -325,12 +333,24 @@ class PipelinesAPI:
             if kind == "webhook":
                 trigger["manual"] = True
             pipeline = self.require_pipeline(pipeline_id, missing)
-            run_id = await self.start_run(
-                pipeline.id, raw_input or {}, principal=principal, trigger=trigger
+            run_id, created = await self.start(
+                pipeline.id,
+                raw_input or {},
+                principal=principal,
+                trigger=trigger,
+                idempotency_key=idempotency_key,
             )
-            return FireResponse(trigger_id=trigger_id, outcome="fired", runId=run_id)
+            outcome = "fired" if created else "duplicate"
+            return FireResponse(trigger_id=trigger_id, outcome=outcome, runId=run_id)
         if kind == "schedule":
             row = await self._schedule_row(name, principal, missing)
+            if idempotency_key is not None:
+                raise GatewayError(
+                    400,
+                    "invalid_idempotency_key",
+                    "Idempotency-Key applies to manual and webhook triggers: a schedule's "
+                    "ticks are once-only already",
+                )
             await self.gateway.lifecycle.require_running()
             outcome = await engine_of(self.app).scheduler.fire(row, now_ms(), manual=True)
             fresh = await self._schedule_row(name, principal, missing)

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from host.api import (
     GatewayContext,
@@ -108,22 +109,17 @@ class RunStarter:
         key = origin.idempotency_key
         async with self.store.write() as conn:
             if key is not None:
-                existing = (
-                    await conn.execute(
-                        sa.select(runs.c.id, runs.c.idempotency_fingerprint)
-                        .where(
-                            runs.c.pipeline_id == pipeline.id,
-                            runs.c.idempotency_key.in_([key, *origin.also_matches]),
-                        )
-                        .limit(1)
-                    )
-                ).first()
+                existing = await _keyed_run(conn, pipeline.id, [key, *origin.also_matches])
                 if existing is not None:
                     _same_request(existing, key, origin.fingerprint)
                     return str(existing.id), False
             await self.definitions.store_source(conn, definition, now)
-            await conn.execute(
-                runs.insert().values(
+            # ON CONFLICT DO NOTHING: on PostgreSQL another replica may store a run with
+            # the same key between the read above and this insert (SQLite's write lock
+            # rules that out); the insert then waits for it to commit and stores nothing,
+            # and that run is the key's run, as if the read had found it.
+            inserted = await conn.execute(
+                self.store.dialect.insert_ignore(runs).values(
                     id=run_id,
                     pipeline_id=pipeline.id,
                     pipeline_version=pipeline.version,
@@ -144,6 +140,12 @@ class RunStarter:
                     claims=0,
                 )
             )
+            if not inserted.rowcount:
+                existing = await _keyed_run(conn, pipeline.id, [key] if key else [])
+                if existing is None:  # no key: a conflict on the random id, never seen
+                    raise RuntimeError(f"run {run_id} could not be stored")
+                _same_request(existing, str(key), origin.fingerprint)
+                return str(existing.id), False
             event = await self.store.append_event(
                 stream_of(run_id),
                 "run.created",
@@ -154,6 +156,18 @@ class RunStarter:
         await self.writer.notify([event])
         self.writer.worker.wake.set()
         return run_id, True
+
+
+async def _keyed_run(conn: AsyncConnection, pipeline_id: str, keys: list[str]) -> Any:
+    """The run of ``pipeline_id`` stored with one of ``keys`` (id and fingerprint), or None."""
+    if not keys:
+        return None
+    query = (
+        sa.select(runs.c.id, runs.c.idempotency_fingerprint)
+        .where(runs.c.pipeline_id == pipeline_id, runs.c.idempotency_key.in_(keys))
+        .limit(1)
+    )
+    return (await conn.execute(query)).first()
 
 
 def _same_request(existing: Any, key: str, fingerprint: str | None) -> None:

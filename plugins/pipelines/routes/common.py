@@ -10,8 +10,10 @@ from quart import Blueprint, current_app, request
 
 from host.api import GatewayError, validation_message
 from plugins.pipelines.api import PipelinesAPI
+from plugins.pipelines.idempotency import checked_key
 
 bp = Blueprint("pipelines", __name__)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def pipelines_api() -> PipelinesAPI:
@@ -36,3 +38,9 @@ async def body_of(model: type[BaseModel]) -> Any:
     except ValidationError as exc:
         message, param = validation_message(exc)
         raise GatewayError(400, "invalid_request_body", message, details={"param": param}) from None
+
+
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` (None without one); 400 unless 1 to 200 chars."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    return checked_key(key.strip() if key is not None else None, IDEMPOTENCY_HEADER)

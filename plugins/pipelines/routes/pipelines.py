@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 from typing import Any
 
-from quart import request
 from quart_schema import document_request, document_response, validate_response
 
 from host.api import ErrorResponse, current_principal, requires_gate
 from plugins.pipelines.gates import GATE_RUN
-from plugins.pipelines.idempotency import checked_key
 from plugins.pipelines.models import (
     PipelineDetail,
     PipelineList,
@@ -21,9 +19,7 @@ from plugins.pipelines.models import (
     StartRequest,
     StartResponse,
 )
-from plugins.pipelines.routes.common import body_of, bp, pipelines_api
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+from plugins.pipelines.routes.common import body_of, bp, idempotency_key, pipelines_api
 
 
 @bp.get("/pipelines")
@@ -62,11 +58,6 @@ async def describe_pipeline(pipeline_id: str) -> PipelineDetail:
     )
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    return checked_key(key.strip() if key is not None else None, IDEMPOTENCY_HEADER)
-
-
 async def _start(
     pipeline_id: str, body_model: type[StartRequest], route: str
 ) -> tuple[Any, str, bool]:
@@ -81,7 +72,7 @@ async def _start(
         body.input,
         principal=current_principal(),
         trigger={"type": "api", "route": route},
-        idempotency_key=_idempotency_key(),
+        idempotency_key=idempotency_key(),
     )
     return body, run_id, created
 

@@ -21,7 +21,7 @@ from host.api import (
 from plugins.pipelines import webhooks
 from plugins.pipelines.gates import GATE_RUN
 from plugins.pipelines.models import FireRequest, FireResponse, TriggerList, WebhookPayload
-from plugins.pipelines.routes.common import body_of, bp, pipelines_api
+from plugins.pipelines.routes.common import body_of, bp, idempotency_key, pipelines_api
 
 
 @bp.get("/triggers")
@@ -39,11 +39,13 @@ async def list_triggers() -> TriggerList:
 @document_response(ErrorResponse, 422)
 @document_response(ErrorResponse, 503)
 async def fire_trigger(trigger_id: str) -> Any:
-    """Fire a trigger now: ``manual:<pipeline>`` starts a run with the body's ``input``;
-    ``schedule:<id>`` fires the schedule once (its overlap policy applies). 404 unknown
-    trigger; 503 while the gateway is paused."""
+    """Fire a trigger now: ``manual:<pipeline>`` starts a run with the body's ``input``
+    (a repeated ``Idempotency-Key`` with the same input returns the first run, outcome
+    ``duplicate``, as on ``/start``); ``schedule:<id>`` fires the schedule once (its
+    overlap policy applies). 404 unknown trigger; 503 while the gateway is paused."""
     body = await body_of(FireRequest)
-    return await pipelines_api().fire(trigger_id, body.input, current_principal()), 202
+    key = idempotency_key()
+    return await pipelines_api().fire(trigger_id, body.input, current_principal(), key), 202
 
 
 @bp.post("/triggers/<trigger_id>/webhook")
