@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import time
 
 from plugins.pipelines.definition import Pipeline, code
 
@@ -51,7 +52,17 @@ async def gated(ctx):
     return {"pid": os.getpid()}
 
 
+async def timed(ctx):
+    # When this run's step held its slot (wall clock: the replicas share the machine's).
+    began = time.time()
+    await asyncio.sleep(0.05)
+    with pathlib.Path(ctx.input["log"]).open("a") as fh:
+        fh.write(f"{ctx.run_id} {began} {time.time()}\\n")
+    return {"pid": os.getpid()}
+
+
 QUICK = Pipeline(id="quick", steps=[code("one", here), code("two", here)])
+TIMED = Pipeline(id="timed", steps=[code("one", here), code("two", timed)])
 
 GATED = Pipeline(
     id="gated",
@@ -97,42 +108,61 @@ async def all_finished(url: str, pipeline: str, n: int) -> bool:
     return int(rows[0][0]) >= n
 
 
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of ``(start, end)`` intervals that overlap at one moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = now = 0
+    for _at, step in edges:  # at a tie the end (-1) sorts first: touching is no overlap
+        now += step
+        most = max(most, now)
+    return most
+
+
 async def test_twenty_fires_released_together_on_three_replicas_make_twenty_runs(
     postgres_url, live_server, tmp_path
 ):
-    servers = start_replicas(live_server, postgres_url, 3, **pipelines_section(tmp_path))
+    # A lease long enough that a busy machine never lets one lapse under a live replica,
+    # and room for two runs at a time over all three replicas.
+    section = pipelines_section(tmp_path, lease_seconds=5, max_concurrent_runs=2)
+    servers = start_replicas(live_server, postgres_url, 3, **section)
+    log = tmp_path / "slots"
     clients = await warm_clients(servers, 20)
     try:
         fired = await asyncio.gather(
-            *(c.post("/triggers/manual:quick/fire", json={"input": {}}) for c in clients)
+            *(
+                c.post("/triggers/manual:timed/fire", json={"input": {"log": str(log)}})
+                for c in clients
+            )
         )
     finally:
         await close_all(clients)
     assert [f.status_code for f in fired] == [202] * 20, [f.text for f in fired]
+    assert {f.json()["outcome"] for f in fired} == {"fired"}
     run_ids = {f.json()["runId"] for f in fired}
     assert len(run_ids) == 20
 
-    await until(lambda: all_finished(postgres_url, "quick", 20), "the 20 runs did not finish")
+    await until(lambda: all_finished(postgres_url, "timed", 20), "the 20 runs did not finish")
     rows = await db_rows(
         postgres_url,
-        "SELECT id, status, claims FROM pipelines_runs WHERE pipeline_id = 'quick'",
+        "SELECT id, status, claims, results FROM pipelines_runs WHERE pipeline_id = 'timed'",
     )
     assert {r[0] for r in rows} == run_ids
-    # Each run executed once: completed on its first claim, started once.
+    # Each run executed once: completed on its first claim, started once, its steps in
+    # one of the replicas.
     assert {(r[1], r[2]) for r in rows} == {("completed", 1)}
     started = await db_rows(
         postgres_url,
         "SELECT stream, count(*) FROM gateway_events WHERE type = 'run.started' GROUP BY stream",
     )
     assert sorted(count for _stream, count in started) == [1] * 20
-    # Every step ran in one of the replicas, once per run.
     pids = {s.proc.pid for s in servers}
-    outputs = await db_rows(
-        postgres_url, "SELECT results FROM pipelines_runs WHERE pipeline_id = 'quick'"
-    )
-    for (results,) in outputs:
+    for *_, results in rows:
         results = json.loads(results) if isinstance(results, str) else results
         assert {results["one"]["pid"], results["two"]["pid"]} <= pids
+    # max_concurrent_runs counts over every replica: never more than 2 steps at once.
+    slots = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(run_id for run_id, *_ in slots) == sorted(run_ids)
+    assert most_at_once([(float(a), float(b)) for _run, a, b in slots]) <= 2
     for server in servers:
         assert server.stop() == 0
         assert "Traceback" not in server.log()
