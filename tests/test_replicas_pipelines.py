@@ -36,7 +36,7 @@ import os
 import pathlib
 import time
 
-from plugins.pipelines.definition import Pipeline, code
+from plugins.pipelines.definition import Pipeline, approval, code
 
 
 def here(ctx):
@@ -63,6 +63,7 @@ async def timed(ctx):
 
 
 QUICK = Pipeline(id="quick", steps=[code("one", here), code("two", here)])
+REVIEW = Pipeline(id="review", steps=[approval("ok", "ship it?"), code("after", here)])
 TIMED = Pipeline(id="timed", steps=[code("one", here), code("two", timed)])
 
 GATED = Pipeline(
@@ -259,6 +260,68 @@ async def test_each_schedule_tick_fires_once_on_three_replicas(postgres_url, liv
     seen = [json.loads(t) if isinstance(t, str) else t for (t,) in ticks]
     pairs = [(t["schedule_id"], t["tick_ms"]) for t in seen]
     assert len(pairs) == len(set(pairs))
+    for server in servers:
+        assert server.stop() == 0
+        assert "Traceback" not in server.log()
+
+
+async def test_twenty_decisions_on_one_run_spread_over_three_replicas_take_effect_once(
+    postgres_url, live_server, tmp_path
+):
+    servers = start_replicas(live_server, postgres_url, 3, **pipelines_section(tmp_path))
+    async with httpx.AsyncClient(headers=ADMIN, timeout=TIMEOUT) as http:
+        run_ids = []
+        for _ in range(2):
+            started = await http.post(f"{servers[0].url}/pipelines/review/start", json={})
+            assert started.status_code == 202, started.text
+            run_ids.append(started.json()["runId"])
+        waiting, other = run_ids
+
+        async def both_waiting() -> bool:
+            rows = await db_rows(
+                postgres_url, "SELECT status FROM pipelines_runs WHERE pipeline_id = 'review'"
+            )
+            return [r[0] for r in rows] == ["waiting", "waiting"]
+
+        await until(both_waiting, "the runs did not reach their approval")
+    # Ten approvals and ten denials of one run, then twenty cancels of another, each burst
+    # released together over the replicas: one decision wins, the others are 409.
+    clients = await warm_clients(servers, 20)
+    try:
+        decided = await asyncio.gather(
+            *(
+                c.post(f"/runs/{waiting}/{'approve' if i % 2 else 'deny'}", json={})
+                for i, c in enumerate(clients)
+            )
+        )
+        cancelled = await asyncio.gather(
+            *(c.post(f"/runs/{other}/cancel", json={}) for c in clients)
+        )
+    finally:
+        await close_all(clients)
+    assert sorted(d.status_code for d in decided) == [200] + [409] * 19, [d.text for d in decided]
+    assert {d.json()["error"]["code"] for d in decided if d.status_code == 409} == {
+        "not_waiting_for_approval"
+    }
+    assert sorted(c.status_code for c in cancelled) == [200] + [409] * 19
+    assert {c.json()["error"]["code"] for c in cancelled if c.status_code == 409} == {
+        "run_finished"
+    }
+    winner = next(i for i, d in enumerate(decided) if d.status_code == 200)
+    expected = "completed" if winner % 2 else "failed"
+    await until(lambda: all_finished(postgres_url, "review", 2), "the decided runs did not finish")
+    rows = dict(
+        await db_rows(
+            postgres_url, "SELECT id, status FROM pipelines_runs WHERE pipeline_id = 'review'"
+        )
+    )
+    assert rows == {waiting: expected, other: "cancelled"}
+    events = await db_rows(
+        postgres_url,
+        "SELECT type, count(*) FROM gateway_events WHERE type IN "
+        "('approval.resolved', 'run.cancelled') GROUP BY type",
+    )
+    assert dict(events) == {"approval.resolved": 1, "run.cancelled": 1}
     for server in servers:
         assert server.stop() == 0
         assert "Traceback" not in server.log()

@@ -40,7 +40,12 @@ class OperatorActions:
         transaction, ``write(conn, row)`` checks the run's row (404 unknown run) and
         changes the store, returning the events to append with it; once committed,
         ``committed(row)`` runs, then the events are published and the worker is woken."""
-        async with self.writer.store.write() as conn:
+        store = self.writer.store
+        async with store.write() as conn:
+            # The row locked first (FOR UPDATE on PostgreSQL; SQLite's write lock is held
+            # already): two replicas deciding on one run at once take turns, and the
+            # second reads the first's outcome (409), instead of both deciding.
+            await conn.execute(store.dialect.lock(sa.select(runs.c.id).where(runs.c.id == run_id)))
             row = await run_row(conn, run_id)
             events = await self.writer.append(conn, run_id, await write(conn, row))
         if committed is not None:
