@@ -82,15 +82,6 @@ async def gateway_shutdown(app: Quart) -> None:
 
 
 @hookimpl
-async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
-    # Every key of the section applies live: the store reads its config per request.
-    store: SessionsStore | None = context(app).extras.get(routes.STORE_KEY)
-    if store is not None:
-        store.config = configured(settings)
-    return {"applied": True}
-
-
-@hookimpl
 def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
     return problems(settings)
 

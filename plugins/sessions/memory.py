@@ -43,7 +43,7 @@ class MemoryStore:
         limit = self.sessions.config.max_document_chars
         if len(document) > limit:
             raise errors.too_large("document", len(document), limit, "max_document_chars")
-        async with self.store.write() as conn:
+        async with self.sessions.write() as conn:
             row, _ = await self.sessions.ensure(conn, owner, key, "api")
             now = now_ms()
             await conn.execute(
@@ -87,7 +87,7 @@ class MemoryStore:
             "updated_ms": now,
             "deleted_ms": None,
         }
-        async with self.store.write() as conn:
+        async with self.sessions.write() as conn:
             row, _ = await self.sessions.ensure(conn, owner, key, "api")
             current = await self._row(conn, row.id, entry_id)
             if current is None:
@@ -128,7 +128,7 @@ class MemoryStore:
         self, owner: str, key: str, entry_id: str, *, deleted: bool = False, touch: bool = True
     ) -> MemoryEntryRecord:
         """The entry (a deleted one only with ``deleted``); a read counts as an access."""
-        async with self.store.write() if touch else self.store.read() as conn:
+        async with self.sessions.write() if touch else self.store.read() as conn:
             row = await self._session(conn, owner, key)
             entry = await self._row(conn, row.id, entry_id)
             if entry is None or (entry.deleted_ms is not None) != deleted:
@@ -152,7 +152,7 @@ class MemoryStore:
         return await self.get_entry(owner, key, entry_id, touch=False)
 
     async def _set_deleted(self, owner: str, key: str, entry_id: str, when: int | None) -> None:
-        async with self.store.write() as conn:
+        async with self.sessions.write() as conn:
             row = await self._session(conn, owner, key)
             entry = await self._row(conn, row.id, entry_id)
             # Deleting a deleted entry, or restoring a live one, finds nothing to act on.

@@ -10,9 +10,12 @@ so concurrent appends each get the next ``seq`` and the head moves without a los
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,10 +69,26 @@ class SessionsStore(SessionsService):
         self.config = config
         self.metrics = metrics
         self.memory = MemoryStore(self)
+        self._write_lock = asyncio.Lock()
 
     @property
     def store(self) -> Any:
         return self.gateway.store
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction. On SQLite the plugin's writers of this process queue
+        here, on the event loop, rather than in SQLite's busy handler (which sleeps 1, 2,
+        5 ... 100 ms between tries while the write lock is often free again): SQLite
+        takes one writer at a time anyway. Other processes' writers still meet at
+        SQLite's lock. On PostgreSQL the session row lock orders appends, and writes to
+        different sessions go in parallel."""
+        if self.store.dialect.name != "sqlite":
+            async with self.store.write() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.store.write() as conn:
+            yield conn
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -99,6 +118,12 @@ class SessionsStore(SessionsService):
         """The session's row, created if it is not there, locked for this transaction;
         and whether it was created."""
         check_key(key)
+        locked = self.store.dialect.lock(
+            sa.select(sessions).where(sessions.c.owner == owner, sessions.c.key == key)
+        )
+        found = (await conn.execute(locked)).first()
+        if found is not None:
+            return found, False
         now = now_ms()
         session_id = new_id()
         insert = self.store.dialect.insert_ignore(sessions).values(
@@ -117,9 +142,6 @@ class SessionsStore(SessionsService):
             updated_ms=now,
         )
         await conn.execute(insert)
-        locked = self.store.dialect.lock(
-            sa.select(sessions).where(sessions.c.owner == owner, sessions.c.key == key)
-        )
         row = (await conn.execute(locked)).one()
         created = row.id == session_id
         if created:
@@ -185,7 +207,7 @@ class SessionsStore(SessionsService):
         session if need be; the last one becomes the head."""
         check_key(key)
         items = await self.scanned(key, items)
-        async with self.store.write() as conn:
+        async with self.write() as conn:
             row, _ = await self.ensure(conn, owner, key, source, user)
             if parent_id is not None:
                 await self._require_message(conn, row.id, parent_id)
@@ -239,7 +261,16 @@ class SessionsStore(SessionsService):
             )
         )
         await conn.execute(update)
-        fresh = (await conn.execute(sa.select(sessions).where(sessions.c.id == row.id))).one()
+        # The row as the update left it (this transaction holds its lock).
+        fresh = SimpleNamespace(
+            **{
+                **row._mapping,
+                "head_id": parent,
+                "next_seq": seq,
+                "message_count": row.message_count + len(values),
+                "updated_ms": now,
+            }
+        )
         for item in items:
             self.metrics.messages.labels(row.source, item.role).inc()
         return stored, fresh
@@ -263,7 +294,7 @@ class SessionsStore(SessionsService):
         check_key(key)
         sent = await self.scanned(key, sent)
         answer = await self.scanned(key, answer)
-        async with self.store.write() as conn:
+        async with self.write() as conn:
             row, _ = await self.ensure(conn, owner, key, source, user, metadata)
             parent = row.head_id
             new = list(sent)
@@ -389,7 +420,7 @@ class SessionsStore(SessionsService):
     async def reset(self, owner: str, key: str) -> SessionSummary:
         """Start the conversation afresh: the head goes; the messages stay in the store
         (append-only), as an earlier branch."""
-        async with self.store.write() as conn:
+        async with self.write() as conn:
             row = await self.locked(conn, owner, key)
             now = now_ms()
             await conn.execute(
@@ -412,7 +443,7 @@ class SessionsStore(SessionsService):
         message ``at`` (default: the head); 409 ``session_exists`` if ``new_key`` is taken."""
         target_key = new_key or f"{key[:90]}.branch-{uuid.uuid4().hex[:12]}"
         check_key(target_key, "new_session_key")
-        async with self.store.write() as conn:
+        async with self.write() as conn:
             row = await self.locked(conn, owner, key)
             point = at or row.head_id
             if at is not None:
