@@ -213,6 +213,9 @@ async def test_search_ranks_text_matches_by_text_rank_importance_and_recency(app
     # Stemmed words match (porter on SQLite, english on PostgreSQL).
     assert "tea" in await search(client, "query=drinking")
     assert await search(client, "query=espresso") == ["coffee"]
+    # Every word first, then entries with some of them.
+    both = await search(client, "query=green%20tea")
+    assert both[0] == "tea" and set(both) == {"tea", "tea-old", "goal", "todo"}
     assert await search(client, "query=zebra") == []
     # Query syntax of the engines is just text here.
     assert await search(client, "query=%22tea%22%20OR%20NOT%20*") != []

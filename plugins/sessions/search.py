@@ -3,8 +3,10 @@ ranking.
 
 The text rank comes from the store's own engine: SQLite FTS5's ``bm25`` (the
 ``sessions_memory_fts`` table, kept in step by triggers) or PostgreSQL's ``ts_rank``
-over the generated ``search_vector`` column (GIN index). The query's words are matched
-with OR, so an entry matching more (and rarer) words ranks higher. The best
+over the generated ``search_vector`` column (GIN index). Entries holding every word
+of the query are taken first; when they are fewer than the search's ``limit``, entries
+holding some of the words join them (OR; the engine ranks more, and rarer, words
+higher). The best
 ``candidate_pool`` matches are then blended: ``text_weight`` x text rank (scaled to the
 best match) + ``importance_weight`` x importance + ``recency_weight`` x recency (halving
 every ``recency_half_life_days`` since the last update), plus ``ranker_weight`` x the
@@ -102,13 +104,19 @@ async def by_importance(
 
 
 async def text_matches(
-    conn: AsyncConnection, scope: Scope, words: list[str], filters: Filters, pool: int
+    conn: AsyncConnection,
+    scope: Scope,
+    words: list[str],
+    filters: Filters,
+    pool: int,
+    every_word: bool = False,
 ) -> list[tuple[Any, float]]:
-    """The best ``pool`` entries matching any of ``words``, with their text rank (higher
-    is better) from the store's full-text engine."""
+    """The best ``pool`` entries matching any of ``words`` (each of them with
+    ``every_word``), with their text rank (higher is better) from the store's full-text
+    engine."""
     if conn.dialect.name == "sqlite":
         fts = sa.table("sessions_memory_fts", sa.column("rowid"))
-        match = " OR ".join(f'"{w}"' for w in words)
+        match = (" AND " if every_word else " OR ").join(f'"{w}"' for w in words)
         bm25 = sa.func.bm25(sa.literal_column("sessions_memory_fts"))
         query = (
             sa.select(memory, (-bm25).label("text_rank"))
@@ -120,7 +128,8 @@ async def text_matches(
         )
     else:
         tsquery = sa.func.to_tsquery(
-            sa.literal_column("'english'::regconfig"), sa.cast(" | ".join(words), sa.Text)
+            sa.literal_column("'english'::regconfig"),
+            sa.cast((" & " if every_word else " | ").join(words), sa.Text),
         )
         vector: sa.ColumnElement[Any] = sa.literal_column("sessions_memory.search_vector")
         rank = sa.func.ts_rank(vector, tsquery)
@@ -146,7 +155,16 @@ async def ranked(
     words = terms(query)
     rankers = _rankers(gateway)
     async with gateway.store.read() as conn:
-        matches = await text_matches(conn, scope, words, filters, config.candidate_pool)
+        # Entries with every word first: a query with a common word ORed in would rank
+        # most of the store; only when they are too few do entries with some words come.
+        pool = config.candidate_pool
+        matches = await text_matches(conn, scope, words, filters, pool, every_word=True)
+        if len(matches) < limit and len(words) > 1:
+            seen = {row.n for row, _ in matches}
+            some = await text_matches(conn, scope, words, filters, pool)
+            matches += [(row, rank) for row, rank in some if row.n not in seen][
+                : pool - len(matches)
+            ]
         if rankers:
             seen = {row.n for row, _ in matches}
             extra = await latest(conn, scope, filters, config.candidate_pool, False)
