@@ -5,6 +5,7 @@ configuration section."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -219,3 +220,12 @@ async def test_an_invalid_sessions_section_fails_start_up_naming_the_key(make_se
     message = str(failed.value)
     assert "plugins.sessions.max_content_chars" in message
     assert "plugins.sessions.ranker_weight" in message
+
+
+async def test_sessions_run_without_the_pipelines_and_openai_plugins(make_settings, caplog):
+    disabled = {"pipelines": {"enabled": False}, "openai_compat": {"enabled": False}}
+    settings = make_settings(auth={"tokens": TOKENS}, plugins=disabled)
+    with caplog.at_level(logging.WARNING, logger="gateway.plugins"):
+        async with running_app(settings) as (_app, client):
+            assert (await append(client, "alone", "still works")).status_code == 201
+    assert not [r for r in caplog.records if "plugin sessions" in r.getMessage()]

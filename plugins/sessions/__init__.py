@@ -55,7 +55,9 @@ def gateway_register_migrations(register: Register) -> None:
         register(migration)
 
 
-@hookimpl
+# Hooks of other plugins (pipelines, openai_compat): optional, so a gateway with either
+# one disabled starts without a warning about them.
+@hookimpl(optionalhook=True)
 def gateway_register_step_kinds(register: Register) -> None:
     from plugins.sessions.steps import MemoryKind, SessionKind
 
@@ -86,7 +88,7 @@ def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
     return problems(settings)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)
 async def gateway_record_conversation(app: Quart, record: dict[str, Any]) -> None:
     store: SessionsStore | None = context(app).extras.get(routes.STORE_KEY)
     if store is None or not store.config.record_conversations:
