@@ -20,7 +20,7 @@ from plugins.sessions.contract import (
     memory_step,
     session_step,
 )
-from tests.conftest import ADMIN, assert_error, db_rows, running_app
+from tests.conftest import ADMIN, assert_error, db_rows, gateway_cli, running_app
 from tests.plugins_for_tests.kit import Plugin
 from tests.sessions_fixtures import ALICE, TOKENS, append, settings_for
 
@@ -229,3 +229,32 @@ async def test_sessions_run_without_the_pipelines_and_openai_plugins(make_settin
         async with running_app(settings) as (_app, client):
             assert (await append(client, "alone", "still works")).status_code == 201
     assert not [r for r in caplog.records if "plugin sessions" in r.getMessage()]
+
+
+def test_config_check_names_each_invalid_sessions_key(tmp_path):
+    (tmp_path / "gateway.toml").write_text(
+        'state_dir = "state"\n[plugins.sessions]\nmax_content_chars = -1\n'
+        'text_weight = "heavy"\nrecord_conversations = "yes"\ncandiate_pool = 5\n'
+    )
+    result = gateway_cli("config", "check", "--config", "gateway.toml", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    for key in ("max_content_chars", "text_weight", "record_conversations", "candiate_pool"):
+        assert f"plugins.sessions.{key}" in result.stdout + result.stderr, key
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_streamed_chat_is_kept_whole_in_its_session(make_settings):
+    async with running_app(make_settings()) as (_app, client):
+        body = {
+            "model": "echo",
+            "messages": [{"role": "user", "content": "stream me"}],
+            "stream": True,
+            "metadata": {"session_id": "streamed"},
+        }
+        response = await client.post("/v1/chat/completions", json=body, headers=ADMIN)
+        assert response.status_code == 200
+        assert "[DONE]" in await response.get_data(as_text=True)
+        assert await conversation(client, "streamed") == [
+            ("user", "stream me"),
+            ("assistant", "echo: stream me"),
+        ]
