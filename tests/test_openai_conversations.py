@@ -65,7 +65,7 @@ async def gateway(
     app = create_app(
         make_settings(models=models_config(fake_upstream)),
         # The broken one first: its failure must not keep the records from the next.
-        extra_plugins=[("broken_sessions", _broken_plugin()), ("sessions", sessions.plugin())],
+        extra_plugins=[("broken_sessions", _broken_plugin()), ("recorder", sessions.plugin())],
         load_entrypoints=False,
     )
     async with served(app) as server:

@@ -45,13 +45,18 @@ PEEKER = bearer(PEEKER_TOKEN)  # reads every run, may act only on its own
 BLIND = bearer(BLIND_TOKEN)  # may act on every run, but reads only its own
 
 RUN_GATES = ["allow_pipeline_run", "allow_pipeline_approve"]
+SESSION_GATES = ["allow_session_write", "allow_memory_write"]
 TOKENS = {
-    ALICE_NAME: {"token": ALICE_TOKEN, "gates": [*RUN_GATES, "allow_gateway_control"]},
+    ALICE_NAME: {
+        "token": ALICE_TOKEN,
+        "gates": [*RUN_GATES, "allow_gateway_control", *SESSION_GATES],
+    },
     "auditor": {
         "token": AUDITOR_TOKEN,
         "gates": [
             "allow_pipeline_read_all",
             "allow_responses_read_all",
+            "allow_session_read_all",
             "allow_gateway_read",
             "allow_metrics_read",
         ],
@@ -98,7 +103,15 @@ OWNED = {
     "/v1/responses/<response_id>",
     "/gateway/events",
     "/gateway/config",
+    "/gateway/sessions",
+    "/gateway/sessions/<session_key>",
+    "/gateway/memory/<session_key>",
+    "/gateway/memory/<session_key>/<entry_id>",
+    "/gateway/memory-graph/<session_key>",
+    "/api/memories/graph",
 }
+SESSION_KEY = "alice-notes"
+ENTRY_ID = "fact-1"
 
 
 @dataclass
@@ -194,6 +207,7 @@ async def seed(client: Any) -> Seeded:
     )
     assert stored.status_code == 200
     seeded.response_id = (await stored.get_json())["id"]
+    await seed_sessions(client)
     for action in ("pause", "resume"):  # gateway events naming Alice
         assert (await client.post(f"/gateway/{action}", headers=ALICE)).status_code == 200
     await wait_status(client, seeded.runs["echo"], "completed")
@@ -202,6 +216,19 @@ async def seed(client: Any) -> Seeded:
     await wait_status(client, seeded.runs["asks"], "waiting")
     await wait_status(client, seeded.runs["held"], "paused")
     return seeded
+
+
+async def seed_sessions(client: Any) -> None:
+    """Alice's session, memory document and memory entries (with a relation)."""
+    path = f"/gateway/sessions/{SESSION_KEY}/append"
+    sent = await client.post(path, json={"role": "user", "content": SECRET}, headers=ALICE)
+    assert sent.status_code == 201
+    memory = f"/gateway/memory/{SESSION_KEY}"
+    assert (await client.put(memory, json={"document": SECRET}, headers=ALICE)).status_code == 200
+    for entry_id, target in ((ENTRY_ID, "fact-2"), ("fact-2", ENTRY_ID)):
+        entry = {"summary": SECRET, "relations": [{"target_id": target}]}
+        written = await client.put(f"{memory}/{entry_id}", json=entry, headers=ALICE)
+        assert written.status_code == 201
 
 
 def plain(rule: str) -> str:
@@ -237,6 +264,8 @@ async def test_every_get_route_hides_another_principals_objects_from_a_no_gate_t
             "response_id": [seeded.response_id],
             "pipeline_id": ["echo"],
             "model_id": ["echo"],
+            "session_key": [SESSION_KEY],
+            "entry_id": [ENTRY_ID],
         }
         walked: set[str] = set()
         for rule in app.url_map.iter_rules():
@@ -304,6 +333,39 @@ async def test_no_gate_token_gets_404_for_anothers_run_and_empty_lists(settings)
             "mode": "token",
             "principal": {"name": "reader", "kind": "token", "gates": []},
         }
+
+
+async def test_sessions_and_memory_are_their_owners_and_read_all_sees_them(settings):
+    async with running_app(settings) as (_app, client):
+        await seed_sessions(client)
+        paths = (
+            f"/gateway/sessions/{SESSION_KEY}",
+            f"/gateway/memory/{SESSION_KEY}",
+            f"/gateway/memory/{SESSION_KEY}/{ENTRY_ID}",
+            f"/gateway/memory-graph/{SESSION_KEY}",
+        )
+        for path in paths:
+            hidden = await client.get(path, headers=READER)
+            assert hidden.status_code == 404, path
+            assert SECRET not in await hidden.get_data(as_text=True)
+            # As if it did not exist: the very answer for a key nobody has.
+            unknown = await client.get(path.replace(SESSION_KEY, "nobody-has-this"), headers=READER)
+            code = (await hidden.get_json())["error"]["code"]
+            assert code == (await unknown.get_json())["error"]["code"] == "session_not_found"
+            for headers in (ALICE, AUDITOR, ADMIN):
+                seen = await client.get(path, headers=headers)
+                assert seen.status_code == 200, path
+                assert SECRET in await seen.get_data(as_text=True), path
+        for headers, count in ((READER, 0), (ALICE, 1), (AUDITOR, 1)):
+            listed = await (await client.get("/gateway/sessions", headers=headers)).get_json()
+            assert listed["total"] == count
+            graph = await (await client.get("/api/memories/graph", headers=headers)).get_json()
+            assert len(graph["nodes"]) == 2 * count and len(graph["edges"]) == 2 * count
+        # Reading is not acting: the auditor may not write into Alice's session.
+        refused = await client.post(
+            f"/gateway/sessions/{SESSION_KEY}/reset?owner=token:{ALICE_NAME}", headers=AUDITOR
+        )
+        assert refused.status_code == 403
 
 
 async def test_owner_sees_and_acts_on_its_own_objects(settings):
