@@ -12,6 +12,7 @@ from host.api import (
     ErrorResponse,
     GatewayError,
     InvalidJSON,
+    context,
     current_principal,
     parse_json,
     public,
@@ -22,6 +23,7 @@ from plugins.pipelines import webhooks
 from plugins.pipelines.gates import GATE_RUN
 from plugins.pipelines.models import FireRequest, FireResponse, TriggerList, WebhookPayload
 from plugins.pipelines.routes.common import body_of, bp, pipelines_api
+from plugins.pipelines.safety_scan import scan_payload
 
 
 @bp.get("/triggers")
@@ -43,7 +45,9 @@ async def fire_trigger(trigger_id: str) -> Any:
     ``schedule:<id>`` fires the schedule once (its overlap policy applies). 404 unknown
     trigger; 503 while the gateway is paused."""
     body = await body_of(FireRequest)
-    return await pipelines_api().fire(trigger_id, body.input, current_principal()), 202
+    info = {"surface": "trigger", "trigger": trigger_id, "principal": current_principal().name}
+    payload = await scan_payload(context(), body.input, info)
+    return await pipelines_api().fire(trigger_id, payload, current_principal()), 202
 
 
 @bp.post("/triggers/<trigger_id>/webhook")
@@ -76,4 +80,5 @@ async def webhook(trigger_id: str) -> Any:
         raise GatewayError(
             400, "invalid_json", f"the webhook body is not valid JSON: {exc}"
         ) from None
+    body = await scan_payload(context(), body, {"surface": "webhook", "trigger": trigger_id})
     return await api.deliver(trigger_id, pipeline, delivery, body), 202
