@@ -42,7 +42,8 @@ async def list_triggers() -> TriggerList:
 @document_response(ErrorResponse, 503)
 async def fire_trigger(trigger_id: str) -> Any:
     """Fire a trigger now: ``manual:<pipeline>`` starts a run with the body's ``input``;
-    ``schedule:<id>`` fires the schedule once (its overlap policy applies). 404 unknown
+    ``schedule:<id>`` fires the schedule once (its overlap policy applies). The input is
+    safety-scanned (stage ``inbound``): redacted, or 400 ``content_blocked``. 404 unknown
     trigger; 503 while the gateway is paused."""
     body = await body_of(FireRequest)
     info = {"surface": "trigger", "trigger": trigger_id, "principal": current_principal().name}
@@ -61,7 +62,8 @@ async def webhook(trigger_id: str) -> Any:
     HMAC-SHA256, keyed with the webhook's secret, of ``<timestamp>.<delivery>.<raw body>``
     (``X-Gateway-Timestamp``, unix seconds within ``tolerance_seconds`` of now, default
     300; ``X-Gateway-Delivery``, the delivery id). The JSON body is the run input; a
-    repeated delivery id returns the first run (``duplicate_delivery``). 400 a missing or
+    repeated delivery id returns the first run (``duplicate_delivery``). The body is
+    safety-scanned (stage ``inbound``): redacted, or 400 ``content_blocked``. 400 a missing or
     malformed timestamp or delivery id; 401 a bad signature or a timestamp out of
     tolerance (nothing started); 404 unknown webhook; 503 while paused."""
     api = pipelines_api()
