@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugins.safety.policy import MODE_RANK, Policy
-from plugins.safety.rules import Compiled, Rule, compile_rule
+from plugins.safety.rules import Compiled, Rule, compile_rule, compile_set
 
 TOO_LONG = "stream.match_exceeds_holdback"
 
@@ -58,17 +58,24 @@ class Decision:
 
 
 class RuleSet:
-    """The enabled rules, compiled once per policy or rules version."""
+    """The enabled rules, compiled once per policy or rules version; also as one RE2 set,
+    so that one pass over a text tells which rules match it (most texts: none), and only
+    those are run again for their spans."""
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.compiled: list[Compiled] = [compile_rule(r) for r in rules if r.enabled]
+        self.any = compile_set(self.compiled)
 
     def matches(self, text: str, policy: Policy) -> list[Match]:
         found: list[Match] = []
-        for c in self.compiled:
+        if self.any is not None:
+            hits = [self.compiled[i] for i in sorted(self.any.Match(text) or ())]
+        else:
+            hits = [c for c in self.compiled if c.regex.search(text) is not None]
+        for c in hits:
             mode = policy.mode_of(c.rule.kind)
-            if mode is None or c.regex.search(text) is None:
-                continue  # a search first: most texts match no rule, and it is the cheap call
+            if mode is None:
+                continue
             for m in c.regex.finditer(text):
                 if m.end() > m.start():
                     found.append(Match(c.rule, m.start(), m.end(), mode))

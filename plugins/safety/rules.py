@@ -197,3 +197,19 @@ def compile_rule(rule: Rule) -> Compiled:
             "lookarounds or backreferences",
             details={"rule_id": rule.rule_id},
         ) from None
+
+
+def compile_set(compiled: list[Compiled]) -> Any:
+    """Every rule's compiled pattern as one ``re2.Set`` (index: position in ``compiled``);
+    None when RE2 cannot build it within its memory budget (many large rules): each rule
+    is then searched on its own."""
+    if not compiled:
+        return None
+    rules = re2.Set.SearchSet(_options())
+    for c in compiled:
+        rules.Add(c.regex.pattern)
+    try:
+        rules.Compile()
+    except re2.error:
+        return None
+    return rules
