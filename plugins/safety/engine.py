@@ -67,19 +67,54 @@ class RuleSet:
         self.any = compile_set(self.compiled)
 
     def matches(self, text: str, policy: Policy) -> list[Match]:
-        found: list[Match] = []
+        """Every match of an enabled rule whose kind the policy runs, in character
+        offsets. The scan runs over the text's UTF-8 bytes (RE2's own encoding: the str
+        API would convert each match's offsets from the start of the text)."""
+        data = text.encode("utf-8", "surrogatepass")
         if self.any is not None:
-            hits = [self.compiled[i] for i in sorted(self.any.Match(text) or ())]
+            hits = [self.compiled[i] for i in sorted(self.any.Match(data) or ())]
         else:
-            hits = [c for c in self.compiled if c.regex.search(text) is not None]
+            hits = [c for c in self.compiled if c.bregex.search(data) is not None]
+        spans: list[tuple[Compiled, str, int, int]] = []
         for c in hits:
             mode = policy.mode_of(c.rule.kind)
             if mode is None:
                 continue
-            for m in c.regex.finditer(text):
-                if m.end() > m.start():
-                    found.append(Match(c.rule, m.start(), m.end(), mode))
+            spans.extend((c, mode, m.start(), m.end()) for m in c.bregex.finditer(data))
+        spans = [s for s in spans if s[3] > s[2]]
+        if not spans:
+            return []
+        chars = _char_offsets(data, {o for s in spans for o in s[2:]}, len(data) == len(text))
+        if chars is None:  # offsets inside a character: the str API, which converts them
+            return self._str_matches(text, hits, policy)
+        return [Match(c.rule, chars[b0], chars[b1], mode) for c, mode, b0, b1 in spans]
+
+    def _str_matches(self, text: str, hits: list[Compiled], policy: Policy) -> list[Match]:
+        found: list[Match] = []
+        for c in hits:
+            mode = policy.mode_of(c.rule.kind)
+            if mode is not None:
+                found.extend(
+                    Match(c.rule, m.start(), m.end(), mode)
+                    for m in c.regex.finditer(text)
+                    if m.end() > m.start()
+                )
         return found
+
+
+def _char_offsets(data: bytes, offsets: set[int], ascii_only: bool) -> dict[int, int] | None:
+    """Byte offsets of ``data`` as character offsets, in one pass; None when one falls
+    inside a character."""
+    if ascii_only:
+        return {o: o for o in offsets}
+    out, chars, last = {}, 0, 0
+    try:
+        for o in sorted(offsets):
+            chars += len(data[last:o].decode("utf-8", "surrogatepass"))
+            out[o], last = chars, o
+    except UnicodeDecodeError:
+        return None
+    return out
 
 
 def decide(

@@ -178,7 +178,8 @@ def _options() -> re2.Options:
 @dataclass(frozen=True)
 class Compiled:
     rule: Rule
-    regex: Any  # re2._Regexp
+    regex: Any  # re2._Regexp over str
+    bregex: Any  # the same over UTF-8 bytes (scans: no per-match offset conversion)
 
 
 def compile_rule(rule: Rule) -> Compiled:
@@ -187,7 +188,8 @@ def compile_rule(rule: Rule) -> Compiled:
     if rule.matcher == "literal":
         source = "(?i)" + re2.escape(rule.pattern)
     try:
-        return Compiled(rule, re2.compile(source, _options()))
+        options = _options()
+        return Compiled(rule, re2.compile(source, options), re2.compile(source.encode(), options))
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise GatewayError(
@@ -207,7 +209,7 @@ def compile_set(compiled: list[Compiled]) -> Any:
         return None
     rules = re2.Set.SearchSet(_options())
     for c in compiled:
-        rules.Add(c.regex.pattern)
+        rules.Add(c.bregex.pattern)
     try:
         rules.Compile()
     except re2.error:
