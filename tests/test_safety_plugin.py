@@ -378,6 +378,7 @@ async def test_a_change_on_one_replica_applies_on_the_other(make_settings, store
         ({"mode": "loud"}, "plugins.safety.mode"),
         ({"disabled_rules": ["nope"]}, "plugins.safety.disabled_rules: 'nope'"),
         ({"stream_reach": 1}, "plugins.safety.stream_reach"),
+        ({"redaction_text": AWS_KEY}, "plugins.safety.redaction_text: 'AKIA"),
         ({"mode": "warn", "floor_mode": "block"}, "below the floor"),
         (
             {

@@ -1,7 +1,12 @@
 """``[plugins.safety]``: the operator's settings. They are the starting policy (until a
 ``PUT /gateway/safety/policy`` replaces it), the floor no API call can lower, the
 default rules the operator turns off and the operator's own rules (which, like the
-defaults, the API can neither remove nor change). Every problem names its key."""
+defaults, the API can neither remove nor change). Every problem names its key.
+
+Its keys avoid the words the host takes for secrets (``token``, ``secret``): a config
+PATCH would refuse them in clear and ``GET /gateway/config`` would mask them; so the
+policy's ``secret_detection.mode`` and ``redaction_token`` are ``leak_mode`` and
+``redaction_text`` here."""
 
 from __future__ import annotations
 
@@ -30,11 +35,11 @@ class SafetyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Mode = "warn"
-    secret_mode: Mode = "redact"  # noqa: S105 (a mode, not a secret)
+    leak_mode: Mode = "redact"
     applies_to: list[Stage] | None = None  # None: every stage
-    redaction_token: str = Field("[REDACTED]", min_length=1, max_length=100)
+    redaction_text: str = Field("[REDACTED]", min_length=1, max_length=100)
     floor_mode: Mode = "warn"
-    floor_secret_mode: Mode = "redact"  # noqa: S105 (a mode, not a secret)
+    floor_leak_mode: Mode = "redact"
     floor_stages: list[Stage] = Field(default_factory=lambda: list(FLOOR_STAGES))
     disabled_rules: list[str] = Field(default_factory=list)
     rules: list[OperatorRule] = Field(default_factory=list)
@@ -47,14 +52,14 @@ class SafetyConfig(BaseModel):
 
     def floor(self) -> Floor:
         return Floor(
-            mode=self.floor_mode, secret_mode=self.floor_secret_mode, stages=self.floor_stages
+            mode=self.floor_mode, secret_mode=self.floor_leak_mode, stages=self.floor_stages
         )
 
     def initial_policy(self) -> Policy:
         policy = Policy(
             mode=self.mode,
-            redaction_token=self.redaction_token,
-            secret_detection=SecretDetection(mode=self.secret_mode),
+            redaction_token=self.redaction_text,
+            secret_detection=SecretDetection(mode=self.leak_mode),
         )
         if self.applies_to is not None:
             policy.applies_to = list(self.applies_to)
@@ -103,6 +108,10 @@ def parse(section: dict[str, Any]) -> tuple[SafetyConfig, list[str]]:
         if rule.rule_id in seen:
             found.append(f"{PREFIX}.rules.{i}.rule_id: {rule.rule_id!r} is used twice")
         seen.add(rule.rule_id)
+    token = config.redaction_text
+    for rule in config.fixed_rules() if not found else ():
+        if rule.enabled and compile_rule(rule).regex.search(token) is not None:
+            found.append(f"{PREFIX}.redaction_text: {token!r} is matched by rule {rule.rule_id!r}")
     try:
         policy = config.initial_policy()
     except ValidationError as exc:

@@ -10,11 +10,13 @@ change applies everywhere within ``refresh_seconds`` plus one scan.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from host.api import Store, now_ms
 from plugins.safety.config import SafetyConfig
@@ -22,6 +24,8 @@ from plugins.safety.engine import RuleSet
 from plugins.safety.policy import Policy
 from plugins.safety.rules import Rule
 from plugins.safety.tables import state as table
+
+log = logging.getLogger("gateway.safety")
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,15 @@ class SafetyState:
         async with self._lock:
             if time.monotonic() - self._checked < self.config.refresh_seconds:
                 return self.snapshot
-            async with self.store.read() as conn:
-                rows = (await conn.execute(sa.select(table.c.name, table.c.version))).all()
-            if {name: int(v) for name, v in rows} != self.snapshot.versions:
-                return await self.load()
+            try:
+                async with self.store.read() as conn:
+                    rows = (await conn.execute(sa.select(table.c.name, table.c.version))).all()
+                if {name: int(v) for name, v in rows} != self.snapshot.versions:
+                    return await self.load()
+            except (sa.exc.SQLAlchemyError, OSError, ValidationError) as exc:
+                # Scanning goes on with the rules last read rather than failing the request
+                # (the store may be restarting); the next scan past refresh_seconds retries.
+                log.warning("safety: could not re-read the policy and rules: %s", exc)
             self._checked = time.monotonic()
             return self.snapshot
 
