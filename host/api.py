@@ -40,7 +40,15 @@ from host.operator import (
     ws_capabilities,
 )
 from host.plugins import PluginError, Registry
-from host.safety import Action, Scanner, ScanResult, Verdict, publish_findings, scan_text
+from host.safety import (
+    STAGES,
+    Action,
+    Scanner,
+    ScanResult,
+    Verdict,
+    publish_findings,
+    scan_text,
+)
 from host.secrets import MASK, Secret, SecretError
 from host.services import ServiceUnavailable
 from host.settings import Settings, build_settings, load_settings
@@ -87,6 +95,7 @@ def has_service(kind: type[Any], *, app: Quart | None = None) -> bool:
 __all__ = [
     "GATEWAY_VERSION",
     "MASK",
+    "STAGES",
     "Action",
     "ErrorDetail",
     "ErrorResponse",

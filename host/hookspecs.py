@@ -148,7 +148,9 @@ def gateway_register_safety_scanners(register: Register) -> None:
     redaction must leave its own output unchanged); the strongest verdict wins (block >
     redact > warn).
 
-    Declared by the host until the safety plugin exists, which will declare it.
+    Each scan names its stage (``context["stage"]``, one of ``host.safety.STAGES``).
+    Declared by the host (the surfaces that scan need it whether or not the safety plugin
+    is enabled); the built-in safety plugin registers its rule scanner through it.
     """
 
 
