@@ -47,7 +47,7 @@ async def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     writer = AuditWriter(ctx.store)
     ctx.extras[routes.STATE_KEY] = routes.AuditState(writer, configured(ctx.settings))
-    provide(AuditLog, AuditService(writer), app=app)  # type: ignore[type-abstract]
+    provide(AuditLog, AuditService(writer), app=app)
 
 
 @hookimpl

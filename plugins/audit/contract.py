@@ -11,7 +11,7 @@ instead (see ``docs/reference/plugins.md``, "Audit records from events").
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 # Where a record came from.
 SOURCES = ("request", "auth", "safety", "approval", "config", "plugin", "retention")
@@ -42,7 +42,11 @@ class AuditRecord:
         return asdict(self)
 
 
-class AuditLog(Protocol):
+class AuditLog:
+    """The service's interface. A plain class rather than a ``typing.Protocol``, so that
+    ``service(AuditLog)`` type-checks (mypy refuses a protocol where a concrete class is
+    expected); the audit plugin's implementation subclasses it."""
+
     async def record(
         self,
         action: str,
@@ -59,7 +63,7 @@ class AuditLog(Protocol):
         (``success``, ``denied``, ``failed``...); ``detail`` a JSON object. Within a
         request ``actor`` defaults to the caller's ``Principal.key``. Raises
         ``ValueError`` for an empty action or a detail that is not JSON."""
-        ...
+        raise NotImplementedError
 
 
 __all__ = ["SOURCES", "AuditLog", "AuditRecord"]

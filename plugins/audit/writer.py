@@ -16,7 +16,7 @@ from typing import Any
 
 from host.api import Store, request_actor
 from plugins.audit.chain import append, entry
-from plugins.audit.contract import SOURCES, AuditRecord
+from plugins.audit.contract import SOURCES, AuditLog, AuditRecord
 
 log = logging.getLogger("gateway.audit")
 
@@ -70,7 +70,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-class AuditService:
+class AuditService(AuditLog):
     """The ``AuditLog`` service (``plugins/audit/contract.py``)."""
 
     def __init__(self, writer: AuditWriter) -> None:
