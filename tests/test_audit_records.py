@@ -6,17 +6,21 @@ Both stores; rows are read back with ``db_rows``."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 import httpx
 import pytest
 from quart import Blueprint
+from quart.testing.connections import WebsocketResponseError
 
 from host.api import context, hookimpl, service
-from host.storage import sqlite_url
+from host.storage import Store, sqlite_url
+from plugins.audit.chain import verify as chain_verify
 from plugins.audit.contract import AuditLog
+from plugins.audit.tables import MIGRATIONS
 from tests.audit_helpers import audit_rows, verify, wait_status
-from tests.conftest import ADMIN, READER, running_app
+from tests.conftest import ADMIN, READER, assert_error, running_app
 from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.plugins_for_tests import audit_scanner
 
@@ -94,6 +98,56 @@ async def test_auth_failures_are_recorded_before_any_handler_runs(make_settings,
     ]
     assert {r["outcome"] for r in rows} == {"denied"}
     assert state["state"] == "running"  # the refused pause did not happen
+
+
+async def test_a_refused_websocket_upgrade_is_recorded(make_settings, store_url):
+    async with running_app(make_settings()) as (_app, client):
+        with pytest.raises(WebsocketResponseError) as refused:
+            async with client.websocket("/gateway/ws") as ws:
+                await ws.send("{}")
+                await ws.receive()
+        assert refused.value.response.status_code == 401
+        rows = await audit_rows(store_url)
+    assert [(r["action"], r["route"], r["reason_code"], r["status"]) for r in rows] == [
+        ("auth.unauthorized", "/gateway/ws", "unauthorized", 401)
+    ]
+
+
+async def test_excluded_routes_leave_no_record_for_a_success_but_do_for_a_failure(
+    make_settings, store_url
+):
+    settings = make_settings(plugins={"audit": {"exclude_routes": ["/gateway/pause"]}})
+    async with running_app(settings) as (_app, client):
+        assert (await client.post("/gateway/pause", headers=ADMIN)).status_code == 200
+        assert (await client.post("/gateway/pause", headers=ADMIN)).status_code == 409
+        assert (await client.post("/gateway/pause", headers=READER)).status_code == 403
+        assert (await client.post("/gateway/resume", headers=ADMIN)).status_code == 200
+        rows = await audit_rows(store_url)
+    assert [(r["action"], r["status"]) for r in rows] == [
+        ("POST /gateway/pause", 409),
+        ("auth.forbidden", 403),
+        ("POST /gateway/resume", 200),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"retention_max_count": -1}, "plugins.audit.retention_max_count: must be a number"),
+        ({"retention_max_count": 2.5}, "plugins.audit.retention_max_count: must be a whole"),
+        ({"retention_max_age_days": "a year"}, "plugins.audit.retention_max_age_days"),
+        ({"exclude_routes": "/v1/chat/completions"}, "plugins.audit.exclude_routes"),
+        ({"retention_days": 3}, "plugins.audit.retention_days: unknown key"),
+    ],
+)
+async def test_a_bad_audit_section_is_refused_naming_the_key(make_settings, section, message):
+    async with running_app(make_settings()) as (_app, client):
+        patched = await client.patch(
+            "/gateway/config", json={"plugins": {"audit": section}}, headers=ADMIN
+        )
+        assert patched.status_code == 400
+        error = assert_error(await patched.get_json(), "config_invalid")
+        assert message in error["message"]
 
 
 async def test_a_safety_decision_on_the_safety_stream_is_recorded(make_settings, store_url):
@@ -255,6 +309,19 @@ def test_a_mutating_requests_record_is_in_the_store_when_its_response_arrives(
             # Read right away, with no wait: the record was committed before the answer.
             rows = asyncio.run(audit_rows(url, f"request_id = 'r-{n}'"))
             assert [(r["action"], r["status"]) for r in rows] == [(f"POST /gateway/{action}", 200)]
+    # A crash loses nothing that was answered: the log is in the store, and intact.
+    server.stop(signal.SIGKILL)
+    store = Store(url)
+
+    async def check() -> Any:
+        await store.open(MIGRATIONS)
+        try:
+            return await chain_verify(store)
+        finally:
+            await store.close()
+
+    report = asyncio.run(check())
+    assert report.ok and report.records == 5, report.as_dict()
 
 
 async def test_concurrent_mutating_requests_on_two_replicas_keep_one_intact_chain(

@@ -9,7 +9,7 @@ import re
 import uuid
 from typing import Any
 
-from quart import Response, has_request_context, request
+from quart import Response, has_request_context, request, websocket
 from quart.wrappers.response import DataBody
 
 from host.api import Event, request_actor
@@ -100,6 +100,30 @@ async def request_record(response: Response, config: AuditConfig) -> AuditRecord
         method=req.method,
         route=route,
         detail=detail,
+    )
+
+
+def websocket_record(response: Response | None) -> AuditRecord | None:
+    """The record of a WebSocket upgrade the guard refused (401, 403); None otherwise."""
+    status = getattr(response, "status_code", None)
+    action = AUTH_FAILURES.get(status) if isinstance(status, int) else None
+    if action is None or response is None:
+        return None
+    ws = websocket._get_current_object()  # type: ignore[attr-defined]
+    body = _peek_json(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    reason = error.get("code") if isinstance(error, dict) else None
+    sent = ws.headers.get(REQUEST_ID_HEADER, "")
+    return entry(
+        "auth",
+        action,
+        outcome="denied",
+        status=status,
+        reason_code=reason if isinstance(reason, str) else None,
+        request_id=sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex,
+        client=ws.remote_addr,
+        method="WS",
+        route=ws.url_rule.rule if ws.url_rule is not None else None,
     )
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from quart import Blueprint, Response
 from quart_schema import document_response, validate_querystring, validate_response
@@ -18,7 +19,7 @@ from host.api import (
     requires_gate,
 )
 from plugins.audit import queries
-from plugins.audit.capture import REQUEST_ID_HEADER, request_record
+from plugins.audit.capture import REQUEST_ID_HEADER, request_record, websocket_record
 from plugins.audit.chain import verify
 from plugins.audit.config import AuditConfig
 from plugins.audit.models import (
@@ -70,6 +71,21 @@ async def record_request(response: Response) -> Response:
         # The action already happened: its answer still goes out; the failure is
         # logged and counted (the writer's ``failures`` in the status).
         log.exception("could not record the request in the audit log")
+    return response
+
+
+@bp.after_app_websocket
+async def record_websocket(response: Any) -> Any:
+    """Store the record of a WebSocket upgrade refused for want of credentials."""
+    audit = state()
+    if audit is None:
+        return response
+    try:
+        record = websocket_record(response)
+        if record is not None:
+            await audit.writer.write(record)
+    except Exception:
+        log.exception("could not record the refused WebSocket in the audit log")
     return response
 
 
