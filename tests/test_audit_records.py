@@ -20,7 +20,7 @@ from plugins.audit.chain import verify as chain_verify
 from plugins.audit.contract import AuditLog
 from plugins.audit.tables import MIGRATIONS
 from tests.audit_helpers import audit_rows, verify, wait_status
-from tests.conftest import ADMIN, READER, assert_error, running_app
+from tests.conftest import ADMIN, READER, assert_error, metric, running_app
 from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.plugins_for_tests import audit_scanner
 
@@ -90,6 +90,7 @@ async def test_auth_failures_are_recorded_before_any_handler_runs(make_settings,
         assert read_denied.status_code == 403
         rows = await audit_rows(store_url)
         state = await (await client.get("/gateway/status", headers=ADMIN)).get_json()
+        counted = await metric(client, "gateway_audit_records_total", source="auth")
     assert [(r["source"], r["action"], r["actor"], r["route"], r["reason_code"]) for r in rows] == [
         ("auth", "auth.unauthorized", None, "/gateway/config", "unauthorized"),
         ("auth", "auth.unauthorized", None, "/gateway/pause", "unauthorized"),
@@ -98,6 +99,8 @@ async def test_auth_failures_are_recorded_before_any_handler_runs(make_settings,
     ]
     assert {r["outcome"] for r in rows} == {"denied"}
     assert state["state"] == "running"  # the refused pause did not happen
+    assert counted == 4
+    assert state["plugin_status"]["audit"] == {"written": 4, "write_failures": 0}
 
 
 async def test_a_refused_websocket_upgrade_is_recorded(make_settings, store_url):

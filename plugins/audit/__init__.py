@@ -17,10 +17,12 @@ from plugins.audit import routes, tables
 from plugins.audit.capture import event_record
 from plugins.audit.config import configured, problems
 from plugins.audit.contract import AuditLog
+from plugins.audit.metrics import AuditMetrics
 from plugins.audit.retention import prune
 from plugins.audit.writer import AuditService, AuditWriter
 
 log = logging.getLogger("gateway.audit")
+METRICS_KEY = "audit.metrics"
 
 
 @hookimpl
@@ -45,7 +47,12 @@ def gateway_register_migrations(register: Register) -> None:
 @hookimpl
 async def gateway_startup(app: Quart) -> None:
     ctx = context(app)
-    writer = AuditWriter(ctx.store)
+    # One set of metrics per app, kept across a restart of the same app (a registry
+    # refuses a metric registered twice).
+    metrics: AuditMetrics | None = ctx.extras.get(METRICS_KEY)
+    if metrics is None:
+        metrics = ctx.extras[METRICS_KEY] = AuditMetrics(ctx.metrics.registry)
+    writer = AuditWriter(ctx.store, metrics)
     ctx.extras[routes.STATE_KEY] = routes.AuditState(writer, configured(ctx.settings))
     provide(AuditLog, AuditService(writer), app=app)
 

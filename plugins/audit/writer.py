@@ -17,13 +17,15 @@ from typing import Any
 from host.api import Store, request_actor
 from plugins.audit.chain import append, entry
 from plugins.audit.contract import SOURCES, AuditLog, AuditRecord
+from plugins.audit.metrics import AuditMetrics
 
 log = logging.getLogger("gateway.audit")
 
 
 class AuditWriter:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metrics: AuditMetrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self._pending: list[tuple[AuditRecord, asyncio.Future[AuditRecord]]] = []
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -45,12 +47,17 @@ class AuditWriter:
                 stored = await append(self.store, [record for record, _ in group])
             except Exception as exc:
                 self.failures += len(group)
+                if self.metrics is not None:
+                    self.metrics.write_failures.inc(len(group))
                 log.exception("could not store %d audit records", len(group))
                 for _, future in group:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.written += len(stored)
+            if self.metrics is not None:
+                for record in stored:
+                    self.metrics.records.labels(record.source).inc()
             for (_, future), record in zip(group, stored, strict=True):
                 if not future.done():
                     future.set_result(record)
