@@ -19,7 +19,7 @@ from host.storage import Store, sqlite_url
 from plugins.audit.chain import verify as chain_verify
 from plugins.audit.contract import AuditLog
 from plugins.audit.tables import MIGRATIONS
-from tests.audit_helpers import audit_rows, verify, wait_status
+from tests.audit_helpers import audit_rows, until, verify, wait_status
 from tests.conftest import ADMIN, READER, assert_error, metric, running_app
 from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.plugins_for_tests import audit_scanner
@@ -204,6 +204,35 @@ async def test_approval_decisions_are_recorded_with_the_approver(
         ("approval.denied", "denied", f"{runs[1]}/review", "token:admin"),
     ]
     assert rows[0]["request_id"] == approved.headers["X-Request-Id"]
+
+
+TIMED = """
+from plugins.pipelines.definition import Pipeline, approval, code
+
+TIMED = Pipeline(
+    id="timed",
+    steps=[approval("review", "ok?", timeout_seconds=0.2), code("done", lambda c: 1)],
+)
+"""
+
+
+async def test_an_approval_that_times_out_in_the_worker_is_recorded(
+    make_settings, store_url, tmp_path
+):
+    settings = pipelines_settings(make_settings, write_pipelines(tmp_path, "t", TIMED))
+    async with running_app(settings) as (_app, client):
+        started = await client.post("/pipelines/timed/start", json={}, headers=ADMIN)
+        run_id = (await started.get_json())["runId"]
+        await wait_status(client, run_id, "failed")
+
+        async def recorded() -> list[dict[str, Any]]:
+            return await audit_rows(store_url, "source = 'approval'")
+
+        rows = await until(recorded, "the timeout's record")
+    assert [(r["action"], r["actor"], r["target"], r["reason_code"]) for r in rows] == [
+        ("approval.timed_out", "timeout", f"{run_id}/review", "timed_out")
+    ]
+    assert rows[0]["request_id"] is None  # no request made this decision
 
 
 async def test_config_changes_are_recorded_with_the_keys(make_settings, store_url):
