@@ -28,8 +28,21 @@ async def db_execute(url: str, sql: str) -> None:
     if url.startswith("sqlite"):
         import sqlite3
 
-        with sqlite3.connect(sa.engine.make_url(url).database or "") as conn:
-            conn.execute(sql)
+        def write() -> None:
+            # BEGIN IMMEDIATE: wait for the write lock first, rather than fail at once when
+            # a read turns into a write after another writer's commit.
+            conn = sqlite3.connect(sa.engine.make_url(url).database or "", timeout=30)
+            conn.isolation_level = None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(sql)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+
+        # In a thread: the gateway under test shares this event loop, and a write of its
+        # own in flight (the start-up prune) needs the loop to finish and free the lock.
+        await asyncio.to_thread(write)
         return
     engine = create_async_engine(url, poolclass=NullPool)
     try:
