@@ -144,6 +144,8 @@ async def test_the_export_streams_every_matching_record_as_json_lines(seeded):
         "since_ms=-1",
         "until_ms=99999999999999999999",
         "colour=blue",
+        "actor=a%00b",
+        f"action={'x' * 301}",
     ],
 )
 async def test_a_bad_query_is_400_naming_it(seeded, query):
@@ -161,3 +163,13 @@ async def test_every_audit_route_needs_allow_audit_read(seeded):
         assert denied.status_code == 403, path
         assert_error(await denied.get_json(), "policy_gate_denied")
         assert (await client.get(f"/gateway/audit/{path}", headers=AUDITOR)).status_code == 200
+
+
+async def test_a_nul_in_a_recorded_value_is_stored_replaced_not_lost(seeded):
+    app, client = seeded
+    stored = await service(AuditLog, app=app).record("vault.opened", target="k\x00ey")
+    assert stored.target == "k\ufffdey"
+    page = await log_page(client, "limit=1")
+    assert page["records"][0]["target"] == "k\ufffdey"
+    checked = await client.get("/gateway/audit/verify", headers=AUDITOR)
+    assert (await checked.get_json())["ok"] is True

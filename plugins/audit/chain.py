@@ -96,7 +96,9 @@ def entry(
     for key, width in _WIDTHS.items():
         value = values[key]
         if value is not None:
-            values[key] = str(value)[:width]
+            # PostgreSQL text holds no NUL (a path may carry one, %00): never lose the
+            # record over it.
+            values[key] = str(value).replace("\x00", "\ufffd")[:width]
     return AuditRecord(
         seq=0,
         ts_ms=ts_ms if ts_ms is not None else now_ms(),

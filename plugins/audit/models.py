@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_INT64 = 2**63 - 1
+# A filter value: no NUL (PostgreSQL text cannot hold one), no longer than any column.
+FilterText = Annotated[str, StringConstraints(max_length=300, pattern=r"^[^\x00]*$")]
 
 
 class AuditFilter(BaseModel):
@@ -14,13 +16,13 @@ class AuditFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str | None = Field(
+    source: FilterText | None = Field(
         None, description="request | auth | safety | approval | config | plugin | retention"
     )
-    action: str | None = Field(None, description="e.g. 'POST /runs/<run_id>/approve'")
-    actor: str | None = Field(None, description="a Principal.key, e.g. 'token:ci'")
-    reason_code: str | None = None
-    outcome: str | None = Field(None, description="success | denied | refused | error | ...")
+    action: FilterText | None = Field(None, description="e.g. 'POST /runs/<run_id>/approve'")
+    actor: FilterText | None = Field(None, description="a Principal.key, e.g. 'token:ci'")
+    reason_code: FilterText | None = None
+    outcome: FilterText | None = Field(None, description="success | denied | refused | error | ...")
     since_ms: int | None = Field(None, ge=0, le=MAX_INT64, description="at or after (Unix ms)")
     until_ms: int | None = Field(None, ge=0, le=MAX_INT64, description="before (Unix ms)")
 
