@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("pipelines", "plugins.pipelines"),
     ("sessions", "plugins.sessions"),
     ("safety", "plugins.safety"),
+    ("audit", "plugins.audit"),
 )
 
 
