@@ -75,6 +75,7 @@ class Store:
         self._busy_timeout_ms = busy_timeout_ms
         self._pool_size = pool_size
         self._engine: AsyncEngine | None = None
+        self._volatile: AsyncEngine | None = None
         self.applied: list[tuple[str, int, str]] = []
 
     @classmethod
@@ -132,8 +133,8 @@ class Store:
             )
         self._engine = engine
 
-    def _setup_sqlite(self, engine: AsyncEngine) -> None:
-        sync, busy = self._synchronous, self._busy_timeout_ms
+    def _setup_sqlite(self, engine: AsyncEngine, synchronous: str | None = None) -> None:
+        sync, busy = synchronous or self._synchronous, self._busy_timeout_ms
 
         @sa_event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -152,6 +153,9 @@ class Store:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
     async def close(self) -> None:
+        if self._volatile is not None:
+            await self._volatile.dispose()
+            self._volatile = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -161,6 +165,31 @@ class Store:
         """A write transaction; on SQLite it holds the write lock from its first statement,
         which is what makes a read-then-write claim safe across processes."""
         async with self.engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def volatile_write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction whose commit does not wait for the disk (PostgreSQL's
+        ``synchronous_commit = off``, SQLite's ``synchronous = NORMAL`` in WAL mode): for
+        counters such as rate limits, read and written on every request, which a crash may
+        set back by a moment's worth of changes but never corrupt. Its own small pool."""
+        if self._volatile is None:
+            url = self.engine.url  # the store must be open
+            if self.dialect.name == "sqlite":
+                engine = create_async_engine(url)
+                self._setup_sqlite(engine, synchronous="NORMAL")
+            else:
+                engine = create_async_engine(
+                    url,
+                    pool_size=self._pool_size,
+                    max_overflow=self._pool_size,
+                    pool_pre_ping=True,
+                    connect_args={"server_settings": {"synchronous_commit": "off"}},
+                )
+            self._volatile = engine
+        async with self._volatile.connect() as conn:
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
             async with conn.begin():
                 yield conn
