@@ -15,6 +15,9 @@ from tests.conftest import ADMIN, running_app
 from tests.pipelines_fixtures import PIPELINES_SOURCE, write_pipelines
 from tests.test_pipelines_api import assert_error, run_count
 
+# Runs, schedules, keys and events are stored: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 RUNNER_TOKEN = "test-runner-token-0123456789"
 RUNNER = {"Authorization": f"Bearer {RUNNER_TOKEN}"}
 
