@@ -4,6 +4,7 @@ nothing is started (also after a restart, on ``/run`` and through ``PipelinesAPI
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,30 @@ async def test_the_pipelines_api_refuses_a_reused_key_too(settings):
                 "three", {"n": 3}, principal=admin, trigger={"type": "test"}, idempotency_key="x"
             )
         assert refused.value.status == 422 and refused.value.code == "idempotency_key_reused"
+
+
+async def test_two_replicas_share_the_keys_one_run_per_key_however_the_requests_land(settings):
+    # Two gateways on one store, as replicas behind a load balancer: a retried request
+    # that reaches the other replica gets the first run, and requests racing on both
+    # replicas with one key start one run between them.
+    async with running_app(settings) as (_a, a), running_app(settings) as (_b, b):
+        first = await post(a, "/pipelines/three/start", {"input": {"n": 1}}, "retry-me")
+        retried = await post(b, "/pipelines/three/start", {"input": {"n": 1}}, "retry-me")
+        assert (await first.get_json())["created"] is True
+        assert (await retried.get_json())["created"] is False
+        assert (await retried.get_json())["runId"] == (await first.get_json())["runId"]
+        reused = await post(b, "/pipelines/three/start", {"input": {"n": 2}}, "retry-me")
+        assert reused.status_code == 422
+        assert_error(await reused.get_json(), "idempotency_key_reused")
+
+        raced = await asyncio.gather(
+            *(
+                post(client, "/pipelines/three/start", {"input": {"n": 3}}, "raced")
+                for client in (a, b) * 5
+            )
+        )
+        assert {r.status_code for r in raced} == {202}
+        bodies = [await r.get_json() for r in raced]
+        assert len({body["runId"] for body in bodies}) == 1
+        assert [body["created"] for body in bodies].count(True) == 1
+        assert await run_count(a) == await run_count(b) == 2

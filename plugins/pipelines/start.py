@@ -108,6 +108,9 @@ class RunStarter:
         key = origin.idempotency_key
         async with self.store.write() as conn:
             if key is not None:
+                # Requests racing with one key (on several replicas) take turns: the
+                # second finds the first's run instead of failing on the unique key.
+                await self.store.dialect.serialize(conn, f"pipelines-idem:{pipeline.id}:{key}")
                 existing = (
                     await conn.execute(
                         sa.select(runs.c.id, runs.c.idempotency_fingerprint)
