@@ -105,6 +105,21 @@ def store_url(request: pytest.FixtureRequest, state_dir: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
+@pytest.fixture(scope="module", params=STORES)
+def module_store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """For a server shared by a module's tests: its config's store section, once per
+    store: ``{}`` (SQLite in the server's state directory) or a fresh PostgreSQL
+    database's ``{"storage": {"url": ...}}``. Tests using it run as ``[sqlite]`` and
+    ``[postgresql]``."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    yield {"storage": {"url": server.url(name)}}
+    server.drop_database(name)
+
+
 async def db_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     """Read a store's database independently of the store: the plain sqlite3 module, or
     a connection of its own to PostgreSQL. ``sql`` must be valid on the store's dialect."""

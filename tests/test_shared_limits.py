@@ -55,6 +55,21 @@ async def test_two_replicas_share_one_bucket_per_principal(make_settings, store_
     assert ("token:shared",) in rows
 
 
+async def test_concurrent_requests_of_one_principal_take_exactly_the_burst(make_settings):
+    # Requests arriving together share one statement per key (a batch asks for as many
+    # tokens as it has requests): still exactly the burst passes, the rest get 429.
+    settings = make_settings(server={"workers": 2}, auth=limited_token(per_minute=1, burst=7))
+    async with AsyncExitStack() as stack:
+        a, b = await two_gateways(stack, settings)
+        answers = await asyncio.gather(
+            *(client.get("/gateway/status", headers=SHARED) for client in (a, b) * 15)
+        )
+        codes = [r.status_code for r in answers]
+        assert codes.count(200) == 7 and codes.count(429) == 23, codes
+        for refused in (r for r in answers if r.status_code == 429):
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
 async def test_failed_auth_on_one_replica_throttles_the_address_on_the_other(make_settings):
     settings = make_settings(server={"workers": 2}, auth={"failed_auth_limit": {"per_minute": 2}})
     bad = {"Authorization": "Bearer wrong-token-0123456789"}

@@ -169,12 +169,14 @@ class Store:
             async with conn.begin():
                 yield conn
 
-    @asynccontextmanager
-    async def volatile_write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction whose commit does not wait for the disk (PostgreSQL's
-        ``synchronous_commit = off``, SQLite's ``synchronous = NORMAL`` in WAL mode): for
-        counters such as rate limits, read and written on every request, which a crash may
-        set back by a moment's worth of changes but never corrupt. Its own small pool."""
+    async def execute_volatile(self, statement: sa.Executable) -> list[sa.Row[Any]]:
+        """Run one statement that decides by itself (an ``INSERT ... ON CONFLICT ...
+        RETURNING``) and return its rows, on a connection whose commit does not wait for
+        the disk (PostgreSQL: autocommit with ``synchronous_commit = off``; SQLite:
+        ``synchronous = NORMAL`` in WAL mode). For counters such as rate limits, written
+        on every request, which a crash may set back by a moment but never corrupt. Its
+        own small pool, without a ping per checkout: a connection the database dropped
+        is replaced and the statement tried once more."""
         if self._volatile is None:
             url = self.engine.url  # the store must be open
             if self.dialect.name == "sqlite":
@@ -185,14 +187,22 @@ class Store:
                     url,
                     pool_size=self._pool_size,
                     max_overflow=self._pool_size,
-                    pool_pre_ping=True,
+                    isolation_level="AUTOCOMMIT",
                     connect_args={"server_settings": {"synchronous_commit": "off"}},
                 )
             self._volatile = engine
-        async with self._volatile.connect() as conn:
-            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
-            async with conn.begin():
-                yield conn
+        for attempt in (1, 2):
+            try:
+                async with self._volatile.connect() as conn:
+                    if self.dialect.name == "sqlite":
+                        conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+                        async with conn.begin():
+                            return list(await conn.execute(statement))
+                    return list(await conn.execute(statement))
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
