@@ -159,6 +159,26 @@ async def test_two_serve_processes_hammering_one_key_never_exceed_its_limit(live
     assert codes.count(429) == 20, codes
 
 
+async def test_the_workers_of_one_serve_share_the_limit(live_server, store_url):
+    # `gateway serve --workers 2` with no setting: "auto" puts the buckets in the store,
+    # SQLite included, since two processes serve.
+    server = live_server(
+        config={"auth": limited_token(per_minute=1, burst=10)}, args=["--workers", "2"]
+    )
+
+    async def one() -> int:
+        # A connection of its own each: the kernel hands them to either worker.
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.get(f"{server.url}/gateway/status", headers=SHARED)
+            return response.status_code
+
+    codes = await asyncio.gather(*(one() for _ in range(24)))
+    assert codes.count(200) == 10 and codes.count(429) == 14, codes
+    assert await db_rows(server.store_url, "SELECT key FROM gateway_rate_buckets") == [
+        ("token:shared",)
+    ]
+
+
 async def test_full_buckets_and_forgotten_failures_are_pruned(make_settings, store_url):
     from host.context import context
     from host.retention import prune_host
