@@ -209,3 +209,22 @@ async def test_full_buckets_and_forgotten_failures_are_pruned(make_settings, sto
         assert removed["login_failures"] == 2
     assert await db_rows(store_url, "SELECT key FROM gateway_login_failures") == []
     assert await db_rows(store_url, "SELECT key FROM gateway_rate_buckets") == []
+
+
+async def test_a_bucket_connection_the_database_dropped_is_replaced_not_a_500(
+    make_settings, store_url
+):
+    if store_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL only: its server ends connections (restart, failover, admin)")
+    postgres_url = store_url
+    settings = make_settings(auth=limited_token(per_minute=600, burst=100))
+    async with running_app(settings) as (_app, client):
+        assert (await client.get("/gateway/status", headers=SHARED)).status_code == 200
+        ended = await db_rows(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert ended and all(ok for (ok,) in ended)
+        for _ in range(3):
+            assert (await client.get("/gateway/status", headers=SHARED)).status_code == 200
