@@ -98,6 +98,7 @@ OWNED = {
     "/v1/responses/<response_id>",
     "/gateway/events",
     "/gateway/config",
+    "/gateway/jobs",
 }
 
 
