@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("pipelines", "plugins.pipelines"),
     ("tools", "plugins.tools"),
     ("jobs", "plugins.jobs"),
+    ("ui_telemetry", "plugins.ui_telemetry"),
 )
 
 
