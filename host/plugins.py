@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tools", "plugins.tools"),
     ("jobs", "plugins.jobs"),
     ("ui_telemetry", "plugins.ui_telemetry"),
+    ("channels", "plugins.channels"),
 )
 
 
