@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("jobs", "plugins.jobs"),
     ("ui_telemetry", "plugins.ui_telemetry"),
     ("channels", "plugins.channels"),
+    ("deploy", "plugins.deploy"),
 )
 
 
