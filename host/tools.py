@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import json
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,21 @@ class ToolError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+# Which of the two tool hooks have implementations, per plugin host (fixed once the app
+# is built): asked on every call.
+_HOOKED: weakref.WeakKeyDictionary[Any, tuple[bool, bool]] = weakref.WeakKeyDictionary()
+
+
+def _hooked(ctx: GatewayContext) -> tuple[bool, bool]:
+    found = _HOOKED.get(ctx.plugins)
+    if found is None:
+        found = _HOOKED[ctx.plugins] = (
+            ctx.plugins.has_impls("gateway_before_tool_call"),
+            ctx.plugins.has_impls("gateway_on_tool_call"),
+        )
+    return found
 
 
 def _as_tool(obj: Any) -> Tool:
@@ -185,7 +201,7 @@ async def call_tool(
         if registered is None:
             raise ToolError("tool_not_found", f"tool {name!r} is not registered")
         tool = _as_tool(registered)
-        if ctx.plugins.has_impls("gateway_before_tool_call"):
+        if _hooked(ctx)[0]:
             await ctx.plugins.call_async(
                 "gateway_before_tool_call", gateway=ctx, name=name, args=args, caller=caller
             )
@@ -210,7 +226,7 @@ async def call_tool(
         call = ToolCall(
             name, caller, started, (time.perf_counter() - clock) * 1000, ok, error, message
         )
-        if ctx.plugins.has_impls("gateway_on_tool_call"):
+        if _hooked(ctx)[1]:
             await ctx.plugins.call_async(
                 "gateway_on_tool_call", log_errors=True, gateway=ctx, call=call
             )

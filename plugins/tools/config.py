@@ -83,9 +83,17 @@ def problems(settings: Settings) -> list[str]:
     return parse(settings.plugin_section("tools"))[1]
 
 
+_LAST: list[tuple[Settings, ToolsConfig]] = []
+
+
 def configured(settings: Settings) -> ToolsConfig:
-    """The section's values; 400 ``config_invalid`` naming every invalid key."""
+    """The section's values; 400 ``config_invalid`` naming every invalid key. Kept for
+    the settings object it was read from: every tool call asks (a reload brings new
+    settings, so a new parse)."""
+    if _LAST and _LAST[0][0] is settings:
+        return _LAST[0][1]
     config, found = parse(settings.plugin_section("tools"))
     if found:
         raise GatewayError(400, "config_invalid", "; ".join(found))
+    _LAST[:] = [(settings, config)]
     return config
