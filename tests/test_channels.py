@@ -232,3 +232,27 @@ async def test_gateway_register_channels_adds_a_channel_driven_by_lifecycle(sett
         assert (await act(client, "pager", "start")).status_code == 409
         logout = await (await act(client, "pager", "logout")).get_json()
         assert logout["state"]["logged_in"] is False
+
+
+async def test_channels_status_ws_kind_reports_stored_states_to_channel_operators(settings):
+    async with running_app(settings) as (_app, client):
+        assert (await act(client, "webchat", "stop")).status_code == 200
+        answers = {}
+        for headers, kind in ((ADMIN, "channels.status.response"), (READER, "error")):
+            async with client.websocket("/gateway/ws", headers=headers) as ws:
+                frame = {
+                    "schema_version": 1,
+                    "request_id": "c",
+                    "kind": "channels.status.request",
+                    "payload": {},
+                }
+                await ws.send(json.dumps(frame))
+                answer = json.loads(await ws.receive())
+                while answer["kind"] == "gateway.heartbeat":
+                    answer = json.loads(await ws.receive())
+            assert answer["kind"] == kind
+            answers[kind] = answer["payload"]
+        assert answers["error"]["code"] == "policy_gate_denied"
+        channels = answers["channels.status.response"]["channels"]
+        assert channels["webchat"]["running"] is False and channels["webhook"]["running"] is True
+        assert channels["webhook"]["actions"] == ["probe", "start", "status", "stop"]

@@ -6,6 +6,7 @@ first, versions and switches stored, rollback by the same route, audited), and
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -274,3 +275,28 @@ async def test_gateway_register_agent_kinds_deploys_and_stops_a_plugins_agents(s
         assert (await made.get_json())["live_spec"] == {"model": "echo"}
         clash = await deploy(client, agent_id="helper", kind="pipeline", version="2", spec={})
         assert clash.status_code == 422  # no pipeline named helper
+
+
+async def ws_ask(client: Any, headers: dict[str, str], kind: str) -> dict[str, Any]:
+    async with client.websocket("/gateway/ws", headers=headers) as ws:
+        frame = {"schema_version": 1, "request_id": "a", "kind": kind, "payload": {}}
+        await ws.send(json.dumps(frame))
+        while True:
+            answer: dict[str, Any] = json.loads(await asyncio.wait_for(ws.receive(), 10))
+            if answer["kind"] != "gateway.heartbeat":
+                return answer
+
+
+async def test_agents_status_ws_kind_reports_stored_agent_states_to_deployers(settings):
+    async with running_app(settings) as (_app, client):
+        assert (await client.post("/gateway/agents/slow/stop", headers=ADMIN)).status_code == 200
+        made = await deploy(client, agent_id="echo", kind="pipeline", version="v1", spec={})
+        assert made.status_code == 200
+        answer = await ws_ask(client, ADMIN, "agents.status.request")
+        assert answer["kind"] == "agents.status.response"
+        found = {
+            (a["agent_id"], a["state"], a["live_version"]) for a in answer["payload"]["agents"]
+        }
+        assert found == {("echo", "live", "v1"), ("slow", "stopped", None)}
+        denied = await ws_ask(client, READER, "agents.status.request")
+        assert (denied["kind"], denied["payload"]["code"]) == ("error", "policy_gate_denied")

@@ -9,7 +9,17 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import GatewayError, Register, Settings, context, hookimpl, provide, withdraw
+from host.api import (
+    FrameError,
+    GatewayError,
+    Register,
+    Settings,
+    WsContext,
+    context,
+    hookimpl,
+    provide,
+    withdraw,
+)
 from plugins.channels import hookspecs, routes, store
 from plugins.channels.config import problems
 from plugins.channels.contract import ChannelsAPI
@@ -71,3 +81,26 @@ def gateway_startup(app: Quart) -> None:
 @hookimpl
 def gateway_shutdown(app: Quart) -> None:
     withdraw(ChannelsAPI, app=app)
+
+
+async def channels_status(payload: dict[str, Any], ws: WsContext) -> dict[str, Any]:
+    """``channels.status.request``: every channel's stored state and supported actions
+    (``allow_channels_control``)."""
+    if not ws.principal.has_gate(routes.GATE):
+        raise FrameError("policy_gate_denied", f"needs the {routes.GATE} gate", ws.request_id)
+    ctx = context(ws.app)
+    found = {}
+    for name in sorted(ctx.registry("channels")):
+        state = await store.load(ctx.store, name)
+        found[name] = {
+            "running": state.running,
+            "logged_in": state.logged_in,
+            "updated_ms": state.updated_ms,
+            "actions": sorted(ctx.registry("channels")[name].actions),
+        }
+    return {"channels": found}
+
+
+@hookimpl
+def gateway_register_ws_kinds(register: Register) -> None:
+    register("channels.status.request", channels_status)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.api import GatewayContext, Register, Settings, hookimpl
+from host.api import FrameError, GatewayContext, Register, Settings, WsContext, context, hookimpl
 from plugins.deploy import deployments, hookspecs, routes, tables
 from plugins.deploy.pipeline_agents import PipelineAgents, loaded_version
 
@@ -44,3 +44,15 @@ async def gateway_admit_run(
     gateway: GatewayContext, pipeline_id: str, trigger: dict[str, Any]
 ) -> None:
     await deployments.admit(gateway, pipeline_id, "pipeline", loaded_version(gateway, pipeline_id))
+
+
+async def agents_status(payload: dict[str, Any], ws: WsContext) -> dict[str, Any]:
+    """``agents.status.request``: every deployed or stopped agent's state (``allow_deploy``)."""
+    if not ws.principal.has_gate(routes.GATE):
+        raise FrameError("policy_gate_denied", f"needs the {routes.GATE} gate", ws.request_id)
+    return {"agents": await deployments.states(context(ws.app))}
+
+
+@hookimpl
+def gateway_register_ws_kinds(register: Register) -> None:
+    register("agents.status.request", agents_status)

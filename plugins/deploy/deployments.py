@@ -304,3 +304,20 @@ async def admit(ctx: GatewayContext, agent_id: str, kind: str, loaded_version: s
             f"agent {agent_id!r} is live at {row.live_version!r} (pipeline version {pinned!r}) "
             f"but version {loaded_version!r} is loaded; deploy it or roll back",
         )
+
+
+async def states(ctx: GatewayContext) -> list[dict[str, Any]]:
+    """Every agent that was deployed or stopped: its kind, state and live version."""
+    async with ctx.store.read() as conn:
+        rows = (await conn.execute(sa.select(agents).order_by(agents.c.agent_id))).all()
+    return [
+        {
+            "agent_id": r.agent_id,
+            "kind": r.kind,
+            "state": r.state,
+            "live_version": r.live_version,
+            "updated_ms": r.updated_ms,
+            "updated_by": r.updated_by,
+        }
+        for r in rows
+    ]
