@@ -317,3 +317,12 @@ async def test_ws_kinds_report_jobs_and_active_runs_with_ownership(settings):
             assert hidden["payload"]["code"] == "job_not_found"
         cancel = await client.post(f"/gateway/jobs/pipelines:{running}/cancel", headers=ALICE)
         assert cancel.status_code == 200
+
+
+async def test_a_setting_in_the_jobs_section_is_refused_naming_it(make_settings):
+    async with running_app(make_settings()) as (_app, client):
+        patch = {"plugins": {"jobs": {"page_size": 10}, "deploy": {"x": 1}}}
+        response = await client.patch("/gateway/config", json=patch, headers=ADMIN)
+        assert response.status_code == 400
+        message = assert_error(await response.get_json(), "config_invalid")["message"]
+        assert "plugins.jobs.page_size" in message and "plugins.deploy.x" in message

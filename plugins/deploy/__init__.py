@@ -56,3 +56,12 @@ async def agents_status(payload: dict[str, Any], ws: WsContext) -> dict[str, Any
 @hookimpl
 def gateway_register_ws_kinds(register: Register) -> None:
     register("agents.status.request", agents_status)
+
+
+@hookimpl
+def gateway_validate_config(settings: Settings) -> list[str]:
+    # The section has no settings but ``enabled``: a key there is a mistake.
+    return [
+        f"plugins.deploy.{key}: unknown setting (this plugin has none)"
+        for key in sorted(settings.plugin_section("deploy"))
+    ]

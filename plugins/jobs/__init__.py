@@ -43,3 +43,12 @@ def gateway_register_ws_kinds(register: Register) -> None:
 @hookimpl
 def gateway_status(app: Any) -> dict[str, Any]:
     return {"sources": sorted(context(app).registry("job_sources"))}
+
+
+@hookimpl
+def gateway_validate_config(settings: Settings) -> list[str]:
+    # The section has no settings but ``enabled``: a key there is a mistake.
+    return [
+        f"plugins.jobs.{key}: unknown setting (this plugin has none)"
+        for key in sorted(settings.plugin_section("jobs"))
+    ]
