@@ -256,3 +256,19 @@ async def test_channels_status_ws_kind_reports_stored_states_to_channel_operator
         channels = answers["channels.status.response"]["channels"]
         assert channels["webchat"]["running"] is False and channels["webhook"]["running"] is True
         assert channels["webhook"]["actions"] == ["probe", "start", "status", "stop"]
+
+
+async def test_old_channel_events_messages_and_delivery_ids_are_pruned(settings, store_url):
+    day = 86_400_000
+    async with running_app(settings) as (app, client):
+        body = json.dumps({"session_key": "s-1", "text": "old"}).encode()
+        assert (await client.post(INBOUND, data=body, headers=sign(body, "d-1"))).status_code == 202
+        assert (await act(client, "webchat", "stop")).status_code == 200
+        retention = context(app).retention
+        assert retention is not None
+        soon = await retention.prune(now=int(time.time() * 1000) + day)
+        # Within 30 days the messages and events stay; the delivery id (window 300 s) goes.
+        assert soon.removed["channels"] == {"events": 0, "messages": 0, "deliveries": 1}
+        later = await retention.prune(now=int(time.time() * 1000) + 31 * day)
+        assert later.removed["channels"] == {"events": 2, "messages": 1, "deliveries": 0}
+    assert await db_rows(store_url, "SELECT n FROM channels_messages") == []

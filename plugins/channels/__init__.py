@@ -14,13 +14,14 @@ from host.api import (
     GatewayError,
     Register,
     Settings,
+    Store,
     WsContext,
     context,
     hookimpl,
     provide,
     withdraw,
 )
-from plugins.channels import hookspecs, routes, store
+from plugins.channels import hookspecs, retention, routes, store
 from plugins.channels.config import problems
 from plugins.channels.contract import ChannelsAPI
 from plugins.channels.webchat import WebchatChannel
@@ -104,3 +105,10 @@ async def channels_status(payload: dict[str, Any], ws: WsContext) -> dict[str, A
 @hookimpl
 def gateway_register_ws_kinds(register: Register) -> None:
     register("channels.status.request", channels_status)
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    return await retention.prune(store, settings, now_ms, dry_run)

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.api import FrameError, GatewayContext, Register, Settings, WsContext, context, hookimpl
+from host.api import (
+    FrameError,
+    GatewayContext,
+    Register,
+    Settings,
+    Store,
+    WsContext,
+    context,
+    hookimpl,
+)
 from plugins.deploy import deployments, hookspecs, routes, tables
 from plugins.deploy.pipeline_agents import PipelineAgents, loaded_version
 
@@ -65,3 +74,20 @@ def gateway_validate_config(settings: Settings) -> list[str]:
         f"plugins.deploy.{key}: unknown setting (this plugin has none)"
         for key in sorted(settings.plugin_section("deploy"))
     ]
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    # The deploy stream is a log, pruned by age and count like the gateway's; the
+    # deploy_switches table keeps every agent's history.
+    r = settings.retention
+    removed = await store.prune_stream(
+        deployments.EVENTS,
+        before_ms=r.cutoff_ms(r.events_max_age_days, now_ms),
+        keep_last=r.limit(r.events_max_count),
+        batch_size=r.batch_size,
+        dry_run=dry_run,
+    )
+    return {"events": removed}

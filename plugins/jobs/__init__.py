@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.api import Register, Settings, context, hookimpl
+from host.api import Register, Settings, Store, context, hookimpl
 from plugins.jobs import hookspecs, listing, routes, ws
 from plugins.jobs.pipeline_source import PipelineRuns
 
@@ -52,3 +52,19 @@ def gateway_validate_config(settings: Settings) -> list[str]:
         f"plugins.jobs.{key}: unknown setting (this plugin has none)"
         for key in sorted(settings.plugin_section("jobs"))
     ]
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    # The jobs stream is a log (cancels): pruned by age and count like the gateway's.
+    r = settings.retention
+    removed = await store.prune_stream(
+        listing.JOBS_STREAM,
+        before_ms=r.cutoff_ms(r.events_max_age_days, now_ms),
+        keep_last=r.limit(r.events_max_count),
+        batch_size=r.batch_size,
+        dry_run=dry_run,
+    )
+    return {"events": removed}
