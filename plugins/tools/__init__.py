@@ -18,7 +18,7 @@ from host.api import (
 )
 from plugins.tools import routes, stats
 from plugins.tools.builtin import BUILTIN_TOOLS
-from plugins.tools.config import configured, problems
+from plugins.tools.config import config_of, problems
 
 
 @hookimpl
@@ -45,7 +45,7 @@ def gateway_register_tools(register: Register) -> None:
 
 @hookimpl
 def gateway_before_tool_call(gateway: GatewayContext, name: str) -> None:
-    if name in configured(gateway.settings).disabled:
+    if name in config_of(gateway).disabled:
         raise ToolError("tool_disabled", f"tool {name!r} is disabled ([plugins.tools] disabled)")
 
 
@@ -59,7 +59,7 @@ def gateway_on_tool_call(gateway: GatewayContext, call: ToolCall) -> None:
 @hookimpl
 async def gateway_startup(app: Quart) -> None:
     ctx = context(app)
-    recorder = stats.StatsRecorder(ctx.store, configured(ctx.settings).flush_seconds)
+    recorder = stats.StatsRecorder(ctx.store, config_of(ctx).flush_seconds)
     ctx.extras[routes.RECORDER_KEY] = recorder
     recorder.start()
 
@@ -83,6 +83,6 @@ async def gateway_status(app: Quart) -> dict[str, Any]:
     recorder: stats.StatsRecorder | None = ctx.extras.get(routes.RECORDER_KEY)
     return {
         "tools": len(ctx.registry("tools")),
-        "disabled": list(configured(ctx.settings).disabled),
+        "disabled": list(config_of(ctx).disabled),
         "calls_pending_write": sum(t.calls for t in recorder.pending.values()) if recorder else 0,
     }

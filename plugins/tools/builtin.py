@@ -9,13 +9,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from host.api import GatewayContext, GatewayError, Tool, ToolError, has_service, service
-from plugins.tools.config import configured
+from plugins.tools.config import config_of
 
 
 async def http_fetch(url: str, gateway: GatewayContext, max_bytes: int | None = None) -> Any:
     """GET ``url`` (http or https) from a host in ``[plugins.tools.http_fetch]
     allowed_hosts``; no redirects are followed; the body is cut at ``max_bytes``."""
-    limits = configured(gateway.settings).http_fetch
+    limits = config_of(gateway).http_fetch
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.api import GatewayError, Settings
+from host.api import GatewayContext, GatewayError, Settings
 
 PREFIX = "plugins.tools"
 # Floor and ceiling of every number (docs/reference/configuration.md).
@@ -83,17 +83,23 @@ def problems(settings: Settings) -> list[str]:
     return parse(settings.plugin_section("tools"))[1]
 
 
-_LAST: list[tuple[Settings, ToolsConfig]] = []
-
-
 def configured(settings: Settings) -> ToolsConfig:
-    """The section's values; 400 ``config_invalid`` naming every invalid key. Kept for
-    the settings object it was read from: every tool call asks (a reload brings new
-    settings, so a new parse)."""
-    if _LAST and _LAST[0][0] is settings:
-        return _LAST[0][1]
+    """The section's values; 400 ``config_invalid`` naming every invalid key."""
     config, found = parse(settings.plugin_section("tools"))
     if found:
         raise GatewayError(400, "config_invalid", "; ".join(found))
-    _LAST[:] = [(settings, config)]
+    return config
+
+
+CACHE_KEY = "tools.config"
+
+
+def config_of(gateway: GatewayContext) -> ToolsConfig:
+    """:func:`configured` for the gateway's settings now, parsed once per settings object:
+    every tool call asks (a reload brings new settings, so a new parse)."""
+    cached: tuple[Settings, ToolsConfig] | None = gateway.extras.get(CACHE_KEY)
+    if cached is not None and cached[0] is gateway.settings:
+        return cached[1]
+    config = configured(gateway.settings)
+    gateway.extras[CACHE_KEY] = (gateway.settings, config)
     return config

@@ -7,7 +7,7 @@ from quart import Blueprint
 from quart_schema import validate_response
 
 from host.api import context, describe_tools, requires_gate
-from plugins.tools.config import configured
+from plugins.tools.config import config_of
 from plugins.tools.stats import StatsRecorder, record_of
 
 bp = Blueprint("tools", __name__)
@@ -56,7 +56,7 @@ async def list_tools() -> ToolList:
     """Every registered tool: name, description, JSON schema of its arguments, the plugin
     that registered it, and whether it is enabled."""
     ctx = context()
-    disabled = set(configured(ctx.settings).disabled)
+    disabled = set(config_of(ctx).disabled)
     return ToolList(
         tools=[
             ToolRecord(
