@@ -300,3 +300,25 @@ async def test_agents_status_ws_kind_reports_stored_agent_states_to_deployers(se
         assert found == {("echo", "live", "v1"), ("slow", "stopped", None)}
         denied = await ws_ask(client, READER, "agents.status.request")
         assert (denied["kind"], denied["payload"]["code"]) == ("error", "policy_gate_denied")
+
+
+async def test_concurrent_deploys_switch_one_at_a_time(settings, store_url):
+    async with running_app(settings) as (_a, first), running_app(settings) as (_b, second):
+        # Two replicas deploy a new agent at once: both land, one after the other.
+        made = await asyncio.gather(
+            deploy(first, agent_id="echo", kind="pipeline", version="a", spec={}),
+            deploy(second, agent_id="echo", kind="pipeline", version="b", spec={}),
+        )
+        assert sorted(r.status_code for r in made) == [200, 200]
+        live = await (await deploy(first, agent_id="echo", rollback_to="a")).get_json()
+        assert live["live_version"] == "a"
+        # Both expect "a": exactly one switches, the other is told it is stale.
+        raced = await asyncio.gather(
+            deploy(first, agent_id="echo", rollback_to="b", expected_version="a"),
+            deploy(
+                second, agent_id="echo", kind="pipeline", version="c", spec={}, expected_version="a"
+            ),
+        )
+        assert sorted(r.status_code for r in raced) == [200, 409]
+    switches = await db_rows(store_url, "SELECT action FROM deploy_switches ORDER BY n")
+    assert len(switches) == 4

@@ -1,6 +1,6 @@
 """Deploying, rolling back and stopping agents: each change is one write transaction
-that locks the agent's row (so concurrent deploys switch one after the other, on any
-replica) and records the switch; it is published on the ``deploy`` stream with its
+that holds the agent's named lock (so concurrent deploys switch one after the other, on
+any replica) and records the switch; it is published on the ``deploy`` stream with its
 ``audit`` field after it committed."""
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ def _kind(ctx: GatewayContext, name: str | None, param: str = "kind") -> AgentKi
 
 
 async def _row(conn: AsyncConnection, ctx: GatewayContext, agent_id: str) -> Any:
-    stmt = ctx.store.dialect.lock(sa.select(agents).where(agents.c.agent_id == agent_id))
+    """The agent's row, with this transaction holding the agent's named lock: changes to
+    one agent (a first deploy included, when there is no row to lock yet) run one at a
+    time on every replica."""
+    await ctx.store.dialect.serialize(conn, f"deploy:{agent_id}")
+    stmt = sa.select(agents).where(agents.c.agent_id == agent_id)
     return (await conn.execute(stmt)).first()
 
 
