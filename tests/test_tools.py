@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from host.api import Tool, ToolCall, Verdict
+from host.storage import sqlite_url
 from tests.conftest import ADMIN, READER, assert_error, db_rows, running_app
 from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.plugins_for_tests.kit import Plugin
@@ -291,3 +293,22 @@ async def test_tools_config_is_checked_naming_the_key(settings):
         assert patched.status_code == 400
         error = assert_error(await patched.get_json(), "config_invalid")
         assert "plugins.tools.flush_seconds" in error["message"]
+
+
+def test_gateway_serve_writes_tool_stats_on_a_clean_shutdown(live_server, tmp_path, store_url):
+    directory = write_pipelines(tmp_path, "tools", SOURCE)
+    config = {"plugins": {"pipelines": {"directory": str(directory), "poll_seconds": 0.1}}}
+    server = live_server(config=config)
+    started = httpx.post(
+        f"{server.url}/pipelines/list/run", json={"input": {}}, headers=server.headers, timeout=30
+    )
+    assert started.status_code == 200, started.text
+    assert started.json()["status"] == "completed"
+    assert server.stop() == 0  # SIGTERM: drained, the pending count written
+    url = store_url if store_url.startswith("postgresql") else sqlite_url(server.state_dir)
+    rows = asyncio.run(db_rows(url, "SELECT tool, calls FROM tools_calls"))
+    assert rows == [("gateway_pipelines", 1)]
+    again = live_server(config={**config, "state_dir": str(server.state_dir)})
+    stats = httpx.get(f"{again.url}/gateway/tools/stats", headers=again.headers, timeout=10)
+    by_name = {s["name"]: s for s in stats.json()["tools"]}
+    assert by_name["gateway_pipelines"]["calls"] == 1
