@@ -326,3 +326,15 @@ async def test_a_setting_in_the_jobs_section_is_refused_naming_it(make_settings)
         assert response.status_code == 400
         message = assert_error(await response.get_json(), "config_invalid")["message"]
         assert "plugins.jobs.page_size" in message and "plugins.deploy.x" in message
+
+
+async def test_with_the_pipelines_plugin_off_jobs_list_nothing_and_no_pipeline_is_an_agent(
+    make_settings,
+):
+    settings = make_settings(plugins={"pipelines": {"enabled": False}})
+    async with running_app(settings) as (_app, client):
+        assert (await jobs(client, ADMIN))["jobs"] == []
+        stop = await client.post("/gateway/agents/echo-chat/stop", headers=ADMIN)
+        assert stop.status_code == 404
+        tools = await (await client.get("/gateway/tools", headers=ADMIN)).get_json()
+        assert "gateway_pipelines" in {t["name"] for t in tools["tools"]}

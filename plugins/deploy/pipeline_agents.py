@@ -6,16 +6,24 @@ its unfinished runs; its new runs are refused through ``gateway_admit_run``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.api import GatewayContext, GatewayError
-from plugins.pipelines.contract import PipelinesAPI
+
+if TYPE_CHECKING:
+    from plugins.pipelines.contract import PipelinesAPI
 
 ACTIVE = ("pending", "running", "waiting", "paused")
 SPEC_KEYS = {"pipeline_version", "model", "settings"}
 
 
 def _api(gateway: GatewayContext) -> PipelinesAPI | None:
+    """The pipelines plugin's service; None when that plugin is off or not started (its
+    package is imported only when it is on)."""
+    if not gateway.settings.plugin_enabled("pipelines"):
+        return None
+    from plugins.pipelines.contract import PipelinesAPI
+
     if not gateway.services.has(PipelinesAPI):
         return None
     api: PipelinesAPI = gateway.services.get(PipelinesAPI)

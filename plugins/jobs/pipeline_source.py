@@ -4,15 +4,22 @@ through the pipelines plugin's service."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.api import GatewayContext, GatewayError
 from plugins.jobs.contract import Job, JobQuery
-from plugins.pipelines.contract import PipelinesAPI
+
+if TYPE_CHECKING:
+    from plugins.pipelines.contract import PipelinesAPI
 
 
 def _api(gateway: GatewayContext) -> PipelinesAPI | None:
-    """The pipelines plugin's service; None when that plugin is off (no jobs then)."""
+    """The pipelines plugin's service; None when that plugin is off or not started (its
+    package is imported only when it is on)."""
+    if not gateway.settings.plugin_enabled("pipelines"):
+        return None
+    from plugins.pipelines.contract import PipelinesAPI
+
     if not gateway.services.has(PipelinesAPI):
         return None
     api: PipelinesAPI = gateway.services.get(PipelinesAPI)
@@ -77,7 +84,9 @@ class PipelineRuns:
     async def cancel(
         self, gateway: GatewayContext, native_id: str, by: str, reason: str | None
     ) -> Job:
-        api = gateway.services.get(PipelinesAPI)
+        api = _api(gateway)
+        if api is None:
+            raise GatewayError(503, "service_unavailable", "the pipelines plugin is not running")
         try:
             run = await api.cancel_run(native_id, by, reason)
         except GatewayError as exc:

@@ -52,7 +52,9 @@ async def http_fetch(url: str, gateway: GatewayContext, max_bytes: int | None = 
             }
 
 
-def _pipelines_api() -> Any:
+def _pipelines_api(gateway: GatewayContext) -> Any:
+    if not gateway.settings.plugin_enabled("pipelines"):
+        raise ToolError("tool_unavailable", "the pipelines plugin is off")
     from plugins.pipelines.contract import PipelinesAPI  # only when a tool asks for it
 
     if not has_service(PipelinesAPI):
@@ -62,7 +64,7 @@ def _pipelines_api() -> Any:
 
 async def list_pipelines(gateway: GatewayContext) -> Any:
     """The pipelines this gateway runs: id, description, version, steps."""
-    api = _pipelines_api()
+    api = _pipelines_api(gateway)
     found = []
     for pipeline_id in api.pipeline_ids():
         pipeline = api.pipeline(pipeline_id)
@@ -83,7 +85,7 @@ async def run_status(run_id: str, gateway: GatewayContext) -> Any:
     """Where a pipeline run stands: its status, pipeline, and what it waits for (never
     its input or output)."""
     try:
-        state = await _pipelines_api().state(run_id)
+        state = await _pipelines_api(gateway).state(run_id)
     except GatewayError as exc:
         raise ToolError(exc.code, exc.message, {"param": "run_id"}) from None
     return {
