@@ -34,6 +34,11 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sessions", "plugins.sessions"),
     ("safety", "plugins.safety"),
     ("audit", "plugins.audit"),
+    ("tools", "plugins.tools"),
+    ("jobs", "plugins.jobs"),
+    ("ui_telemetry", "plugins.ui_telemetry"),
+    ("channels", "plugins.channels"),
+    ("deploy", "plugins.deploy"),
 )
 
 
