@@ -10,7 +10,6 @@ from typing import Any
 
 from host.api import GatewayError, ToolError, call_tool
 from plugins.pipelines.definition import Step, StepContext, StepError
-from plugins.pipelines.safety_scan import ContentBlocked, scan_value
 
 
 class Suspend(Exception):
