@@ -213,7 +213,7 @@ async def call_tool(
             result = tool.fn(**kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        result = await _scanned(ctx, name, result)
+        result = await _scanned(ctx, name, result, caller)
         ok, error = True, None
         return result
     except ToolError as exc:
@@ -232,14 +232,21 @@ async def call_tool(
             )
 
 
-async def _scanned(ctx: GatewayContext, name: str, result: Any) -> Any:
+async def _scanned(ctx: GatewayContext, name: str, result: Any, caller: dict[str, Any]) -> Any:
     if not len(ctx.registry("safety_scanners")):
         return result
     text = result if isinstance(result, str) else json.dumps(result, default=str)
-    scan = await scan_text(ctx, text, "output", {"stage": "tool_output", "tool": name})
+    # The caller's ids (run_id, step...) go on the safety event, so audit and dashboards
+    # can link a decision to the run that called the tool.
+    info = {k: v for k, v in caller.items() if k not in ("stage", "tool")}
+    scan = await scan_text(ctx, text, "output", {**info, "stage": "tool_output", "tool": name})
     if scan.blocked:
         reasons = "; ".join(f["reason"] for f in scan.findings if f["reason"])
-        raise ToolError("tool_output_blocked", f"tool {name!r} output blocked: {reasons}")
+        raise ToolError(
+            "tool_output_blocked",
+            f"tool {name!r}: its output was blocked by the gateway's safety policy"
+            f" ({reasons or 'no reason given'})",
+        )
     if scan.text == text:
         return result
     if isinstance(result, str):
