@@ -121,7 +121,12 @@ async def test_denied_timed_out_and_cancelled_approvals_reach_their_waiter(
     settings = settings_for(make_settings, tmp_path)
     async with running_app(settings) as (app, client):
         queue = service(ApprovalQueue, app=app)
-        ask = {"source": "agent_session", "subject": "ses_2", "message": "m", "owner": None}
+        ask: dict[str, Any] = {
+            "source": "agent_session",
+            "subject": "ses_2",
+            "message": "m",
+            "owner": None,
+        }
         denied_id = await queue.create(**ask)
         waiter = asyncio.create_task(queue.wait(denied_id))
         deny = await client.post(f"/approvals/{denied_id}/deny", json={}, headers=ADMIN)
