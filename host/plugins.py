@@ -31,6 +31,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("control", "plugins.control"),
     ("openai_compat", "plugins.openai_compat"),
     ("pipelines", "plugins.pipelines"),
+    ("agents", "plugins.agents"),
+    ("coding_agent_bridge", "plugins.coding_agent_bridge"),
 )
 
 
