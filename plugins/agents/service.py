@@ -511,6 +511,8 @@ class AgentSessions:
         row = await self._acting(session_id, principal)
         if row.state not in OPEN_STATES:
             return self.record(row)
+        # The process first: once the session reads closed, its agent no longer runs.
+        await self._stop(session_id)
         ts = now_ms()
         store = self.gateway.store
         async with store.write() as conn:
@@ -519,7 +521,6 @@ class AgentSessions:
                 .where(sessions.c.id == session_id, sessions.c.state.in_(OPEN_STATES))
                 .values(state=state, closed_ms=ts, last_seen_ms=ts, close_reason=reason)
             )
-        await self._stop(session_id)
         if changed.rowcount:
             if has_service(ApprovalQueue, app=self.app):
                 await service(ApprovalQueue, app=self.app).cancel_subject(
