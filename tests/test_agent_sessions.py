@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 
 from tests.agent_helpers import AGENT_SCRIPT, agent_config, sse, until
-from tests.conftest import ADMIN, READER, assert_error, bearer, db_rows, running_app
+from tests.conftest import (
+    ADMIN,
+    READER,
+    assert_error,
+    bearer,
+    db_rows,
+    gateway_cli,
+    running_app,
+    write_config,
+)
 from tests.pipelines_fixtures import write_pipelines
 
 USER_TOKEN = "test-agent-user-token-0123456789"
@@ -458,3 +467,23 @@ async def test_bridge_session_for_an_agent_that_cannot_start_is_not_opened(
         assert response.status_code == 502
         assert_error(await response.get_json(), "agent_start_failed")
     assert await db_rows(store_url, "SELECT COUNT(*) FROM bridge_sessions") == [(0,)]
+
+
+def test_config_check_names_bad_agent_and_bridge_keys(tmp_path):
+    write_config(
+        tmp_path / "gateway.toml",
+        {
+            "state_dir": "state",
+            "agents": {"coder": {"command": [], "max_sessions": 0}, "bad id!": {"command": ["x"]}},
+            "plugins": {"coding_agent_bridge": {"max_open_sessions": 0, "typo": 1}},
+        },
+    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
+    assert check.returncode == 1
+    output = check.stdout + check.stderr
+    for key in (
+        "agents.coder.command",
+        "agents.bad id!",
+        "plugins.coding_agent_bridge.max_open_sessions",
+    ):
+        assert key in output, (key, output)
