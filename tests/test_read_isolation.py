@@ -228,9 +228,9 @@ async def seed(client: Any) -> Seeded:
     bridge = "/gateway/external-coding-agent/sessions"
     bridged = await client.post(bridge, json={"workspace": f"/src/{SECRET}"}, headers=ALICE)
     seeded.bridge_session_id = (await bridged.get_json())["session_id"]
-    for path, body in (("progress", {"message": SECRET}), ("followups", {"text": SECRET})):
+    for path, sent in (("progress", {"message": SECRET}), ("followups", {"text": SECRET})):
         done = await client.post(
-            f"{bridge}/{seeded.bridge_session_id}/{path}", json=body, headers=ALICE
+            f"{bridge}/{seeded.bridge_session_id}/{path}", json=sent, headers=ALICE
         )
         assert done.status_code == 201
     for action in ("pause", "resume"):  # gateway events naming Alice
