@@ -313,3 +313,14 @@ async def test_followups_are_scanned_blocked_ones_queue_nothing_redacted_ones_qu
         drained = await (await post(client, f"/sessions/{sid}/followups/drain")).get_json()
         assert [f["text"] for f in drained["followups"]] == ["login [secret]"]
     assert await db_rows(store_url, "SELECT text FROM bridge_followups") == [("login [secret]",)]
+
+
+async def test_many_concurrent_readers_of_a_session_do_not_starve_the_store_pool(settings):
+    # Each read once held a store connection while asking for a second one (the stream's
+    # last seq): fifty at once took every pooled connection and waited for each other.
+    async with running_app(settings) as (_app, client):
+        sid = (await open_session(client))["session_id"]
+        reads = [client.get(f"{BASE}/sessions/{sid}", headers=AGENT) for _ in range(50)]
+        answers = await asyncio.wait_for(asyncio.gather(*reads), 120)
+        assert {a.status_code for a in answers} == {200}
+        assert {(await a.get_json())["last_event_seq"] for a in answers} == {1}

@@ -102,9 +102,15 @@ class BridgeAPI:
             closed_ms=row.closed_ms,
             close_reason=row.close_reason,
             followups_queued=int(queued),
-            last_event_seq=await self.gateway.store.last_seq(stream_of(row.id)),
             reused=reused,
         )
+
+    async def _seq(self, record: BridgeSession) -> BridgeSession:
+        """``record`` with its stream's last seq: read after the caller's connection is
+        back in the pool (holding one while asking for another starves the pool when many
+        requests do it at once)."""
+        last = await self.gateway.store.last_seq(stream_of(record.session_id))
+        return record.model_copy(update={"last_event_seq": last})
 
     async def get(self, session_id: str, reader: Principal | None) -> BridgeSession:
         """404 ``session_not_found``, also for another principal's session (``reader``
@@ -115,7 +121,8 @@ class BridgeAPI:
                 require_owner(
                     reader, row.owner, read_all=GATE_READ_ALL, not_found=not_found(session_id)
                 )
-            return await self._record(conn, row)
+            record = await self._record(conn, row)
+        return await self._seq(record)
 
     async def list_sessions(
         self, reader: Principal, state: str | None, limit: int
@@ -130,7 +137,8 @@ class BridgeAPI:
             stmt = stmt.where(sessions.c.state == state)
         async with self.gateway.store.read() as conn:
             rows = (await conn.execute(stmt)).all()
-            return [await self._record(conn, row) for row in rows]
+            records = [await self._record(conn, row) for row in rows]
+        return [await self._seq(r) for r in records]
 
     async def readable(self, session_id: str, reader: Principal) -> None:
         await self.get(session_id, reader)
@@ -148,7 +156,8 @@ class BridgeAPI:
             await conn.execute(
                 sessions.update().where(sessions.c.id == row.id).values(last_seen_ms=now_ms())
             )
-            return await self._record(conn, await self._row(conn, row.id), reused=True)
+            record = await self._record(conn, await self._row(conn, row.id), reused=True)
+        return await self._seq(record)
 
     async def _open_for(self, conn: AsyncConnection, workspace: str, owner: str) -> Any:
         stmt = sa.select(sessions).where(
@@ -171,6 +180,7 @@ class BridgeAPI:
         step under a named lock, so two concurrent opens of one workspace make one
         session."""
         store, owner, ts = self.gateway.store, owner_key(principal), now_ms()
+        event: Event | None = None
         async with store.write() as conn:
             await store.dialect.serialize(conn, "bridge-open")
             found = await self._open_for(conn, workspace, owner)
@@ -178,43 +188,64 @@ class BridgeAPI:
                 await conn.execute(
                     sessions.update().where(sessions.c.id == found.id).values(last_seen_ms=ts)
                 )
-                return await self._record(conn, await self._row(conn, found.id), reused=True)
-            count = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(sessions)
-                    .where(sessions.c.state == "open")
+                record = await self._record(conn, await self._row(conn, found.id), reused=True)
+            else:
+                session_id = await self._insert(conn, workspace, principal, metadata, agent, ts)
+                data = {"workspace": workspace, "agent": agent}
+                data["agent_session_id"] = agent_session_id
+                if agent_session_id is not None:
+                    await conn.execute(
+                        sessions.update()
+                        .where(sessions.c.id == session_id)
+                        .values(agent_session_id=agent_session_id)
+                    )
+                event = await store.append_event(
+                    stream_of(session_id), "session.opened", data, conn
                 )
-            ).scalar_one()
-            maximum = self.config.max_open_sessions
-            if count >= maximum:
-                raise GatewayError(
-                    409,
-                    "too_many_sessions",
-                    f"{count} bridge sessions are open, the most allowed "
-                    f"(plugins.coding_agent_bridge.max_open_sessions = {maximum}); close or "
-                    "reap one first",
-                )
-            session_id = "bcs_" + uuid.uuid4().hex
+                record = await self._record(conn, await self._row(conn, session_id))
+        if event is not None:
+            await self.gateway.hub.notify(event)
+        return await self._seq(record)
+
+    async def _insert(
+        self,
+        conn: AsyncConnection,
+        workspace: str,
+        principal: Principal,
+        metadata: dict[str, Any] | None,
+        agent: str | None,
+        ts: int,
+    ) -> str:
+        """Insert an open session; 409 ``too_many_sessions`` at ``max_open_sessions``."""
+        count = (
             await conn.execute(
-                sessions.insert().values(
-                    id=session_id,
-                    workspace=workspace,
-                    agent=agent,
-                    agent_session_id=agent_session_id,
-                    state="open",
-                    owner=owner,
-                    created_by=principal.name,
-                    metadata=metadata,
-                    created_ms=ts,
-                    last_seen_ms=ts,
-                )
+                sa.select(sa.func.count()).select_from(sessions).where(sessions.c.state == "open")
             )
-            data = {"workspace": workspace, "agent": agent, "agent_session_id": agent_session_id}
-            event = await store.append_event(stream_of(session_id), "session.opened", data, conn)
-            record = await self._record(conn, await self._row(conn, session_id))
-        await self.gateway.hub.notify(event)
-        return record
+        ).scalar_one()
+        maximum = self.config.max_open_sessions
+        if count >= maximum:
+            raise GatewayError(
+                409,
+                "too_many_sessions",
+                f"{count} bridge sessions are open, the most allowed "
+                f"(plugins.coding_agent_bridge.max_open_sessions = {maximum}); close or "
+                "reap one first",
+            )
+        session_id = "bcs_" + uuid.uuid4().hex
+        await conn.execute(
+            sessions.insert().values(
+                id=session_id,
+                workspace=workspace,
+                agent=agent,
+                state="open",
+                owner=owner_key(principal),
+                created_by=principal.name,
+                metadata=metadata,
+                created_ms=ts,
+                last_seen_ms=ts,
+            )
+        )
+        return session_id
 
     # -- appending ----------------------------------------------------------------------
 
@@ -351,18 +382,20 @@ class BridgeAPI:
                     not_found=not_found(session_id),
                     action="closing another principal's bridge session",
                 )
-            if row.state != "open":
-                return await self._record(conn, row), False
-            await conn.execute(
-                sessions.update()
-                .where(sessions.c.id == session_id)
-                .values(state=state, closed_ms=ts, close_reason=reason)
-            )
-            data = {"reason": reason, "by": principal.name if principal else None}
-            event = await store.append_event(stream_of(session_id), f"session.{state}", data, conn)
+            event: Event | None = None
+            if row.state == "open":
+                await conn.execute(
+                    sessions.update()
+                    .where(sessions.c.id == session_id)
+                    .values(state=state, closed_ms=ts, close_reason=reason)
+                )
+                data = {"reason": reason, "by": principal.name if principal else None}
+                stream = stream_of(session_id)
+                event = await store.append_event(stream, f"session.{state}", data, conn)
             record = await self._record(conn, await self._row(conn, session_id))
-        await self.gateway.hub.notify(event)
-        return record, True
+        if event is not None:
+            await self.gateway.hub.notify(event)
+        return await self._seq(record), event is not None
 
     async def idle_sessions(self, principal: Principal, idle_seconds: float) -> list[str]:
         """Ids of the open sessions idle for ``idle_seconds`` that ``principal`` may act on
