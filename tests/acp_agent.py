@@ -7,6 +7,9 @@ prompt's text:
 - ``write <path> <text>``: asks permission, then writes the file through the client;
 - ``history``: answers how many prompts the session had before (a loaded session
   remembers: its history is kept in ``.acp-test-agent/<session id>.json`` in its cwd);
+- ``run <cwd> <command...>``: runs the command in a terminal (``terminal/create`` with
+  that working directory), awaits its exit and answers its output;
+- ``spawn``: starts ``sleep 300`` in a terminal and leaves it running;
 - ``crash``: exits at once with status 3, mid-prompt;
 - ``sleep``: waits until the prompt is cancelled;
 - anything else: echoes the text back in three streamed chunks.
@@ -135,6 +138,36 @@ class TestAgent:
                     answer = f"read failed: {exc}"
             done = update_tool_call("call-1", status="completed")
             await self.client.session_update(session_id, done)
+            await self._say(session_id, answer)
+            return answer
+        if command in ("run", "spawn"):
+            where, _, line = rest.partition(" ")
+            argv = line.split() if command == "run" else ["sleep", "300"]
+            try:
+                term = await self.client.create_terminal(
+                    session_id=session_id,
+                    command=argv[0],
+                    args=argv[1:],
+                    cwd=where if command == "run" else None,
+                )
+            except RequestError as exc:
+                answer = f"terminal refused: {exc}"
+                await self._say(session_id, answer)
+                return answer
+            if command == "spawn":
+                answer = f"spawned {term.terminal_id}"
+            else:
+                await self.client.wait_for_terminal_exit(
+                    session_id=session_id, terminal_id=term.terminal_id
+                )
+                out = await self.client.terminal_output(
+                    session_id=session_id, terminal_id=term.terminal_id
+                )
+                await self.client.release_terminal(
+                    session_id=session_id, terminal_id=term.terminal_id
+                )
+                code = out.exit_status.exit_code if out.exit_status else None
+                answer = f"exit {code}: {out.output.strip()}"
             await self._say(session_id, answer)
             return answer
         if command == "write":

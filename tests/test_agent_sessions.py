@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from host.api import Verdict, hookimpl
 from tests.agent_helpers import AGENT_SCRIPT, agent_config, sse, until
 from tests.conftest import (
     ADMIN,
@@ -487,3 +488,101 @@ def test_config_check_names_bad_agent_and_bridge_keys(tmp_path):
         "plugins.coding_agent_bridge.max_open_sessions",
     ):
         assert key in output, (key, output)
+
+
+async def test_terminals_run_in_the_workspace_and_are_killed_with_the_session(
+    make_settings, tmp_path
+):
+    settings = make(make_settings, tmp_path, terminal=True)
+    async with running_app(settings) as (_app, client):
+        session = await open_session(client, "term")
+        sid, workspace = session["id"], Path(session["workspace"])
+        (workspace / "sub").mkdir()
+        ran = said(await prompt_events(client, sid, "run sub pwd"))
+        assert ran == f"exit 0: {workspace / 'sub'}"
+        refused = said(await prompt_events(client, sid, "run ../.. pwd"))
+        assert refused.startswith("terminal refused")
+        spawned = await prompt_events(client, sid, "spawn")
+        created = [e for e in spawned if e["type"] == "terminal.created"]
+        pid = created[0]["data"]["pid"]
+        assert running(pid)
+        assert (await client.delete(f"/sessions/{sid}", headers=USER)).status_code == 200
+        assert not running(pid)
+        events = await events_of(client, sid)
+        refusals = [e["data"] for e in events if e["type"] == "file.refused"]
+        assert [(r["path"], r["action"]) for r in refusals] == [("../..", "terminal")]
+
+
+async def test_terminals_are_not_offered_unless_configured(make_settings, tmp_path):
+    settings = make(make_settings, tmp_path)
+    async with running_app(settings) as (_app, client):
+        sid = (await open_session(client))["id"]
+        answer = said(await prompt_events(client, sid, "run . pwd"))
+        assert answer.startswith("terminal refused")
+
+
+async def test_a_followup_queued_while_the_agent_is_busy_waits_for_its_turn(
+    make_settings, tmp_path
+):
+    settings = make(make_settings, tmp_path)
+    base = "/gateway/external-coding-agent"
+    async with running_app(settings) as (_app, client):
+        opened = await client.post(
+            f"{base}/sessions", json={"workspace": "busy", "agent": "echo"}, headers=USER
+        )
+        bridge = await opened.get_json()
+        agent_sid = bridge["agent_session_id"]
+        # The agent's own prompt waits for a permission: the agent is busy meanwhile.
+        await prompt(client, agent_sid, "read missing.txt", wait=False)
+
+        async def asked() -> Any:
+            page = await (await client.get("/approvals", headers=ADMIN)).get_json()
+            return page["approvals"]
+
+        [approval] = await until(asked, "the permission request")
+        queued = await client.post(
+            f"{base}/sessions/{bridge['session_id']}/followups",
+            json={"text": "after you"},
+            headers=USER,
+        )
+        assert queued.status_code == 201
+        await client.post(f"/approvals/{approval['id']}/deny", headers=ADMIN)
+
+        async def answered() -> Any:
+            events = await events_of(client, agent_sid)
+            done = [e for e in events if e["type"] == "prompt.completed"]
+            return events if len(done) == 2 else None
+
+        events = await until(answered, "the follow-up's turn")
+        assert said(events) == "permission deniedecho: after you (done)"
+        assert not [e for e in events if e["type"] == "prompt.failed"]
+
+
+class BlockWords:
+    async def scan(self, text: str, *, direction: str, context: dict[str, Any]) -> Verdict | None:
+        if "rm -rf" in text:
+            return Verdict("block", reason="destructive command")
+        if "hunter2" in text:
+            return Verdict("redact", text=text.replace("hunter2", "[secret]"), reason="password")
+        return None
+
+
+class ScannerPlugin:
+    @hookimpl
+    def gateway_register_safety_scanners(self, register: Any) -> None:
+        register("words", BlockWords())
+
+
+async def test_prompts_are_scanned_before_the_agent_sees_them(make_settings, tmp_path):
+    settings = make(make_settings, tmp_path)
+    async with running_app(settings, extra_plugins=[("scan", ScannerPlugin())]) as (_a, client):
+        sid = (await open_session(client))["id"]
+        blocked = await client.post(
+            f"/sessions/{sid}/prompt", json={"text": "now rm -rf /"}, headers=USER
+        )
+        assert blocked.status_code == 400
+        assert_error(await blocked.get_json(), "content_blocked")
+        assert [e["type"] for e in await events_of(client, sid)] == ["session.opened"]
+        assert said(await prompt_events(client, sid, "login hunter2")) == (
+            "echo: login [secret] (done)"
+        )

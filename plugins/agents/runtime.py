@@ -218,6 +218,7 @@ class GatewayClient:
                 "terminal_id": terminal_id,
                 "command": [command, *(args or [])],
                 "cwd": self._shown(where),
+                "pid": proc.pid,
             },
         )
         return CreateTerminalResponse(terminal_id=terminal_id)

@@ -173,6 +173,17 @@ class AgentSessions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settled(self, session_id: str) -> None:
+        """Await the end of the session's running prompt, if one runs in this process
+        (one that is still starting: a moment)."""
+        if session_id not in self.prompting:
+            return
+        task = self.prompting.get(session_id)
+        if task is None:
+            await asyncio.sleep(0.1)
+        else:
+            await asyncio.wait([task])
+
     def agent_ids(self) -> list[str]:
         return sorted(self.agents)
 

@@ -94,6 +94,8 @@ class Dispatcher:
                 record = await api.get(session_id, None)
                 if record.state != "open" or record.agent_session_id is None:
                     return
+                # Someone prompts the agent directly: its turn first.
+                await _agents(self.app).settled(record.agent_session_id)
                 handed = await api.drain(session_id, None, 1, f"agent:{record.agent}")
                 if not handed.followups:
                     if session_id in self.again:
@@ -124,8 +126,10 @@ class Dispatcher:
             with contextlib.suppress(GatewayError):
                 await api.progress(session_id, None, "agent.followup_failed", data)
             if exc.code == "prompt_in_progress":
-                # Someone prompted the agent directly: this follow-up was handed to nobody.
-                raise
+                # Someone prompted the agent just then: the follow-up goes back to the queue.
+                await api.requeue(followup_id)
+                self.again.add(session_id)
+                await _agents(self.app).settled(record.agent_session_id)
 
     async def resume(self) -> None:
         """Send what was queued for the agent-served sessions while no gateway ran."""

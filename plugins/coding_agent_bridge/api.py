@@ -363,6 +363,16 @@ class BridgeAPI:
         ]
         return DrainResponse(session_id=session_id, followups=handed, remaining=remaining)
 
+    async def requeue(self, followup_id: str) -> None:
+        """Put a follow-up handed to an ACP agent that could not take it back in the
+        queue, in its place (the oldest first)."""
+        async with self.gateway.store.write() as conn:
+            await conn.execute(
+                followups.update()
+                .where(followups.c.id == followup_id)
+                .values(status="queued", drained_ms=None, drained_by=None)
+            )
+
     # -- ending -------------------------------------------------------------------------
 
     async def end(
