@@ -586,3 +586,38 @@ async def test_prompts_are_scanned_before_the_agent_sees_them(make_settings, tmp
         assert said(await prompt_events(client, sid, "login hunter2")) == (
             "echo: login [secret] (done)"
         )
+
+
+async def test_a_session_closed_through_another_gateway_stops_its_agent_here(
+    make_settings, tmp_path, store_url
+):
+    settings = make(make_settings, tmp_path)
+    async with running_app(settings) as (_a, one), running_app(settings) as (_b, two):
+        sid = (await open_session(one))["id"]
+        pid = (await events_of(one, sid))[0]["data"]["pid"]
+        closed = await two.delete(f"/sessions/{sid}", headers=USER)
+        assert (await closed.get_json())["state"] == "closed"
+
+        async def stopped() -> bool:
+            return not running(pid)
+
+        await until(stopped, "the first gateway to stop the closed session's agent")
+        record = await (await one.get(f"/sessions/{sid}", headers=USER)).get_json()
+        assert (record["state"], record["attached"]) == ("closed", False)
+
+
+async def test_without_the_pipelines_plugin_permission_requests_are_refused(
+    make_settings, tmp_path
+):
+    settings = make_settings(
+        auth={"tokens": TOKENS},
+        agents={"echo": agent_config(tmp_path)},
+        plugins={"pipelines": {"enabled": False}},
+    )
+    async with running_app(settings) as (_app, client):
+        session = await open_session(client)
+        Path(session["workspace"], "notes.txt").write_text("x")
+        events = await prompt_events(client, session["id"], "read notes.txt")
+        assert said(events) == "permission denied"
+        [resolved] = [e["data"] for e in events if e["type"] == "permission.resolved"]
+        assert "no approvals queue" in resolved["reason"]

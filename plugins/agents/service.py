@@ -641,8 +641,21 @@ class AgentSessions:
             await asyncio.sleep(self.plugin.sweep_seconds)
             try:
                 await self.expire_idle()
+                await self._stop_ended()
             except Exception:
                 log.exception("expiring idle agent sessions failed")
+
+    async def _stop_ended(self) -> None:
+        """Stop the agents of sessions another gateway process closed or expired."""
+        if not self.live:
+            return
+        stmt = sa.select(sessions.c.id).where(
+            sessions.c.id.in_(list(self.live)), sessions.c.state.not_in(OPEN_STATES)
+        )
+        async with self.gateway.store.read() as conn:
+            ended = (await conn.execute(stmt)).scalars().all()
+        for session_id in ended:
+            await self._stop(session_id)
 
     async def stop(self) -> None:
         """Stop every agent process of this gateway process (their sessions stay open,
