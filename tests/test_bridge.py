@@ -324,3 +324,13 @@ async def test_many_concurrent_readers_of_a_session_do_not_starve_the_store_pool
         answers = await asyncio.wait_for(asyncio.gather(*reads), 120)
         assert {a.status_code for a in answers} == {200}
         assert {(await a.get_json())["last_event_seq"] for a in answers} == {1}
+
+
+async def test_a_bridge_session_served_by_an_acp_agent_needs_the_agent_gate(settings, store_url):
+    async with running_app(settings) as (_app, client):
+        refused = await client.post(
+            f"{BASE}/sessions", json={"workspace": "/w", "agent": "echo"}, headers=AGENT
+        )
+        assert refused.status_code == 403
+        assert_error(await refused.get_json(), "policy_gate_denied")
+    assert await db_rows(store_url, "SELECT COUNT(*) FROM bridge_sessions") == [(0,)]

@@ -17,7 +17,7 @@ from typing import Any
 from quart import Quart
 
 from host.api import Event, GatewayError, Principal, context, has_service, owner_key, service
-from plugins.agents.contract import AgentSessions
+from plugins.agents.contract import AGENT_GATE, AgentSessions
 from plugins.coding_agent_bridge.api import BridgeAPI
 from plugins.coding_agent_bridge.models import BridgeSession, OpenRequest
 
@@ -37,6 +37,8 @@ async def open_with_agent(app: Quart, body: OpenRequest, principal: Principal) -
     if found is not None:
         return found
     assert body.agent is not None
+    # Starting a process on the gateway's machine is the agents plugin's permission.
+    context(app).auth.require_gate(principal, AGENT_GATE, "running an ACP agent")
     agents = _agents(app)
     opened = await agents.open(
         body.agent,
