@@ -526,19 +526,26 @@ class AgentSessions:
         await self._stop(session_id)
         ts = now_ms()
         store = self.gateway.store
-        async with store.write() as conn:
-            changed = await conn.execute(
-                sessions.update()
-                .where(sessions.c.id == session_id, sessions.c.state.in_(OPEN_STATES))
-                .values(state=state, closed_ms=ts, last_seen_ms=ts, close_reason=reason)
-            )
-        if changed.rowcount:
-            if has_service(ApprovalQueue, app=self.app):
-                await service(ApprovalQueue, app=self.app).cancel_subject(
-                    SOURCE, session_id, f"the agent session was {state}"
+        data = {"reason": reason, "by": principal.name if principal else None}
+        event: Event | None = None
+        # The state and the event that reports it in one transaction, in the session's
+        # event order.
+        async with self._order.setdefault(session_id, asyncio.Lock()):
+            async with store.write() as conn:
+                changed = await conn.execute(
+                    sessions.update()
+                    .where(sessions.c.id == session_id, sessions.c.state.in_(OPEN_STATES))
+                    .values(state=state, closed_ms=ts, last_seen_ms=ts, close_reason=reason)
                 )
-            data = {"reason": reason, "by": principal.name if principal else None}
-            await self.publish(session_id, f"session.{state}", data)
+                if changed.rowcount:
+                    stream = stream_of(session_id)
+                    event = await store.append_event(stream, f"session.{state}", data, conn)
+            if event is not None:
+                await self.gateway.hub.notify(event)
+        if event is not None and has_service(ApprovalQueue, app=self.app):
+            await service(ApprovalQueue, app=self.app).cancel_subject(
+                SOURCE, session_id, f"the agent session was {state}"
+            )
         return await self.get(session_id)
 
     async def _stop(self, session_id: str) -> None:
