@@ -193,12 +193,44 @@ class AgentSessions:
         lock = self._order.setdefault(session_id, asyncio.Lock())
         async with lock:
             event = await self.gateway.hub.publish(stream_of(session_id), type_, data)
-            for listener in list(self.listeners.get(session_id, ())):
-                try:
-                    await listener(event)
-                except Exception:
-                    log.exception("listener of agent session %s failed", session_id)
+            await self._tell(session_id, event)
         return event
+
+    async def _tell(self, session_id: str, event: Event) -> None:
+        for listener in list(self.listeners.get(session_id, ())):
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("listener of agent session %s failed", session_id)
+
+    async def _transition(
+        self,
+        session_id: str,
+        state: str,
+        only_from: tuple[str, ...],
+        type_: str,
+        data: dict[str, Any],
+        always: bool = True,
+    ) -> bool:
+        """Move the session to ``state`` (if it is in ``only_from``) and append the event
+        that reports it in the same transaction, in the session's event order; with
+        ``always`` the event is appended also when the state did not move."""
+        store = self.gateway.store
+        event: Event | None = None
+        async with self._order.setdefault(session_id, asyncio.Lock()):
+            async with store.write() as conn:
+                changed = await conn.execute(
+                    sessions.update()
+                    .where(sessions.c.id == session_id, sessions.c.state.in_(only_from))
+                    .values(state=state, last_seen_ms=now_ms())
+                )
+                moved = bool(changed.rowcount)
+                if moved or always:
+                    event = await store.append_event(stream_of(session_id), type_, data, conn)
+            if event is not None:
+                await self.gateway.hub.notify(event)
+                await self._tell(session_id, event)
+        return moved
 
     # -- records --------------------------------------------------------------------------
 
@@ -432,8 +464,11 @@ class AgentSessions:
             if runtime is None or not runtime.alive:
                 runtime = await self._attach(row)
             position = await self.gateway.store.last_seq(stream_of(session_id))
-            await self._state(session_id, "active")
-            await self.publish(session_id, "prompt.started", {"text": text})
+            started = {"text": text}
+            if not await self._transition(
+                session_id, "active", ("idle",), "prompt.started", started, always=False
+            ):
+                raise _busy(session_id)  # another gateway process prompts it (or closed it)
         except BaseException:
             self.prompting.pop(session_id, None)
             raise
@@ -456,14 +491,15 @@ class AgentSessions:
             else:
                 error = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                await self._state(session_id, "idle", only_from=("active",))
-                await self.publish(session_id, "prompt.failed", {"error": error})
+                await self._transition(
+                    session_id, "idle", ("active",), "prompt.failed", {"error": error}
+                )
             self.prompting.pop(session_id, None)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise GatewayError(502, "agent_prompt_failed", error) from None
-        await self._state(session_id, "idle", only_from=("active",))
-        await self.publish(session_id, "prompt.completed", {"stop_reason": stop_reason})
+        done = {"stop_reason": stop_reason}
+        await self._transition(session_id, "idle", ("active",), "prompt.completed", done)
         self.prompting.pop(session_id, None)
         return stop_reason
 
@@ -496,17 +532,6 @@ class AgentSessions:
             if listen in found:
                 found.remove(listen)
         return PromptOutcome(session_id, stop_reason, "".join(parts))
-
-    async def _state(
-        self, session_id: str, state: str, only_from: tuple[str, ...] = OPEN_STATES
-    ) -> bool:
-        async with self.gateway.store.write() as conn:
-            changed = await conn.execute(
-                sessions.update()
-                .where(sessions.c.id == session_id, sessions.c.state.in_(only_from))
-                .values(state=state, last_seen_ms=now_ms())
-            )
-        return bool(changed.rowcount)
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -633,10 +658,10 @@ class AgentSessions:
                 .all()
             )
         for session_id in stale:
-            if await self._state(session_id, "idle", only_from=("active",)):
-                await self.publish(
-                    session_id, "prompt.failed", {"error": "the gateway stopped during the prompt"}
-                )
+            error = {"error": "the gateway stopped during the prompt"}
+            if await self._transition(
+                session_id, "idle", ("active",), "prompt.failed", error, always=False
+            ):
                 if has_service(ApprovalQueue, app=self.app):
                     await service(ApprovalQueue, app=self.app).cancel_subject(
                         SOURCE, session_id, "the gateway stopped during the prompt"
