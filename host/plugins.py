@@ -39,6 +39,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("ui_telemetry", "plugins.ui_telemetry"),
     ("channels", "plugins.channels"),
     ("deploy", "plugins.deploy"),
+    ("agents", "plugins.agents"),
+    ("coding_agent_bridge", "plugins.coding_agent_bridge"),
 )
 
 
