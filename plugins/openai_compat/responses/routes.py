@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint
+from quart import Blueprint, jsonify
 from quart_schema import document_request, document_response
 
 from host.api import (
@@ -29,8 +29,17 @@ from plugins.openai_compat import keepalive
 from plugins.openai_compat.bodies import read_body
 from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.keepalive import KEEPALIVE, with_keepalive
-from plugins.openai_compat.model_calls import measure, provider_failure, resolve_model
-from plugins.openai_compat.model_catalog import Resolved, with_stream_usage
+from plugins.openai_compat.model_calls import (
+    Meter,
+    admit,
+    answered_by,
+    complete,
+    measure,
+    open_stream,
+    provider_failure,
+    resolve_model,
+)
+from plugins.openai_compat.model_catalog import Resolved
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.responses import store as responses_store
 from plugins.openai_compat.responses.bodies import (
@@ -54,7 +63,7 @@ from plugins.openai_compat.responses.translate import (
 )
 from plugins.openai_compat.retry_hint import with_retry_hint
 from plugins.openai_compat.safety import OutputScanner, scan_messages
-from plugins.openai_compat.streaming import close_stream, event_stream, first_of
+from plugins.openai_compat.streaming import close_stream, event_stream
 
 bp = Blueprint("openai_responses", __name__)
 # Errors on these routes use the OpenResponses error types (errors.py).
@@ -150,22 +159,25 @@ async def _complete(
     conversation: list[Any],
     turn: _Turn,
 ) -> Any:
+    ticket = await admit(resolved, body)  # 429 budget_exceeded before any upstream call
     call = measure(resolved, "responses")
     try:
-        result = await resolved.provider.chat(resolved.route, body)
+        result, answered = await complete(resolved, "chat", body)
         result = await OutputScanner("responses", resolved.name).completion(result)
     except ProviderError as exc:
         call.finished("error")
+        await ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
     call.finished("ok")
     call.usage(result.get("usage"))
+    await ticket.finish(answered.name, result)
     choice = (result.get("choices") or [{}])[0]
     truncated = choice.get("finish_reason") == "length"
     output = output_from_chat(choice.get("message") or {}, cut_off=truncated)
     resource = response_resource(
         req,
         turn.response_id,
-        resolved.name,
+        answered.name,
         status="incomplete" if truncated else "completed",
         output=output,
         usage=usage_from_chat(result.get("usage")),
@@ -174,7 +186,7 @@ async def _complete(
     await _keep_turn(
         context().store, req, turn, resource, conversation, output, result.get("usage")
     )
-    return resource
+    return answered_by(jsonify(resource), answered)
 
 
 async def _keep_turn(
@@ -211,24 +223,27 @@ async def _stream(
     conversation: list[Any],
     turn: _Turn,
 ) -> Any:
+    ticket = await admit(resolved, body)  # 429 budget_exceeded before any upstream call
     call = measure(resolved, "responses")
-    body = with_stream_usage(resolved.route, body)  # unless the upstream refuses it
     slot = stream_slot()  # 429 past the caller's stream cap, before the upstream is asked
+    scanner = OutputScanner("responses", resolved.name)  # a rolling scan of the output
     try:
-        chunks = resolved.provider.chat_stream(resolved.route, body)
-        chunks = OutputScanner("responses", resolved.name).stream(chunks)  # rolling scan
-        first = await first_of(chunks)
+        first, chunks, answered, release = await open_stream(
+            resolved, "chat", body, include_usage=True, wrap=lambda c, r: scanner.stream(c)
+        )
     except ProviderError as exc:
         slot.release()
         call.finished("error")
+        await ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
+    meter = Meter()
     response_id = turn.response_id
     created_at = int(time.time())
     store = context().store
 
     def resource(status: str, **kw: Any) -> dict[str, Any]:
         return response_resource(
-            req, response_id, resolved.name, status=status, created_at=created_at, **kw
+            req, response_id, answered.name, status=status, created_at=created_at, **kw
         )
 
     every = keepalive.SETTING.current()
@@ -248,6 +263,7 @@ async def _stream(
                         if chunk is None:
                             yield KEEPALIVE
                             continue
+                        meter.feed(chunk)
                         for event in state.feed(chunk):
                             if not first_token_seen and event["type"].endswith(".delta"):
                                 first_token_seen = True
@@ -267,6 +283,7 @@ async def _stream(
             for event in state.close(cut_off="last" if truncated else None):
                 yield _sse(event)
             call.usage(state.usage)
+            await ticket.finish(answered.name, meter=meter)
             final = resource(
                 "incomplete" if truncated else "completed",
                 output=state.output,
@@ -280,9 +297,11 @@ async def _stream(
             outcome = "ok"
         finally:
             await close_stream(chunks)
+            release()
             call.finished(outcome)
+            ticket.finish_later(answered.name, meter, error=outcome != "ok")
 
-    return event_stream(events(), slot)
+    return answered_by(event_stream(events(), slot), answered)
 
 
 async def _chain(
