@@ -161,6 +161,7 @@ async def _metric(server: InProcessServer, model: str) -> float:
 @pytest.mark.parametrize("api", ["chat", "completions", "responses", "responses-stream"])
 async def test_fallbacks_are_tried_in_order_and_the_answer_names_the_model(gateway, ab, api):
     client = async_sdk(gateway)
+    raw: Any
     if api == "chat":
         raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
         model, header = raw.parse().model, raw.headers["X-Gateway-Model"]
@@ -174,9 +175,9 @@ async def test_fallbacks_are_tried_in_order_and_the_answer_names_the_model(gatew
     else:
         async with client.responses.with_streaming_response.create(
             model="primary", input="hi", stream=True
-        ) as raw:
-            header = raw.headers["X-Gateway-Model"]
-            events = [e async for e in await raw.parse()]
+        ) as streamed:
+            header = streamed.headers["X-Gateway-Model"]
+            events: list[Any] = [e async for e in await streamed.parse()]
         assert events[0].response.model == "third"
         model = events[-1].response.model
         assert events[-1].type == "response.completed"
