@@ -50,7 +50,13 @@ from plugins.openai_compat.responses import routes as responses_routes
 from plugins.openai_compat.responses import store as responses_store
 
 # The section's scalar keys (plugin_settings.py).
-SETTINGS = (keepalive.SETTING, safety_stream.SETTING, SSE_LINE_SETTING)
+SETTINGS = (
+    keepalive.SETTING,
+    safety_stream.SETTING,
+    SSE_LINE_SETTING,
+    responses_store.CHAIN_TURNS_SETTING,
+    responses_store.CHAIN_BYTES_SETTING,
+)
 
 
 @hookimpl

@@ -53,7 +53,7 @@ minutes = sa.Table(
 )
 
 MIGRATIONS = (
-    Migration.create_tables("openai_compat", 4, "usage and budget counters", [usage, minutes]),
+    Migration.create_tables("openai_compat", 5, "usage and budget counters", [usage, minutes]),
 )
 
 

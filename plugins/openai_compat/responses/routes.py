@@ -52,6 +52,7 @@ from plugins.openai_compat.responses.errors import (
     response_error,
     with_spec_error_type,
 )
+from plugins.openai_compat.responses.store import CHAIN_BYTES_SETTING, CHAIN_TURNS_SETTING
 from plugins.openai_compat.responses.stream import ResponsesStream
 from plugins.openai_compat.responses.translate import (
     chat_body,
@@ -79,12 +80,12 @@ def _not_found(response_id: str) -> GatewayError:
     return GatewayError(404, "response_not_found", f"response {response_id!r} was not found")
 
 
-async def _history(req: ResponsesRequest, owner: responses_store.Owner) -> list[dict[str, Any]]:
+async def _history(
+    req: ResponsesRequest, owner: responses_store.Owner
+) -> responses_store.Chain | None:
     if req.previous_response_id is None:
-        return []
-    found = await responses_store.load(
-        context().store, owner, req.previous_response_id, to_continue=True
-    )
+        return None
+    found = await responses_store.load_chain(context().store, owner, req.previous_response_id)
     if found is None:
         raise GatewayError(
             404,
@@ -92,7 +93,33 @@ async def _history(req: ResponsesRequest, owner: responses_store.Owner) -> list[
             f"previous response {req.previous_response_id!r} was not found (was it stored?)",
             param="previous_response_id",
         )
-    return found[1]
+    return found
+
+
+def _check_chain(previous: responses_store.Chain | None, new_input: list[Any]) -> None:
+    """400 naming the limit when this turn would make its chain too long or too large."""
+    if previous is None:
+        return
+    turns = CHAIN_TURNS_SETTING.current()
+    if previous.length + 1 > turns:
+        raise GatewayError(
+            400,
+            "response_chain_too_long",
+            f"this response would be turn {previous.length + 1} of its chain; the limit is "
+            f"{turns} (plugins.openai_compat.{CHAIN_TURNS_SETTING.key}): start a new "
+            "conversation",
+            param="previous_response_id",
+        )
+    limit = CHAIN_BYTES_SETTING.current()
+    size = previous.bytes + responses_store.turn_bytes(new_input)
+    if size > limit:
+        raise GatewayError(
+            400,
+            "response_chain_too_large",
+            f"this response would make its chain {size} bytes; the limit is {limit} "
+            f"(plugins.openai_compat.{CHAIN_BYTES_SETTING.key}): start a new conversation",
+            param="previous_response_id",
+        )
 
 
 @bp.post("/v1/responses")
@@ -106,13 +133,16 @@ async def create_response() -> Any:
     req = await read_body(ResponsesRequest)
     resolved = resolve_model(req.model)
     owner = _owner()
-    history = await _history(req, owner)
+    previous = await _history(req, owner)
+    history = previous.conversation if previous is not None else []
     body = chat_body(req, history)
     await scan_messages(body["messages"], "responses", resolved.name)
     # What a continuation replays: everything but this request's own instructions.
     conversation = body["messages"][1:] if req.instructions else body["messages"]
+    new_input = conversation[len(history) :]
+    _check_chain(previous, new_input)
     upstream = {**body, "model": resolved.route.upstream_model}
-    turn = await _turn(req, resolved, owner, conversation[len(history) :])
+    turn = await _turn(req, resolved, owner, new_input, previous)
     if req.stream:
         return await _stream(req, resolved, upstream, conversation, turn)
     return await _complete(req, resolved, upstream, conversation, turn)
@@ -120,24 +150,31 @@ async def create_response() -> Any:
 
 @dataclass(frozen=True)
 class _Turn:
-    """The new response's id, its owner, the session key of its chain, and its recorder."""
+    """The new response's id, its owner, the session key of its chain, its recorder, the
+    response it continues and its new input items (what it stores with its output)."""
 
     response_id: str
     owner: responses_store.Owner
     session_key: str
     recorder: Recorder | None
+    previous: responses_store.Chain | None
+    new_input: list[Any]
 
 
 async def _turn(
-    req: ResponsesRequest, resolved: Resolved, owner: responses_store.Owner, new_input: list[Any]
+    req: ResponsesRequest,
+    resolved: Resolved,
+    owner: responses_store.Owner,
+    new_input: list[Any],
+    previous: responses_store.Chain | None,
 ) -> _Turn:
     response_id = new_id("resp")
     # metadata.session_id names the session; otherwise a continuation keeps the key of
     # the response it continues, and a new chain is keyed by its first response's id.
     key = session_id_of(req.metadata)
     if key is None and req.previous_response_id is not None:
-        previous = req.previous_response_id
-        key = await responses_store.session_key(context().store, owner, previous) or previous
+        before = req.previous_response_id
+        key = await responses_store.session_key(context().store, owner, before) or before
     key = key or response_id
     recorder = Recorder.start(
         "responses",
@@ -149,7 +186,7 @@ async def _turn(
         previous_response_id=req.previous_response_id,
         instructions=req.instructions,
     )
-    return _Turn(response_id, owner, key, recorder)
+    return _Turn(response_id, owner, key, recorder, previous, new_input)
 
 
 async def _complete(
@@ -203,7 +240,7 @@ async def _keep_turn(
     messages = output_to_messages(output)
     if req.store:
         await responses_store.save(
-            store, turn.owner, resource, conversation + messages, turn.session_key
+            store, turn.owner, resource, turn.new_input + messages, turn.session_key, turn.previous
         )
     if turn.recorder is not None:
         await turn.recorder.send(
@@ -321,7 +358,7 @@ async def get_response(response_id: str) -> Any:
     found = await responses_store.load(context().store, _owner(), response_id)
     if found is None:
         raise _not_found(response_id)
-    return found[0]
+    return found
 
 
 @bp.delete("/v1/responses/<response_id>")
