@@ -61,7 +61,7 @@ async def get_usage() -> Any:
     everyone = request.args.get("all", "false")
     if everyone not in ("true", "false"):
         raise GatewayError(400, "invalid_query", "all must be true or false", param="all")
-    if asked is not None or everyone == "true":
+    if (asked is not None and asked != principal.key) or everyone == "true":
         if not principal.has_gate(GATE_READ_ALL):
             raise GatewayError(
                 403,
