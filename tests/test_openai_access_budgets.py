@@ -270,3 +270,31 @@ async def test_gateway_usage_prints_the_callers_usage(make_settings, upstream, t
         )
         assert denied.returncode == 1 and "policy_gate_denied" in denied.stderr
         assert ADMIN_TOKEN not in denied.stderr
+
+
+async def test_two_replicas_on_one_store_share_the_budgets(make_settings, upstream):
+    settings = settings_with(make_settings, upstream, requests_per_minute=3, tokens_per_day=30)
+    async with running_app(settings) as (_, one), running_app(settings) as (_, two):
+
+        async def ask(client: Any) -> Any:
+            return await client.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-test", "messages": USER},
+                headers=SPENDER,
+            )
+
+        for _ in range(3):  # again if a minute turned over during the attempt
+            minute = time.time() // 60
+            codes = [(await ask(client)).status_code for client in (one, two, one, two)]
+            if time.time() // 60 == minute:
+                break
+        # Three requests a minute between them, whichever replica takes them.
+        assert codes == [200, 200, 200, 429]
+        # 33 tokens spent: once the first replica's usage is written (it writes its
+        # usage at least every usage_flush_seconds, and before a report), the second
+        # refuses for the day.
+        assert (await one.get("/gateway/usage", headers=SPENDER)).status_code == 200
+        assert (await two.get("/gateway/usage", headers=SPENDER)).status_code == 200
+        refused = await ask(two)
+        assert refused.status_code == 429
+        assert "tokens_per_day" in (await refused.get_json())["error"]["message"]

@@ -22,6 +22,7 @@ offline ``echo``). This module holds the hook implementations; beside it:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from quart import Quart
@@ -38,7 +39,7 @@ from plugins.openai_compat import (
 )
 from plugins.openai_compat.chat import routes as chat_routes
 from plugins.openai_compat.metrics import LLMMetrics
-from plugins.openai_compat.model_calls import METRICS_KEY, wait_pending
+from plugins.openai_compat.model_calls import METRICS_KEY, USAGE_KEY
 from plugins.openai_compat.model_catalog import (
     SSE_LINE_SETTING,
     ModelCatalog,
@@ -56,7 +57,9 @@ SETTINGS = (
     SSE_LINE_SETTING,
     responses_store.CHAIN_TURNS_SETTING,
     responses_store.CHAIN_BYTES_SETTING,
+    usage.FLUSH_SETTING,
 )
+_FLUSHER = "openai_compat.usage_flusher"
 
 
 @hookimpl
@@ -123,6 +126,9 @@ def _policies(settings: Settings) -> dict[str, access.Policy]:
 def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     ctx.extras[METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
+    buffer = ctx.extras[USAGE_KEY] = usage.UsageBuffer()
+    every = usage.FLUSH_SETTING.configured(ctx.settings)
+    ctx.extras[_FLUSHER] = asyncio.get_running_loop().create_task(buffer.run(ctx.store, every))
     # Its routes and other plugins (the pipelines llm step) find it as this service.
     provide(ModelCatalog, _build_catalog(app, ctx.settings), app=app)
     ctx.extras[access.POLICIES_KEY] = _policies(ctx.settings)
@@ -160,7 +166,13 @@ async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
-    await wait_pending(context(app).extras)
+    ctx = context(app)
+    flusher = ctx.extras.pop(_FLUSHER, None)
+    if flusher is not None:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+    if USAGE_KEY in ctx.extras:
+        await ctx.extras[USAGE_KEY].flush(ctx.store)  # the last calls' usage
     providers = context(app).registry("providers")
     for name in providers:
         await providers[name].aclose()

@@ -5,7 +5,6 @@ record its usage, and answer a provider's failure."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +13,7 @@ from typing import Any
 
 from quart import Response, jsonify
 
-from host.api import GatewayError, Store, context, current_principal
+from host.api import GatewayError, context, current_principal
 from plugins.openai_compat import access, pipeline_models, usage
 from plugins.openai_compat.access import Policy
 from plugins.openai_compat.metrics import LLMMetrics, ModelCall
@@ -24,7 +23,7 @@ from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.streaming import provider_error_body
 
 METRICS_KEY = "openai_compat.metrics"
-PENDING_KEY = "openai_compat.pending_usage"  # usage writes of streams that ended unread
+USAGE_KEY = "openai_compat.usage"  # the UsageBuffer of this process
 MODEL_HEADER = "X-Gateway-Model"
 
 
@@ -109,15 +108,15 @@ class Meter:
 
 @dataclass
 class Ticket:
-    """An admitted call: the caller's policy, the store, the input's size; ``finish``
-    records what the call used (once)."""
+    """An admitted call: the caller's policy, the model it asked for, the input's size;
+    ``finish`` counts what the call used (once)."""
 
     policy: Policy
     principal: str
-    store: Store
+    model: str
+    buffer: usage.UsageBuffer
     metrics: LLMMetrics
     input_chars: int
-    pending: set[asyncio.Task[None]]  # finish_later's tasks, awaited at shutdown
     done: bool = field(default=False)
 
     def spent(self, result: dict[str, Any] | None, meter: Meter | None, error: bool) -> usage.Spent:
@@ -134,30 +133,28 @@ class Ticket:
         out = estimate_tokens(meter.chars) if meter is not None else 0
         return usage.Spent(estimate_tokens(self.input_chars), out, estimated=True, error=error)
 
-    async def finish(
+    def finish(
         self,
         model: str,
         result: dict[str, Any] | None = None,
         meter: Meter | None = None,
         error: bool = False,
     ) -> None:
+        """The call ended, answered by ``model``: counted in the metrics and the usage
+        buffer (written to the store within ``usage_flush_seconds``, and before this
+        principal's next budget check)."""
         if self.done:
             return
         self.done = True
         spent = self.spent(result, meter, error)
         self.metrics.count_principal(self.policy.label, model, spent)
-        await usage.record(
-            self.store, self.principal, model, spent, minute_tokens=self.policy.budgets is not None
+        self.buffer.add(
+            self.principal,
+            model,
+            self.model,
+            spent,
+            minute_tokens=self.policy.budgets is not None,
         )
-
-    def finish_later(self, model: str, meter: Meter | None, error: bool) -> None:
-        """``finish`` from where nothing may be awaited (a stream the client left): a
-        task the plugin's shutdown waits for."""
-        if self.done:
-            return
-        task = asyncio.get_running_loop().create_task(self.finish(model, meter=meter, error=error))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
 
 
 async def admit(resolved: Resolved, body: dict[str, Any]) -> Ticket:
@@ -166,6 +163,7 @@ async def admit(resolved: Resolved, body: dict[str, Any]) -> Ticket:
     principal = current_principal()
     policy = access.policy_of(principal)
     ctx = context()
+    buffer: usage.UsageBuffer = ctx.extras[USAGE_KEY]
     if policy.budgets is not None:
         limits = policy.budgets.minute_limits(resolved.name)
         await usage.admit(
@@ -178,18 +176,11 @@ async def admit(resolved: Resolved, body: dict[str, Any]) -> Ticket:
                 policy.budgets.tokens_per_day,
                 policy.budgets.tokens_per_month,
             ),
+            buffer,
         )
     text = body.get("messages") if "messages" in body else body.get("prompt")
     chars = len(text) if isinstance(text, str) else len(json.dumps(text, default=str))
-    pending = ctx.extras.setdefault(PENDING_KEY, set())
-    return Ticket(policy, principal.key, ctx.store, ctx.extras[METRICS_KEY], chars, pending)
-
-
-async def wait_pending(extras: dict[str, Any]) -> None:
-    """Let the usage writes of ended streams finish (at shutdown)."""
-    pending: set[asyncio.Task[None]] = extras.get(PENDING_KEY) or set()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
+    return Ticket(policy, principal.key, resolved.name, buffer, ctx.extras[METRICS_KEY], chars)
 
 
 # -- routed calls -----------------------------------------------------------------------------

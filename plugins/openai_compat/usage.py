@@ -16,7 +16,9 @@ taken with one atomic increment, given back when it overshoots.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from host.api import GatewayError, Migration, Store
+from plugins.openai_compat.plugin_settings import bounded
+
+# How often this process writes the usage of ended calls (``[plugins.openai_compat]``).
+FLUSH_SETTING = bounded("usage_flush_seconds", 1.0, 0.05, 60, "a number of seconds", float)
 
 metadata = sa.MetaData()
 
@@ -95,53 +101,66 @@ class Limits:
     tokens_per_month: int | None
 
 
-async def admit(store: Store, principal: str, model: str, limits: Limits) -> None:
+async def admit(
+    store: Store, principal: str, model: str, limits: Limits, pending: UsageBuffer
+) -> None:
     """Refuse (429 ``budget_exceeded``) a call over a budget, else count its request
-    against the per-minute budget. One write transaction: the increment and the check
-    of what it returned are one step for every replica."""
+    against the per-minute budget. One write transaction, which first writes this
+    process's ``pending`` usage: the increment and the check of what it returned are
+    one step for every replica. It commits either way (the flushed usage stays)."""
+    async with store.write() as conn:
+        await pending.flush(store, conn)
+        refusal = await _check(conn, store, principal, model, limits)
+    if refusal is not None:
+        raise refusal
+
+
+async def _check(
+    conn: Any, store: Store, principal: str, model: str, limits: Limits
+) -> GatewayError | None:
     now = time.time()
     minute = int(now // 60)
-    async with store.write() as conn:
-        if limits.tokens_per_day or limits.tokens_per_month:
-            today = day_of(now)
-            spent = usage.c.input_tokens + usage.c.output_tokens
-            if limits.tokens_per_day:
-                used = await _sum(conn, spent, principal, usage.c.day == today)
-                if used >= limits.tokens_per_day:
-                    raise budget_exceeded("tokens_per_day", _next_day(now), now)
-            if limits.tokens_per_month:
-                first = today[:8] + "01"
-                used = await _sum(conn, spent, principal, usage.c.day >= first)
-                if used >= limits.tokens_per_month:
-                    raise budget_exceeded("tokens_per_month", _next_month(now), now)
-        if not (limits.requests_per_minute or limits.tokens_per_minute):
-            return
-        reset = (minute + 1) * 60.0
-        if limits.tokens_per_minute:
-            row = (
-                await conn.execute(
-                    sa.select(minutes.c.tokens).where(
-                        minutes.c.principal == principal,
-                        minutes.c.model == model,
-                        minutes.c.minute == minute,
-                    )
+    if limits.tokens_per_day or limits.tokens_per_month:
+        today = day_of(now)
+        spent = usage.c.input_tokens + usage.c.output_tokens
+        if limits.tokens_per_day:
+            used = await _sum(conn, spent, principal, usage.c.day == today)
+            if used >= limits.tokens_per_day:
+                return budget_exceeded("tokens_per_day", _next_day(now), now)
+        if limits.tokens_per_month:
+            first = today[:8] + "01"
+            used = await _sum(conn, spent, principal, usage.c.day >= first)
+            if used >= limits.tokens_per_month:
+                return budget_exceeded("tokens_per_month", _next_month(now), now)
+    if not (limits.requests_per_minute or limits.tokens_per_minute):
+        return None
+    reset = (minute + 1) * 60.0
+    if limits.tokens_per_minute:
+        row = (
+            await conn.execute(
+                sa.select(minutes.c.tokens).where(
+                    minutes.c.principal == principal,
+                    minutes.c.model == model,
+                    minutes.c.minute == minute,
                 )
-            ).first()
-            if row is not None and row.tokens >= limits.tokens_per_minute:
-                raise budget_exceeded("tokens_per_minute", reset, now)
-        if limits.requests_per_minute:
-            taken = await _add_minute(conn, store, principal, model, minute, requests=1)
-            if taken > limits.requests_per_minute:
-                await _add_minute(conn, store, principal, model, minute, requests=-1)
-                raise budget_exceeded("requests_per_minute", reset, now)
-        # Old minutes go as new ones come: a few rows per (principal, model) at most.
-        await conn.execute(
-            minutes.delete().where(
-                minutes.c.principal == principal,
-                minutes.c.model == model,
-                minutes.c.minute < minute - 2,
             )
+        ).first()
+        if row is not None and row.tokens >= limits.tokens_per_minute:
+            return budget_exceeded("tokens_per_minute", reset, now)
+    if limits.requests_per_minute:
+        taken = await _add_minute(conn, store, principal, model, minute, requests=1)
+        if taken > limits.requests_per_minute:
+            await _add_minute(conn, store, principal, model, minute, requests=-1)
+            return budget_exceeded("requests_per_minute", reset, now)
+    # Old minutes go as new ones come: a few rows per (principal, model) at most.
+    await conn.execute(
+        minutes.delete().where(
+            minutes.c.principal == principal,
+            minutes.c.model == model,
+            minutes.c.minute < minute - 2,
         )
+    )
+    return None
 
 
 async def _sum(conn: Any, column: Any, principal: str, when: Any) -> int:
@@ -188,32 +207,90 @@ class Spent:
     error: bool = False
 
 
-async def record(
-    store: Store, principal: str, model: str, spent: Spent, *, minute_tokens: bool
-) -> None:
-    """Add one call to the usage of (principal, model, today), and with
-    ``minute_tokens`` its tokens to this minute's budget counter."""
-    now = time.time()
-    values = {
-        "requests": 1,
-        "input_tokens": spent.input_tokens,
-        "output_tokens": spent.output_tokens,
-        "estimated_requests": int(spent.estimated),
-        "errors": int(spent.error),
-    }
-    stmt = (
-        store.dialect.insert(usage)
-        .values(principal=principal, model=model, day=day_of(now), **values)
-        .on_conflict_do_update(
-            index_elements=["principal", "model", "day"],
-            set_={k: getattr(usage.c, k) + v for k, v in values.items()},
-        )
-    )
-    async with store.write() as conn:
-        await conn.execute(stmt)
+_FIELDS = ("requests", "input_tokens", "output_tokens", "estimated_requests", "errors")
+
+
+class UsageBuffer:
+    """Usage of ended calls, not yet in the store: added without a write (a call's answer
+    waits for no transaction) and flushed in one transaction every
+    ``usage_flush_seconds``, before a budget check (so this process's calls are all
+    counted), before a usage report, and at shutdown. Other replicas see a call once
+    its process flushed it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str], list[int]] = {}
+        self.minutes: dict[tuple[str, str, int], int] = {}
+        self.log = logging.getLogger("gateway.openai_compat")
+
+    def add(
+        self, principal: str, model: str, budget_model: str, spent: Spent, *, minute_tokens: bool
+    ) -> None:
+        """One call of ``principal``, answered by ``model``; with ``minute_tokens`` its
+        tokens also count against this minute's budget of ``budget_model`` (the model it
+        asked for)."""
+        now = time.time()
+        row = self.rows.setdefault((principal, model, day_of(now)), [0, 0, 0, 0, 0])
+        row[0] += 1
+        row[1] += spent.input_tokens
+        row[2] += spent.output_tokens
+        row[3] += int(spent.estimated)
+        row[4] += int(spent.error)
         total = spent.input_tokens + spent.output_tokens
         if minute_tokens and total:
-            await _add_minute(conn, store, principal, model, int(now // 60), tokens=total)
+            key = (principal, budget_model, int(now // 60))
+            self.minutes[key] = self.minutes.get(key, 0) + total
+
+    async def flush(self, store: Store, conn: Any = None) -> None:
+        """Write what is pending, in ``conn``'s transaction or one of its own. Taken
+        from the buffer before the first await, so calls ending meanwhile wait for the
+        next flush; put back when the write fails."""
+        if not self.rows and not self.minutes:
+            return
+        rows, self.rows = self.rows, {}
+        minutes_, self.minutes = self.minutes, {}
+        try:
+            if conn is not None:
+                await _write(conn, store, rows, minutes_)
+            else:
+                async with store.write() as own:
+                    await _write(own, store, rows, minutes_)
+        except BaseException:
+            for key, values in rows.items():
+                row = self.rows.setdefault(key, [0, 0, 0, 0, 0])
+                for n, value in enumerate(values):
+                    row[n] += value
+            for mkey, tokens in minutes_.items():
+                self.minutes[mkey] = self.minutes.get(mkey, 0) + tokens
+            raise
+
+    async def run(self, store: Store, every: float) -> None:
+        """Flush every ``every`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.flush(store)
+            except Exception as exc:  # kept for the next flush; the store may be back
+                self.log.warning("usage: could not write to the store: %s", exc)
+
+
+async def _write(
+    conn: Any,
+    store: Store,
+    rows: dict[tuple[str, str, str], list[int]],
+    minutes_: dict[tuple[str, str, int], int],
+) -> None:
+    for (principal, model, day), values in sorted(rows.items()):
+        counts = dict(zip(_FIELDS, values, strict=True))
+        await conn.execute(
+            store.dialect.insert(usage)
+            .values(principal=principal, model=model, day=day, **counts)
+            .on_conflict_do_update(
+                index_elements=["principal", "model", "day"],
+                set_={k: getattr(usage.c, k) + v for k, v in counts.items()},
+            )
+        )
+    for (principal, model, minute), tokens in sorted(minutes_.items()):
+        await _add_minute(conn, store, principal, model, minute, tokens=tokens)
 
 
 async def report(

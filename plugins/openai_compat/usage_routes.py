@@ -17,6 +17,7 @@ from quart_schema import document_response
 
 from host.api import GatewayError, context, current_principal
 from plugins.openai_compat import usage
+from plugins.openai_compat.model_calls import USAGE_KEY
 
 GATE_READ_ALL = "allow_usage_read_all"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -69,7 +70,9 @@ async def get_usage() -> Any:
                 f"another principal's usage needs the gate {GATE_READ_ALL!r}",
             )
         who = None if everyone == "true" else asked
-    return {"object": "list", "data": await usage.report(context().store, who, since, until)}
+    ctx = context()
+    await ctx.extras[USAGE_KEY].flush(ctx.store)  # this process's latest calls too
+    return {"object": "list", "data": await usage.report(ctx.store, who, since, until)}
 
 
 # -- gateway usage ----------------------------------------------------------------------------

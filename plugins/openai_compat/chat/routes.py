@@ -119,11 +119,11 @@ async def _call(
             result = await scanner.completion(result)
         except ProviderError as exc:
             call.finished("error")
-            await ticket.finish(resolved.name, error=True)
+            ticket.finish(resolved.name, error=True)
             return provider_failure(exc)
         call.finished("ok")
         call.usage(result.get("usage"))
-        await ticket.finish(answered.name, result)
+        ticket.finish(answered.name, result)
         result["model"] = answered.name
         if recorder is not None:
             await recorder.chat_completed(result)
@@ -140,7 +140,7 @@ async def _call(
     except ProviderError as exc:
         slot.release()
         call.finished("error")
-        await ticket.finish(resolved.name, error=True)
+        ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
     seen_first_token = False
     last: dict[str, Any] = {}
@@ -167,7 +167,7 @@ async def _call(
 
     async def before_done() -> list[dict[str, Any]]:
         # Counted before [DONE]: a client's next request sees this one's tokens.
-        await ticket.finish(answered.name, meter=meter)
+        ticket.finish(answered.name, meter=meter)
         if recorder is not None:
             await recorder.chat_stream_completed()
         if not client_wants_usage or usage_sent:
@@ -187,7 +187,7 @@ async def _call(
     def on_end(outcome: str) -> None:
         release()
         call.finished(outcome)
-        ticket.finish_later(answered.name, meter, error=outcome != "ok")
+        ticket.finish(answered.name, meter=meter, error=outcome != "ok")
 
     return answered_by(sse_response(first, chunks, transform, on_end, before_done, slot), answered)
 

@@ -203,11 +203,11 @@ async def _complete(
         result = await OutputScanner("responses", resolved.name).completion(result)
     except ProviderError as exc:
         call.finished("error")
-        await ticket.finish(resolved.name, error=True)
+        ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
     call.finished("ok")
     call.usage(result.get("usage"))
-    await ticket.finish(answered.name, result)
+    ticket.finish(answered.name, result)
     choice = (result.get("choices") or [{}])[0]
     truncated = choice.get("finish_reason") == "length"
     output = output_from_chat(choice.get("message") or {}, cut_off=truncated)
@@ -271,7 +271,7 @@ async def _stream(
     except ProviderError as exc:
         slot.release()
         call.finished("error")
-        await ticket.finish(resolved.name, error=True)
+        ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
     meter = Meter()
     response_id = turn.response_id
@@ -320,7 +320,7 @@ async def _stream(
             for event in state.close(cut_off="last" if truncated else None):
                 yield _sse(event)
             call.usage(state.usage)
-            await ticket.finish(answered.name, meter=meter)
+            ticket.finish(answered.name, meter=meter)
             final = resource(
                 "incomplete" if truncated else "completed",
                 output=state.output,
@@ -336,7 +336,7 @@ async def _stream(
             await close_stream(chunks)
             release()
             call.finished(outcome)
-            ticket.finish_later(answered.name, meter, error=outcome != "ok")
+            ticket.finish(answered.name, meter=meter, error=outcome != "ok")
 
     return answered_by(event_stream(events(), slot), answered)
 
