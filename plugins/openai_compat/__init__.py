@@ -39,7 +39,7 @@ from plugins.openai_compat import (
 )
 from plugins.openai_compat.chat import routes as chat_routes
 from plugins.openai_compat.metrics import LLMMetrics
-from plugins.openai_compat.model_calls import METRICS_KEY, USAGE_KEY
+from plugins.openai_compat.model_calls import BUDGETS_KEY, METRICS_KEY, USAGE_KEY
 from plugins.openai_compat.model_catalog import (
     SSE_LINE_SETTING,
     ModelCatalog,
@@ -128,6 +128,7 @@ def gateway_startup(app: Quart) -> None:
     ctx.extras[METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
     buffer = ctx.extras[USAGE_KEY] = usage.UsageBuffer()
     every = usage.FLUSH_SETTING.configured(ctx.settings)
+    ctx.extras[BUDGETS_KEY] = usage.Budgets(ctx.store, buffer, every)
     ctx.extras[_FLUSHER] = asyncio.get_running_loop().create_task(buffer.run(ctx.store, every))
     # Its routes and other plugins (the pipelines llm step) find it as this service.
     provide(ModelCatalog, _build_catalog(app, ctx.settings), app=app)

@@ -52,6 +52,7 @@ class LLMMetrics:
             ["principal", "model", "direction"],
             registry=registry,
         )
+        self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self.deployment_up = Gauge(
             "gateway_llm_deployment_up",
             "1 while a model's deployment takes calls, 0 while it is cooled down",
@@ -66,11 +67,21 @@ class LLMMetrics:
         )
 
     def count_principal(self, principal: str, model: str, spent: Any) -> None:
-        self.principal_requests.labels(principal, model).inc()
+        # The children, looked up once per (principal, model): labels() costs more than
+        # the increments (both sets are bounded: configured principals and models).
+        found = self._children.get((principal, model))
+        if found is None:
+            found = self._children[(principal, model)] = (
+                self.principal_requests.labels(principal, model),
+                self.principal_tokens.labels(principal, model, "in"),
+                self.principal_tokens.labels(principal, model, "out"),
+            )
+        requests, tokens_in, tokens_out = found
+        requests.inc()
         if spent.input_tokens:
-            self.principal_tokens.labels(principal, model, "in").inc(spent.input_tokens)
+            tokens_in.inc(spent.input_tokens)
         if spent.output_tokens:
-            self.principal_tokens.labels(principal, model, "out").inc(spent.output_tokens)
+            tokens_out.inc(spent.output_tokens)
 
     def deployment(self, model: str, deployment: Any, event: str) -> None:
         """The router's observer (routing.Observer)."""

@@ -24,6 +24,7 @@ from plugins.openai_compat.streaming import provider_error_body
 
 METRICS_KEY = "openai_compat.metrics"
 USAGE_KEY = "openai_compat.usage"  # the UsageBuffer of this process
+BUDGETS_KEY = "openai_compat.budgets"  # its usage.Budgets
 MODEL_HEADER = "X-Gateway-Model"
 
 
@@ -115,9 +116,14 @@ class Ticket:
     principal: str
     model: str
     buffer: usage.UsageBuffer
+    budgets: usage.Budgets
     metrics: LLMMetrics
-    input_chars: int
+    body: dict[str, Any]  # what was asked: its size is the estimate of input tokens
     done: bool = field(default=False)
+
+    def input_chars(self) -> int:
+        text = self.body.get("messages") if "messages" in self.body else self.body.get("prompt")
+        return len(text) if isinstance(text, str) else len(json.dumps(text, default=str))
 
     def spent(self, result: dict[str, Any] | None, meter: Meter | None, error: bool) -> usage.Spent:
         found = (result or {}).get("usage") if meter is None else meter.usage
@@ -131,7 +137,7 @@ class Ticket:
             return usage.Spent(error=error)
         # A stream that gave no usage (or ended early): estimated from its text.
         out = estimate_tokens(meter.chars) if meter is not None else 0
-        return usage.Spent(estimate_tokens(self.input_chars), out, estimated=True, error=error)
+        return usage.Spent(estimate_tokens(self.input_chars()), out, estimated=True, error=error)
 
     def finish(
         self,
@@ -148,6 +154,8 @@ class Ticket:
         self.done = True
         spent = self.spent(result, meter, error)
         self.metrics.count_principal(self.policy.label, model, spent)
+        if self.policy.budgets is not None:
+            self.budgets.used(self.principal, self.model, spent.input_tokens + spent.output_tokens)
         self.buffer.add(
             self.principal,
             model,
@@ -163,11 +171,10 @@ async def admit(resolved: Resolved, body: dict[str, Any]) -> Ticket:
     principal = current_principal()
     policy = access.policy_of(principal)
     ctx = context()
-    buffer: usage.UsageBuffer = ctx.extras[USAGE_KEY]
+    budgets: usage.Budgets = ctx.extras[BUDGETS_KEY]
     if policy.budgets is not None:
         limits = policy.budgets.minute_limits(resolved.name)
-        await usage.admit(
-            ctx.store,
+        await budgets.admit(
             principal.key,
             resolved.name,
             usage.Limits(
@@ -176,11 +183,10 @@ async def admit(resolved: Resolved, body: dict[str, Any]) -> Ticket:
                 policy.budgets.tokens_per_day,
                 policy.budgets.tokens_per_month,
             ),
-            buffer,
         )
-    text = body.get("messages") if "messages" in body else body.get("prompt")
-    chars = len(text) if isinstance(text, str) else len(json.dumps(text, default=str))
-    return Ticket(policy, principal.key, resolved.name, buffer, ctx.extras[METRICS_KEY], chars)
+    buffer = budgets.buffer
+    metrics = ctx.extras[METRICS_KEY]
+    return Ticket(policy, principal.key, resolved.name, buffer, budgets, metrics, body)
 
 
 # -- routed calls -----------------------------------------------------------------------------

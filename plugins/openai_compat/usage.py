@@ -101,66 +101,138 @@ class Limits:
     tokens_per_month: int | None
 
 
-async def admit(
-    store: Store, principal: str, model: str, limits: Limits, pending: UsageBuffer
-) -> None:
-    """Refuse (429 ``budget_exceeded``) a call over a budget, else count its request
-    against the per-minute budget. One write transaction, which first writes this
-    process's ``pending`` usage: the increment and the check of what it returned are
-    one step for every replica. It commits either way (the flushed usage stays)."""
-    async with store.write() as conn:
-        await pending.flush(store, conn)
-        refusal = await _check(conn, store, principal, model, limits)
-    if refusal is not None:
-        raise refusal
+@dataclass
+class _Spent:
+    """A principal's tokens as this process knows them: the store's sums when last read,
+    plus what its calls here used since."""
+
+    read_at: float  # time.monotonic()
+    day: str
+    day_tokens: int
+    month_tokens: int
+    minute: int
+    minute_tokens: dict[str, int]  # by model
+    since: int = 0  # tokens of calls here since the read (every model)
+    since_minute: dict[str, int] | None = None
 
 
-async def _check(
-    conn: Any, store: Store, principal: str, model: str, limits: Limits
-) -> GatewayError | None:
-    now = time.time()
-    minute = int(now // 60)
-    if limits.tokens_per_day or limits.tokens_per_month:
+@dataclass
+class _Lease:
+    """Request slots of one (principal, model, minute) taken from the store's counter."""
+
+    minute: int
+    left: int = 0
+    taken: int = 0  # leases this minute: each takes more slots
+
+
+class Budgets:
+    """Admission against budgets, shared through the store by every process.
+
+    ``requests_per_minute``: slots are taken from the store's counter of the minute with
+    one atomic increment (clamped at the limit), a few at a time for a busy principal
+    (``_lease_size``), so the sum over every process never passes the limit and one
+    process alone refuses at exactly the limit. Token budgets: the store's sums are read
+    again (after this process's pending usage is written) at most every
+    ``refresh_seconds``; between reads this process adds its own calls' tokens, so it
+    counts itself exactly and other replicas within ``refresh_seconds``."""
+
+    def __init__(self, store: Store, buffer: UsageBuffer, refresh_seconds: float) -> None:
+        self.store = store
+        self.buffer = buffer
+        self.refresh_seconds = refresh_seconds
+        self.spent: dict[str, _Spent] = {}
+        self.leases: dict[tuple[str, str], _Lease] = {}
+        self.lock = asyncio.Lock()
+
+    def used(self, principal: str, model: str, tokens: int) -> None:
+        """A call here of ``principal`` (on the budget of ``model``) used ``tokens``."""
+        found = self.spent.get(principal)
+        if found is not None and tokens:
+            found.since += tokens
+            per_model = found.since_minute = found.since_minute or {}
+            per_model[model] = per_model.get(model, 0) + tokens
+
+    async def admit(self, principal: str, model: str, limits: Limits) -> None:
+        """429 ``budget_exceeded`` when a budget is spent; else the call is counted."""
+        now = time.time()
+        minute = int(now // 60)
+        if limits.tokens_per_day or limits.tokens_per_month or limits.tokens_per_minute:
+            view = await self._view(principal, now, minute)
+            reset = (minute + 1) * 60.0
+            if limits.tokens_per_day and view.day_tokens + view.since >= limits.tokens_per_day:
+                raise budget_exceeded("tokens_per_day", _next_day(now), now)
+            month = view.month_tokens + view.since
+            if limits.tokens_per_month and month >= limits.tokens_per_month:
+                raise budget_exceeded("tokens_per_month", _next_month(now), now)
+            in_minute = view.minute_tokens.get(model, 0) + (view.since_minute or {}).get(model, 0)
+            if limits.tokens_per_minute and in_minute >= limits.tokens_per_minute:
+                raise budget_exceeded("tokens_per_minute", reset, now)
+        if limits.requests_per_minute:
+            await self._take_slot(principal, model, minute, limits.requests_per_minute, now)
+
+    async def _view(self, principal: str, now: float, minute: int) -> _Spent:
+        view = self.spent.get(principal)
         today = day_of(now)
-        spent = usage.c.input_tokens + usage.c.output_tokens
-        if limits.tokens_per_day:
-            used = await _sum(conn, spent, principal, usage.c.day == today)
-            if used >= limits.tokens_per_day:
-                return budget_exceeded("tokens_per_day", _next_day(now), now)
-        if limits.tokens_per_month:
-            first = today[:8] + "01"
-            used = await _sum(conn, spent, principal, usage.c.day >= first)
-            if used >= limits.tokens_per_month:
-                return budget_exceeded("tokens_per_month", _next_month(now), now)
-    if not (limits.requests_per_minute or limits.tokens_per_minute):
-        return None
-    reset = (minute + 1) * 60.0
-    if limits.tokens_per_minute:
-        row = (
-            await conn.execute(
-                sa.select(minutes.c.tokens).where(
-                    minutes.c.principal == principal,
-                    minutes.c.model == model,
-                    minutes.c.minute == minute,
-                )
-            )
-        ).first()
-        if row is not None and row.tokens >= limits.tokens_per_minute:
-            return budget_exceeded("tokens_per_minute", reset, now)
-    if limits.requests_per_minute:
-        taken = await _add_minute(conn, store, principal, model, minute, requests=1)
-        if taken > limits.requests_per_minute:
-            await _add_minute(conn, store, principal, model, minute, requests=-1)
-            return budget_exceeded("requests_per_minute", reset, now)
-    # Old minutes go as new ones come: a few rows per (principal, model) at most.
-    await conn.execute(
-        minutes.delete().where(
-            minutes.c.principal == principal,
-            minutes.c.model == model,
-            minutes.c.minute < minute - 2,
+        fresh = (
+            view is not None
+            and time.monotonic() - view.read_at < self.refresh_seconds
+            and view.day == today
+            and view.minute == minute
         )
-    )
-    return None
+        if fresh and view is not None:
+            return view
+        async with self.lock:
+            # Written first, so the sums read next hold every call made here.
+            async with self.store.write() as conn:
+                await self.buffer.flush(self.store, conn)
+                spent = usage.c.input_tokens + usage.c.output_tokens
+                day_tokens = await _sum(conn, spent, principal, usage.c.day == today)
+                month_tokens = await _sum(conn, spent, principal, usage.c.day >= today[:8] + "01")
+                rows = await conn.execute(
+                    sa.select(minutes.c.model, minutes.c.tokens).where(
+                        minutes.c.principal == principal, minutes.c.minute == minute
+                    )
+                )
+                per_model = {row.model: int(row.tokens) for row in rows}
+            view = _Spent(time.monotonic(), today, day_tokens, month_tokens, minute, per_model)
+            self.spent[principal] = view
+            return view
+
+    async def _take_slot(
+        self, principal: str, model: str, minute: int, limit: int, now: float
+    ) -> None:
+        lease = self.leases.get((principal, model))
+        if lease is None or lease.minute != minute:
+            lease = self.leases[(principal, model)] = _Lease(minute)
+        if lease.left <= 0:
+            want = _lease_size(limit, lease.taken)
+            async with self.store.write() as conn:
+                total = await _add_minute(conn, self.store, principal, model, minute, requests=want)
+                granted = want - max(0, total - limit)
+                if granted < want:  # past the limit: the excess goes back
+                    await _add_minute(
+                        conn, self.store, principal, model, minute, requests=granted - want
+                    )
+                # Old minutes go as new ones come: a few rows per (principal, model).
+                await conn.execute(
+                    minutes.delete().where(
+                        minutes.c.principal == principal,
+                        minutes.c.model == model,
+                        minutes.c.minute < minute - 2,
+                    )
+                )
+            lease.taken += 1
+            lease.left += max(0, granted)
+            if lease.left <= 0:
+                raise budget_exceeded("requests_per_minute", (minute + 1) * 60.0, now)
+        lease.left -= 1
+
+
+def _lease_size(limit: int, taken: int) -> int:
+    """Slots to take at once: one at first, doubling with each lease in the minute, at
+    most 64 and a sixteenth of the limit (a small budget is taken one at a time, so
+    replicas share it evenly)."""
+    return max(1, min(64, limit // 16, 2**taken))
 
 
 async def _sum(conn: Any, column: Any, principal: str, when: Any) -> int:
