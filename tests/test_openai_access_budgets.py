@@ -311,3 +311,66 @@ async def test_two_replicas_on_one_store_share_the_budgets(make_settings, upstre
                 break
             assert time.monotonic() < deadline, "the second replica never saw the tokens"
             await asyncio.sleep(0.05)
+
+
+async def test_a_reload_applies_a_tokens_new_model_list_and_refuses_a_bad_budget(tmp_path):
+    from host.settings import load_settings
+    from tests.conftest import base_config, write_config
+
+    def config(models: list[str], budgets: dict[str, Any]) -> dict[str, Any]:
+        data = base_config(tmp_path / "state")
+        data["auth"]["tokens"]["limited"] = {
+            "token": LIMITED_TOKEN,
+            "models": models,
+            "budgets": budgets,
+        }
+        data["models"] = {"echo": {"provider": "echo"}, "other": {"provider": "echo"}}
+        return data
+
+    path = write_config(tmp_path / "gateway.toml", config(["echo"], {}))
+    async with running_app(load_settings(str(path))) as (_, client):
+
+        async def listed() -> list[str]:
+            found = await (await client.get("/v1/models", headers=LIMITED)).get_json()
+            return [m["id"] for m in found["data"]]
+
+        assert await listed() == ["echo"]
+        write_config(path, config(["other"], {}))
+        assert (await client.post("/gateway/reload", headers=ADMIN)).status_code == 200
+        assert await listed() == ["other"]
+        write_config(path, config(["echo"], {"requests_per_minute": -1}))
+        refused = await client.post("/gateway/reload", headers=ADMIN)
+        assert refused.status_code == 400
+        message = (await refused.get_json())["error"]["message"]
+        assert "auth.tokens.limited.budgets.requests_per_minute" in message
+        assert await listed() == ["other"]  # the running configuration stays
+
+
+async def test_a_stream_the_client_leaves_is_counted_estimated(make_settings, upstream, store_url):
+    async with gateway(settings_with(make_settings, upstream)) as server:
+        client = async_sdk(server, SPENDER_TOKEN)
+        stream = await client.chat.completions.create(
+            model="gpt-endless", messages=USER, stream=True
+        )
+        seen = 0
+        async for chunk in stream:
+            seen += len(chunk.choices[0].delta.content or "")
+            if seen >= 20:
+                break
+        await stream.close()  # an endless stream never sends its usage
+        await asyncio.to_thread(upstream.disconnected.wait, 10)
+    rows = await db_rows(
+        store_url,
+        "SELECT principal, model, requests, output_tokens, estimated_requests, errors "
+        "FROM openai_usage",
+    )
+    # Its text so far, about four characters a token, marked estimated; not ended well.
+    ((principal, model, requests, output_tokens, estimated, errors),) = rows
+    assert (principal, model, requests, estimated, errors) == (
+        "token:spender",
+        "gpt-endless",
+        1,
+        1,
+        1,
+    )
+    assert output_tokens >= 5
