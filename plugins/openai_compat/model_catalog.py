@@ -120,9 +120,6 @@ def model_not_found(name: str, hint: str = "") -> GatewayError:
     )
 
 
-Attempt = Callable[[Resolved], Any]
-
-
 class ModelCatalog:
     def __init__(
         self,

@@ -139,13 +139,13 @@ async def create_response() -> Any:
     await scan_messages(body["messages"], "responses", resolved.name)
     # What a continuation replays: everything but this request's own instructions.
     conversation = body["messages"][1:] if req.instructions else body["messages"]
-    new_input = conversation[len(history) :]
+    new_input = conversation[len(history) :]  # what this turn stores with its output
     _check_chain(previous, new_input)
     upstream = {**body, "model": resolved.route.upstream_model}
     turn = await _turn(req, resolved, owner, new_input, previous)
     if req.stream:
-        return await _stream(req, resolved, upstream, conversation, turn)
-    return await _complete(req, resolved, upstream, conversation, turn)
+        return await _stream(req, resolved, upstream, turn)
+    return await _complete(req, resolved, upstream, turn)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,6 @@ async def _complete(
     req: ResponsesRequest,
     resolved: Resolved,
     body: dict[str, Any],
-    conversation: list[Any],
     turn: _Turn,
 ) -> Any:
     ticket = await admit(resolved, body)  # 429 budget_exceeded before any upstream call
@@ -220,9 +219,7 @@ async def _complete(
         usage=usage_from_chat(result.get("usage")),
         incomplete_reason="max_output_tokens" if truncated else None,
     )
-    await _keep_turn(
-        context().store, req, turn, resource, conversation, output, result.get("usage")
-    )
+    await _keep_turn(context().store, req, turn, resource, output, result.get("usage"))
     return answered_by(jsonify(resource), answered)
 
 
@@ -231,11 +228,11 @@ async def _keep_turn(
     req: ResponsesRequest,
     turn: _Turn,
     resource: dict[str, Any],
-    conversation: list[Any],
     output: list[Any],
     usage: dict[str, Any] | None,
 ) -> None:
-    """After an answered turn: store the response (``req.store``) and record the
+    """After an answered turn: store the response (``req.store``) with its turn (new
+    input and output, linked to the response it continued) and record the
     conversation. ``store`` is passed in: a stream's body runs outside the request."""
     messages = output_to_messages(output)
     if req.store:
@@ -257,7 +254,6 @@ async def _stream(
     req: ResponsesRequest,
     resolved: Resolved,
     body: dict[str, Any],
-    conversation: list[Any],
     turn: _Turn,
 ) -> Any:
     ticket = await admit(resolved, body)  # 429 budget_exceeded before any upstream call
@@ -327,7 +323,7 @@ async def _stream(
                 usage=usage_from_chat(state.usage),
                 incomplete_reason="max_output_tokens" if truncated else None,
             )
-            await _keep_turn(store, req, turn, final, conversation, state.output, state.usage)
+            await _keep_turn(store, req, turn, final, state.output, state.usage)
             kind = "response.incomplete" if truncated else "response.completed"
             yield _sse(state.event(kind, response=final))
             yield b"data: [DONE]\n\n"
