@@ -69,6 +69,7 @@ TOKENS = {
             "allow_pipeline_read_all",
             "allow_responses_read_all",
             "allow_session_read_all",
+            "allow_usage_read_all",
             "allow_gateway_read",
             "allow_metrics_read",
             "allow_audit_read",
@@ -115,6 +116,7 @@ OWNED = {
     "/debug/breakpoints",
     "/debug/runs",
     "/v1/responses/<response_id>",
+    "/gateway/usage",
     "/gateway/events",
     "/gateway/config",
     "/gateway/sessions",
@@ -501,6 +503,8 @@ async def test_read_all_gates_see_every_principals_objects_and_operator_views(se
             assert SECRET in await response.get_data(as_text=True)
             events = await client.get("/gateway/events?format=json", headers=headers)
             assert ALICE_NAME in await events.get_data(as_text=True)
+            usage = await client.get("/gateway/usage?all=true", headers=headers)
+            assert f"token:{ALICE_NAME}" in await usage.get_data(as_text=True)
             config = await client.get("/gateway/config", headers=headers)
             assert ALICE_NAME in await config.get_data(as_text=True)
             assert (await client.get("/gateway/plugins", headers=headers)).status_code == 200
