@@ -230,11 +230,12 @@ def gateway_validate_config(app: Quart, settings: Settings) -> Any:
 
 
 @hookspec
-def gateway_on_event(event: Event) -> Any:
+def gateway_on_event(event: Event, app: Quart) -> Any:
     """Observe every event appended to any stream (audit, metrics, dashboards).
 
     :param event: the stored event, with ``stream``, ``seq``, ``type``, ``ts_ms`` and
         ``data``.
+    :param app: the Quart app whose hub published it (``host.api.context(app)``).
 
     Awaitable. All implementations are called after the event is stored; exceptions are
     logged and never reach the publisher.

@@ -31,6 +31,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("control", "plugins.control"),
     ("openai_compat", "plugins.openai_compat"),
     ("pipelines", "plugins.pipelines"),
+    ("training", "plugins.training"),
 )
 
 

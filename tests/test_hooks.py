@@ -86,6 +86,7 @@ def test_the_built_in_plugins_declare_their_own_hooks():
         "gateway_register_pipelines": "pipelines",
         "gateway_register_providers": "openai_compat",
         "gateway_record_conversation": "openai_compat",
+        "gateway_training_batch": "training",
     }
 
 

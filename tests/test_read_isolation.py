@@ -46,12 +46,16 @@ BLIND = bearer(BLIND_TOKEN)  # may act on every run, but reads only its own
 
 RUN_GATES = ["allow_pipeline_run", "allow_pipeline_approve"]
 TOKENS = {
-    ALICE_NAME: {"token": ALICE_TOKEN, "gates": [*RUN_GATES, "allow_gateway_control"]},
+    ALICE_NAME: {
+        "token": ALICE_TOKEN,
+        "gates": [*RUN_GATES, "allow_gateway_control", "allow_training_export"],
+    },
     "auditor": {
         "token": AUDITOR_TOKEN,
         "gates": [
             "allow_pipeline_read_all",
             "allow_responses_read_all",
+            "allow_training_read_all",
             "allow_gateway_read",
             "allow_metrics_read",
         ],
@@ -85,6 +89,7 @@ SHARED = {
     "/v1/models",
     "/v1/models/<model_id>",
     "/triggers",  # manual and webhook triggers are configuration; schedules are filtered
+    "/gateway/training/status",  # the collection settings; its counts are the caller's
 }
 # Routes the walk must meet: the owned objects' lists and single objects.
 OWNED = {
@@ -98,6 +103,9 @@ OWNED = {
     "/v1/responses/<response_id>",
     "/gateway/events",
     "/gateway/config",
+    "/gateway/training/rollouts",
+    "/gateway/training/rollouts/<rollout_id>",
+    "/gateway/training/exports",
 }
 
 
@@ -106,9 +114,11 @@ class Seeded:
     runs: dict[str, str] = field(default_factory=dict)  # what -> run id
     response_id: str = ""
     schedule_id: str = f"nightly-{SECRET}"
+    rollout_id: str = ""
+    export_id: str = ""
 
     def ids(self) -> list[str]:
-        return [*self.runs.values(), self.response_id]
+        return [*self.runs.values(), self.response_id, self.rollout_id, self.export_id]
 
 
 @pytest.fixture
@@ -123,6 +133,7 @@ def settings(make_settings: Any, tmp_path: Path) -> Any:
                 "webhooks": {"gh": {"pipeline": "echo", "secret": "s3cret"}},
             },
             "openai_compat": {"pipeline_models": ["echo"]},
+            "training": {"collect": True},
         },
     )
 
@@ -201,6 +212,15 @@ async def seed(client: Any) -> Seeded:
     await wait_status(client, seeded.runs["gated"], "waiting")
     await wait_status(client, seeded.runs["asks"], "waiting")
     await wait_status(client, seeded.runs["held"], "paused")
+
+    async def rollout() -> Any:
+        path = f"/gateway/training/rollouts?run_id={seeded.runs['echo']}"
+        return (await (await client.get(path, headers=ADMIN)).get_json())["rollouts"]
+
+    seeded.rollout_id = (await until(rollout, "the rollout of Alice's run"))[0]["id"]
+    export = await client.post("/gateway/training/exports", json={}, headers=ALICE)
+    assert export.status_code == 201, await export.get_data(as_text=True)
+    seeded.export_id = (await export.get_json())["id"]
     return seeded
 
 
@@ -237,6 +257,7 @@ async def test_every_get_route_hides_another_principals_objects_from_a_no_gate_t
             "response_id": [seeded.response_id],
             "pipeline_id": ["echo"],
             "model_id": ["echo"],
+            "rollout_id": [seeded.rollout_id],
         }
         walked: set[str] = set()
         for rule in app.url_map.iter_rules():
@@ -298,6 +319,13 @@ async def test_no_gate_token_gets_404_for_anothers_run_and_empty_lists(settings)
         for path in ("/gateway/events", "/gateway/config", "/gateway/plugins", "/metrics"):
             denied = await client.get(path, headers=READER)
             assert denied.status_code == 403, path
+        hidden = await client.get(f"/gateway/training/rollouts/{seeded.rollout_id}", headers=READER)
+        assert hidden.status_code == 404
+        assert (await hidden.get_json())["error"]["code"] == "rollout_not_found"
+        training = await (await client.get("/gateway/training/status", headers=READER)).get_json()
+        assert training["counts"]["total"] == 0 and training["last_export"] is None
+        exports = await (await client.get("/gateway/training/exports", headers=READER)).get_json()
+        assert exports["exports"] == []
         status = await (await client.get("/gateway/status", headers=READER)).get_json()
         assert set(status) == {"service", "version", "state", "auth"}
         assert status["auth"] == {
@@ -379,6 +407,14 @@ async def test_read_all_gates_see_every_principals_objects_and_operator_views(se
             assert ALICE_NAME in await events.get_data(as_text=True)
             config = await client.get("/gateway/config", headers=headers)
             assert ALICE_NAME in await config.get_data(as_text=True)
+            rollout = await client.get(
+                f"/gateway/training/rollouts/{seeded.rollout_id}", headers=headers
+            )
+            assert SECRET in await rollout.get_data(as_text=True)
+            exports = await (
+                await client.get("/gateway/training/exports", headers=headers)
+            ).get_json()
+            assert [e["id"] for e in exports["exports"]] == [seeded.export_id]
             assert (await client.get("/gateway/plugins", headers=headers)).status_code == 200
             assert (await client.get("/metrics", headers=headers)).status_code == 200
             status = await (await client.get("/gateway/status", headers=headers)).get_json()

@@ -17,7 +17,7 @@ from typing import Any
 
 from quart import Quart, current_app
 
-from host.api import context, current_principal, now_ms
+from host.api import context, current_principal, now_ms, owner_key
 
 log = logging.getLogger("gateway.openai_compat")
 
@@ -68,6 +68,7 @@ class Recorder:
                 "response_id": None,
                 "previous_response_id": previous_response_id,
                 "principal": current_principal().name,
+                "owner": owner_key(current_principal()),
                 "user": user,
                 "metadata": dict(metadata or {}),
                 "instructions": instructions,

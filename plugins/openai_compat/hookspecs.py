@@ -30,8 +30,9 @@ def gateway_record_conversation(app: Quart, record: dict[str, Any]) -> Any:
     :param app: the Quart app.
     :param record: a JSON-able dict: ``session_key``, ``api`` (``chat`` or
         ``responses``), ``model``, ``response_id``, ``previous_response_id``,
-        ``principal``, ``user``, ``metadata``, ``instructions``, ``input`` and ``output``
-        (chat messages), ``usage``, ``status``, ``created_ms``.
+        ``principal``, ``owner`` (its key, ``host.api.owner_key``), ``user``,
+        ``metadata``, ``instructions``, ``input`` and ``output`` (chat messages),
+        ``usage``, ``status``, ``created_ms``.
 
     Awaitable. Called only for exchanges the model answered, before the answer's end
     reaches the client (before ``[DONE]`` for streams). All implementations are called;
