@@ -32,6 +32,11 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("openai_compat", "plugins.openai_compat"),
     ("pipelines", "plugins.pipelines"),
     ("training", "plugins.training"),
+    ("tools", "plugins.tools"),
+    ("jobs", "plugins.jobs"),
+    ("ui_telemetry", "plugins.ui_telemetry"),
+    ("channels", "plugins.channels"),
+    ("deploy", "plugins.deploy"),
 )
 
 

@@ -23,6 +23,8 @@ PUBLIC = {
     ("GET", "/openapi.json"),
     # Authenticated by its HMAC signature instead of a bearer token (pipelines plugin).
     ("POST", "/triggers/<trigger_id>/webhook"),
+    # Authenticated by its HMAC signature (channels plugin, webhook channel).
+    ("POST", "/gateway/channels/webhook/inbound"),
 }
 PUBLIC_PATHS = {
     "/health",
@@ -30,6 +32,7 @@ PUBLIC_PATHS = {
     "/gateway/auth/session",
     "/openapi.json",
     "/triggers/<trigger_id>/webhook",
+    "/gateway/channels/webhook/inbound",
 }
 UNLIMITED = {"per_minute": 100_000}  # the walk must see 401, not a failed-auth 429
 DUMMY = {"int": "1", "float": "1.5", "path": "a/b", "uuid": "00000000-0000-0000-0000-000000000000"}

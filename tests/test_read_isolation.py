@@ -106,6 +106,7 @@ OWNED = {
     "/gateway/training/rollouts",
     "/gateway/training/rollouts/<rollout_id>",
     "/gateway/training/exports",
+    "/gateway/jobs",
 }
 
 
@@ -716,3 +717,23 @@ async def test_schedules_of_an_account_removed_from_the_config_are_suspended(sta
         assert (await schedule_of(client, "alices", root))["suspended"] == "owner_removed"
         fired = await client.post("/triggers/schedule:alices/fire", headers=root)
         assert (await fired.get_json())["outcome"] == "skipped_owner_removed"
+
+
+async def test_jobs_show_the_owners_runs_and_everyones_only_with_the_jobs_read_all_gate(
+    settings,
+):
+    async with running_app(settings) as (_app, client):
+        seeded = await seed(client)
+        alices = {seeded.runs[k] for k in ("echo", "gated", "asks", "held", "model")}
+        mine = await (await client.get("/gateway/jobs?limit=200", headers=ALICE)).get_json()
+        assert {j["id"].partition(":")[2] for j in mine["jobs"]} == alices
+        # The pipelines read-all gate is not the jobs one: the auditor sees no one's jobs.
+        for headers in (READER, AUDITOR):
+            listed = await (await client.get("/gateway/jobs", headers=headers)).get_json()
+            assert listed["jobs"] == []
+        everyone = await (await client.get("/gateway/jobs?limit=200", headers=ADMIN)).get_json()
+        assert set(seeded.runs.values()) <= {j["id"].partition(":")[2] for j in everyone["jobs"]}
+        gated = f"/gateway/jobs/pipelines:{seeded.runs['gated']}/cancel"
+        assert (await client.post(gated, headers=OPERATOR)).status_code == 403  # no jobs gate
+        assert (await client.post(gated, headers=ALICE)).status_code == 403  # no cancel gate
+        assert (await client.post(gated, headers=ADMIN)).status_code == 200

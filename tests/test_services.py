@@ -87,6 +87,8 @@ async def test_the_built_in_plugins_provide_their_services_while_they_run(make_s
         assert context(app).services.providers() == {
             "plugins.pipelines.api.PipelinesAPI": "pipelines",
             "plugins.openai_compat.model_catalog.ModelCatalog": "openai_compat",
+            "plugins.ui_telemetry.contract.UiTelemetry": "ui_telemetry",
+            "plugins.channels.contract.ChannelsAPI": "channels",
         }
         models = service(ModelCatalog, app=app)
         answer = await models.chat("echo", {"messages": [{"role": "user", "content": "hi"}]})

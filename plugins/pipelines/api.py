@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from quart import Quart
@@ -230,6 +230,28 @@ class PipelinesAPI:
         await self._acting_on_run(run_id, principal)
         await engine_of(self.app).actions.release(run_id, principal.name)
         return await self.record(run_id, principal)
+
+    # -- for plugins that apply ownership themselves (jobs, deploy) -------------------------
+
+    async def run_page(
+        self,
+        *,
+        owner: str | None,
+        statuses: Sequence[str] | None = None,
+        before: int | None = None,
+        limit: int = 50,
+        pipeline_id: str | None = None,
+    ) -> list[tuple[int, RunRecord]]:
+        """``(n, record)`` of the runs of ``owner`` (every run's when None), newest first;
+        ``n`` orders them: pass the last one as ``before`` for the next page."""
+        async with self.gateway.store.read() as conn:
+            return await runs.numbered(conn, owner, statuses, before, limit, pipeline_id)
+
+    async def cancel_run(self, run_id: str, by: str, reason: str | None) -> RunRecord:
+        """Cancel an unfinished run for ``by`` without a gate or ownership check (the
+        calling plugin made its own): 404 ``run_not_found``, 409 ``run_finished``."""
+        await engine_of(self.app).actions.cancel(run_id, by, reason)
+        return await self.record(run_id)
 
     async def list_paused_runs(self, reader: Principal) -> RunList:
         """The runs paused at a breakpoint that ``reader`` may read, oldest first."""

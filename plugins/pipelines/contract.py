@@ -30,12 +30,14 @@ from plugins.pipelines.definition import (
     wait,
 )
 from plugins.pipelines.kinds import Suspend
+from plugins.pipelines.models import RunRecord
 
 __all__ = [
     "STOP_EVENTS",
     "DefinitionError",
     "Pipeline",
     "PipelinesAPI",
+    "RunRecord",
     "RunState",
     "Step",
     "StepContext",

@@ -140,6 +140,28 @@ async def page(conn: AsyncConnection, query: RunQuery, reader: Principal) -> Run
     )
 
 
+async def numbered(
+    conn: AsyncConnection,
+    owner: str | None,
+    statuses: Sequence[str] | None,
+    before: int | None,
+    limit: int,
+    pipeline_id: str | None = None,
+) -> list[tuple[int, RunRecord]]:
+    """``(n, record)`` of the runs of ``owner`` (every run's when None), newest first by
+    ``n``, below ``before``: a keyset page for callers that apply ownership themselves."""
+    stmt = sa.select(runs).order_by(runs.c.n.desc()).limit(limit)
+    if owner is not None:
+        stmt = stmt.where(runs.c.owner == owner)
+    if statuses is not None:
+        stmt = stmt.where(runs.c.status.in_(statuses))
+    if before is not None:
+        stmt = stmt.where(runs.c.n < before)
+    if pipeline_id is not None:
+        stmt = stmt.where(runs.c.pipeline_id == pipeline_id)
+    return [(row.n, record(row)) for row in (await conn.execute(stmt)).all()]
+
+
 async def paused(conn: AsyncConnection, reader: Principal) -> RunList:
     """The runs paused at a breakpoint that ``reader`` may read, oldest first."""
     stmt = (
