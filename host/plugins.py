@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("openai_compat", "plugins.openai_compat"),
     ("pipelines", "plugins.pipelines"),
     ("training", "plugins.training"),
+    ("cortex", "plugins.cortex"),
     ("tools", "plugins.tools"),
     ("jobs", "plugins.jobs"),
     ("ui_telemetry", "plugins.ui_telemetry"),

@@ -90,6 +90,7 @@ SHARED = {
     "/v1/models/<model_id>",
     "/triggers",  # manual and webhook triggers are configuration; schedules are filtered
     "/gateway/training/status",  # the collection settings; its counts are the caller's
+    "/cortex/status",  # the model and the caller's tools; its last use is the caller's
 }
 # Routes the walk must meet: the owned objects' lists and single objects.
 OWNED = {
