@@ -498,3 +498,18 @@ async def test_rollout_listing_pages_and_filters_and_rejects_bad_queries(
     seen = [r["run_id"] for r in page["rollouts"]] + [r["run_id"] for r in rest]
     assert sorted(seen) == sorted([failed, *ids]) and len(page["rollouts"]) == 2
     assert [r["run_id"] for r in only_failed] == [failed]
+
+
+async def test_a_bad_training_or_cortex_section_is_refused_naming_the_key(make_settings, tmp_path):
+    async with running_app(settings_for(make_settings, tmp_path)) as (app, client):
+        for patch, key in (
+            ({"training": {"sample_rate": 3}}, "plugins.training.sample_rate"),
+            ({"training": {"collect": "often"}}, "plugins.training.collect"),
+            ({"training": {"exports": 1}}, "plugins.training.exports"),
+            ({"cortex": {"max_tool_rounds": 0}}, "plugins.cortex.max_tool_rounds"),
+        ):
+            refused = await client.patch("/gateway/config", json={"plugins": patch}, headers=ADMIN)
+            assert refused.status_code == 400, patch
+            assert key in assert_error(await refused.get_json(), "config_invalid")["message"]
+        overrides = app.extensions["gateway"].settings.overrides_path
+    assert not overrides.exists()
