@@ -513,3 +513,22 @@ async def test_a_bad_training_or_cortex_section_is_refused_naming_the_key(make_s
             assert key in assert_error(await refused.get_json(), "config_invalid")["message"]
         overrides = app.extensions["gateway"].settings.overrides_path
     assert not overrides.exists()
+
+
+async def test_rollouts_older_than_max_age_days_are_pruned_and_newer_ones_kept(
+    make_settings, tmp_path, store_url
+):
+    settings = settings_for(make_settings, tmp_path, max_age_days=30)
+    async with running_app(settings) as (app, client):
+        run_id = await start(client, "echo", ALICE)
+        await rollout_of_run(client, run_id)
+        retention = app.extensions["gateway"].retention
+        assert retention is not None
+        soon = await retention.prune(now=int(time.time() * 1000) + 29 * 86_400_000)
+        dry = await retention.prune(now=int(time.time() * 1000) + 31 * 86_400_000, dry_run=True)
+        assert await db_rows(store_url, "SELECT count(*) FROM training_rollouts") == [(1,)]
+        later = await retention.prune(now=int(time.time() * 1000) + 31 * 86_400_000)
+    assert soon.removed["training"] == {"rollouts": 0}
+    assert dry.removed["training"] == {"rollouts": 1}
+    assert later.removed["training"] == {"rollouts": 1}
+    assert await db_rows(store_url, "SELECT count(*) FROM training_rollouts") == [(0,)]

@@ -9,8 +9,8 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Event, Register, Settings, context, hookimpl
-from plugins.training import hookspecs, routes, tables
+from host.api import Event, Register, Settings, Store, context, hookimpl
+from plugins.training import hookspecs, rollouts, routes, tables
 from plugins.training.collector import COLLECTOR_KEY, TERMINAL_EVENTS, Collector, collector_of
 from plugins.training.config import configured, problems
 from plugins.training.gates import GATES
@@ -89,3 +89,10 @@ async def gateway_status(app: Quart) -> dict[str, Any]:
         return {"collecting": False}
     config = await collector.config()
     return {"collecting": config.enabled, "pending": collector.pending, **collector.counters}
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    return await rollouts.prune(store, settings, configured(settings).max_age_days, now_ms, dry_run)

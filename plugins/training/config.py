@@ -84,6 +84,14 @@ class FileConfig(Collection):
         "beyond it they are dropped (counted in the status)",
     )
 
+    max_age_days: float = Field(
+        0,
+        ge=0,
+        le=36500,
+        description="rollouts not updated for this long are removed by the retention task "
+        "(gateway_prune); 0 keeps them",
+    )
+
     def collection(self) -> Collection:
         return Collection.model_validate(self.model_dump(include=set(Collection.model_fields)))
 

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from host.api import GatewayError, Principal, Store, now_ms, owned_by
+from host.api import GatewayError, Principal, Settings, Store, now_ms, owned_by
 from plugins.training.gates import GATE_READ_ALL
 from plugins.training.models import Feedback, Filters, RolloutList, RolloutQuery, RolloutRecord
 from plugins.training.tables import rollouts as t
@@ -200,3 +200,17 @@ async def batch_after(
     """The next ``size`` rows after ``n = after``, oldest first (an export's pages)."""
     rows = await conn.execute(sa.select(t).where(*where, t.c.n > after).order_by(t.c.n).limit(size))
     return list(rows.all())
+
+
+async def prune(
+    store: Store, settings: Settings, max_age_days: float, now: int, dry_run: bool
+) -> dict[str, int]:
+    """Remove rollouts not updated for ``max_age_days`` (a conversation still growing is
+    kept), in short transactions."""
+    cutoff = settings.retention.cutoff_ms(max_age_days, now)
+    if cutoff is None:
+        return {"rollouts": 0}
+    old = t.c.updated_ms < cutoff
+    if dry_run:
+        return {"rollouts": await store.count_where(t, old)}
+    return {"rollouts": await store.delete_batched(t, old, [t.c.n], settings.retention.batch_size)}
