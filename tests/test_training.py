@@ -532,3 +532,20 @@ async def test_rollouts_older_than_max_age_days_are_pruned_and_newer_ones_kept(
     assert dry.removed["training"] == {"rollouts": 1}
     assert later.removed["training"] == {"rollouts": 1}
     assert await db_rows(store_url, "SELECT count(*) FROM training_rollouts") == [(0,)]
+
+
+async def test_a_config_change_on_one_replica_applies_on_another_sharing_the_store(
+    make_settings, tmp_path, store_url
+):
+    settings = settings_for(make_settings, tmp_path)
+    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
+        patched = await first.patch(
+            "/gateway/training/config", json={"sample_rate": 0.1}, headers=ADMIN
+        )
+        assert patched.status_code == 200
+
+        async def applied() -> bool:
+            status = await (await second.get("/gateway/training/status", headers=ADMIN)).get_json()
+            return bool(status["config"]["sample_rate"] == 0.1)
+
+        await until(applied, "the other replica to apply the change", timeout=10)
