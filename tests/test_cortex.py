@@ -354,3 +354,25 @@ async def test_the_echo_model_works_offline_and_status_probes_it(make_settings, 
         "error": None,
     }
     assert probed["ready"] is True and probed["last_use"] is None  # the reader never asked
+
+
+async def test_history_reaches_the_model_before_the_question(make_settings, tmp_path):
+    model = Copilot()
+    history = [
+        {"role": "user", "content": "which runs failed today?"},
+        {"role": "assistant", "content": "One did."},
+    ]
+    async with ScriptedServer(model) as upstream:
+        settings = settings_for(make_settings, tmp_path, upstream.port)
+        async with running_app(settings) as (_, client):
+            run_id = await failed_run(client, ALICE)
+            response = await client.post(
+                "/cortex/chat",
+                json={"message": f"why did run {run_id} fail?", "history": history},
+                headers=ALICE,
+            )
+            events = sse_events(await response.get_data())
+    assert events[-1][0] == "done"
+    messages = model.bodies[0]["messages"]
+    assert messages[0]["role"] == "system" and messages[1:3] == history
+    assert messages[3] == {"role": "user", "content": f"why did run {run_id} fail?"}

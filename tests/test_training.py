@@ -549,3 +549,28 @@ async def test_a_config_change_on_one_replica_applies_on_another_sharing_the_sto
             return bool(status["config"]["sample_rate"] == 0.1)
 
         await until(applied, "the other replica to apply the change", timeout=10)
+
+
+async def test_an_export_selects_by_label_and_limit(make_settings, tmp_path, store_url):
+    async with running_app(settings_for(make_settings, tmp_path)) as (_, client):
+        ids = await recorded_runs(client, 3)
+        good = [(await rollout_of_run(client, run_id))["id"] for run_id in ids[:2]]
+        for rollout_id in good:
+            rated = await client.post(
+                f"/gateway/training/rollouts/{rollout_id}/feedback",
+                json={"label": "good", "reward": 1},
+                headers=BOB,
+            )
+            assert rated.status_code == 200
+        labelled = await client.post(
+            "/gateway/training/exports", json={"label": "good"}, headers=BOB
+        )
+        limited = await client.post("/gateway/training/exports", json={"limit": 1}, headers=BOB)
+        rewarded = await client.post(
+            "/gateway/training/exports", json={"min_reward": 2}, headers=BOB
+        )
+    assert labelled.status_code == 201 and (await labelled.get_json())["rollouts"] == 2
+    assert limited.status_code == 201 and (await limited.get_json())["rollouts"] == 1
+    assert rewarded.status_code == 422  # nothing rated that high
+    lines = Path((await labelled.get_json())["file"]).read_text().splitlines()
+    assert len(lines) == 2
