@@ -73,14 +73,17 @@ async def start(client: Any, pipeline: str, headers: dict[str, str], text: str =
     return str((await response.get_json())["runId"])
 
 
-async def finished(client: Any, run_id: str) -> None:
-    """The run ended and the collector has taken everything queued so far."""
-
+async def finished_run(client: Any, run_id: str) -> None:
     async def ended() -> bool:
         record = await (await client.get(f"/runs/{run_id}", headers=ADMIN)).get_json()
         return bool(record["status"] in ("completed", "failed", "cancelled"))
 
     await until(ended, f"run {run_id} to end")
+
+
+async def finished(client: Any, run_id: str) -> None:
+    """The run ended and the collector has taken everything queued so far."""
+    await finished_run(client, run_id)
 
     async def drained() -> bool:
         status = await (await client.get("/gateway/training/status", headers=ADMIN)).get_json()
@@ -574,3 +577,44 @@ async def test_an_export_selects_by_label_and_limit(make_settings, tmp_path, sto
     assert rewarded.status_code == 422  # nothing rated that high
     lines = Path((await labelled.get_json())["file"]).read_text().splitlines()
     assert len(lines) == 2
+
+
+async def test_runs_finished_while_nobody_recorded_them_are_caught_up_at_start(
+    make_settings, tmp_path, store_url
+):
+    directory = write_pipelines(tmp_path, "training", SOURCE)
+    pipelines = {"directory": str(directory), "poll_seconds": 0.05}
+
+    def settings(training: dict[str, Any]) -> Any:
+        return make_settings(
+            auth={"tokens": TOKENS}, plugins={"pipelines": pipelines, "training": training}
+        )
+
+    # A gateway without the training plugin finishes two runs: nothing records them.
+    async with running_app(settings({"enabled": False})) as (_, client):
+        missed = [await start(client, "echo", ALICE) for _ in range(2)]
+        for run_id in missed:
+            await finished_run(client, run_id)
+    # The next start with collection on finds them in the store.
+    async with running_app(settings({"collect": True})) as (_, client):
+        for run_id in missed:
+            assert (await rollout_of_run(client, run_id))["outcome"] == "completed"
+
+
+async def test_the_catch_up_never_reaches_back_past_collection_being_turned_on(
+    make_settings, tmp_path, store_url
+):
+    settings = settings_for(make_settings, tmp_path, collect=False)
+    async with running_app(settings) as (_, client):
+        before = await start(client, "echo", ALICE)
+        await finished(client, before)
+        patched = await client.patch(
+            "/gateway/training/config", json={"enabled": True}, headers=ADMIN
+        )
+        assert patched.status_code == 200
+    async with running_app(settings) as (_, client):
+        after = await start(client, "echo", ALICE)
+        await rollout_of_run(client, after)
+        await finished(client, after)
+    recorded = await db_rows(store_url, "SELECT run_id FROM training_rollouts")
+    assert [r[0] for r in recorded] == [after]

@@ -32,9 +32,13 @@ log = logging.getLogger("gateway.training")
 
 COLLECTOR_KEY = "training.collector"
 CONFIG_ROW = "collection"
+ENABLED_SINCE = "enabled_since_ms"
+CATCH_UP_PAGE = 200
+CATCH_UP_PAGES = 20
 CONFIG_TTL = 1.0
 DRAIN_SECONDS = 5.0
 TERMINAL_EVENTS = frozenset({"run.completed", "run.failed", "run.cancelled"})
+TERMINAL = ("completed", "failed", "cancelled")
 WITHHELD = "[WITHHELD BY SAFETY]"
 
 
@@ -66,6 +70,7 @@ class Collector:
         self._config_at = -CONFIG_TTL
         self._task: asyncio.Task[None] | None = None
         self._busy = 0
+        self._missed = False
 
     @property
     def pending(self) -> int:
@@ -79,6 +84,7 @@ class Collector:
             self.queue.put_nowait((kind, item))
         except asyncio.QueueFull:
             self.counters["dropped"] += 1
+            self._missed = True
 
     # -- settings -------------------------------------------------------------------------
 
@@ -106,6 +112,10 @@ class Collector:
             row = (await conn.execute(sa.select(t).where(t.c.key == CONFIG_ROW))).first()
             value = {**(dict(row.value) if row is not None else {}), **changes}
             stamp = now_ms()
+            was_on = merged(self.file_config.collection(), dict(row.value) if row else {}).enabled
+            if changes.get("enabled") is True and not was_on:
+                # The catch-up pass never reaches back past the moment collection began.
+                value[ENABLED_SINCE] = stamp
             await conn.execute(
                 store.dialect.upsert(
                     t,
@@ -122,6 +132,7 @@ class Collector:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="training-collector")
+        self.offer("catch_up", None)
 
     async def stop(self) -> None:
         if self._task is None:
@@ -145,6 +156,10 @@ class Collector:
             finally:
                 self._busy = 0
                 self.queue.task_done()
+            if self._missed and self.queue.empty():
+                # Runs dropped while the queue was full: find them in the store.
+                self._missed = False
+                self.offer("catch_up", None)
 
     async def record(self, kind: str, item: Any) -> None:
         config = await self.config()
@@ -152,6 +167,8 @@ class Collector:
             return
         if kind == "run":
             await self._record_run(str(item), config)
+        elif kind == "catch_up":
+            await self.catch_up(config)
         else:
             await self._record_conversation(item, config)
 
@@ -218,6 +235,52 @@ class Collector:
         }
         if await rollouts.insert_once(context(self.app).store, values):
             self.counters["recorded"] += 1
+
+    async def catch_up(self, config: Collection) -> int:
+        """Record the finished runs that have no rollout yet: those whose item was lost
+        (a full queue, a process that stopped before it recorded them). It looks at the
+        runs finished in the last ``catch_up_hours`` and since collection was turned on
+        through the API, newest first, at most ``CATCH_UP_PAGES`` pages. Returns how
+        many it recorded."""
+        hours = self.file_config.catch_up_hours
+        if hours <= 0 or "runs" not in config.sources:
+            return 0
+        from plugins.pipelines.contract import PipelinesAPI
+
+        if not has_service(PipelinesAPI, app=self.app):
+            return 0
+        api = service(PipelinesAPI, app=self.app)
+        since = max(
+            now_ms() - int(hours * 3_600_000), int(self._stored.changes.get(ENABLED_SINCE, 0))
+        )
+        recorded = 0
+        before = None
+        for _ in range(CATCH_UP_PAGES):
+            page = await api.run_page(
+                owner=None, statuses=TERMINAL, before=before, limit=CATCH_UP_PAGE
+            )
+            if not page:
+                break
+            before = page[-1][0]
+            ids = [r.id for _, r in page if (r.finished_ms or r.updated_ms) >= since]
+            if ids:
+                t = tables.rollouts
+                async with context(self.app).store.read() as conn:
+                    found = await conn.execute(
+                        sa.select(t.c.source_key).where(
+                            t.c.source == "runs", t.c.source_key.in_(ids)
+                        )
+                    )
+                    done = {row.source_key for row in found}
+                for run_id in ids:
+                    if run_id not in done and sampled(run_id, config.sample_rate):
+                        await self._record_run(run_id, config)
+                        recorded += 1
+            # Runs are paged by creation; a run created a day before the window may still
+            # have finished in it.
+            if page[-1][1].created_ms < since - 86_400_000:
+                break
+        return recorded
 
     # -- conversations --------------------------------------------------------------------
 

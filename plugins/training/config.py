@@ -92,6 +92,14 @@ class FileConfig(Collection):
         "(gateway_prune); 0 keeps them",
     )
 
+    catch_up_hours: float = Field(
+        24,
+        ge=0,
+        le=8760,
+        description="at start-up and after the queue overflowed, record the runs finished "
+        "this far back that have no rollout; 0 turns it off",
+    )
+
     def collection(self) -> Collection:
         return Collection.model_validate(self.model_dump(include=set(Collection.model_fields)))
 
