@@ -376,3 +376,27 @@ async def test_history_reaches_the_model_before_the_question(make_settings, tmp_
     messages = model.bodies[0]["messages"]
     assert messages[0]["role"] == "system" and messages[1:3] == history
     assert messages[3] == {"role": "user", "content": f"why did run {run_id} fail?"}
+
+
+async def test_a_slow_model_gets_keep_alive_comments_and_the_stream_still_ends_with_done(
+    make_settings, tmp_path
+):
+    async def slow(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(1.0)  # the model thinks; the heartbeat below is 0.2 s
+        answer = [chunk({"role": "assistant", "content": "All quiet."}), chunk({}, "stop")]
+        writer.write(chunked_sse(answer))
+        await writer.drain()
+        return True
+
+    async with ScriptedServer(slow) as upstream:
+        settings = settings_for(make_settings, tmp_path, upstream.port)
+        settings.events.heartbeat_seconds = 0.2
+        async with running_app(settings) as (_, client):
+            response = await client.post(
+                "/cortex/chat", json={"message": "anything new?"}, headers=ADMIN
+            )
+            raw = await response.get_data()
+    assert b": keep-alive\n\n" in raw
+    events = sse_events(raw)
+    assert [kind for kind, _ in events][-2:] == ["message.completed", "done"]
+    assert events[-2][1]["text"] == "All quiet."

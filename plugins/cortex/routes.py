@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +23,7 @@ from host.api import (
     service,
     stream_slot,
     validation_message,
+    with_ticks,
 )
 from plugins.cortex.chat import SYSTEM, Chat, Readiness
 from plugins.cortex.config import CortexConfig, configured
@@ -118,7 +121,19 @@ async def cortex_chat() -> Response:
             {"role": "user", "content": body.message},
         ],
     )
-    return live_response(chat.events(), "text/event-stream", slot)
+    every = context().settings.events.heartbeat_seconds
+    return live_response(_with_keepalive(chat.events(), every), "text/event-stream", slot)
+
+
+async def _with_keepalive(events: AsyncIterator[bytes], every: float) -> AsyncIterator[bytes]:
+    """A comment line each time nothing was sent for ``every`` seconds (a slow model, a
+    slow tool), so proxies keep the stream open; closing the stream cancels the chat."""
+    async with contextlib.aclosing(with_ticks(events, lambda: every, _TICK)) as ticking:
+        async for item in ticking:
+            yield b": keep-alive\n\n" if item is _TICK else item
+
+
+_TICK = object()
 
 
 @bp.get("/cortex/status")
