@@ -618,3 +618,48 @@ async def test_the_catch_up_never_reaches_back_past_collection_being_turned_on(
         await finished(client, after)
     recorded = await db_rows(store_url, "SELECT run_id FROM training_rollouts")
     assert [r[0] for r in recorded] == [after]
+
+
+async def test_rating_another_principals_rollout_needs_the_act_all_gate(
+    make_settings, tmp_path, store_url
+):
+    reader_all = "test-trainer-reader-0123456789"
+    rater_all = "test-trainer-rater-0123456789"
+    tokens = {
+        **TOKENS,
+        "auditor": {
+            "token": reader_all,
+            "gates": ["allow_training_read_all", "allow_training_feedback"],
+        },
+        "curator": {
+            "token": rater_all,
+            "gates": [
+                "allow_training_read_all",
+                "allow_training_feedback",
+                "allow_training_act_all",
+            ],
+        },
+    }
+    directory = write_pipelines(tmp_path, "training", SOURCE)
+    settings = make_settings(
+        auth={"tokens": tokens},
+        plugins={
+            "pipelines": {"directory": str(directory), "poll_seconds": 0.05},
+            "training": {"collect": True},
+        },
+    )
+    async with running_app(settings) as (_, client):
+        rollout = await rollout_of_run(client, await start(client, "echo", ALICE))
+        url = f"/gateway/training/rollouts/{rollout['id']}/feedback"
+        seen = await client.get(
+            f"/gateway/training/rollouts/{rollout['id']}", headers=bearer(reader_all)
+        )
+        assert seen.status_code == 200  # read-all reads it...
+        refused = await client.post(url, json={"reward": -1}, headers=bearer(reader_all))
+        assert refused.status_code == 403  # ...but may not rate it
+        assert_error(await refused.get_json(), "policy_gate_denied")
+        rated = await client.post(url, json={"label": "bad"}, headers=bearer(rater_all))
+        assert rated.status_code == 200
+        assert (await rated.get_json())["feedback"]["by"] == "curator"
+    rows = await db_rows(store_url, "SELECT reward FROM training_rollouts")
+    assert rows == [(None,)]
