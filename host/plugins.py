@@ -34,6 +34,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sessions", "plugins.sessions"),
     ("safety", "plugins.safety"),
     ("audit", "plugins.audit"),
+    ("training", "plugins.training"),
+    ("cortex", "plugins.cortex"),
     ("tools", "plugins.tools"),
     ("jobs", "plugins.jobs"),
     ("ui_telemetry", "plugins.ui_telemetry"),
