@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quart import Blueprint
 
-from host.api import hookimpl, requires_gate
 from tests.conftest import ADMIN, READER, assert_error, bearer, running_app
 from tests.pipelines_fixtures import write_pipelines
 from tests.scripted_server import ScriptedServer
@@ -217,31 +215,11 @@ async def test_tools_run_as_the_caller_and_never_show_another_principals_run(
     assert "disk is full" not in json.dumps(events)
 
 
-class AuditLike:
-    """A gated read route where the audit plugin serves its log."""
-
-    def __init__(self) -> None:
-        self.bp = Blueprint("audit_like", __name__)
-
-        @self.bp.get("/gateway/audit/log")
-        @requires_gate("allow_audit_read")
-        async def audit_log() -> Any:
-            return {"records": [{"action": "secret-audit-row"}]}
-
-    @hookimpl
-    def gateway_register_blueprints(self, register: Any) -> None:
-        register(self.bp)
-
-    @hookimpl
-    def gateway_register_policy_gates(self, register: Any) -> None:
-        register("allow_audit_read", "read the audit log")
-
-
 async def test_the_tools_offered_are_filtered_by_the_callers_gates(make_settings, tmp_path):
     async with ScriptedServer(Copilot()) as upstream:
         settings = settings_for(make_settings, tmp_path, upstream.port)
-        plugins = [("audit_like", AuditLike())]
-        async with running_app(settings, extra_plugins=plugins) as (_, client):
+        # The built-in audit plugin serves /gateway/audit/log behind allow_audit_read.
+        async with running_app(settings) as (_, client):
             admin = await (await client.get("/cortex/status", headers=ADMIN)).get_json()
             bob = await (await client.get("/cortex/status", headers=BOB)).get_json()
     assert "audit_log" in {t["name"] for t in admin["tools"]}
