@@ -88,7 +88,10 @@ async def test_gateway_record_conversation_gets_chat_completions_with_a_session_
         await client.chat.completions.create(
             model="gpt-test", messages=USER, metadata={"topic": "no session here"}
         )
-    [record] = sessions.records
+    # The second (a user, no session id) is the user's conversation; the third, with
+    # neither, is not recorded.
+    record, by_user = sessions.records
+    assert by_user["session_key"].startswith("user:user-42:") and by_user["user"] == "user-42"
     assert record["session_key"] == "s-1" and record["api"] == "chat"
     assert record["model"] == "gpt-test" and record["response_id"] == answer.id
     assert record["principal"] == "admin" and record["user"] == "user-42"
@@ -186,3 +189,29 @@ async def test_chat_metadata_is_validated_like_openai(gateway):
             error = assert_error(answer.json(), "invalid_request_body")
             assert error["param"].startswith("metadata")
     assert sessions.records == []
+
+
+async def test_a_users_chat_turns_share_one_session_and_another_conversation_gets_its_own(
+    gateway, fake_upstream
+):
+    server, sessions = gateway
+    system = {"role": "system", "content": "be brief"}
+    first = [system, {"role": "user", "content": "hello"}]
+    async with async_sdk(server) as client:
+        one = await client.chat.completions.create(model="gpt-test", messages=first, user="ann")
+        again = [
+            *first,
+            {"role": "assistant", "content": one.choices[0].message.content},
+            {"role": "user", "content": "and then?"},
+        ]
+        await client.chat.completions.create(model="gpt-test", messages=again, user="ann")
+        other = [system, {"role": "user", "content": "another topic"}]
+        await client.chat.completions.create(model="gpt-test", messages=other, user="ann")
+        odd = "ann@example.com / team 7"
+        await client.chat.completions.create(model="gpt-test", messages=first, user=odd)
+    keys = [r["session_key"] for r in sessions.records]
+    assert keys[0] == keys[1] and keys[2] != keys[0]
+    assert all(k.startswith("user:ann:") for k in keys[:3])
+    # A user name outside the key's character set is kept as a digest, never verbatim.
+    assert keys[3].startswith("user:") and "@" not in keys[3] and keys[3] not in keys[:3]
+    assert sessions.records[3]["user"] == odd

@@ -76,10 +76,19 @@ async def test_gateway_record_conversation_keeps_chat_sessions_without_duplicate
         assert detail["message_count"] == 7 and detail["source"] == "chat"
         assert detail["user"] == "end-user-1" and detail["owner"] == "token:admin"
         assert detail["messages"][-1]["metadata"]["model"] == "echo"
-        # No session key, no session.
-        await chat(client, [{"role": "user", "content": "anonymous"}], user="end-user-1")
+        # A user and no session id: the user's conversation, a session of its own, found
+        # by ?user=; neither: no session.
+        await chat(client, [{"role": "user", "content": "about me"}], user="end-user-1")
+        await chat(client, [{"role": "user", "content": "anonymous"}])
         listed = await (await client.get("/gateway/sessions", headers=ADMIN)).get_json()
-        assert [s["session_key"] for s in listed["sessions"]] == ["chat-7"]
+        keys = [s["session_key"] for s in listed["sessions"]]
+        assert len(keys) == 2 and keys[1] == "chat-7" and keys[0].startswith("user:end-user-1:")
+        mine = await client.get("/gateway/sessions?user=end-user-1", headers=ADMIN)
+        assert len((await mine.get_json())["sessions"]) == 2
+        assert [c for _, c in await conversation(client, keys[0])] == [
+            "about me",
+            "echo: about me",
+        ]
 
 
 async def test_gateway_record_conversation_keeps_a_responses_chain_as_one_session(

@@ -4,14 +4,21 @@ implements to keep the exchanges of a session.
 An exchange has a session key when the client names one (``metadata.session_id``, on
 chat completions and Responses) or, for the Responses API, by its chain: a response
 continued with ``previous_response_id`` keeps the key of the response it continues, and
-a response that starts a chain is keyed by its own id. ``user`` is not a session key: one
-end user has many conversations. Nothing is built or sent unless a plugin implements the
-hook, and only exchanges the model answered are recorded.
+a response that starts a chain is keyed by its own id. A chat completion with a ``user``
+and no ``metadata.session_id`` is keyed by that user and the conversation's opening (its
+system messages and first user message): one end user has many conversations, and a
+chat client resends the whole history each turn, so every turn of one conversation gets
+the same key (``user:<user>:<digest>``, see :func:`chat_session_key`) and another
+conversation of the same user another. Nothing is built or sent unless a plugin
+implements the hook, and only exchanges the model answered are recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +35,30 @@ SESSION_ID = "session_id"
 def session_id_of(metadata: dict[str, str] | None) -> str | None:
     """The session key a client named in ``metadata.session_id`` (empty counts as none)."""
     return (metadata or {}).get(SESSION_ID) or None
+
+
+_SAFE_USER = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def chat_session_key(
+    metadata: dict[str, str] | None, user: str | None, messages: list[dict[str, Any]]
+) -> str | None:
+    """A chat completion's session key: ``metadata.session_id``, else, with a ``user``,
+    ``user:<user>:<digest of the opening>`` (a user name outside ``A-Z a-z 0-9 . _ -`` or
+    longer than 64 is itself a digest), else None (not recorded)."""
+    named = session_id_of(metadata)
+    if named is not None or not user:
+        return named
+    opening: list[Any] = []
+    for message in messages:
+        opening.append([message.get("role"), message.get("content")])
+        if message.get("role") == "user":
+            break
+    digest = hashlib.sha256(
+        json.dumps(opening, sort_keys=True, default=str).encode("utf-8")
+    ).hexdigest()[:16]
+    who = user if _SAFE_USER.fullmatch(user) else hashlib.sha256(user.encode()).hexdigest()[:16]
+    return f"user:{who}:{digest}"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from plugins.openai_compat.chat.bodies import (
     ModelList,
     ModelObject,
 )
-from plugins.openai_compat.conversations import Recorder, session_id_of
+from plugins.openai_compat.conversations import Recorder, chat_session_key
 from plugins.openai_compat.model_calls import (
     Meter,
     admit,
@@ -78,7 +78,7 @@ async def chat_completions() -> Any:
     await scan_messages(body["messages"], "chat", resolved.name)
     recorder = Recorder.start(
         "chat",
-        session_id_of(parsed.metadata),
+        chat_session_key(parsed.metadata, parsed.user, body["messages"]),
         model=resolved.name,
         input=body["messages"],
         metadata=parsed.metadata,
