@@ -3,15 +3,18 @@
 Scanning each delta on its own would let a phrase split over two deltas through, so the
 text of each *segment* of a stream (a choice's content or text, a tool call's
 arguments) is scanned as it grows: every new piece is scanned together with what is
-still held back and, as left context, the last ``stream_safety_holdback`` characters
-already sent (``[plugins.openai_compat]``, default 64, raised to the largest ``reach`` a
-scanner declares; the scans of text that may still grow say ``partial`` in their
-context). Of what passed, all but the last ``holdback`` characters go out; the rest is
-held back until more text pushes it out, the segment ends (its choice's
-``finish_reason``, or the next segment of the choice starting), or the stream ends,
-where one final scan of the segment's whole text runs first. A match up to
-``holdback + 1`` characters long is therefore always seen before any of it is sent,
-and redactions of such matches apply across deltas.
+still held back and, as left context, the last ``reach`` characters already sent
+(``stream_safety_holdback`` of ``[plugins.openai_compat]``, default 64, raised to the
+largest ``reach`` a scanner declares; the scans of text that may still grow say
+``partial`` in their context). Of what passed, everything goes out but the tail the
+scanners ask to hold (``host.api.stream_holdback``: each scanner's ``holdback(text)``,
+else its fixed ``reach``, else ``stream_safety_holdback``); the safety plugin's rule
+scanner holds only a tail that could still grow into a match of a redacting or
+blocking rule, so plain text goes out with the delta that brought it. The held tail
+waits until more text pushes it out, the segment ends (its choice's ``finish_reason``,
+or the next segment of the choice starting), or the stream ends, where one final scan
+of the segment's whole text runs first. A match a scanner's hold-back covered is
+therefore seen whole before any of it is sent, and redactions apply across deltas.
 
 The text fields of a delta (``content``, ``refusal``, ``reasoning_content`` and
 ``reasoning``) are each such a segment, and so are a tool call's arguments. A tool
@@ -72,7 +75,7 @@ class _Segment:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
-        self.tail = ""  # the last ``holdback`` characters sent: the left context of scans
+        self.tail = ""  # the last ``reach`` characters sent: the left context of scans
         self.pending = ""  # scanned (and redacted), not sent yet
         self.dirty = False  # fed since its last final scan
         self.reported: set[tuple[str, str, str]] = set()
@@ -81,9 +84,9 @@ class _Segment:
 class StreamScan:
     """The rolling scan of one streamed answer (chat completion or completion chunks)."""
 
-    def __init__(self, scanner: OutputScanner, holdback: int) -> None:
+    def __init__(self, scanner: OutputScanner, reach: int) -> None:
         self.scanner = scanner
-        self.holdback = holdback
+        self.reach = reach  # the left context of rescans: this much sent text
         self.segments: dict[tuple[Any, ...], _Segment] = {}
         self.envelope: dict[str, Any] = {}
 
@@ -196,7 +199,7 @@ class StreamScan:
         seg.dirty = True
         seg.pending += piece
         out = await self._scan(seg, seg.tail)
-        cut = max(0, len(out) - self.holdback)
+        cut = len(out) - await self.scanner.holdback(out)
         seg.pending = out[cut:]
         return self._send(seg, out[:cut])
 
@@ -219,7 +222,7 @@ class StreamScan:
     def _send(self, seg: _Segment, text: str) -> str:
         if text:
             seg.sent.append(text)
-            seg.tail = (seg.tail + text)[-self.holdback :] if self.holdback else ""
+            seg.tail = (seg.tail + text)[-self.reach :] if self.reach else ""
         return text
 
     async def _scan(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugins.safety.policy import MODE_RANK, Policy
+from plugins.safety.prefixes import Holdback, prefix_pattern
 from plugins.safety.rules import Compiled, Rule, compile_rule, compile_set
 
 TOO_LONG = "stream.match_exceeds_holdback"
@@ -65,6 +66,32 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.compiled: list[Compiled] = [compile_rule(r) for r in rules if r.enabled]
         self.any = compile_set(self.compiled)
+        # Built on first use, by the kinds whose mode changes text (prefixes.py).
+        self._holdbacks: dict[frozenset[str], tuple[Holdback, bool]] = {}
+
+    def holdback(self, text: str, policy: Policy, reach: int) -> int:
+        """How many trailing characters of ``text`` (a stream's text not sent yet) must
+        stay held back: those from the earliest position where a match of a redacting or
+        blocking rule could still be in progress (``prefixes.py``), at most ``reach``; a
+        rule whose prefix pattern cannot be built holds back ``reach``. Warn-mode rules
+        hold nothing: they change no text, and the next scan, whose left context is the
+        text already sent, still finds a match split over chunks."""
+        kinds = frozenset(
+            c.rule.kind for c in self.compiled if policy.mode_of(c.rule.kind) in ("redact", "block")
+        )
+        if not kinds or not text:
+            return 0
+        if kinds not in self._holdbacks:
+            chosen = [
+                prefix_pattern(c.bregex.pattern.decode())
+                for c in self.compiled
+                if c.rule.kind in kinds
+            ]
+            built = [p for p in chosen if p is not None]
+            self._holdbacks[kinds] = (Holdback(built), len(built) < len(chosen))
+        prefixes, fallback = self._holdbacks[kinds]
+        need = reach if fallback else prefixes.need(text)
+        return min(need, reach, len(text))
 
     def matches(self, text: str, policy: Policy) -> list[Match]:
         """Every match of an enabled rule whose kind the policy runs, in character

@@ -3,8 +3,10 @@
 
 It scans a text only at the stages the policy applies to (``context["stage"]``; a
 caller that names none is ``inbound`` for input and ``model_output`` for output), and
-declares its ``reach`` (``stream_reach``), the hold-back streamed output needs so that a
-secret split over chunks is seen whole.
+declares its ``reach`` (``stream_reach``): the longest match a stream must see whole,
+and the most it holds back. Its ``holdback`` holds back only the tail of a stream that
+could still grow into a match of a redacting or blocking rule (``prefixes.py``), so
+plain text streams through while a secret split over chunks is seen whole.
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ class RuleScanner:
     @property
     def reach(self) -> int:
         return self.state.config.stream_reach if self.state is not None else 0
+
+    async def holdback(self, text: str, *, direction: str, context: dict[str, Any]) -> int:
+        """The trailing characters of ``text`` (streamed output not sent yet) that could
+        still grow into a match of a redacting or blocking rule (``engine.py``)."""
+        if self.state is None or not text:
+            return 0
+        snap = await self.state.current()
+        if stage_of(direction, context) not in snap.policy.applies_to:
+            return 0
+        return snap.ruleset.holdback(text, snap.policy, self.reach)
 
     async def scan(self, text: str, *, direction: str, context: dict[str, Any]) -> Verdict | None:
         if self.state is None or not text:
