@@ -15,8 +15,14 @@ much each scanner needs held (:func:`stream_holdback`, the largest wins):
 
 - ``async def holdback(text, *, direction, context) -> int``: the number of trailing
   characters of ``text`` (the stream's text not sent yet) that could still become part
-  of a match the scanner would redact or block; the rest is sent. A scanner that
-  answers 0 for plain text adds no delay.
+  of a match the scanner would redact or block; the rest is sent. ``context`` is the
+  scan's, with ``partial`` true and ``before``: the text sent just before ``text`` (up
+  to ``reach`` characters; for assertions such as a word boundary). A scanner that
+  answers 0 for plain text adds no delay. The stream then scans the text with
+  ``context["hold_from"]``: the position from which it will hold the text back (the
+  largest hold-back any scanner asked for) and scan it again with what follows; a
+  scanner may leave a match that starts there for that later scan, and must not leave
+  one that starts before it.
 - else a ``reach`` attribute (an int): a fixed hold-back of that many characters;
 - else the caller's default (``stream_safety_holdback``).
 

@@ -124,19 +124,24 @@ class OutputScanner:
             raise self.blocked(result.findings)
         return result.text
 
-    async def scan(self, text: str, partial: bool = False) -> ScanResult:
+    async def scan(
+        self, text: str, partial: bool = False, hold_from: int | None = None
+    ) -> ScanResult:
         """Scan without publishing: for rescans, whose caller reports each finding once.
         ``partial``: more of the text may follow (``context["partial"]``), so a scanner
-        may wait for a match that reaches its end to complete."""
+        may wait for a match that reaches its end to complete; ``hold_from``: the text
+        from there is held back and scanned again (``context["hold_from"]``)."""
         info = {**self.info, "partial": True} if partial else self.info
+        if partial and hold_from is not None:
+            info["hold_from"] = hold_from
         return await scan_text(self.ctx, text, "output", info, publish=False)
 
-    async def holdback(self, text: str) -> int:
+    async def holdback(self, text: str, before: str) -> int:
         """How many trailing characters of ``text`` (a segment's scanned text not sent
-        yet) must stay held back: what the scanners need (``host.api.stream_holdback``;
-        ``stream_safety_holdback`` for a scanner that declares neither a ``holdback`` nor a
-        ``reach``)."""
-        info = {**self.info, "partial": True}
+        yet; ``before``: what was sent just before it) must stay held back: what the
+        scanners need (``host.api.stream_holdback``; ``stream_safety_holdback`` for a
+        scanner that declares neither a ``holdback`` nor a ``reach``)."""
+        info = {**self.info, "partial": True, "before": before}
         return await stream_holdback(self.ctx, text, "output", info, self.default_holdback)
 
     async def report(self, action: Action, findings: list[dict[str, Any]]) -> None:

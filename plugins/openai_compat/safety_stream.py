@@ -61,6 +61,15 @@ _REACHES_SENT = {
 }
 
 
+def _common_suffix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(reversed(a), reversed(b), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _strongest(findings: list[dict[str, Any]]) -> Action:
     actions = {f["action"] for f in findings}
     action: Action
@@ -198,8 +207,12 @@ class StreamScan:
         self.segments[key] = self.segments.pop(key)  # the last fed goes last: arrival order
         seg.dirty = True
         seg.pending += piece
-        out = await self._scan(seg, seg.tail)
-        cut = len(out) - await self.scanner.holdback(out)
+        hold = await self.scanner.holdback(seg.pending, seg.tail)
+        out = await self._scan(seg, seg.tail, hold_from=len(seg.tail) + len(seg.pending) - hold)
+        # What is held is the raw end of the text, less any of it a redaction took
+        # (a match that started before it and ended inside it).
+        hold = min(hold, _common_suffix(out, seg.pending))
+        cut = len(out) - hold
         seg.pending = out[cut:]
         return self._send(seg, out[:cut])
 
@@ -226,12 +239,19 @@ class StreamScan:
         return text
 
     async def _scan(
-        self, seg: _Segment, sent: str, final: bool = False, whole: bool = False
+        self,
+        seg: _Segment,
+        sent: str,
+        final: bool = False,
+        whole: bool = False,
+        hold_from: int | None = None,
     ) -> str:
         """Scan ``sent + pending``; what becomes of ``pending``. Raises on a block.
-        ``whole``: the text goes out at once (a tool call's name), not partial."""
+        ``whole``: the text goes out at once (a tool call's name), not partial;
+        ``hold_from``: where the text that stays held back starts."""
         text = sent + seg.pending
-        result: ScanResult = await self.scanner.scan(text, partial=not (final or whole))
+        partial = not (final or whole)
+        result: ScanResult = await self.scanner.scan(text, partial=partial, hold_from=hold_from)
         findings = list(result.findings)
         blocked = result.blocked or not result.text.startswith(sent)
         if blocked and not result.blocked:

@@ -69,7 +69,7 @@ class RuleSet:
         # Built on first use, by the kinds whose mode changes text (prefixes.py).
         self._holdbacks: dict[frozenset[str], tuple[Holdback, bool]] = {}
 
-    def holdback(self, text: str, policy: Policy, reach: int) -> int:
+    def holdback(self, text: str, policy: Policy, reach: int, before: str = "") -> int:
         """How many trailing characters of ``text`` (a stream's text not sent yet) must
         stay held back: those from the earliest position where a match of a redacting or
         blocking rule could still be in progress (``prefixes.py``), at most ``reach``; a
@@ -90,7 +90,7 @@ class RuleSet:
             built = [p for p in chosen if p is not None]
             self._holdbacks[kinds] = (Holdback(built), len(built) < len(chosen))
         prefixes, fallback = self._holdbacks[kinds]
-        need = reach if fallback else prefixes.need(text)
+        need = reach if fallback else prefixes.need(text, before)
         return min(need, reach, len(text))
 
     def matches(self, text: str, policy: Policy) -> list[Match]:
@@ -145,11 +145,29 @@ def _char_offsets(data: bytes, offsets: set[int], ascii_only: bool) -> dict[int,
 
 
 def decide(
-    rules: RuleSet, policy: Policy, text: str, *, partial: bool = False, reach: int = 0
+    rules: RuleSet,
+    policy: Policy,
+    text: str,
+    *,
+    partial: bool = False,
+    reach: int = 0,
+    hold_from: int | None = None,
 ) -> Decision:
+    """``hold_from`` (a stream's partial scan): the caller holds back the text from there
+    and scans it again with what follows, so a redacting or blocking match that starts
+    there waits (it may still grow: the rest of an open-ended key, an END line); one that
+    starts before it and reaches the end cannot be held any longer and blocks. Without
+    it, a partial scan waits for a match that reaches the end and is shorter than
+    ``reach``."""
     decision = Decision(text=text)
     for match in rules.matches(text, policy):
-        if partial and match.end == len(text):
+        if partial and hold_from is not None and match.action != "warn":
+            if match.start >= hold_from:
+                continue  # held back: seen again by the next scan
+            if match.end == len(text):
+                decision.extra_reasons.append(TOO_LONG)
+                match = Match(match.rule, match.start, match.end, "block")
+        elif partial and hold_from is None and match.end == len(text):
             if match.end - match.start < reach:
                 continue  # may still grow: seen again by the next scan
             decision.extra_reasons.append(TOO_LONG)

@@ -9,7 +9,10 @@ tree of the pattern:
 - ``pref(a)`` is ``ε`` for one character (a literal, a class, ``.``);
 - ``pref(A B) = pref(A) | A pref(B)``; ``pref(A|B) = pref(A) | pref(B)``;
 - ``pref(A{lo,hi}) = A{0,hi-1} pref(A)`` (``A* pref(A)`` when unbounded);
-- assertions (``^ $ \\b \\B \\A \\z``) are dropped, which can only add strings.
+- assertions (``^ $ \\b \\B \\A \\z``) are dropped, which can only add strings; except
+  a ``\\b`` or ``\\B`` followed by one character, which is kept: a candidate that
+  includes that character has both sides of it (the text before the candidate is
+  given as context), so ``task`` holds nothing back for ``\\bsk-``.
 
 So the rewritten pattern accepts a *superset* of the prefixes of the matches. Searched
 with ``\\z`` after it, RE2 (leftmost semantics) gives the earliest position from which
@@ -46,6 +49,8 @@ _CATEGORIES = {
     sre.CATEGORY_NOT_WORD: r"\W",
 }
 # RE2 syntax that Python's parser accepts but reads otherwise: POSIX classes, ``{,n}``.
+_WORD_ASSERTIONS = {sre.AT_BOUNDARY: r"\b", sre.AT_NON_BOUNDARY: r"\B"}
+_ONE_CHAR = (sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN)
 _AMBIGUOUS = re2.compile(r"\[:\^?[A-Za-z]+:\]|\{,")
 _MAX_PREFIX_PATTERN = 200_000
 
@@ -120,10 +125,18 @@ def _group(add: int, remove: int, inner: str) -> str:
 
 def _pref(seq: Any) -> str:
     """A pattern for (a superset of) the prefixes of the strings ``seq`` matches."""
-    items = [(op, av) for op, av in seq if op is not sre.AT]
+    items = list(seq)
+    while items and items[0][0] is sre.AT:
+        if items[0][1] in _WORD_ASSERTIONS and len(items) > 1 and items[1][0] in _ONE_CHAR:
+            # Kept where it is followed by a character of the candidate: both of its
+            # sides are then known (the left one from the context before the text).
+            op, av = items[1]
+            assertion = _WORD_ASSERTIONS[items[0][1]]
+            return f"(?:|{assertion}{_emit_one(op, av)}{_pref(items[2:])})"
+        items = items[1:]  # dropped: at the end of the text it cannot be evaluated yet
     if not items:
         return ""
-    # For a literal c, this is (?:|c rest): the prefixes of abc are (?:|a(?:|b(?:|c)))
+    # For a literal c this is (?:|c rest): the prefixes of abc are (?:|a(?:|b(?:|c))).
     op, av = items[0]
     rest = _pref(items[1:])
     return f"(?:{_pref_one(op, av)}|{_emit_one(op, av)}{rest})"
@@ -181,13 +194,14 @@ class Holdback:
     def __init__(self, patterns: list[str]) -> None:
         self.regex: Any = None
         if patterns:
-            self.regex = re2.compile(f"(?:{'|'.join(patterns)})\\z", _options())
+            # the empty alternative: a text none of whose tails can grow into a match
+            self.regex = re2.compile(f"(?:{'|'.join(patterns)}|)\\z", _options())
 
-    def need(self, text: str) -> int:
-        """How many trailing characters of ``text`` could be the start of a match."""
+    def need(self, text: str, before: str = "") -> int:
+        """How many trailing characters of ``text`` could be the start of a match;
+        ``before``: the text just before it (a word boundary's left side)."""
         if self.regex is None or not text:
             return 0
-        found = self.regex.search(text)
-        if found is None:  # cannot happen (the empty prefix matches at the end)
-            return len(text)
-        return len(text) - found.start()
+        left = before[-1:]
+        found = self.regex.search(left + text, len(left))
+        return len(left) + len(text) - found.start() if found is not None else len(text)

@@ -43,7 +43,9 @@ class RuleScanner:
         snap = await self.state.current()
         if stage_of(direction, context) not in snap.policy.applies_to:
             return 0
-        return snap.ruleset.holdback(text, snap.policy, self.reach)
+        before = context.get("before")
+        before = before if isinstance(before, str) else ""
+        return snap.ruleset.holdback(text, snap.policy, self.reach, before)
 
     async def scan(self, text: str, *, direction: str, context: dict[str, Any]) -> Verdict | None:
         if self.state is None or not text:
@@ -52,7 +54,15 @@ class RuleScanner:
         if stage_of(direction, context) not in snap.policy.applies_to:
             return None
         partial = bool(context.get("partial"))
-        decision = decide(snap.ruleset, snap.policy, text, partial=partial, reach=self.reach)
+        hold_from = context.get("hold_from")
+        decision = decide(
+            snap.ruleset,
+            snap.policy,
+            text,
+            partial=partial,
+            reach=self.reach,
+            hold_from=hold_from if isinstance(hold_from, int) else None,
+        )
         if decision.action == "allow":
             return None
         return Verdict(
