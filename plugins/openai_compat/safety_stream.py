@@ -138,11 +138,14 @@ class StreamScan:
         """A last chunk with what every unfinished segment still holds (None: nothing)."""
         choices: dict[Any, dict[str, Any]] = {}
         for key in [k for k in self.segments if self.segments[k].dirty]:
+            text = await self._finish(key)
+            if not text:  # nothing was held: no chunk of its own
+                continue
             if key[0] == "text":
                 choice = {"index": key[1], "text": "", "finish_reason": None, "logprobs": None}
             else:
                 choice = {"index": key[1], "delta": {}, "finish_reason": None}
-            self._place(choices.setdefault(key[1], choice), key, await self._finish(key))
+            self._place(choices.setdefault(key[1], choice), key, text)
         return {**self.envelope, "choices": list(choices.values())} if choices else None
 
     async def _delta(self, index: Any, delta: dict[str, Any]) -> None:
