@@ -177,8 +177,8 @@ async def gateway_in_front_of(
                 "upstream_model": name,
                 "api_key": "k",
             }
-        # The built-in safety plugin off: these tests pin the hold-back the phrase scanner
-        # alone gets (the plugin's rules raise it to their reach: tests/test_safety_stages.py).
+        # The built-in safety plugin off: these tests pin the fixed hold-back the phrase
+        # scanner alone gets (the rule scanner's own: tests/test_safety_holdback.py).
         plugins = {"openai_compat": plugin_section, "safety": {"enabled": False}}
         settings = settings_of(models=models, plugins=plugins)
         app = create_app(

@@ -1,12 +1,13 @@
 """Scanning one text against the rules under a policy: the matches, the decision (the
 strongest mode among the matching rules' kinds), and the redacted text.
 
-In a stream (``partial``: more text may follow), a match that reaches the end of the
-text may still grow (a key whose last characters have not arrived): it is left for a
-later scan, which sees it again because the hold-back keeps at least ``reach``
-characters. A match that reaches the end and is already ``reach`` long cannot be held
-any longer: it blocks (a private key or a JWT longer than the hold-back, in a stream, is
-blocked rather than partly sent).
+In a stream (``partial``: more text may follow), a match in the tail the stream holds
+back (``hold_from`` on: the tail that could still grow into a match, ``prefixes.py``)
+is left for a later scan, which sees it again with what follows (a key whose last
+characters have not arrived, a private key before its END line). A match that reaches
+the end but starts before the held tail cannot be held any longer: it blocks (a private
+key or a JWT longer than ``reach``, in a stream, is blocked rather than partly sent).
+Without ``hold_from`` a match reaching the end shorter than ``reach`` waits.
 """
 
 from __future__ import annotations
