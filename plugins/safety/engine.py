@@ -67,21 +67,17 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.compiled: list[Compiled] = [compile_rule(r) for r in rules if r.enabled]
         self.any = compile_set(self.compiled)
-        # Built on first use, by the kinds whose mode changes text (prefixes.py).
+        # The stream hold-back patterns (prefixes.py), by the kinds whose mode changes text.
         self._holdbacks: dict[frozenset[str], tuple[Holdback, bool]] = {}
 
-    def holdback(self, text: str, policy: Policy, reach: int, before: str = "") -> int:
-        """How many trailing characters of ``text`` (a stream's text not sent yet) must
-        stay held back: those from the earliest position where a match of a redacting or
-        blocking rule could still be in progress (``prefixes.py``), at most ``reach``; a
-        rule whose prefix pattern cannot be built holds back ``reach``. Warn-mode rules
-        hold nothing: they change no text, and the next scan, whose left context is the
-        text already sent, still finds a match split over chunks."""
+    def prepare(self, policy: Policy) -> tuple[Holdback, bool] | None:
+        """The prefix patterns of the rules whose kind ``policy`` redacts or blocks, and
+        whether one of them has none (None: no such rule); built once per set of kinds."""
         kinds = frozenset(
             c.rule.kind for c in self.compiled if policy.mode_of(c.rule.kind) in ("redact", "block")
         )
-        if not kinds or not text:
-            return 0
+        if not kinds:
+            return None
         if kinds not in self._holdbacks:
             chosen = [
                 prefix_pattern(c.bregex.pattern.decode())
@@ -90,7 +86,21 @@ class RuleSet:
             ]
             built = [p for p in chosen if p is not None]
             self._holdbacks[kinds] = (Holdback(built), len(built) < len(chosen))
-        prefixes, fallback = self._holdbacks[kinds]
+        return self._holdbacks[kinds]
+
+    def holdback(self, text: str, policy: Policy, reach: int, before: str = "") -> int:
+        """How many trailing characters of ``text`` (a stream's text not sent yet) must
+        stay held back: those from the earliest position where a match of a redacting or
+        blocking rule could still be in progress (``prefixes.py``), at most ``reach``; a
+        rule whose prefix pattern cannot be built holds back ``reach``. Warn-mode rules
+        hold nothing: they change no text, and the next scan, whose left context is the
+        text already sent, still finds a match split over chunks."""
+        if not text:
+            return 0
+        built = self.prepare(policy)
+        if built is None:
+            return 0
+        prefixes, fallback = built
         need = reach if fallback else prefixes.need(text, before)
         return min(need, reach, len(text))
 
