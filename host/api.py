@@ -48,6 +48,7 @@ from host.safety import (
     Verdict,
     publish_findings,
     scan_text,
+    stream_holdback,
 )
 from host.secrets import MASK, Secret, SecretError
 from host.services import ServiceUnavailable
@@ -176,6 +177,7 @@ __all__ = [
     "scan_text",
     "serve_gateway_socket",
     "service",
+    "stream_holdback",
     "stream_response",
     "stream_slot",
     "token_hash",

@@ -9,8 +9,25 @@ it left it; the strongest action wins: block > redact > warn > allow. Each non-a
 decision is published on the ``safety`` event stream (with the stage, and the reason
 codes and rule ids of its findings), so audit, metrics and dashboards see it.
 
-A scanner may have a ``reach`` attribute (an int): the longest text it must see whole.
-Streamed output is held back by at least the largest reach (``plugins/openai_compat``).
+Streamed output (``plugins/openai_compat``) is sent as it arrives except for a held-back
+tail, so that a match split over chunks is scanned whole before any of it goes out. How
+much each scanner needs held (:func:`stream_holdback`, the largest wins):
+
+- ``async def holdback(text, *, direction, context) -> int``: the number of trailing
+  characters of ``text`` (the stream's text not sent yet) that could still become part
+  of a match the scanner would redact or block; the rest is sent. ``context`` is the
+  scan's, with ``partial`` true and ``before``: the text sent just before ``text`` (up
+  to ``reach`` characters; for assertions such as a word boundary). A scanner that
+  answers 0 for plain text adds no delay. The stream then scans the text with
+  ``context["hold_from"]``: the position from which it will hold the text back (the
+  largest hold-back any scanner asked for) and scan it again with what follows; a
+  scanner may leave a match that starts there for that later scan, and must not leave
+  one that starts before it.
+- else a ``reach`` attribute (an int): a fixed hold-back of that many characters;
+- else the caller's default (``stream_safety_holdback``).
+
+``reach`` is also the left context a stream's rescans see: the last ``reach``
+characters already sent.
 """
 
 from __future__ import annotations
@@ -92,6 +109,28 @@ async def scan_text(
     if publish and result.findings:
         await publish_findings(ctx, result.action, result.findings, direction, context)
     return result
+
+
+async def stream_holdback(
+    ctx: GatewayContext, text: str, direction: str, context: dict[str, Any], default: int
+) -> int:
+    """How many trailing characters of ``text`` a stream must hold back: the most any
+    scanner needs (its ``holdback``, else its ``reach``, else ``default``), at most
+    ``len(text)``."""
+    scanners = ctx.registry("safety_scanners")
+    need = 0
+    for name in scanners:
+        scanner = scanners[name]
+        method = getattr(scanner, "holdback", None)
+        if callable(method):
+            wanted = await method(text, direction=direction, context=context)
+        else:
+            reach = getattr(scanner, "reach", None)
+            wanted = reach if isinstance(reach, int) else default
+        need = max(need, int(wanted))
+        if need >= len(text):
+            return len(text)
+    return need
 
 
 async def publish_findings(

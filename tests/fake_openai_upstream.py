@@ -30,7 +30,10 @@
 - ``errorchunk``: streams one chunk, then an OpenAI error object quoting ``LEAKED_TEXT``.
 - ``badchunk``: streams one chunk, then ``LEAKED_TEXT`` where a chunk size belongs.
 - ``scripted``: streams ``script`` (a list the test sets), one content delta per piece;
-  with ``script_waits`` set, the last piece waits for ``release`` (``last_chunk_sent``).
+  with ``script_waits`` set, the last piece waits for ``release`` (``last_chunk_sent``);
+  with ``script_lockstep`` set, every piece after the first waits for a ``step`` (a
+  ``threading.Semaphore`` the test releases once per piece; ``pieces_sent`` counts the
+  pieces begun).
   Not streamed: the pieces joined, as one message.
 """
 
@@ -73,6 +76,9 @@ class FakeUpstream:
         self.last_chunk_sent = False
         self.script: list[str] = []
         self.script_waits = False
+        self.script_lockstep = False
+        self.step = threading.Semaphore(0)
+        self.pieces_sent = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"upstream": self})
@@ -103,6 +109,9 @@ class FakeUpstream:
         self.last_chunk_sent = False
         self.script = []
         self.script_waits = False
+        self.script_lockstep = False
+        self.step = threading.Semaphore(0)
+        self.pieces_sent = 0
 
     def record(self, entry: Recorded) -> None:
         with self._lock:
@@ -366,6 +375,9 @@ class _Handler(BaseHTTPRequestHandler):
         for i, piece in enumerate(up.script):
             if up.script_waits and i == len(up.script) - 1:
                 up.release.wait(15)
+            if up.script_lockstep and i:
+                up.step.acquire(timeout=15)
+            up.pieces_sent = i + 1
             self._event(self._chunk_obj(body, chat, {"content": piece}))
         up.last_chunk_sent = True
         self._event(self._chunk_obj(body, chat, {}, "stop"))

@@ -28,11 +28,6 @@ from quart import Quart
 from tests.conftest import ADMIN, ADMIN_TOKEN, LiveServer, free_port, running_app, start_server
 from tests.fake_openai_upstream import KEY_ENV, FakeUpstream, models_config
 
-# The OpenAI surface's tests pin stream timing (first delta before the last) and chunk
-# boundaries: the built-in safety plugin's hold-back would shift them, so it is off here
-# (tests/test_safety_stages.py streams through it).
-SAFETY_OFF = {"safety": {"enabled": False}}
-
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
@@ -55,7 +50,7 @@ def openai_gateway(
 ) -> Iterator[LiveServer]:
     server = start_server(
         tmp_path_factory.mktemp("openai"),
-        config={"models": models_config(module_upstream), "plugins": SAFETY_OFF},
+        config={"models": models_config(module_upstream)},
         env={KEY_ENV: module_upstream.api_key},
     )
     yield server
@@ -67,7 +62,7 @@ async def app_client(
     make_settings: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Any]:
     monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
-    settings = make_settings(models=models_config(fake_upstream), plugins=SAFETY_OFF)
+    settings = make_settings(models=models_config(fake_upstream))
     async with running_app(settings) as (_, client):
         yield client
 

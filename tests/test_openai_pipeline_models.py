@@ -22,7 +22,6 @@ from tests.conftest import (
     running_app,
     start_server,
 )
-from tests.openai_helpers import SAFETY_OFF
 
 PIPELINES = """
 from __future__ import annotations
@@ -97,7 +96,6 @@ def gateway(
             "plugins": {
                 "pipelines": {"directory": str(root / "pipelines"), "poll_seconds": 0.05},
                 "openai_compat": {"pipeline_models": [*EXPOSED, "missing"]},
-                **SAFETY_OFF,  # these tests pin how llm step deltas become chunks
             },
         },
     )

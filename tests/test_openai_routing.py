@@ -19,7 +19,7 @@ from host.app import create_app
 from plugins.openai_compat.contract import ModelCatalog
 from tests.conftest import ADMIN, running_app
 from tests.fake_openai_upstream import KEY_ENV, NORMAL_TEXT, FakeUpstream, closed_port
-from tests.openai_helpers import SAFETY_OFF, USER, InProcessServer, async_sdk, served
+from tests.openai_helpers import USER, InProcessServer, async_sdk, served
 
 HEAVY, LIGHT = 1000, 0.001  # the heavy deployment is tried first (all but surely)
 
@@ -76,9 +76,7 @@ async def gateway(
     make_settings: Any, ab: tuple[FakeUpstream, FakeUpstream], monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[InProcessServer]:
     monkeypatch.setenv(KEY_ENV, ab[0].api_key)
-    # Safety off: these tests watch a stream's first chunk arrive before the upstream
-    # sends the next, which the safety hold-back would keep until the stream ends.
-    settings = make_settings(models=models(*ab), plugins=SAFETY_OFF)
+    settings = make_settings(models=models(*ab))
     app = create_app(settings, load_entrypoints=False)
     async with served(app) as server:
         yield server

@@ -1,8 +1,8 @@
 """The rolling safety scan keeps a stream's order: a seeded fuzz of upstream chat streams
 (text, refusals, reasoning and tool calls, in random pieces, with and without a
 ``finish_reason``) through the real ``OutputScanner`` -> ``StreamScan`` ->
-``ResponsesStream``, at hold-backs 0, 1, 3, 8 and 64, in a running gateway with a
-registered scanner.
+``ResponsesStream``, in a running gateway with a registered scanner whose ``holdback``
+asks for a different number of characters at each scan (0, 1, 3, 8, 64 or all).
 
 The scan holds text back and releases it in a later delta, often together with the start
 of the next segment; the chat text must come out whole (nothing lost, nothing twice) and
@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from quart import g
 
-from host.api import Principal
+from host.api import Principal, hookimpl
 from plugins.openai_compat.responses.stream import ResponsesStream
 from plugins.openai_compat.safety import OutputScanner
 from tests.conftest import running_app
 from tests.test_safety_streams import PhrasePlugin
 
-HOLDBACKS = (0, 1, 3, 8, 64)
+HOLDBACKS = (0, 1, 3, 8, 64, 10_000)
 CASES = 300
 TEXT_KINDS = ("content", "refusal", "reasoning_content")
 KINDS = ("content", "refusal", "content", "refusal", "reasoning_content", "tool")
@@ -114,6 +114,30 @@ def _items(output: list[dict[str, Any]]) -> list[Any]:
     ]
 
 
+class VaryingHoldback:
+    """Scans nothing; holds back a seeded random number of characters at each call."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random(7)
+        self.asked: list[int] = []
+
+    async def scan(self, text: str, *, direction: str, context: dict[str, Any]) -> None:
+        return None
+
+    async def holdback(self, text: str, *, direction: str, context: dict[str, Any]) -> int:
+        self.asked.append(self.rng.choice(HOLDBACKS))
+        return self.asked[-1]
+
+
+class VaryingPlugin:
+    def __init__(self) -> None:
+        self.scanner = VaryingHoldback()
+
+    @hookimpl
+    def gateway_register_safety_scanners(self, register: Any) -> None:
+        register("varying", self.scanner)
+
+
 async def _upstream(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
     for chunk in chunks:
         yield chunk
@@ -121,10 +145,15 @@ async def _upstream(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any
 
 @pytest.fixture
 async def scanning_app(make_settings: Any) -> AsyncIterator[Any]:
-    """A started gateway with the phrase scanner registered, so the scan is active."""
-    plugins = [("phrase", PhrasePlugin())]
-    settings = make_settings(plugins={"safety": {"enabled": False}})  # the phrase scanner alone
+    """A started gateway with the phrase scanner and the varying hold-back registered
+    (stream_safety_holdback 0: the phrase scanner holds nothing of its own)."""
+    varying = VaryingPlugin()
+    plugins = [("phrase", PhrasePlugin()), ("varying", varying)]
+    settings = make_settings(  # the rule scanner off: these two scanners alone
+        plugins={"safety": {"enabled": False}, "openai_compat": {"stream_safety_holdback": 0}}
+    )
     async with running_app(settings, extra_plugins=plugins) as (app, _client):
+        app.varying = varying.scanner
         yield app
 
 
@@ -137,12 +166,12 @@ async def test_scanned_streams_keep_their_text_and_arrival_order(scanning_app):
         for case in range(CASES):
             segments, chunks = _case(rng)
             upstream_texts = _chat_texts(chunks)
-            scanner.holdback = HOLDBACKS[case % len(HOLDBACKS)]
             scanned = [chunk async for chunk in scanner.stream(_upstream(chunks))]
-            where = (scanner.holdback, segments)
+            where = (case, segments)
             assert _chat_texts(scanned) == upstream_texts, where
             state = ResponsesStream()
             for chunk in scanned:
                 state.feed(chunk)
             state.close()
             assert _items(state.output) == _expected_items(segments), where
+        assert set(scanning_app.varying.asked) == set(HOLDBACKS)  # every size was exercised

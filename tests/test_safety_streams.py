@@ -177,8 +177,8 @@ async def gateway_in_front_of(
                 "upstream_model": name,
                 "api_key": "k",
             }
-        # The built-in safety plugin off: these tests pin the hold-back the phrase scanner
-        # alone gets (the plugin's rules raise it to their reach: tests/test_safety_stages.py).
+        # The built-in safety plugin off: these tests pin the fixed hold-back the phrase
+        # scanner alone gets (the rule scanner's own: tests/test_safety_holdback.py).
         plugins = {"openai_compat": plugin_section, "safety": {"enabled": False}}
         settings = settings_of(models=models, plugins=plugins)
         app = create_app(
@@ -305,8 +305,9 @@ async def test_redaction_spanning_deltas_applies_while_text_goes_out(small_gatew
     seen: list[str] = []
     await chat_text(stream, seen)
     # "my key is sec" was held back; the next delta completes the key, redacted, and
-    # all but the last 16 characters go out at once, the rest at the end.
-    assert seen == ["my key is [re", "dacted], keep it"]
+    # goes out at once up to the end of the redaction: what stays held back (up to 16
+    # characters) is the upstream's text after it, the rest at the end.
+    assert seen == ["my key is [redacted]", ", keep it"]
 
 
 # -- tool-call arguments ------------------------------------------------------------------------

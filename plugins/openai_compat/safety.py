@@ -16,6 +16,7 @@ from host.api import (
     current_principal,
     publish_findings,
     scan_text,
+    stream_holdback,
 )
 from plugins.openai_compat import safety_stream
 from plugins.openai_compat.providers.base import ProviderError
@@ -30,8 +31,9 @@ def _info(surface: str, model: str, stage: str, principal: str | None = None) ->
     return {"stage": stage, "surface": surface, "model": model, "principal": name}
 
 
-def holdback(ctx: GatewayContext) -> int:
-    """``stream_safety_holdback``, raised to the largest ``reach`` a scanner declares (the
+def reach(ctx: GatewayContext) -> int:
+    """The left context of a stream's rescans (the text already sent they see):
+    ``stream_safety_holdback``, raised to the largest ``reach`` a scanner declares (the
     longest text it must see whole, host/safety.py)."""
     scanners = ctx.registry("safety_scanners")
     reaches = [getattr(scanners[name], "reach", 0) for name in scanners]
@@ -110,7 +112,9 @@ class OutputScanner:
         self.ctx = gateway or context()
         self.active = _active(self.ctx)
         self.info = _info(surface, model, "model_output", principal) if self.active else {}
-        self.holdback = holdback(self.ctx) if self.active else 0
+        self.reach = reach(self.ctx) if self.active else 0
+        # read here, in the request: a stream's scans run after its context is gone
+        self.default_holdback = safety_stream.SETTING.current() if self.active else 0
 
     async def text(self, text: str) -> str:
         if not self.active or not text:
@@ -120,12 +124,25 @@ class OutputScanner:
             raise self.blocked(result.findings)
         return result.text
 
-    async def scan(self, text: str, partial: bool = False) -> ScanResult:
+    async def scan(
+        self, text: str, partial: bool = False, hold_from: int | None = None
+    ) -> ScanResult:
         """Scan without publishing: for rescans, whose caller reports each finding once.
         ``partial``: more of the text may follow (``context["partial"]``), so a scanner
-        may wait for a match that reaches its end to complete."""
+        may wait for a match that reaches its end to complete; ``hold_from``: the text
+        from there is held back and scanned again (``context["hold_from"]``)."""
         info = {**self.info, "partial": True} if partial else self.info
+        if partial and hold_from is not None:
+            info["hold_from"] = hold_from
         return await scan_text(self.ctx, text, "output", info, publish=False)
+
+    async def holdback(self, text: str, before: str) -> int:
+        """How many trailing characters of ``text`` (a segment's scanned text not sent
+        yet; ``before``: what was sent just before it) must stay held back: what the
+        scanners need (``host.api.stream_holdback``; ``stream_safety_holdback`` for a
+        scanner that declares neither a ``holdback`` nor a ``reach``)."""
+        info = {**self.info, "partial": True, "before": before}
+        return await stream_holdback(self.ctx, text, "output", info, self.default_holdback)
 
     async def report(self, action: Action, findings: list[dict[str, Any]]) -> None:
         await publish_findings(self.ctx, action, findings, "output", self.info)
@@ -138,7 +155,7 @@ class OutputScanner:
         they grow (``safety_stream.py``); ``chunks`` unchanged when nothing scans."""
         if not self.active:
             return chunks
-        return safety_stream.StreamScan(self, self.holdback).run(chunks)
+        return safety_stream.StreamScan(self, self.reach).run(chunks)
 
     async def completion(self, result: dict[str, Any]) -> dict[str, Any]:
         """A non-streamed chat completion or text completion (its message's text fields,

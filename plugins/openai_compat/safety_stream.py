@@ -3,15 +3,18 @@
 Scanning each delta on its own would let a phrase split over two deltas through, so the
 text of each *segment* of a stream (a choice's content or text, a tool call's
 arguments) is scanned as it grows: every new piece is scanned together with what is
-still held back and, as left context, the last ``stream_safety_holdback`` characters
-already sent (``[plugins.openai_compat]``, default 64, raised to the largest ``reach`` a
-scanner declares; the scans of text that may still grow say ``partial`` in their
-context). Of what passed, all but the last ``holdback`` characters go out; the rest is
-held back until more text pushes it out, the segment ends (its choice's
-``finish_reason``, or the next segment of the choice starting), or the stream ends,
-where one final scan of the segment's whole text runs first. A match up to
-``holdback + 1`` characters long is therefore always seen before any of it is sent,
-and redactions of such matches apply across deltas.
+still held back and, as left context, the last ``reach`` characters already sent
+(``stream_safety_holdback`` of ``[plugins.openai_compat]``, default 64, raised to the
+largest ``reach`` a scanner declares; the scans of text that may still grow say
+``partial`` in their context). Of what passed, everything goes out but the tail the
+scanners ask to hold (``host.api.stream_holdback``: each scanner's ``holdback(text)``,
+else its fixed ``reach``, else ``stream_safety_holdback``); the safety plugin's rule
+scanner holds only a tail that could still grow into a match of a redacting or
+blocking rule, so plain text goes out with the delta that brought it. The held tail
+waits until more text pushes it out, the segment ends (its choice's ``finish_reason``,
+or the next segment of the choice starting), or the stream ends, where one final scan
+of the segment's whole text runs first. A match a scanner's hold-back covered is
+therefore seen whole before any of it is sent, and redactions apply across deltas.
 
 The text fields of a delta (``content``, ``refusal``, ``reasoning_content`` and
 ``reasoning``) are each such a segment, and so are a tool call's arguments. A tool
@@ -58,6 +61,15 @@ _REACHES_SENT = {
 }
 
 
+def _common_suffix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(reversed(a), reversed(b), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _strongest(findings: list[dict[str, Any]]) -> Action:
     actions = {f["action"] for f in findings}
     action: Action
@@ -72,7 +84,7 @@ class _Segment:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
-        self.tail = ""  # the last ``holdback`` characters sent: the left context of scans
+        self.tail = ""  # the last ``reach`` characters sent: the left context of scans
         self.pending = ""  # scanned (and redacted), not sent yet
         self.dirty = False  # fed since its last final scan
         self.reported: set[tuple[str, str, str]] = set()
@@ -81,9 +93,9 @@ class _Segment:
 class StreamScan:
     """The rolling scan of one streamed answer (chat completion or completion chunks)."""
 
-    def __init__(self, scanner: OutputScanner, holdback: int) -> None:
+    def __init__(self, scanner: OutputScanner, reach: int) -> None:
         self.scanner = scanner
-        self.holdback = holdback
+        self.reach = reach  # the left context of rescans: this much sent text
         self.segments: dict[tuple[Any, ...], _Segment] = {}
         self.envelope: dict[str, Any] = {}
 
@@ -126,11 +138,14 @@ class StreamScan:
         """A last chunk with what every unfinished segment still holds (None: nothing)."""
         choices: dict[Any, dict[str, Any]] = {}
         for key in [k for k in self.segments if self.segments[k].dirty]:
+            text = await self._finish(key)
+            if not text:  # nothing was held: no chunk of its own
+                continue
             if key[0] == "text":
                 choice = {"index": key[1], "text": "", "finish_reason": None, "logprobs": None}
             else:
                 choice = {"index": key[1], "delta": {}, "finish_reason": None}
-            self._place(choices.setdefault(key[1], choice), key, await self._finish(key))
+            self._place(choices.setdefault(key[1], choice), key, text)
         return {**self.envelope, "choices": list(choices.values())} if choices else None
 
     async def _delta(self, index: Any, delta: dict[str, Any]) -> None:
@@ -195,8 +210,12 @@ class StreamScan:
         self.segments[key] = self.segments.pop(key)  # the last fed goes last: arrival order
         seg.dirty = True
         seg.pending += piece
-        out = await self._scan(seg, seg.tail)
-        cut = max(0, len(out) - self.holdback)
+        hold = await self.scanner.holdback(seg.pending, seg.tail)
+        out = await self._scan(seg, seg.tail, hold_from=len(seg.tail) + len(seg.pending) - hold)
+        # What is held is the raw end of the text, less any of it a redaction took
+        # (a match that started before it and ended inside it).
+        hold = min(hold, _common_suffix(out, seg.pending))
+        cut = len(out) - hold
         seg.pending = out[cut:]
         return self._send(seg, out[:cut])
 
@@ -219,16 +238,23 @@ class StreamScan:
     def _send(self, seg: _Segment, text: str) -> str:
         if text:
             seg.sent.append(text)
-            seg.tail = (seg.tail + text)[-self.holdback :] if self.holdback else ""
+            seg.tail = (seg.tail + text)[-self.reach :] if self.reach else ""
         return text
 
     async def _scan(
-        self, seg: _Segment, sent: str, final: bool = False, whole: bool = False
+        self,
+        seg: _Segment,
+        sent: str,
+        final: bool = False,
+        whole: bool = False,
+        hold_from: int | None = None,
     ) -> str:
         """Scan ``sent + pending``; what becomes of ``pending``. Raises on a block.
-        ``whole``: the text goes out at once (a tool call's name), not partial."""
+        ``whole``: the text goes out at once (a tool call's name), not partial;
+        ``hold_from``: where the text that stays held back starts."""
         text = sent + seg.pending
-        result: ScanResult = await self.scanner.scan(text, partial=not (final or whole))
+        partial = not (final or whole)
+        result: ScanResult = await self.scanner.scan(text, partial=partial, hold_from=hold_from)
         findings = list(result.findings)
         blocked = result.blocked or not result.text.startswith(sent)
         if blocked and not result.blocked:

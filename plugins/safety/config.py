@@ -43,8 +43,9 @@ class SafetyConfig(BaseModel):
     floor_stages: list[Stage] = Field(default_factory=lambda: list(FLOOR_STAGES))
     disabled_rules: list[str] = Field(default_factory=list)
     rules: list[OperatorRule] = Field(default_factory=list)
-    # The longest match a stream must see whole (openai_compat's hold-back is raised to
-    # it): API keys up to it are redacted across chunks; longer open-ended ones blocked.
+    # The longest match a stream must see whole: the most the rule scanner holds back
+    # (only what could still become a match, prefixes.py) and the rescans' left context.
+    # API keys up to it are redacted across chunks; longer open-ended ones blocked.
     stream_reach: int = Field(256, ge=16, le=65536)
     # How long a replica may scan with a policy or rules another replica replaced.
     refresh_seconds: float = Field(2.0, ge=0.1, le=300)

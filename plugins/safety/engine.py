@@ -1,12 +1,13 @@
 """Scanning one text against the rules under a policy: the matches, the decision (the
 strongest mode among the matching rules' kinds), and the redacted text.
 
-In a stream (``partial``: more text may follow), a match that reaches the end of the
-text may still grow (a key whose last characters have not arrived): it is left for a
-later scan, which sees it again because the hold-back keeps at least ``reach``
-characters. A match that reaches the end and is already ``reach`` long cannot be held
-any longer: it blocks (a private key or a JWT longer than the hold-back, in a stream, is
-blocked rather than partly sent).
+In a stream (``partial``: more text may follow), a match in the tail the stream holds
+back (``hold_from`` on: the tail that could still grow into a match, ``prefixes.py``)
+is left for a later scan, which sees it again with what follows (a key whose last
+characters have not arrived, a private key before its END line). A match that reaches
+the end but starts before the held tail cannot be held any longer: it blocks (a private
+key or a JWT longer than ``reach``, in a stream, is blocked rather than partly sent).
+Without ``hold_from`` a match reaching the end shorter than ``reach`` waits.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugins.safety.policy import MODE_RANK, Policy
+from plugins.safety.prefixes import Holdback, prefix_pattern
 from plugins.safety.rules import Compiled, Rule, compile_rule, compile_set
 
 TOO_LONG = "stream.match_exceeds_holdback"
@@ -65,6 +67,42 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.compiled: list[Compiled] = [compile_rule(r) for r in rules if r.enabled]
         self.any = compile_set(self.compiled)
+        # The stream hold-back patterns (prefixes.py), by the kinds whose mode changes text.
+        self._holdbacks: dict[frozenset[str], tuple[Holdback, bool]] = {}
+
+    def prepare(self, policy: Policy) -> tuple[Holdback, bool] | None:
+        """The prefix patterns of the rules whose kind ``policy`` redacts or blocks, and
+        whether one of them has none (None: no such rule); built once per set of kinds."""
+        kinds = frozenset(
+            c.rule.kind for c in self.compiled if policy.mode_of(c.rule.kind) in ("redact", "block")
+        )
+        if not kinds:
+            return None
+        if kinds not in self._holdbacks:
+            chosen = [
+                prefix_pattern(c.bregex.pattern.decode())
+                for c in self.compiled
+                if c.rule.kind in kinds
+            ]
+            built = [p for p in chosen if p is not None]
+            self._holdbacks[kinds] = (Holdback(built), len(built) < len(chosen))
+        return self._holdbacks[kinds]
+
+    def holdback(self, text: str, policy: Policy, reach: int, before: str = "") -> int:
+        """How many trailing characters of ``text`` (a stream's text not sent yet) must
+        stay held back: those from the earliest position where a match of a redacting or
+        blocking rule could still be in progress (``prefixes.py``), at most ``reach``; a
+        rule whose prefix pattern cannot be built holds back ``reach``. Warn-mode rules
+        hold nothing: they change no text, and the next scan, whose left context is the
+        text already sent, still finds a match split over chunks."""
+        if not text:
+            return 0
+        built = self.prepare(policy)
+        if built is None:
+            return 0
+        prefixes, fallback = built
+        need = reach if fallback else prefixes.need(text, before)
+        return min(need, reach, len(text))
 
     def matches(self, text: str, policy: Policy) -> list[Match]:
         """Every match of an enabled rule whose kind the policy runs, in character
@@ -118,11 +156,29 @@ def _char_offsets(data: bytes, offsets: set[int], ascii_only: bool) -> dict[int,
 
 
 def decide(
-    rules: RuleSet, policy: Policy, text: str, *, partial: bool = False, reach: int = 0
+    rules: RuleSet,
+    policy: Policy,
+    text: str,
+    *,
+    partial: bool = False,
+    reach: int = 0,
+    hold_from: int | None = None,
 ) -> Decision:
+    """``hold_from`` (a stream's partial scan): the caller holds back the text from there
+    and scans it again with what follows, so a redacting or blocking match that starts
+    there waits (it may still grow: the rest of an open-ended key, an END line); one that
+    starts before it and reaches the end cannot be held any longer and blocks. Without
+    it, a partial scan waits for a match that reaches the end and is shorter than
+    ``reach``."""
     decision = Decision(text=text)
     for match in rules.matches(text, policy):
-        if partial and match.end == len(text):
+        if partial and hold_from is not None and match.action != "warn":
+            if match.start >= hold_from:
+                continue  # held back: seen again by the next scan
+            if match.end == len(text):
+                decision.extra_reasons.append(TOO_LONG)
+                match = Match(match.rule, match.start, match.end, "block")
+        elif partial and hold_from is None and match.end == len(text):
             if match.end - match.start < reach:
                 continue  # may still grow: seen again by the next scan
             decision.extra_reasons.append(TOO_LONG)

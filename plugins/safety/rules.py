@@ -5,9 +5,10 @@ engine: no pattern can make a scan backtrack for ever, and one RE2 refuses (look
 backreferences) is refused with 422 naming the rule. Python's ``re`` never sees a pattern.
 
 Every default API-key pattern is bounded (211 characters at most), below the scanner's
-``stream_reach`` (default 256), which the streamed output's hold-back is raised to: a key
-split over two chunks is seen whole before any of it is sent. Private keys and JWTs are
-unbounded; ``engine.py`` says what happens to those in a stream.
+``stream_reach`` (default 256), the most a stream holds back for the rules (only a tail
+that could still grow into a match: ``prefixes.py``): a key split over two chunks is
+seen whole before any of it is sent. Private keys and JWTs are unbounded; ``engine.py``
+says what happens to those in a stream.
 """
 
 from __future__ import annotations

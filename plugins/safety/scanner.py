@@ -3,8 +3,10 @@
 
 It scans a text only at the stages the policy applies to (``context["stage"]``; a
 caller that names none is ``inbound`` for input and ``model_output`` for output), and
-declares its ``reach`` (``stream_reach``), the hold-back streamed output needs so that a
-secret split over chunks is seen whole.
+declares its ``reach`` (``stream_reach``): the longest match a stream must see whole,
+and the most it holds back. Its ``holdback`` holds back only the tail of a stream that
+could still grow into a match of a redacting or blocking rule (``prefixes.py``), so
+plain text streams through while a secret split over chunks is seen whole.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ class RuleScanner:
     def reach(self) -> int:
         return self.state.config.stream_reach if self.state is not None else 0
 
+    async def holdback(self, text: str, *, direction: str, context: dict[str, Any]) -> int:
+        """The trailing characters of ``text`` (streamed output not sent yet) that could
+        still grow into a match of a redacting or blocking rule (``engine.py``)."""
+        if self.state is None or not text:
+            return 0
+        snap = await self.state.current()
+        if stage_of(direction, context) not in snap.policy.applies_to:
+            return 0
+        before = context.get("before")
+        before = before if isinstance(before, str) else ""
+        return snap.ruleset.holdback(text, snap.policy, self.reach, before)
+
     async def scan(self, text: str, *, direction: str, context: dict[str, Any]) -> Verdict | None:
         if self.state is None or not text:
             return None
@@ -40,7 +54,15 @@ class RuleScanner:
         if stage_of(direction, context) not in snap.policy.applies_to:
             return None
         partial = bool(context.get("partial"))
-        decision = decide(snap.ruleset, snap.policy, text, partial=partial, reach=self.reach)
+        hold_from = context.get("hold_from")
+        decision = decide(
+            snap.ruleset,
+            snap.policy,
+            text,
+            partial=partial,
+            reach=self.reach,
+            hold_from=hold_from if isinstance(hold_from, int) else None,
+        )
         if decision.action == "allow":
             return None
         return Verdict(

@@ -54,7 +54,9 @@ class SafetyState:
         meta: dict[str, dict[str, Any]],
     ) -> Snapshot:
         rules = self.fixed + api_rules
-        return Snapshot(policy, rules, RuleSet(rules), versions, meta)
+        ruleset = RuleSet(rules)
+        ruleset.prepare(policy)  # the stream hold-back's patterns, not on a first stream
+        return Snapshot(policy, rules, ruleset, versions, meta)
 
     async def load(self) -> Snapshot:
         async with self.store.read() as conn:
