@@ -196,16 +196,16 @@ async def test_a_users_chat_turns_share_one_session_and_another_conversation_get
 ):
     server, sessions = gateway
     system = {"role": "system", "content": "be brief"}
-    first = [system, {"role": "user", "content": "hello"}]
+    first: list[Any] = [system, {"role": "user", "content": "hello"}]
     async with async_sdk(server) as client:
         one = await client.chat.completions.create(model="gpt-test", messages=first, user="ann")
-        again = [
+        again: list[Any] = [
             *first,
             {"role": "assistant", "content": one.choices[0].message.content},
             {"role": "user", "content": "and then?"},
         ]
         await client.chat.completions.create(model="gpt-test", messages=again, user="ann")
-        other = [system, {"role": "user", "content": "another topic"}]
+        other: list[Any] = [system, {"role": "user", "content": "another topic"}]
         await client.chat.completions.create(model="gpt-test", messages=other, user="ann")
         odd = "ann@example.com / team 7"
         await client.chat.completions.create(model="gpt-test", messages=first, user=odd)
