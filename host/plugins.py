@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("openai_compat", "plugins.openai_compat"),
     ("pipelines", "plugins.pipelines"),
     ("sessions", "plugins.sessions"),
+    ("dashboard", "plugins.dashboard"),
 )
 
 

@@ -1,0 +1,6 @@
+"""The dashboard's policy gates. Pausing and resuming from the dashboard need the
+control plugin's ``allow_gateway_control``, as ``POST /gateway/pause`` does; approving
+from the page needs the pipelines' approve gate (checked by the pipelines service)."""
+
+GATE_ACT = "allow_dashboard_act"  # acknowledge alerts
+GATE_CONTROL = "allow_gateway_control"

@@ -1,0 +1,294 @@
+"""The pages: ``/ops/login``, ``/dashboard``, ``/webchat``, ``/ops`` and its sections,
+and their static files. Declared public (seed 004's shell routes answer without a bearer
+token) but signed in by the ``gw_ops`` cookie: a page without a live session redirects
+to the login, a POST form without the session or its CSRF token is 403 and changes
+nothing. Every answer carries a strict Content-Security-Policy (scripts only from
+``/ops/static``, none inline) and Jinja escapes everything it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from quart import Blueprint, Response, current_app, redirect, render_template, request
+
+from host.api import GatewayError, context, public, raw_body
+from plugins.dashboard import websession
+from plugins.dashboard.config import configured
+from plugins.dashboard.overview import features, plugin_names
+from plugins.dashboard.websession import COOKIE, CSRF_FIELD, PRE_COOKIE, WebSession
+
+bp = Blueprint("dashboard_pages", __name__, template_folder="templates")
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+# The ops sections of seed 004 not built yet: they answer 501 (a page saying so); a
+# POST still needs the session and its CSRF token first (403).
+NOT_BUILT_ROUTES = [
+    ("/ops/agents", "ops_agents", "GET", "agents"),
+    ("/ops/agents/<agent_id>", "ops_agent", "GET", "agents"),
+    ("/ops/chat", "ops_chat", "GET", "chat"),
+    ("/ops/chat/new", "ops_chat_new", "POST", "chat"),
+    ("/ops/chat/send", "ops_chat_send", "POST", "chat"),
+    ("/ops/sessions", "ops_sessions", "GET", "sessions"),
+    ("/ops/sessions/branch", "ops_sessions_branch", "POST", "sessions"),
+    ("/ops/sessions/<session_key>", "ops_session", "GET", "sessions"),
+    ("/ops/sessions/<session_key>", "ops_session_reset", "POST", "sessions"),
+    ("/ops/memory", "ops_memory", "GET", "memory"),
+    ("/ops/memory", "ops_memory_write", "POST", "memory"),
+    ("/ops/memory-graph", "ops_memory_graph", "GET", "memory graph"),
+    ("/ops/tools-jobs", "ops_tools_jobs", "GET", "tools and jobs"),
+    ("/ops/channels", "ops_channels", "GET", "channels"),
+    ("/ops/config", "ops_config", "GET", "config"),
+    ("/ops/training", "ops_training", "GET", "training"),
+    ("/ops/safety", "ops_safety", "GET", "safety"),
+    ("/ops/deploy", "ops_deploy", "GET", "deploy"),
+]
+NOT_BUILT = sorted({(p.split("/")[2], t) for p, _e, m, t in NOT_BUILT_ROUTES if m == "GET"})
+
+
+@bp.after_request
+async def secure_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    if not request.path.startswith("/ops/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def current_session() -> WebSession | None:
+    return await websession.resolve(context(), request.cookies.get(COOKIE))
+
+
+def to_login() -> Response:
+    target = request.full_path.rstrip("?") if request.method == "GET" else "/ops"
+    return redirect(f"/ops/login?next={quote(target, safe='/')}", 303)  # type: ignore[return-value]
+
+
+async def page(template: str, session: WebSession, code: int = 200, **values: Any) -> Any:
+    html = await render_template(
+        template,
+        principal=session.principal,
+        csrf=session.csrf,
+        features=features(current_app),
+        **values,
+    )
+    return html, code, {"Content-Type": "text/html; charset=utf-8"}
+
+
+async def require_form(session: WebSession | None) -> tuple[WebSession, Any]:
+    """The session and the form of a POST; 403 without either the session or the CSRF
+    token (nothing is changed)."""
+    if session is None:
+        raise GatewayError(403, "login_required", "sign in at /ops/login first")
+    form = await request.form
+    if not websession.csrf_ok(session.csrf, form.get(CSRF_FIELD)):
+        raise GatewayError(403, "csrf_failed", "the form's CSRF token is missing or wrong")
+    return session, form
+
+
+# -- signing in ----------------------------------------------------------------------------
+
+
+def _safe_next(raw: str | None) -> str:
+    # Only a path of this site: never //host or a scheme (an open redirect).
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return "/dashboard"
+    return raw
+
+
+@bp.get("/ops/login")
+@public
+async def login_page() -> Any:
+    """The sign-in form: a gateway token, or an account and password in password-session
+    mode."""
+    return await _login_form(None, 200)
+
+
+async def _login_form(error: str | None, status: int) -> Any:
+    nonce = websession.new_login_nonce()
+    html = await render_template(
+        "login.html",
+        mode=context().settings.auth.mode,
+        next=_safe_next(request.args.get("next")),
+        nonce=nonce,
+        error=error,
+    )
+    response = Response(html, status, content_type="text/html; charset=utf-8")
+    response.set_cookie(
+        PRE_COOKIE,
+        nonce,
+        max_age=3600,
+        path="/ops/login",
+        httponly=True,
+        samesite="Strict",
+        secure=request.scheme == "https",
+    )
+    return response
+
+
+@bp.post("/ops/login")
+@public
+@raw_body  # a form: its CSRF token is checked, not its content type
+async def login() -> Any:
+    """Sign in: ``token``, or ``user`` and ``password``; sets the session cookie and goes
+    to ``next``. A wrong credential shows the form again (401)."""
+    form = await request.form
+    nonce = request.cookies.get(PRE_COOKIE)
+    if not nonce or not websession.csrf_ok(nonce, form.get(CSRF_FIELD)):
+        raise GatewayError(403, "csrf_failed", "the login form's CSRF token is missing or wrong")
+    ctx = context()
+    try:
+        if form.get("password"):
+            session = await websession.sign_in_password(
+                ctx, form.get("user"), form["password"], request.remote_addr or "unknown"
+            )
+        elif form.get("token"):
+            session = await websession.sign_in_token(
+                ctx, form["token"], configured(ctx.settings).login_ttl_seconds
+            )
+        else:
+            return await _login_form("enter a gateway token, or a user and password", 400)
+    except GatewayError as exc:
+        if exc.status in (400, 401):
+            return await _login_form(exc.message, exc.status)
+        raise
+    await ctx.hub.publish(
+        "dashboard",
+        "dashboard.login",
+        {
+            "principal": session.principal.key,
+            "audit": {
+                "action": "login",
+                "target": session.principal.key,
+                "outcome": "done",
+                "reason_code": "ok",
+            },
+        },
+    )
+    response = redirect(_safe_next(form.get("next")), 303)
+    max_age = max(1, (session.expires_ms - websession.now_ms()) // 1000)
+    response.set_cookie(
+        COOKIE,
+        session.cookie,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.scheme == "https",
+    )
+    response.delete_cookie(PRE_COOKIE, path="/ops/login")
+    return response
+
+
+@bp.post("/ops/logout")
+@public
+@raw_body
+async def logout() -> Any:
+    """Sign out (the session ends: a password session is revoked)."""
+    session, _form = await require_form(await current_session())
+    await websession.sign_out(context(), session.cookie)
+    response = redirect("/ops/login", 303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+# -- the pages -------------------------------------------------------------------------------
+
+
+@bp.get("/dashboard")
+@public
+async def dashboard_page() -> Any:
+    """The live overview: health, runs by state, the queue timeline, alerts, approvals
+    with approve and deny, recent events; updated from ``/dashboard/stream``."""
+    session = await current_session()
+    if session is None:
+        return to_login()
+    return await page("dashboard.html", session, section="dashboard")
+
+
+@bp.get("/webchat")
+@public
+async def webchat_page() -> Any:
+    """Chat over ``/v1/responses`` with streamed answers; sessions and their history from
+    the sessions plugin, models from ``/v1/models``."""
+    session = await current_session()
+    if session is None:
+        return to_login()
+    return await page("webchat.html", session, section="webchat")
+
+
+@bp.get("/ops")
+@public
+async def ops_index() -> Any:
+    """The ops console's start page: its sections, and which are on."""
+    session = await current_session()
+    if session is None:
+        return to_login()
+    return await page("ops.html", session, section="ops", not_built=NOT_BUILT)
+
+
+@bp.get("/ops/diagnostics")
+@public
+async def ops_diagnostics() -> Any:
+    """Gateway status, the plugins loaded, and a metrics summary."""
+    session = await current_session()
+    if session is None:
+        return to_login()
+    ctx = context()
+    status = {
+        "state": await ctx.lifecycle.state(),
+        "uptime_seconds": round(ctx.lifecycle.uptime_seconds, 1),
+        "auth_mode": ctx.settings.auth.mode,
+        "auth_failures": ctx.auth.failures,
+        "rate_limited": ctx.auth.rate_limited,
+        "open_streams": ctx.hub.open_streams,
+        "store": ctx.store.dialect.name if hasattr(ctx.store.dialect, "name") else "",
+    }
+    return await page(
+        "diagnostics.html",
+        session,
+        section="diagnostics",
+        status=status,
+        plugins=plugin_names(current_app),
+    )
+
+
+def _not_built(endpoint: str, title: str) -> Any:
+    async def view(**_: Any) -> Any:
+        session = await current_session()
+        if request.method == "POST":
+            await require_form(session)
+        elif session is None:
+            return to_login()
+        assert session is not None
+        return await page("not_built.html", session, code=501, section=endpoint, title=title)
+
+    view.__name__ = endpoint
+    view.__doc__ = f"Not built yet: 501 with a page saying so ({title})."
+    return public(raw_body(view))
+
+
+for _path, _endpoint, _method, _title in NOT_BUILT_ROUTES:
+    bp.add_url_rule(_path, _endpoint, view_func=_not_built(_endpoint, _title), methods=[_method])
+
+
+@bp.get("/ops/static/<name>")
+@public(rate_limited=False)
+async def static_file(name: str) -> Any:
+    """The pages' scripts and styles (no CDN: everything is served from here)."""
+    path = STATIC_DIR / name
+    kind = STATIC_TYPES.get(path.suffix)
+    if kind is None or "/" in name or not path.is_file():
+        raise GatewayError(404, "not_found", f"no static file {name!r}")
+    response = Response(path.read_bytes(), content_type=f"{kind}; charset=utf-8")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
