@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Quart, Response, current_app, request
 from quart_schema import (
     document_response,
     validate_querystring,
@@ -48,8 +48,8 @@ STREAM = "dashboard"  # the event stream of dashboard actions (the audit plugin 
 HEARTBEAT_SECONDS = 15.0
 
 
-def config() -> DashboardConfig:
-    return configured(context().settings)
+def config(app: Quart | None = None) -> DashboardConfig:
+    return configured(context(app).settings)
 
 
 def feed() -> Feed:
@@ -57,10 +57,9 @@ def feed() -> Feed:
     return found
 
 
-async def snapshot(principal: Principal) -> dict[str, Any]:
+async def snapshot(app: Quart, principal: Principal) -> dict[str, Any]:
     """Everything the overview shows to ``principal`` at once."""
-    app = current_app
-    cfg = config()
+    cfg = config(app)
     runs = await overview.recent_runs(app, principal, cfg)
     found_alerts = await alert_rules.compute(app, principal, cfg, runs)
     approvals = await overview.pending_approvals(app, principal)
@@ -249,13 +248,14 @@ async def stream() -> Response:
         if last < 0:
             raise GatewayError(400, "invalid_parameter", "Last-Event-ID must be >= 0")
     the_feed = feed()
+    app: Quart = current_app._get_current_object()  # type: ignore[attr-defined]
 
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
         position = the_feed.seq
         backlog = the_feed.after(last) if last is not None else None
         if backlog is None:
-            yield _sse("snapshot", await snapshot(principal), position)
+            yield _sse("snapshot", await snapshot(app, principal), position)
         else:
             for item in backlog:
                 yield _sse("change", item, item["seq"])
@@ -266,7 +266,7 @@ async def stream() -> Response:
             items = the_feed.after(position)
             if items is None:  # fell behind the kept notices: start afresh
                 position = the_feed.seq
-                yield _sse("snapshot", await snapshot(principal), position)
+                yield _sse("snapshot", await snapshot(app, principal), position)
                 continue
             if not items:
                 idle += 1.0
