@@ -175,11 +175,10 @@ async def login() -> Any:
         },
     )
     response = redirect(_safe_next(form.get("next")), 303)
-    max_age = max(1, (session.expires_ms - websession.now_ms()) // 1000)
     response.set_cookie(
         COOKIE,
         session.cookie,
-        max_age=max_age,
+        max_age=session.max_age,
         path="/",
         httponly=True,
         samesite="Strict",

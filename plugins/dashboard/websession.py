@@ -45,6 +45,7 @@ class WebSession:
     principal: Principal
     cookie: str
     expires_ms: int
+    max_age: int = 0  # seconds, for the cookie set at sign-in
 
     @property
     def csrf(self) -> str:
@@ -76,7 +77,7 @@ async def sign_in_token(ctx: GatewayContext, token: str, ttl_s: int) -> WebSessi
         )
         # Expired sign-ins go as new ones come: the table stays the size of the live ones.
         await conn.execute(logins.delete().where(logins.c.expires_ms < now))
-    return WebSession(principal, _TOKEN_PREFIX + sid, expires)
+    return WebSession(principal, _TOKEN_PREFIX + sid, expires, ttl_s)
 
 
 async def sign_in_password(
@@ -101,7 +102,7 @@ async def sign_in_password(
     await ctx.hub.publish(
         "gateway", "auth.session_issued", {"principal": record.principal, "client": client}
     )
-    return WebSession(account.principal, _SESSION_PREFIX + token, record.expires_ms)
+    return WebSession(account.principal, _SESSION_PREFIX + token, record.expires_ms, ttl_s)
 
 
 async def resolve(ctx: GatewayContext, cookie: str | None) -> WebSession | None:
