@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from quart import Quart, g
+from quart import Quart, g, has_request_context, request
 
 from host.auth.decorators import public, raw_body, requires_gate
 from host.auth.ownership import can_act, can_read, owned_by, owner_key, require_owner
@@ -40,7 +40,15 @@ from host.operator import (
     ws_capabilities,
 )
 from host.plugins import PluginError, Registry
-from host.safety import Action, Scanner, ScanResult, Verdict, publish_findings, scan_text
+from host.safety import (
+    STAGES,
+    Action,
+    Scanner,
+    ScanResult,
+    Verdict,
+    publish_findings,
+    scan_text,
+)
 from host.secrets import MASK, Secret, SecretError
 from host.services import ServiceUnavailable
 from host.settings import Settings, build_settings, load_settings
@@ -56,6 +64,18 @@ def current_principal() -> Principal:
     principal: Principal | None = g.get("principal")
     if principal is None:
         raise GatewayError(401, "unauthorized", "this request is not authenticated")
+    return principal
+
+
+def request_actor() -> Principal | None:
+    """The principal the current request authenticated as, also when a rate limit or a
+    policy gate then refused it (for audit); ``None`` on a public route, when
+    authentication failed, and outside a request."""
+    if not has_request_context():
+        return None
+    principal: Principal | None = g.get("principal")
+    if principal is None:
+        principal = getattr(request._get_current_object(), "gw_principal", None)  # type: ignore[attr-defined]
     return principal
 
 
@@ -87,6 +107,7 @@ def has_service(kind: type[Any], *, app: Quart | None = None) -> bool:
 __all__ = [
     "GATEWAY_VERSION",
     "MASK",
+    "STAGES",
     "Action",
     "ErrorDetail",
     "ErrorResponse",
@@ -142,6 +163,7 @@ __all__ = [
     "raw_body",
     "registry_hookspec",
     "reload_config",
+    "request_actor",
     "require_owner",
     "requires_gate",
     "scan_text",

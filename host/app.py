@@ -77,7 +77,7 @@ def create_app(
     auth = Authenticator(settings, store, metrics, plugins, admin_token)
 
     async def observe(event: Any) -> None:
-        await plugins.call_async("gateway_on_event", event=event, log_errors=True)
+        await plugins.call_async("gateway_on_event", event=event, app=app, log_errors=True)
 
     hub = EventHub(
         store,

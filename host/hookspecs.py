@@ -148,7 +148,9 @@ def gateway_register_safety_scanners(register: Register) -> None:
     redaction must leave its own output unchanged); the strongest verdict wins (block >
     redact > warn).
 
-    Declared by the host until the safety plugin exists, which will declare it.
+    Each scan names its stage (``context["stage"]``, one of ``host.safety.STAGES``).
+    Declared by the host (the surfaces that scan need it whether or not the safety plugin
+    is enabled); the built-in safety plugin registers its rule scanner through it.
     """
 
 
@@ -230,11 +232,12 @@ def gateway_validate_config(app: Quart, settings: Settings) -> Any:
 
 
 @hookspec
-def gateway_on_event(event: Event) -> Any:
+def gateway_on_event(event: Event, app: Quart) -> Any:
     """Observe every event appended to any stream (audit, metrics, dashboards).
 
     :param event: the stored event, with ``stream``, ``seq``, ``type``, ``ts_ms`` and
         ``data``.
+    :param app: the Quart app whose hub published it (``host.api.context(app)``).
 
     Awaitable. All implementations are called after the event is stored; exceptions are
     logged and never reach the publisher.

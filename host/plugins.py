@@ -32,6 +32,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("openai_compat", "plugins.openai_compat"),
     ("pipelines", "plugins.pipelines"),
     ("sessions", "plugins.sessions"),
+    ("safety", "plugins.safety"),
+    ("audit", "plugins.audit"),
     ("dashboard", "plugins.dashboard"),
 )
 

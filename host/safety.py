@@ -3,10 +3,14 @@ routes, pipeline ``llm`` steps) and the scanners plugins register through
 ``gateway_register_safety_scanners``.
 
 A scanner is an object with ``async def scan(text, *, direction, context) -> Verdict |
-None`` (``direction`` is ``"input"`` or ``"output"``). Every scanner sees the text as the
-scanners before it left it; the strongest action wins: block > redact > warn > allow.
-Each non-allow verdict is published on the ``safety`` event stream, so audit and
-dashboards see it.
+None`` (``direction`` is ``"input"`` or ``"output"``; ``context["stage"]`` is one of
+``STAGES``: where the text is going). Every scanner sees the text as the scanners before
+it left it; the strongest action wins: block > redact > warn > allow. Each non-allow
+decision is published on the ``safety`` event stream (with the stage, and the reason
+codes and rule ids of its findings), so audit, metrics and dashboards see it.
+
+A scanner may have a ``reach`` attribute (an int): the longest text it must see whole.
+Streamed output is held back by at least the largest reach (``plugins/openai_compat``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from host.context import GatewayContext
 Action = Literal["allow", "warn", "redact", "block"]
 _RANK = {"allow": 0, "warn": 1, "redact": 2, "block": 3}
 SAFETY_STREAM = "safety"
+# Where scanned text goes: messages into models, model output (streamed too), tool
+# results, session appends, bridge follow-ups, HTTP payloads sent out.
+STAGES = ("inbound", "model_output", "tool_output", "session_append", "followup", "outbound_http")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class Verdict:
     action: Action = "allow"
     text: str | None = None  # the replacement text, for "redact"
     reason: str = ""
+    reason_codes: tuple[str, ...] = ()  # machine-readable reasons (metrics, audit)
+    rule_ids: tuple[str, ...] = ()  # the rules that matched
 
 
 class Scanner(Protocol):
@@ -38,7 +47,7 @@ class Scanner(Protocol):
 class ScanResult:
     action: Action
     text: str
-    findings: list[dict[str, str]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def blocked(self) -> bool:
@@ -65,9 +74,15 @@ async def scan_text(
         verdict = await scanners[name].scan(result.text, direction=direction, context=context)
         if verdict is None or verdict.action == "allow":
             continue
-        result.findings.append(
-            {"scanner": name, "action": verdict.action, "reason": verdict.reason}
-        )
+        finding: dict[str, Any] = {
+            "scanner": name,
+            "action": verdict.action,
+            "reason": verdict.reason,
+        }
+        if verdict.reason_codes or verdict.rule_ids:
+            finding["reason_codes"] = list(verdict.reason_codes)
+            finding["rule_ids"] = list(verdict.rule_ids)
+        result.findings.append(finding)
         if verdict.action == "redact" and verdict.text is not None:
             result.text = verdict.text
         if _RANK[verdict.action] > _RANK[result.action]:
@@ -82,11 +97,17 @@ async def scan_text(
 async def publish_findings(
     ctx: GatewayContext,
     action: Action,
-    findings: list[dict[str, str]],
+    findings: list[dict[str, Any]],
     direction: str,
     context: dict[str, Any],
 ) -> None:
-    """The ``safety.<action>`` event on the ``safety`` stream."""
-    await ctx.hub.publish(
-        SAFETY_STREAM, f"safety.{action}", {"direction": direction, "findings": findings, **context}
-    )
+    """The ``safety.<action>`` event on the ``safety`` stream: the scan context (``stage``
+    among it), the findings, and the reason codes and rule ids of them all."""
+    data = {
+        "direction": direction,
+        "findings": findings,
+        "reason_codes": sorted({c for f in findings for c in f.get("reason_codes", ())}),
+        "rule_ids": sorted({r for f in findings for r in f.get("rule_ids", ())}),
+        **context,
+    }
+    await ctx.hub.publish(SAFETY_STREAM, f"safety.{action}", data)

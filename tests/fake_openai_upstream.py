@@ -29,6 +29,9 @@
   ``LEAKED_TEXT``; a 500 HTML page quoting it and the key the gateway sent.
 - ``errorchunk``: streams one chunk, then an OpenAI error object quoting ``LEAKED_TEXT``.
 - ``badchunk``: streams one chunk, then ``LEAKED_TEXT`` where a chunk size belongs.
+- ``scripted``: streams ``script`` (a list the test sets), one content delta per piece;
+  with ``script_waits`` set, the last piece waits for ``release`` (``last_chunk_sent``).
+  Not streamed: the pieces joined, as one message.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class FakeUpstream:
         self.release = threading.Event()
         self.disconnected = threading.Event()
         self.last_chunk_sent = False
+        self.script: list[str] = []
+        self.script_waits = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"upstream": self})
@@ -96,6 +101,8 @@ class FakeUpstream:
         self.release.clear()
         self.disconnected.clear()
         self.last_chunk_sent = False
+        self.script = []
+        self.script_waits = False
 
     def record(self, entry: Recorded) -> None:
         with self._lock:
@@ -239,6 +246,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._stall(body, chat)
         elif model == "slow":
             self._slow(body, chat)
+        elif model == "scripted" and stream:
+            self._scripted(body, chat)
+        elif model == "scripted":
+            said = {"role": "assistant", "content": "".join(up.script)}
+            choice: dict[str, Any] = {"index": 0, "message": said, "finish_reason": "stop"}
+            answer = {"id": "chatcmpl-upstream", "object": "chat.completion", "created": 0}
+            self._json(200, {**answer, "model": model, "choices": [choice]})
         else:
             self._answer(body, chat, stream)
 
@@ -346,6 +360,17 @@ class _Handler(BaseHTTPRequestHandler):
         up.last_chunk_sent = True
         self._end_stream()
 
+    def _scripted(self, body: dict[str, Any], chat: bool) -> None:
+        up = self.upstream
+        self._start_stream()
+        for i, piece in enumerate(up.script):
+            if up.script_waits and i == len(up.script) - 1:
+                up.release.wait(15)
+            self._event(self._chunk_obj(body, chat, {"content": piece}))
+        up.last_chunk_sent = True
+        self._event(self._chunk_obj(body, chat, {}, "stop"))
+        self._end_stream()
+
     def _stall(self, body: dict[str, Any], chat: bool) -> None:
         up = self.upstream
         self._start_stream()
@@ -410,6 +435,7 @@ def models_config(upstream: FakeUpstream) -> dict[str, Any]:
         "gpt-leaky500": model("leaky500"),
         "gpt-errorchunk": model("errorchunk"),
         "gpt-badchunk": model("badchunk"),
+        "gpt-scripted": model("scripted"),
         "gpt-refused": {
             **model("normal", max_retries=1),
             "base_url": f"http://127.0.0.1:{closed_port()}/v1",

@@ -28,6 +28,11 @@ from quart import Quart
 from tests.conftest import ADMIN, ADMIN_TOKEN, LiveServer, free_port, running_app, start_server
 from tests.fake_openai_upstream import KEY_ENV, FakeUpstream, models_config
 
+# The OpenAI surface's tests pin stream timing (first delta before the last) and chunk
+# boundaries: the built-in safety plugin's hold-back would shift them, so it is off here
+# (tests/test_safety_stages.py streams through it).
+SAFETY_OFF = {"safety": {"enabled": False}}
+
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
@@ -50,7 +55,7 @@ def openai_gateway(
 ) -> Iterator[LiveServer]:
     server = start_server(
         tmp_path_factory.mktemp("openai"),
-        config={"models": models_config(module_upstream)},
+        config={"models": models_config(module_upstream), "plugins": SAFETY_OFF},
         env={KEY_ENV: module_upstream.api_key},
     )
     yield server
@@ -62,7 +67,8 @@ async def app_client(
     make_settings: Any, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Any]:
     monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
-    async with running_app(make_settings(models=models_config(fake_upstream))) as (_, client):
+    settings = make_settings(models=models_config(fake_upstream), plugins=SAFETY_OFF)
+    async with running_app(settings) as (_, client):
         yield client
 
 

@@ -18,13 +18,17 @@ import pytest
 
 from tests.conftest import ADMIN, running_app
 from tests.fake_openai_upstream import KEY_ENV, LEAKED_TEXT, WRONG_KEY, models_config
-from tests.openai_helpers import USER, assert_error, sdk, sse_data
+from tests.openai_helpers import SAFETY_OFF, USER, assert_error, sdk, sse_data
 
 
 @pytest.fixture
 async def app_client(make_settings, fake_upstream, monkeypatch) -> AsyncIterator[Any]:
     monkeypatch.setenv(KEY_ENV, fake_upstream.api_key)
-    settings = make_settings(models=models_config(fake_upstream), server={"max_body_bytes": 2048})
+    settings = make_settings(
+        models=models_config(fake_upstream),
+        server={"max_body_bytes": 2048},
+        plugins=SAFETY_OFF,  # chunk counts are pinned; the safety hold-back would merge them
+    )
     async with running_app(settings) as (_, client):
         yield client
 

@@ -22,6 +22,7 @@ from tests.conftest import (
     running_app,
     start_server,
 )
+from tests.openai_helpers import SAFETY_OFF
 
 PIPELINES = """
 from __future__ import annotations
@@ -92,6 +93,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             "plugins": {
                 "pipelines": {"directory": str(root / "pipelines"), "poll_seconds": 0.05},
                 "openai_compat": {"pipeline_models": [*EXPOSED, "missing"]},
+                **SAFETY_OFF,  # these tests pin how llm step deltas become chunks
             }
         },
     )

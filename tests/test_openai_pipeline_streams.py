@@ -17,7 +17,7 @@ import pytest
 
 from host.app import create_app
 from tests.conftest import ADMIN, running_app
-from tests.openai_helpers import InProcessServer, async_sdk, served, sse_data
+from tests.openai_helpers import SAFETY_OFF, InProcessServer, async_sdk, served, sse_data
 from tests.pipelines_fixtures import write_pipelines
 from tests.scripted_server import Answer, ScriptedServer
 
@@ -194,6 +194,7 @@ async def gateway(
             plugins={
                 "pipelines": {"directory": str(directory), "poll_seconds": 0.05},
                 "openai_compat": {"pipeline_models": EXPOSED, "keepalive_seconds": 0.2},
+                **SAFETY_OFF,  # stream timing and chunking are what these tests pin
             },
         )
         async with served(create_app(settings, load_entrypoints=False)) as server:

@@ -59,6 +59,7 @@ TOKENS = {
             "allow_session_read_all",
             "allow_gateway_read",
             "allow_metrics_read",
+            "allow_audit_read",
         ],
     },
     "operator": {
@@ -109,6 +110,11 @@ OWNED = {
     "/gateway/memory/<session_key>/<entry_id>",
     "/gateway/memory-graph/<session_key>",
     "/api/memories/graph",
+    # The audit log names every principal: only allow_audit_read reads it (403).
+    "/gateway/audit/log",
+    "/gateway/audit/summary",
+    "/gateway/audit/export",
+    "/gateway/audit/verify",
 }
 SESSION_KEY = "alice-notes"
 ENTRY_ID = "fact-1"
@@ -324,7 +330,16 @@ async def test_no_gate_token_gets_404_for_anothers_run_and_empty_lists(settings)
             assert (await (await client.get(path, headers=READER)).get_json())[key] == [], path
         triggers = await (await client.get("/triggers", headers=READER)).get_json()
         assert not [t for t in triggers["triggers"] if t["type"] == "schedule"]
-        for path in ("/gateway/events", "/gateway/config", "/gateway/plugins", "/metrics"):
+        for path in (
+            "/gateway/events",
+            "/gateway/config",
+            "/gateway/plugins",
+            "/metrics",
+            "/gateway/audit/log",
+            "/gateway/audit/summary",
+            "/gateway/audit/export",
+            "/gateway/audit/verify",
+        ):
             denied = await client.get(path, headers=READER)
             assert denied.status_code == 403, path
         status = await (await client.get("/gateway/status", headers=READER)).get_json()
@@ -443,6 +458,12 @@ async def test_read_all_gates_see_every_principals_objects_and_operator_views(se
             assert ALICE_NAME in await config.get_data(as_text=True)
             assert (await client.get("/gateway/plugins", headers=headers)).status_code == 200
             assert (await client.get("/metrics", headers=headers)).status_code == 200
+            audit = await client.get(
+                f"/gateway/audit/log?actor=token:{ALICE_NAME}", headers=headers
+            )
+            assert ALICE_NAME in await audit.get_data(as_text=True)
+            exported = await client.get("/gateway/audit/export", headers=headers)
+            assert ALICE_NAME in await exported.get_data(as_text=True)
             status = await (await client.get("/gateway/status", headers=headers)).get_json()
             assert "store" in status and "plugin_status" in status
             assert "auth_failures" in status["auth"]

@@ -60,7 +60,9 @@ class SafetyPlugin:
 @pytest.fixture
 async def safe(make_settings):
     plugin = SafetyPlugin()
-    settings = make_settings(models={"m": {"provider": "counting"}})
+    # The built-in safety plugin off: the word scanner alone, at the built-in hold-back.
+    safety_off = {"safety": {"enabled": False}}
+    settings = make_settings(models={"m": {"provider": "counting"}}, plugins=safety_off)
     async with running_app(settings, extra_plugins=[("safety_test", plugin)]) as (app, client):
         yield plugin, client, app
 

@@ -88,6 +88,7 @@ async def test_the_built_in_plugins_provide_their_services_while_they_run(make_s
             "plugins.pipelines.api.PipelinesAPI": "pipelines",
             "plugins.openai_compat.model_catalog.ModelCatalog": "openai_compat",
             "plugins.sessions.contract.SessionsService": "sessions",
+            "plugins.audit.contract.AuditLog": "audit",
         }
         models = service(ModelCatalog, app=app)
         answer = await models.chat("echo", {"messages": [{"role": "user", "content": "hi"}]})

@@ -130,7 +130,10 @@ def safety_plugin() -> Plugin:
 
 async def test_safety_scanners_block_or_redact_session_appends(make_settings, store_url):
     settings = settings_for(make_settings)
-    async with running_app(settings, extra_plugins=[("safety", safety_plugin())]) as (_, client):
+    async with running_app(settings, extra_plugins=[("words_scanner", safety_plugin())]) as (
+        _,
+        client,
+    ):
         blocked = await append(client, "scanned", "this is forbidden")
         assert blocked.status_code == 400
         assert_error(await blocked.get_json(), "content_blocked")

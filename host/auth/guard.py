@@ -88,6 +88,8 @@ class Authenticator:
                 "missing or invalid bearer token",
                 headers={"WWW-Authenticate": BEARER_CHALLENGE},
             )
+        # Known even if a rate limit or a gate refuses it below: what audit records.
+        req.gw_principal = principal
         self._limit(principal.key, principal.rate_limit, "principal")
         gate = gate_of(view)
         if gate is not None:

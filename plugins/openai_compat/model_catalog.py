@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from host.api import GatewayError, Registry, Secret
+from host.api import GatewayContext, GatewayError, Registry, Secret
 from plugins.openai_compat.plugin_settings import bounded
 from plugins.openai_compat.providers.base import DEFAULT_MAX_SSE_LINE_BYTES, ModelRoute, Provider
 
@@ -128,6 +128,26 @@ class ModelCatalog:
         if include_usage:
             body = with_stream_usage(r.route, body)
         return r.provider.chat_stream(r.route, body)
+
+    async def scanned_chat_stream(
+        self,
+        model: str,
+        body: dict[str, Any],
+        *,
+        principal: str,
+        gateway: GatewayContext,
+        surface: str = "pipeline",
+        include_usage: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """:meth:`chat_stream` behind the safety scanners, as the chat route is: the
+        messages are scanned first (stage ``inbound``; redacted in place; a block is
+        GatewayError 400 ``content_blocked``), the stream as it grows (``model_output``; a
+        block is ProviderError 400 ``content_blocked`` mid-stream)."""
+        from plugins.openai_compat.safety import OutputScanner, scan_messages
+
+        await scan_messages(body["messages"], surface, model, principal, gateway)
+        scanner = OutputScanner(surface, model, principal, gateway)
+        return scanner.stream(self.chat_stream(model, body, include_usage=include_usage))
 
 
 def with_stream_usage(route: ModelRoute, body: dict[str, Any]) -> dict[str, Any]:

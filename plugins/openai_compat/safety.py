@@ -9,6 +9,7 @@ from typing import Any
 
 from host.api import (
     Action,
+    GatewayContext,
     GatewayError,
     ScanResult,
     context,
@@ -20,26 +21,41 @@ from plugins.openai_compat import safety_stream
 from plugins.openai_compat.providers.base import ProviderError
 
 
-def _active() -> bool:
-    return bool(len(context().registry("safety_scanners")))
+def _active(ctx: GatewayContext | None = None) -> bool:
+    return bool(len((ctx or context()).registry("safety_scanners")))
 
 
-def _info(surface: str, model: str) -> dict[str, Any]:
-    return {"surface": surface, "model": model, "principal": current_principal().name}
+def _info(surface: str, model: str, stage: str, principal: str | None = None) -> dict[str, Any]:
+    name = principal if principal is not None else current_principal().name
+    return {"stage": stage, "surface": surface, "model": model, "principal": name}
 
 
-def _blocked_message(findings: list[dict[str, str]], note: str = "") -> str:
+def holdback(ctx: GatewayContext) -> int:
+    """``stream_safety_holdback``, raised to the largest ``reach`` a scanner declares (the
+    longest text it must see whole, host/safety.py)."""
+    scanners = ctx.registry("safety_scanners")
+    reaches = [getattr(scanners[name], "reach", 0) for name in scanners]
+    return max([safety_stream.SETTING.current(), *(r for r in reaches if isinstance(r, int))])
+
+
+def _blocked_message(findings: list[dict[str, Any]], note: str = "") -> str:
     reasons = "; ".join(f"{f['scanner']}: {f['reason']}" for f in findings if f["reason"])
     return f"blocked by the gateway's safety policy ({reasons or 'no reason given'}){note}"
 
 
-async def scan_messages(messages: list[dict[str, Any]], surface: str, model: str) -> None:
+async def scan_messages(
+    messages: list[dict[str, Any]],
+    surface: str,
+    model: str,
+    principal: str | None = None,
+    gateway: GatewayContext | None = None,
+) -> None:
     """Scan (and redact in place) every text of the messages: content (a string or its
     text parts), a replayed assistant's refusal and tool-call arguments; 400
-    ``content_blocked`` on a block."""
-    if not _active():
+    ``content_blocked`` on a block. ``principal`` and ``gateway``: outside a request."""
+    if not _active(gateway):
         return
-    ctx, info = context(), _info(surface, model)
+    ctx, info = gateway or context(), _info(surface, model, "inbound", principal)
 
     async def scan(holder: dict[str, Any], key: str) -> None:
         text = holder.get(key)
@@ -69,7 +85,7 @@ async def scan_messages(messages: list[dict[str, Any]], surface: str, model: str
 async def scan_prompt(prompt: str | list[str], surface: str, model: str) -> str | list[str]:
     if not _active():
         return prompt
-    ctx, info = context(), _info(surface, model)
+    ctx, info = context(), _info(surface, model, "inbound")
     texts = [prompt] if isinstance(prompt, str) else list(prompt)
     out = []
     for text in texts:
@@ -84,11 +100,17 @@ class OutputScanner:
     """Scans model output for one request; a block raises ProviderError so every surface
     turns it into its own mid-stream error event (or a 400 when not streaming)."""
 
-    def __init__(self, surface: str, model: str) -> None:
-        self.active = _active()
-        self.ctx = context()
-        self.info = _info(surface, model) if self.active else {}
-        self.holdback = safety_stream.SETTING.current() if self.active else 0
+    def __init__(
+        self,
+        surface: str,
+        model: str,
+        principal: str | None = None,
+        gateway: GatewayContext | None = None,
+    ) -> None:
+        self.ctx = gateway or context()
+        self.active = _active(self.ctx)
+        self.info = _info(surface, model, "model_output", principal) if self.active else {}
+        self.holdback = holdback(self.ctx) if self.active else 0
 
     async def text(self, text: str) -> str:
         if not self.active or not text:
@@ -98,14 +120,17 @@ class OutputScanner:
             raise self.blocked(result.findings)
         return result.text
 
-    async def scan(self, text: str) -> ScanResult:
-        """Scan without publishing: for rescans, whose caller reports each finding once."""
-        return await scan_text(self.ctx, text, "output", self.info, publish=False)
+    async def scan(self, text: str, partial: bool = False) -> ScanResult:
+        """Scan without publishing: for rescans, whose caller reports each finding once.
+        ``partial``: more of the text may follow (``context["partial"]``), so a scanner
+        may wait for a match that reaches its end to complete."""
+        info = {**self.info, "partial": True} if partial else self.info
+        return await scan_text(self.ctx, text, "output", info, publish=False)
 
-    async def report(self, action: Action, findings: list[dict[str, str]]) -> None:
+    async def report(self, action: Action, findings: list[dict[str, Any]]) -> None:
         await publish_findings(self.ctx, action, findings, "output", self.info)
 
-    def blocked(self, findings: list[dict[str, str]], note: str = "") -> ProviderError:
+    def blocked(self, findings: list[dict[str, Any]], note: str = "") -> ProviderError:
         return ProviderError(400, "content_blocked", _blocked_message(findings, note))
 
     def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

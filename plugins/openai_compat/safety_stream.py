@@ -4,12 +4,14 @@ Scanning each delta on its own would let a phrase split over two deltas through,
 text of each *segment* of a stream (a choice's content or text, a tool call's
 arguments) is scanned as it grows: every new piece is scanned together with what is
 still held back and, as left context, the last ``stream_safety_holdback`` characters
-already sent (``[plugins.openai_compat]``, default 64). Of what passed, all but the last
-``holdback`` characters go out; the rest is held back until more text pushes it out, the
-segment ends (its choice's ``finish_reason``, or the next segment of the choice
-starting), or the stream ends, where one final scan of the segment's whole text runs
-first. A match up to ``holdback + 1`` characters long is therefore always seen before
-any of it is sent, and redactions of such matches apply across deltas.
+already sent (``[plugins.openai_compat]``, default 64, raised to the largest ``reach`` a
+scanner declares; the scans of text that may still grow say ``partial`` in their
+context). Of what passed, all but the last ``holdback`` characters go out; the rest is
+held back until more text pushes it out, the segment ends (its choice's
+``finish_reason``, or the next segment of the choice starting), or the stream ends,
+where one final scan of the segment's whole text runs first. A match up to
+``holdback + 1`` characters long is therefore always seen before any of it is sent,
+and redactions of such matches apply across deltas.
 
 The text fields of a delta (``content``, ``refusal``, ``reasoning_content`` and
 ``reasoning``) are each such a segment, and so are a tool call's arguments. A tool
@@ -56,7 +58,7 @@ _REACHES_SENT = {
 }
 
 
-def _strongest(findings: list[dict[str, str]]) -> Action:
+def _strongest(findings: list[dict[str, Any]]) -> Action:
     actions = {f["action"] for f in findings}
     action: Action
     for action in ("block", "redact"):
@@ -210,7 +212,7 @@ class StreamScan:
         """``piece`` scanned after all of its segment sent so far, and sent whole."""
         seg = self.segments.setdefault(key, _Segment())
         seg.pending = piece
-        out = await self._scan(seg, "".join(seg.sent))
+        out = await self._scan(seg, "".join(seg.sent), whole=True)
         seg.pending = ""
         return self._send(seg, out)
 
@@ -220,9 +222,13 @@ class StreamScan:
             seg.tail = (seg.tail + text)[-self.holdback :] if self.holdback else ""
         return text
 
-    async def _scan(self, seg: _Segment, sent: str, final: bool = False) -> str:
-        """Scan ``sent + pending``; what becomes of ``pending``. Raises on a block."""
-        result: ScanResult = await self.scanner.scan(sent + seg.pending)
+    async def _scan(
+        self, seg: _Segment, sent: str, final: bool = False, whole: bool = False
+    ) -> str:
+        """Scan ``sent + pending``; what becomes of ``pending``. Raises on a block.
+        ``whole``: the text goes out at once (a tool call's name), not partial."""
+        text = sent + seg.pending
+        result: ScanResult = await self.scanner.scan(text, partial=not (final or whole))
         findings = list(result.findings)
         blocked = result.blocked or not result.text.startswith(sent)
         if blocked and not result.blocked:

@@ -9,7 +9,9 @@ import asyncio
 import inspect
 from typing import Any
 
+from host.api import GatewayError
 from plugins.pipelines.definition import Step, StepContext, StepError
+from plugins.pipelines.safety_scan import ContentBlocked, scan_value
 
 
 class Suspend(Exception):
@@ -95,7 +97,12 @@ class ToolKind:
         fn = target if callable(target) else getattr(target, "run", None)
         if fn is None:
             raise StepError(f"tool {name!r} is neither callable nor has run()")
-        return await _maybe_await(fn(**args))
+        result = await _maybe_await(fn(**args))
+        info = {"stage": "tool_output", "tool": name, "run_id": ctx.run_id, "step": ctx.step_path}
+        try:
+            return await scan_value(ctx.gateway, result, "input", info)
+        except ContentBlocked as exc:
+            raise StepError(f"tool {name!r}: its result {exc}") from None
 
 
 class LlmKind:
@@ -106,7 +113,7 @@ class LlmKind:
 
     async def run(self, step: Step, ctx: StepContext) -> Any:
         # Imported on use: a gateway that runs no llm step never imports openai_compat.
-        from plugins.openai_compat.contract import ModelCatalog
+        from plugins.openai_compat.contract import ModelCatalog, ProviderError
 
         services = ctx.gateway.services
         if not services.has(ModelCatalog):
@@ -117,16 +124,30 @@ class LlmKind:
         body = {"model": step.config["model"], "messages": messages, "stream": True}
         parts: list[str] = []
         usage: dict[str, Any] | None = None
-        async for chunk in catalog.chat_stream(step.config["model"], body, include_usage=True):
-            if isinstance(chunk.get("usage"), dict):
-                # Published at once: an attempt that fails after it consumed the tokens.
-                usage = chunk["usage"]
-                await ctx.usage(*(_tokens(usage, key) for key in USAGE_KEYS))
-            for choice in chunk.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    parts.append(text)
-                    await ctx.delta(text)
+        # Behind the safety scanners like the chat route: the prompt (stage inbound) and
+        # the streamed answer (model_output, held back and redacted as it grows).
+        try:
+            chunks = await catalog.scanned_chat_stream(
+                step.config["model"],
+                body,
+                principal=f"pipeline:{ctx.pipeline.id}:{ctx.run_id}",
+                gateway=ctx.gateway,
+                include_usage=True,
+            )
+            async for chunk in chunks:
+                if isinstance(chunk.get("usage"), dict):
+                    # Published at once: an attempt that fails after it consumed the tokens.
+                    usage = chunk["usage"]
+                    await ctx.usage(*(_tokens(usage, key) for key in USAGE_KEYS))
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        parts.append(text)
+                        await ctx.delta(text)
+        except (GatewayError, ProviderError) as exc:
+            if exc.code != "content_blocked":
+                raise
+            raise StepError(f"llm step {step.id!r}: {exc.message}") from None  # not retried
         return {"text": "".join(parts), "usage": usage}
 
 

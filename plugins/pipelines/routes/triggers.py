@@ -12,6 +12,7 @@ from host.api import (
     ErrorResponse,
     GatewayError,
     InvalidJSON,
+    context,
     current_principal,
     parse_json,
     public,
@@ -22,6 +23,7 @@ from plugins.pipelines import webhooks
 from plugins.pipelines.gates import GATE_RUN
 from plugins.pipelines.models import FireRequest, FireResponse, TriggerList, WebhookPayload
 from plugins.pipelines.routes.common import body_of, bp, idempotency_key, pipelines_api
+from plugins.pipelines.safety_scan import scan_payload
 
 
 @bp.get("/triggers")
@@ -42,10 +44,13 @@ async def fire_trigger(trigger_id: str) -> Any:
     """Fire a trigger now: ``manual:<pipeline>`` starts a run with the body's ``input``
     (a repeated ``Idempotency-Key`` with the same input returns the first run, outcome
     ``duplicate``, as on ``/start``); ``schedule:<id>`` fires the schedule once (its
-    overlap policy applies). 404 unknown trigger; 503 while the gateway is paused."""
+    overlap policy applies). The input is safety-scanned (stage ``inbound``): redacted,
+    or 400 ``content_blocked``. 404 unknown trigger; 503 while the gateway is paused."""
     body = await body_of(FireRequest)
     key = idempotency_key()
-    return await pipelines_api().fire(trigger_id, body.input, current_principal(), key), 202
+    info = {"surface": "trigger", "trigger": trigger_id, "principal": current_principal().name}
+    payload = await scan_payload(context(), body.input, info)
+    return await pipelines_api().fire(trigger_id, payload, current_principal(), key), 202
 
 
 @bp.post("/triggers/<trigger_id>/webhook")
@@ -59,7 +64,8 @@ async def webhook(trigger_id: str) -> Any:
     HMAC-SHA256, keyed with the webhook's secret, of ``<timestamp>.<delivery>.<raw body>``
     (``X-Gateway-Timestamp``, unix seconds within ``tolerance_seconds`` of now, default
     300; ``X-Gateway-Delivery``, the delivery id). The JSON body is the run input; a
-    repeated delivery id returns the first run (``duplicate_delivery``). 400 a missing or
+    repeated delivery id returns the first run (``duplicate_delivery``). The body is
+    safety-scanned (stage ``inbound``): redacted, or 400 ``content_blocked``. 400 a missing or
     malformed timestamp or delivery id; 401 a bad signature or a timestamp out of
     tolerance (nothing started); 404 unknown webhook; 503 while paused."""
     api = pipelines_api()
@@ -78,4 +84,5 @@ async def webhook(trigger_id: str) -> Any:
         raise GatewayError(
             400, "invalid_json", f"the webhook body is not valid JSON: {exc}"
         ) from None
+    body = await scan_payload(context(), body, {"surface": "webhook", "trigger": trigger_id})
     return await api.deliver(trigger_id, pipeline, delivery, body), 202
