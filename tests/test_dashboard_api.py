@@ -108,16 +108,16 @@ async def test_a_long_wait_for_approval_raises_an_alert_that_an_operator_acknowl
         ]
         records = await audit_records(store_url)
         assert {
-            "action": "ack",
+            "action": "dashboard.ack",
             "target": alert_id,
-            "outcome": "refused",
+            "outcome": "denied",
             "reason_code": "policy_gate_denied",
         } in records
         assert {
-            "action": "ack",
+            "action": "dashboard.ack",
             "target": alert_id,
-            "outcome": "done",
-            "reason_code": "ok",
+            "outcome": "success",
+            "reason_code": None,
         } in records
         # Approving ends the wait: the alert is gone.
         assert (
@@ -160,11 +160,15 @@ async def test_pause_and_resume_need_the_control_gate_and_are_audited(
         assert await alerts_of(client, ADMIN) == []
         records = await audit_records(store_url)
         assert [(r["action"], r["outcome"], r["reason_code"]) for r in records] == [
-            ("pause", "refused", "policy_gate_denied"),
-            ("pause", "done", "ok"),
-            ("pause", "refused", "invalid_transition"),
-            ("resume", "done", "ok"),
+            ("dashboard.pause", "denied", "policy_gate_denied"),
+            ("dashboard.pause", "success", None),
+            ("dashboard.pause", "failed", "invalid_transition"),
+            ("dashboard.resume", "success", None),
         ]
+        # The audit plugin turns them into records of its log.
+        log = await client.get("/gateway/audit/log?action=dashboard.pause", headers=ADMIN)
+        outcomes = sorted(r["outcome"] for r in (await log.get_json())["records"])
+        assert outcomes == ["denied", "failed", "success"]
         gateway = await db_rows(
             store_url, "SELECT type FROM gateway_events WHERE stream = 'gateway' ORDER BY seq"
         )

@@ -159,14 +159,23 @@ async def list_alerts() -> AlertList:
     return AlertList.model_validate({"alerts": found})
 
 
-async def _audit(principal: Principal, action: str, target: str, outcome: str, code: str) -> None:
+async def _audit(
+    principal: Principal, action: str, target: str, outcome: str, code: str | None
+) -> None:
+    """The action's event; its ``audit`` object becomes an audit record (source
+    ``plugin``) when the audit plugin is on, besides its record of the request."""
     await context().hub.publish(
         STREAM,
         "dashboard.action",
         {
             "by": principal.name,
             "principal": principal.key,
-            "audit": {"action": action, "target": target, "outcome": outcome, "reason_code": code},
+            "audit": {
+                "action": f"dashboard.{action}",
+                "target": target,
+                "outcome": outcome,
+                "reason_code": code,
+            },
         },
     )
 
@@ -188,9 +197,10 @@ async def actions(data: ActionRequest) -> ActionResponse:
     try:
         result = await _act(ctx, principal, data)
     except GatewayError as exc:
-        await _audit(principal, data.action, target, "refused", exc.code)
+        outcome = "denied" if exc.status in (401, 403) else "failed"
+        await _audit(principal, data.action, target, outcome, exc.code)
         raise
-    await _audit(principal, data.action, target, result.outcome, "ok")
+    await _audit(principal, data.action, target, "success", None)
     return result
 
 

@@ -167,10 +167,11 @@ async def login() -> Any:
         {
             "principal": session.principal.key,
             "audit": {
-                "action": "login",
+                "action": "dashboard.login",
                 "target": session.principal.key,
-                "outcome": "done",
-                "reason_code": "ok",
+                "outcome": "success",
+                "reason_code": None,
+                "actor": session.principal.key,
             },
         },
     )

@@ -115,6 +115,14 @@
       } catch (e) { status(`refresh failed: ${e.message}`); }
     }, 150);
   }
+  async function auditRecords() {
+    if (!document.body.dataset.audit) return;
+    try {
+      const page = await api("GET", "/gateway/audit/log?limit=15");
+      const ol = $("audit"); ol.replaceChildren();
+      for (const r of page.records) ol.append(el("li", { text: `${time(r.ts_ms)} ${r.actor || "-"} ${r.action} ${r.target || ""} → ${r.outcome}` }));
+    } catch (e) { $("audit").replaceChildren(el("li", { class: "note", text: `audit log: ${e.message}` })); }
+  }
   async function widgets() {
     try {
       const w = await api("GET", "/dashboard/widgets"); const box = $("widgets"); box.replaceChildren();
@@ -130,6 +138,7 @@
   source.addEventListener("open", () => { live.textContent = "live"; live.className = "badge live"; });
   source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "badge"; });
   source.addEventListener("snapshot", (e) => renderSnapshot(JSON.parse(e.data)));
-  source.addEventListener("change", (e) => { const item = JSON.parse(e.data); logEvent(item); refresh(); });
+  source.addEventListener("change", (e) => { const item = JSON.parse(e.data); logEvent(item); refresh(); auditRecords(); });
   widgets();
+  auditRecords();
 })();
