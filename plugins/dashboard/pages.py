@@ -57,7 +57,9 @@ NOT_BUILT = sorted({(p.split("/")[2], t) for p, _e, m, t in NOT_BUILT_ROUTES if 
 async def secure_headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: with no-referrer a form POST carries "Origin: null",
+    # which the host refuses as cross-origin.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     if not request.path.startswith("/ops/static/"):
         response.headers["Cache-Control"] = "no-store"

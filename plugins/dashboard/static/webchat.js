@@ -27,8 +27,8 @@
     try {
       const list = await api("GET", "/gateway/sessions?limit=50");
       for (const s of list.sessions) {
-        if (![...sessionPick.options].some((o) => o.value === s.key)) {
-          sessionPick.append(el("option", { value: s.key, text: `${s.key} (${s.message_count})` }));
+        if (![...sessionPick.options].some((o) => o.value === s.session_key)) {
+          sessionPick.append(el("option", { value: s.session_key, text: `${s.session_key} (${s.message_count})` }));
         }
       }
       if (select) sessionPick.value = select;
