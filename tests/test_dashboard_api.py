@@ -237,7 +237,7 @@ class _Widgets:
         register("broken", self.Broken())
 
 
-async def test_widgets_come_from_the_hook_and_a_failing_one_is_reported(
+async def test_gateway_register_dashboard_widgets_shows_each_widget_and_reports_a_failing_one(
     make_settings: Any, tmp_path: Path
 ) -> None:
     settings = dashboard_settings(make_settings, tmp_path)

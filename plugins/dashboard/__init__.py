@@ -60,15 +60,11 @@ def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
 
 
 @hookimpl
-async def gateway_on_event(event: Event) -> None:
+async def gateway_on_event(event: Event, app: Quart) -> None:
     topic = topic_of(event)
     if topic is None:
         return
-    from quart import current_app, has_app_context
-
-    if not has_app_context():
-        return
-    found: Feed | None = context(current_app).extras.get(api_routes.FEED_KEY)
+    found: Feed | None = context(app).extras.get(api_routes.FEED_KEY)
     if found is not None:
         await found.push(topic, event.type)
 

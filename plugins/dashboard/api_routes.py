@@ -183,7 +183,6 @@ async def _audit(
 @bp.post("/dashboard/actions")
 @validate_request(ActionRequest)
 @validate_response(ActionResponse)
-@document_response(ErrorResponse, 403)
 @document_response(ErrorResponse, 404)
 @document_response(ErrorResponse, 409)
 async def actions(data: ActionRequest) -> ActionResponse:
@@ -241,9 +240,15 @@ async def stream() -> Response:
     """Server-sent events of changes: a ``snapshot`` (the whole overview for the caller)
     first, then ``change`` notices (``topic``: runs, approvals, gateway, alerts, audit,
     refresh) as they happen. With ``Last-Event-ID`` it resumes after that notice; a
-    client further behind than the kept notices gets a fresh ``snapshot``."""
+    client further behind than the kept notices gets a fresh ``snapshot``. With
+    ``Accept: application/json`` the snapshot alone, as a JSON object."""
     principal = current_principal()
     ctx = context()
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept and "text/event-stream" not in accept:
+        # A client that cannot read a stream gets the snapshot once, as JSON.
+        page = {"seq": feed().seq, **await snapshot(current_app, principal)}
+        return Response(json.dumps(page), content_type="application/json")
     if ctx.hub.draining:
         raise GatewayError(503, "draining", "the gateway is shutting down")
     raw = request.headers.get("Last-Event-ID") or request.args.get("after")

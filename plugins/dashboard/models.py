@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class _Body(BaseModel):
@@ -94,3 +94,11 @@ class ActionResponse(BaseModel):
     outcome: str
     state: str | None = None
     alert: Alert | None = None
+
+
+class HtmlPage(RootModel[str]):
+    """An HTML page (``text/html``), or a 303 to ``/ops/login`` without a session."""
+
+
+class StaticAsset(RootModel[str]):
+    """A script or a style sheet of the pages."""

@@ -7,15 +7,18 @@ nothing. Every answer carries a strict Content-Security-Policy (scripts only fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from quart import Blueprint, Response, current_app, redirect, render_template, request
+from quart_schema import document_response
 
-from host.api import GatewayError, context, public, raw_body
+from host.api import GatewayError, context, document_media_type, public, raw_body
 from plugins.dashboard import websession
 from plugins.dashboard.config import configured
+from plugins.dashboard.models import HtmlPage, StaticAsset
 from plugins.dashboard.overview import features, plugin_names
 from plugins.dashboard.websession import COOKIE, CSRF_FIELD, PRE_COOKIE, WebSession
 
@@ -51,6 +54,18 @@ NOT_BUILT_ROUTES = [
     ("/ops/deploy", "ops_deploy", "GET", "deploy"),
 ]
 NOT_BUILT = sorted({(p.split("/")[2], t) for p, _e, m, t in NOT_BUILT_ROUTES if m == "GET"})
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def html(status: int = 200) -> Callable[[F], F]:
+    """Document the view's answer as an HTML page (OpenAPI)."""
+
+    def mark(fn: F) -> F:
+        return document_response(HtmlPage, status)(document_media_type("text/html", status)(fn))
+
+    return mark
 
 
 @bp.after_request
@@ -109,6 +124,7 @@ def _safe_next(raw: str | None) -> str:
 
 @bp.get("/ops/login")
 @public
+@html()
 async def login_page() -> Any:
     """The sign-in form: a gateway token, or an account and password in password-session
     mode."""
@@ -139,6 +155,7 @@ async def _login_form(error: str | None, status: int) -> Any:
 
 @bp.post("/ops/login")
 @public
+@html()
 @raw_body  # a form: its CSRF token is checked, not its content type
 async def login() -> Any:
     """Sign in: ``token``, or ``user`` and ``password``; sets the session cookie and goes
@@ -193,6 +210,7 @@ async def login() -> Any:
 
 @bp.post("/ops/logout")
 @public
+@html()
 @raw_body
 async def logout() -> Any:
     """Sign out (the session ends: a password session is revoked)."""
@@ -208,6 +226,7 @@ async def logout() -> Any:
 
 @bp.get("/dashboard")
 @public
+@html()
 async def dashboard_page() -> Any:
     """The live overview: health, runs by state, the queue timeline, alerts, approvals
     with approve and deny, recent events; updated from ``/dashboard/stream``."""
@@ -219,6 +238,7 @@ async def dashboard_page() -> Any:
 
 @bp.get("/webchat")
 @public
+@html()
 async def webchat_page() -> Any:
     """Chat over ``/v1/responses`` with streamed answers; sessions and their history from
     the sessions plugin, models from ``/v1/models``."""
@@ -230,6 +250,7 @@ async def webchat_page() -> Any:
 
 @bp.get("/ops")
 @public
+@html()
 async def ops_index() -> Any:
     """The ops console's start page: its sections, and which are on."""
     session = await current_session()
@@ -240,6 +261,7 @@ async def ops_index() -> Any:
 
 @bp.get("/ops/diagnostics")
 @public
+@html()
 async def ops_diagnostics() -> Any:
     """Gateway status, the plugins loaded, and a metrics summary."""
     session = await current_session()
@@ -276,7 +298,7 @@ def _not_built(endpoint: str, title: str) -> Any:
 
     view.__name__ = endpoint
     view.__doc__ = f"Not built yet: 501 with a page saying so ({title})."
-    return public(raw_body(view))
+    return public(raw_body(html(501)(view)))
 
 
 for _path, _endpoint, _method, _title in NOT_BUILT_ROUTES:
@@ -285,6 +307,8 @@ for _path, _endpoint, _method, _title in NOT_BUILT_ROUTES:
 
 @bp.get("/ops/static/<name>")
 @public(rate_limited=False)
+@document_response(StaticAsset, 200)
+@document_media_type("text/javascript")
 async def static_file(name: str) -> Any:
     """The pages' scripts and styles (no CDN: everything is served from here)."""
     path = STATIC_DIR / name
