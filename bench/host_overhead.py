@@ -7,9 +7,11 @@ access log:
 * ``gw``: ``bench/gateway_app.py``, the gateway (all built-in and installed plugins) plus
   a benchmark plugin whose protected ``GET /bench/ping`` returns the same dict, so auth,
   rate limiting, metrics and error handling are all in the path;
-* informational rows (skip with ``--no-info``): ``bare_app.py --quart-schema``, and
+* informational rows (skip with ``--no-info``): ``bare_app.py --quart-schema``,
   ``python -m host.cli serve`` as shipped for ``GET /gateway/status`` (authenticated,
-  reads the store) and ``GET /health`` (public);
+  reads the store) and ``GET /health`` (public), and ``gw`` again with its rate-limit
+  buckets in the store (``auth.rate_limit_state = "store"``, as when several processes
+  share it: one upsert per request), on SQLite or on ``--store-url`` (PostgreSQL);
 
 Load comes from ``wrk`` (1 thread, 16 keep-alive connections) when installed, else from
 a small asyncio keep-alive client in this process (slower than wrk, so it understates
@@ -63,7 +65,9 @@ TARGET_RATIO = 0.85
 # -- servers -----------------------------------------------------------------------------
 
 
-def start_servers(servers: Servers, profile: Path | None, info: bool) -> list[Target]:
+def start_servers(
+    servers: Servers, profile: Path | None, info: bool, store_url: str | None = None
+) -> list[Target]:
     """Start every server the run needs and return the targets, main pair first."""
     port = free_port()
     servers.ports["bare"] = port
@@ -89,6 +93,12 @@ def start_servers(servers: Servers, profile: Path | None, info: bool) -> list[Ta
         )
         config = servers.gateway_config("serve")
         servers.start("serve", serve_args(config))
+        shared = {"GATEWAY_AUTH__RATE_LIMIT_STATE": "store"}
+        if store_url:
+            shared["GATEWAY_STORAGE__URL"] = store_url
+        config = servers.gateway_config("gw_store")
+        argv = [sys.executable, str(BENCH_DIR / "gateway_app.py"), "--config", str(config)]
+        servers.start_exe("gw_store", argv, env=shared)
         targets += [
             Target(
                 "bare Quart + QuartSchema",
@@ -111,6 +121,15 @@ def start_servers(servers: Servers, profile: Path | None, info: bool) -> list[Ta
                 "/health",
                 main=False,
                 note="python -m host.cli serve: public, not rate limited",
+            ),
+            Target(
+                "gateway  ping, buckets in store",
+                "gw_store",
+                ROUTE,
+                auth=True,
+                main=False,
+                note="bench/gateway_app.py with auth.rate_limit_state = store"
+                + (" on --store-url" if store_url else " (SQLite)"),
             ),
         ]
     for t in targets:
@@ -226,6 +245,11 @@ def main() -> int:
         "--no-info", action="store_true", help="only the bare/gateway pair, no informational rows"
     )
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")
+    parser.add_argument(
+        "--store-url",
+        help="the store of the buckets-in-store row (e.g. postgresql+asyncpg://...); "
+        "default: SQLite",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -254,7 +278,7 @@ def main() -> int:
         servers = Servers(tmp, token)
         profile = args.profile.resolve() if args.profile else None
         try:
-            targets = start_servers(servers, profile, not args.no_info)
+            targets = start_servers(servers, profile, not args.no_info, args.store_url)
             gateway = targets[1]
             expect_status(gateway.url, {}, 401)  # the route really is behind auth
             sizes = {t.name: body_size(t.url, t.headers) for t in targets}

@@ -51,8 +51,8 @@ async def serve_gateway_socket(app: Quart, ws: Any, principal: Principal) -> Non
     refused with 429 ``too_many_websockets``), and a clean close when draining."""
     ctx = context(app)
 
-    def check_rate(p: Principal) -> int:
-        return ctx.auth.limiter.hit(p.key, p.rate_limit)
+    async def check_rate(p: Principal) -> int:
+        return await ctx.auth.hit(p.key, p.rate_limit)
 
     # Before the accept: past the cap the upgrade is refused with 429 too_many_websockets.
     slot = ctx.lifecycle.websocket_slots.acquire(principal.key)

@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from host.auth.backoff import prune_login_failures
+from host.auth.shared_limits import prune_rate_buckets
 from host.plugins import PluginHost
 from host.safety import SAFETY_STREAM
 from host.settings import Settings
@@ -69,6 +71,10 @@ async def prune_host(store: Store, settings: Settings, now: int, dry_run: bool) 
             keep_last=r.limit(r.events_max_count),
             batch_size=r.batch_size,
             dry_run=dry_run,
+        ),
+        "rate_limits": await prune_rate_buckets(store, now, r.batch_size, dry_run),
+        "login_failures": await prune_login_failures(
+            store, settings.auth.login_backoff, now, r.batch_size, dry_run
         ),
     }
 

@@ -137,6 +137,11 @@ class AuthSettings(_Section):
     # unauthenticated traffic, per client address
     failed_auth_limit: RateLimit = Field(default_factory=lambda: RateLimit(per_minute=30))
     public_rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(per_minute=120))
+    rate_limit_state: Literal["auto", "store", "process"] = Field(
+        "auto",
+        description="where the rate limits' buckets live: auto = in the store when it is "
+        "shared (PostgreSQL, or workers > 1), else in the process",
+    )
     admin_token_file: str = Field("admin-token", description="generated token, in the state dir")
 
     @field_validator("users")
@@ -601,6 +606,8 @@ max_connections = 1000          # open connections per worker; more are closed a
 [auth]
 mode = "token"                  # token | password-session | localhost-dev
 session_ttl_seconds = 43200     # password-session tokens
+rate_limit_state = "auto"       # rate limits: in the store when shared (PostgreSQL or
+                                # workers > 1; exact across processes), else in the process
 # password = { env = "GATEWAY_PASSWORD" }   # legacy: the account "operator"
 
 # password-session mode: named operator accounts; a session's principal is its account.

@@ -117,7 +117,7 @@ async def serve_socket(
     kinds: dict[str, Handler],
     heartbeat_seconds: float,
     is_draining: Callable[[], bool],
-    check_rate: Callable[[Principal], int],
+    check_rate: Callable[[Principal], Awaitable[int]],
 ) -> None:
     await ws.accept()
     lock = asyncio.Lock()
@@ -193,7 +193,7 @@ async def _handle(
     raw: str | bytes,
     send: Callable[[dict[str, Any]], Awaitable[None]],
     send_text: Callable[[str], Awaitable[None]],
-    check_rate: Callable[[Principal], int],
+    check_rate: Callable[[Principal], Awaitable[int]],
 ) -> None:
     try:
         request_id, kind, payload = parse_frame(raw, kinds)
@@ -206,7 +206,7 @@ async def _handle(
             )
         )
         return
-    wait = check_rate(principal)
+    wait = await check_rate(principal)
     if wait:
         await send_text(
             frame(

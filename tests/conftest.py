@@ -105,6 +105,21 @@ def store_url(request: pytest.FixtureRequest, state_dir: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
+@pytest.fixture(scope="module", params=STORES)
+def module_store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """For a server shared by a module's tests: its config's store section, once per
+    store: ``{}`` (SQLite in the server's state directory) or a fresh PostgreSQL
+    database's ``{"storage": {"url": ...}}``. Tests using it run as ``[sqlite]`` and
+    ``[postgresql]``."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    yield {"storage": {"url": server.url(name)}}
+    server.drop_database(name)
+
+
 async def db_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     """Read a store's database independently of the store: the plain sqlite3 module, or
     a connection of its own to PostgreSQL. ``sql`` must be valid on the store's dialect."""
@@ -119,6 +134,31 @@ async def db_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in await conn.exec_driver_sql(sql)]
     finally:
         await engine.dispose()
+
+
+async def db_execute(url: str, *statements: str) -> None:
+    """Run ``statements`` on a store's database in one committed transaction, beside the
+    store (as another program, or an older gateway, would). Valid on the store's dialect."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(sa.engine.make_url(url).database or "") as conn:
+            for sql in statements:
+                conn.execute(sql)
+        return
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            for sql in statements:
+                await conn.exec_driver_sql(sql)
+    finally:
+        await engine.dispose()
+
+
+def store_section(url: str) -> dict[str, Any]:
+    """The config section naming the store ``url`` (``store_url``); nothing for SQLite,
+    the state directory's store being the default."""
+    return {"storage": {"url": url}} if url.startswith("postgresql") else {}
 
 
 def store_config(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -207,6 +247,8 @@ class LiveServer:
     log_path: Path
     token: str = ADMIN_TOKEN
     extra: dict[str, Any] = field(default_factory=dict)
+    # Its store, for db_rows: the configured URL, else SQLite in its state directory.
+    store_url: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -250,6 +292,8 @@ def start_server(
         cwd=tmp_path,
     )
     server = LiveServer(proc, f"{scheme}://127.0.0.1:{port}", config_path, state, log_path)
+    url = data.get("storage", {}).get("url")
+    server.store_url = url if isinstance(url, str) else sqlite_url(state)
     if wait:
         wait_healthy(server, verify=verify)
     return server

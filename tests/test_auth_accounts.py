@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import select
-import sqlite3
 import subprocess
 import sys
 import termios
@@ -25,7 +24,16 @@ import tomli_w
 from host.auth.passwords import PasswordHash, hash_password
 from host.settings import ConfigError, load_settings
 from host.storage import sqlite_url
-from tests.conftest import ADMIN, assert_error, bearer, db_rows, gateway_cli, running_app
+from tests.conftest import (
+    ADMIN,
+    assert_error,
+    bearer,
+    db_execute,
+    db_rows,
+    gateway_cli,
+    running_app,
+    store_section,
+)
 from tests.plugins_for_tests.kit import subprocess_env
 
 ALICE_PW = "alice's long passphrase"
@@ -107,7 +115,7 @@ async def test_each_account_logs_in_as_itself_with_its_own_gates_and_rate_limit(
         assert (await client.get("/gateway/status", headers=bearer(alice))).status_code == 200
 
 
-async def test_wrong_password_and_unknown_user_are_the_same_401(accounts, state_dir):
+async def test_wrong_password_and_unknown_user_are_the_same_401(accounts, store_url):
     async with running_app(accounts()) as (_app, client):
         answers = [
             await login(client, "alice", "not alice's password"),
@@ -121,7 +129,7 @@ async def test_wrong_password_and_unknown_user_are_the_same_401(accounts, state_
             assert err["type"] == "authentication_error"
             messages.add(err["message"])
         assert len(messages) == 1
-    assert await session_rows(sqlite_url(state_dir)) == []
+    assert await session_rows(store_url) == []
 
 
 async def test_a_principal_field_is_refused_and_issues_nothing(accounts, state_dir):
@@ -261,10 +269,13 @@ async def test_removing_an_account_deletes_its_sessions_at_once(accounts, store_
         assert (await whoami(client, alice))["name"] == "alice"
 
 
-async def test_removing_an_account_from_the_file_revokes_it_on_reload(accounts, tmp_path):
+async def test_removing_an_account_from_the_file_revokes_it_on_reload(
+    accounts, tmp_path, store_url
+):
     state = tmp_path / "state"
     config = tmp_path / "gateway.toml"
     data: dict[str, Any] = {"state_dir": str(state), "auth": accounts_auth()}
+    data.update(store_section(store_url))
     config.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(config)) as (_app, client):
         alice = await session(client, "alice", ALICE_PW)
@@ -273,7 +284,7 @@ async def test_removing_an_account_from_the_file_revokes_it_on_reload(accounts, 
         config.write_text(tomli_w.dumps(data))
         reloaded = await client.post("/gateway/reload", headers=bearer(alice))
         assert reloaded.status_code == 200, await reloaded.get_data()
-        assert [row[0] for row in await session_rows(sqlite_url(state))] == ["alice"]
+        assert [row[0] for row in await session_rows(store_url)] == ["alice"]
         assert await whoami(client, bob) == 401
 
 
@@ -327,7 +338,7 @@ async def test_sessions_survive_a_restart_with_the_same_accounts(accounts, store
     assert ALICE_HASH.rsplit("$", 1)[1] not in str(fingerprints)
 
 
-def test_sessions_survive_a_server_restart_but_not_a_new_hash(live_server, tmp_path):
+def test_sessions_survive_a_server_restart_but_not_a_new_hash(live_server, tmp_path, store_url):
     config: dict[str, Any] = {
         "state_dir": str(tmp_path / "shared-state"),
         "auth": {"mode": "password-session", "users": {"alice": {"password_hash": ALICE_HASH}}},
@@ -351,41 +362,43 @@ def test_sessions_survive_a_server_restart_but_not_a_new_hash(live_server, tmp_p
     assert httpx.get(f"{third.url}/gateway/status", headers=bearer(token)).status_code == 401
 
 
-async def test_sessions_from_before_the_upgrade_are_invalid(accounts, state_dir):
+OLD_HOST_SCHEMA = [
+    """CREATE TABLE schema_migrations (namespace VARCHAR(100) NOT NULL,
+      version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,
+      applied_ms BIGINT NOT NULL, PRIMARY KEY (namespace, version))""",
+    "INSERT INTO schema_migrations VALUES ('host', 1, 'old', 0)",
+    """CREATE TABLE gateway_kv (key VARCHAR(200) PRIMARY KEY, value JSON NOT NULL,
+      updated_ms BIGINT NOT NULL)""",
+    """CREATE TABLE gateway_events (stream VARCHAR(300), seq BIGINT, type VARCHAR(100)
+      NOT NULL, ts_ms BIGINT NOT NULL, data JSON NOT NULL, PRIMARY KEY (stream, seq))""",
+    """CREATE TABLE gateway_event_streams (stream VARCHAR(300) PRIMARY KEY,
+      last_seq BIGINT NOT NULL, updated_ms BIGINT NOT NULL)""",
+    """CREATE TABLE gateway_leases (name VARCHAR(300) PRIMARY KEY,
+      owner VARCHAR(200) NOT NULL, expires_ms BIGINT NOT NULL)""",
+    """CREATE TABLE gateway_once_keys (scope VARCHAR(200), key VARCHAR(300),
+      value JSON, created_ms BIGINT NOT NULL, PRIMARY KEY (scope, key))""",
+    """CREATE TABLE gateway_auth_sessions (token_hash VARCHAR(64) PRIMARY KEY,
+      principal VARCHAR(200) NOT NULL, created_ms BIGINT NOT NULL,
+      expires_ms BIGINT NOT NULL, revoked_ms BIGINT, client VARCHAR(200))""",
+]
+
+
+async def test_sessions_from_before_the_upgrade_are_invalid(accounts, store_url):
     """A store made before accounts existed (no credential fingerprint column): the
     migration adds the column, and the old sessions, whose principal the client chose,
     authenticate no more."""
     token = "gw_sess_an-old-session-token-from-before-the-upgrade"
-    with sqlite3.connect(state_dir / "gateway.db") as conn:
-        conn.executescript(
-            """
-            CREATE TABLE schema_migrations (namespace VARCHAR(100) NOT NULL,
-              version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,
-              applied_ms BIGINT NOT NULL, PRIMARY KEY (namespace, version));
-            INSERT INTO schema_migrations VALUES ('host', 1, 'old', 0);
-            CREATE TABLE gateway_kv (key VARCHAR(200) PRIMARY KEY, value JSON NOT NULL,
-              updated_ms BIGINT NOT NULL);
-            CREATE TABLE gateway_events (stream VARCHAR(300), seq BIGINT, type VARCHAR(100)
-              NOT NULL, ts_ms BIGINT NOT NULL, data JSON NOT NULL, PRIMARY KEY (stream, seq));
-            CREATE TABLE gateway_event_streams (stream VARCHAR(300) PRIMARY KEY,
-              last_seq BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
-            CREATE TABLE gateway_leases (name VARCHAR(300) PRIMARY KEY,
-              owner VARCHAR(200) NOT NULL, expires_ms BIGINT NOT NULL);
-            CREATE TABLE gateway_once_keys (scope VARCHAR(200), key VARCHAR(300),
-              value JSON, created_ms BIGINT NOT NULL, PRIMARY KEY (scope, key));
-            CREATE TABLE gateway_auth_sessions (token_hash VARCHAR(64) PRIMARY KEY,
-              principal VARCHAR(200) NOT NULL, created_ms BIGINT NOT NULL,
-              expires_ms BIGINT NOT NULL, revoked_ms BIGINT, client VARCHAR(200));
-            """
-        )
-        conn.execute(
-            "INSERT INTO gateway_auth_sessions VALUES (?, 'alice', 0, 99999999999999, NULL, NULL)",
-            (hashlib.sha256(token.encode()).hexdigest(),),
-        )
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    await db_execute(
+        store_url,
+        *OLD_HOST_SCHEMA,
+        "INSERT INTO gateway_auth_sessions VALUES "
+        f"('{digest}', 'alice', 0, 99999999999999, NULL, NULL)",
+    )
     async with running_app(accounts()) as (_app, client):
         assert await whoami(client, token) == 401
         assert (await whoami(client, await session(client, "alice", ALICE_PW)))["name"] == "alice"
-    assert [row[0] for row in await session_rows(sqlite_url(state_dir))] == ["alice"]
+    assert [row[0] for row in await session_rows(store_url)] == ["alice"]
 
 
 # -- configuration ----------------------------------------------------------------------------

@@ -212,6 +212,7 @@ async def test_password_session_issues_a_bearer_token_that_authenticates(
 async def test_session_tokens_are_random_and_only_their_hash_is_stored(
     make_settings, monkeypatch, state_dir
 ):
+    # SQLite only by nature: it reads the raw bytes of the database files.
     settings = session_settings(make_settings, monkeypatch)
     async with running_app(settings) as (_app, client):
         tokens = [(await (await issue(client)).get_json())["access_token"] for _ in range(4)]
@@ -232,7 +233,7 @@ async def test_session_tokens_are_random_and_only_their_hash_is_stored(
 
 
 async def test_wrong_password_is_401_invalid_credentials_and_stores_nothing(
-    make_settings, monkeypatch, state_dir
+    make_settings, monkeypatch, store_url
 ):
     async with running_app(session_settings(make_settings, monkeypatch)) as (_app, client):
         response = await issue(client, password="wrong password")
@@ -240,7 +241,7 @@ async def test_wrong_password_is_401_invalid_credentials_and_stores_nothing(
         err = assert_error(await response.get_json(), "invalid_credentials")
         assert err["type"] == "authentication_error"
         assert "access_token" not in (await response.get_data()).decode()
-    assert await session_rows(sqlite_url(state_dir)) == []
+    assert await session_rows(store_url) == []
 
 
 @pytest.mark.parametrize("body", [{}, {"password": ""}, {"principal": "alice"}])
@@ -330,7 +331,7 @@ async def test_session_survives_app_restart(make_settings, monkeypatch, store_ur
         assert principal == {"name": "operator", "kind": "session", "gates": ["*"]}
 
 
-def test_session_survives_server_process_restart(live_server, tmp_path):
+def test_session_survives_server_process_restart(live_server, tmp_path, store_url):
     config = {
         "state_dir": str(tmp_path / "shared-state"),
         "auth": {"mode": "password-session", "password": {"env": PASSWORD_ENV}},

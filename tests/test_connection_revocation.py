@@ -112,7 +112,7 @@ def closing_reason_sse(lines: list[str]) -> str:
 
 
 async def test_revoked_session_closes_its_socket_and_its_sse_stream_but_not_another_session(
-    make_settings, monkeypatch
+    make_settings, monkeypatch, store_url
 ):
     settings = session_settings(
         lambda **kw: make_settings(**kw, **QUIET), monkeypatch, session_ttl_seconds=600
@@ -140,7 +140,9 @@ async def test_revoked_session_closes_its_socket_and_its_sse_stream_but_not_anot
             assert (await status_answer(other_ws, "still"))["kind"] == "gateway.status.response"
 
 
-async def test_expired_session_closes_its_idle_socket_and_jsonl_stream(make_settings, monkeypatch):
+async def test_expired_session_closes_its_idle_socket_and_jsonl_stream(
+    make_settings, monkeypatch, store_url
+):
     settings = session_settings(
         lambda **kw: make_settings(**kw, **QUIET), monkeypatch, session_ttl_seconds=2
     )

@@ -144,7 +144,8 @@ async def wait_until(predicate: Any, timeout: float = 5) -> None:
 
 
 @pytest.fixture
-async def fast(make_settings: Any) -> AsyncIterator[tuple[Any, Any, Gateway]]:
+async def fast(make_settings: Any, store_url: str) -> AsyncIterator[tuple[Any, Any, Gateway]]:
+    """A gateway with quick heartbeats, on SQLite and on PostgreSQL (``store_url``)."""
     async with running_app(make_settings(**FAST)) as (app, client):
         yield app, client, Gateway(client)
 

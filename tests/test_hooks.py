@@ -25,7 +25,7 @@ from host.api import Migration, Principal, context, current_principal, public, r
 from host.app import create_app
 from host.plugins import HOST, HookDeclaration, PluginHost
 from host.settings import Settings, build_settings
-from tests.conftest import ADMIN, READER, gateway_cli, running_app
+from tests.conftest import ADMIN, READER, db_rows, gateway_cli, running_app
 from tests.plugins_for_tests.kit import Plugin, fake_distribution
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,7 +234,9 @@ def _notes_plugin() -> Plugin:
     )
 
 
-async def test_gateway_register_migrations_table_exists_and_survives_restart(make_settings):
+async def test_gateway_register_migrations_table_exists_and_survives_restart(
+    make_settings, store_url
+):
     settings = make_settings()
     async with running_app(settings, extra_plugins=[("notes", _notes_plugin())]) as (_, client):
         assert (await client.post("/notes", headers=READER)).status_code == 201
@@ -247,14 +249,17 @@ async def test_gateway_register_migrations_table_exists_and_survives_restart(mak
         assert (await client.post("/notes", headers=READER)).status_code == 201
         body = await (await client.get("/notes", headers=READER)).get_json()
         assert body == {"notes": ["remember", "remember"]}
-    engine = sa.create_engine(f"sqlite:///{settings.state_dir / 'gateway.db'}")
-    with engine.connect() as conn:
-        columns = [c["name"] for c in sa.inspect(conn).get_columns("notes_test_plugin")]
-        applied = conn.execute(
-            sa.text("SELECT version FROM schema_migrations WHERE namespace = 'notes'")
-        ).all()
-    engine.dispose()
-    assert columns == ["id", "text", "tag"]
+    columns = await db_rows(
+        store_url,
+        "SELECT name FROM pragma_table_info('notes_test_plugin')"
+        if store_url.startswith("sqlite")
+        else "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'notes_test_plugin' ORDER BY ordinal_position",
+    )
+    applied = await db_rows(
+        store_url, "SELECT version FROM schema_migrations WHERE namespace = 'notes'"
+    )
+    assert [c for (c,) in columns] == ["id", "text", "tag"]
     assert sorted(v for (v,) in applied) == [1, 2]
 
 

@@ -13,6 +13,9 @@ import pytest
 from host.auth.passwords import hash_password
 from tests.conftest import ADMIN, metric, running_app
 
+# On PostgreSQL (or with several workers) the buckets and counters are in the store.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 ALICE_PW = "alice's long passphrase"
 BOB_PW = "bob's other passphrase"
 ALICE_HASH = hash_password(ALICE_PW)
@@ -210,3 +213,12 @@ async def test_failed_logins_do_not_throttle_bearer_requests_from_the_address(ma
         ok = await client.get("/gateway/status", headers=ADMIN, scope_base=STRANGER)
         assert ok.status_code == 200
         assert (await login(client, "bob", BOB_PW, OTHER)).status_code == 200
+
+
+async def test_an_account_name_postgresql_cannot_store_is_a_plain_failed_login(make_settings):
+    # The counters are keyed by a digest: a NUL in a made-up name was a 500 on PostgreSQL.
+    settings = backoff_settings(make_settings, free_failures=1, base_seconds=60)
+    async with running_app(settings) as (_app, client):
+        assert (await login(client, "mal\u0000lory", "guess", STRANGER)).status_code == 401
+        await assert_locked(await login(client, "mal\u0000lory", "guess", STRANGER))
+        assert (await login(client, "alice", ALICE_PW, STRANGER)).status_code == 200

@@ -20,6 +20,9 @@ from tests.fake_openai_upstream import KEY_ENV, NORMAL_TEXT, models_config
 from tests.openai_helpers import USER, InProcessServer, assert_error, async_sdk, served
 from tests.plugins_for_tests.kit import Plugin
 
+# Stored responses and their chains: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 TOOLS: list[ChatCompletionToolParam] = [
     {
         "type": "function",

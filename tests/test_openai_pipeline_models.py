@@ -83,18 +83,22 @@ EXPOSED = ["chat", "live", "plain", "structured", "preferred", "typed", "gated",
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, module_store: dict[str, Any]
+) -> Iterator[LiveServer]:
+    """One server for the module per store (each call is a stored run)."""
     root = tmp_path_factory.mktemp("pipeline-models")
     (root / "pipelines").mkdir()
     (root / "pipelines" / "models.py").write_text(PIPELINES)
     server = start_server(
         root,
         config={
+            **module_store,
             "plugins": {
                 "pipelines": {"directory": str(root / "pipelines"), "poll_seconds": 0.05},
                 "openai_compat": {"pipeline_models": [*EXPOSED, "missing"]},
                 **SAFETY_OFF,  # these tests pin how llm step deltas become chunks
-            }
+            },
         },
     )
     yield server

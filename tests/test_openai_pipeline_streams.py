@@ -241,7 +241,7 @@ TWICE_USAGE = usage(2 + 3, 3 + 4)
 # -- usage ------------------------------------------------------------------------------------
 
 
-async def test_llm_steps_record_usage_and_pipeline_models_report_its_sum(gateway):
+async def test_llm_steps_record_usage_and_pipeline_models_report_its_sum(gateway, store_url):
     server, _ = gateway
     async with async_sdk(server) as client:
         chat = await client.chat.completions.create(
@@ -401,7 +401,7 @@ async def test_keepalive_seconds_must_be_a_positive_number(make_settings, value)
 # -- retried llm steps ------------------------------------------------------------------------
 
 
-async def test_a_retried_llm_step_is_streamed_once(gateway):
+async def test_a_retried_llm_step_is_streamed_once(gateway, store_url):
     server, upstreams = gateway
     async with async_sdk(server) as client:
         chunks = await chat_chunks(

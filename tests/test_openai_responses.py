@@ -37,10 +37,12 @@ TOOLS: Any = [
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    # One server for the module: each test makes its own responses (fresh ids), and a
-    # server start is most of a test's cost.
-    server = start_server(tmp_path_factory.mktemp("responses"))
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, module_store: dict[str, Any]
+) -> Iterator[LiveServer]:
+    # One server for the module per store: each test makes its own responses (fresh
+    # ids), and a server start is most of a test's cost.
+    server = start_server(tmp_path_factory.mktemp("responses"), config=module_store)
     yield server
     server.stop()
 
@@ -133,7 +135,7 @@ def test_a_streamed_function_call_has_argument_events(gateway):
     assert events[-1]["response"]["output"][0]["type"] == "function_call"
 
 
-def test_a_stored_conversation_continues_after_a_restart(live_server, tmp_path):
+def test_a_stored_conversation_continues_after_a_restart(live_server, tmp_path, store_url):
     state = tmp_path / "shared-state"
     first_server = live_server(config={"state_dir": str(state)})
     first = sdk(first_server).responses.create(model="echo", input="remember me")

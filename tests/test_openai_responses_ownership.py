@@ -2,15 +2,18 @@
 continue or delete one (404, as if it did not exist), across restarts;
 ``allow_responses_read_all`` reads everyone's, ``allow_responses_act_all`` deletes them, and
 no gate continues another's chain; rows stored before ownership are left to holders of
-those gates. Through HTTP on a real SQLite state dir, on the offline echo model."""
+those gates. Through HTTP on SQLite and on PostgreSQL, on the offline echo model."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-from tests.conftest import ADMIN, READER, running_app
+import pytest
+
+from tests.conftest import ADMIN, READER, db_execute, db_rows, running_app
 from tests.openai_helpers import assert_error
+
+pytestmark = pytest.mark.usefixtures("store_url")
 
 OTHER_TOKEN = "test-other-token-0123456789"
 OTHER = {"Authorization": f"Bearer {OTHER_TOKEN}"}
@@ -120,16 +123,18 @@ async def test_ownership_survives_a_restart(make_settings):
         assert own.status_code == 200
 
 
-async def test_responses_stored_before_ownership_are_left_to_read_all_holders(make_settings):
+async def test_responses_stored_before_ownership_are_left_to_read_all_holders(
+    make_settings, store_url
+):
     settings = two_callers(make_settings)
     async with running_app(settings) as (_app, client):
         old = await stored(client, READER, "from before")
     # Take the store back to before migration 3 of openai_compat (no owner column).
-    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
-        db.execute("ALTER TABLE openai_responses DROP COLUMN owner")
-        db.execute(
-            "DELETE FROM schema_migrations WHERE namespace = 'openai_compat' AND version = 3"
-        )
+    await db_execute(
+        store_url,
+        "ALTER TABLE openai_responses DROP COLUMN owner",
+        "DELETE FROM schema_migrations WHERE namespace = 'openai_compat' AND version = 3",
+    )
     async with running_app(settings) as (_app, client):
         await assert_hidden_from(client, READER, old)
         got = await client.get(f"/v1/responses/{old}", headers=ADMIN)
@@ -141,8 +146,7 @@ async def test_responses_stored_before_ownership_are_left_to_read_all_holders(ma
         await assert_hidden_from(client, READER, follow_id)
         deleted = await client.delete(f"/v1/responses/{old}", headers=ADMIN)
         assert deleted.status_code == 200
-    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
-        owners = db.execute("SELECT id, owner FROM openai_responses").fetchall()
+    owners = await db_rows(store_url, "SELECT id, owner FROM openai_responses")
     assert owners == [(follow_id, "token:admin")]
 
 

@@ -15,6 +15,9 @@ from tests.conftest import ADMIN, running_app
 from tests.pipelines_fixtures import NOTED_STEP, pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, assert_error, start, wait_status
 
+# Runs, schedules, keys and events are stored: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 BREAKPOINTS_SOURCE = (
     """
 from pathlib import Path

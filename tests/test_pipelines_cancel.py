@@ -14,6 +14,9 @@ import pytest
 from tests.conftest import ADMIN
 from tests.test_pipelines_durability import config_for, run_status, until
 
+# Runs are claimed, leased and resumed through the store: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 SOURCE = """
 import asyncio
 import pathlib

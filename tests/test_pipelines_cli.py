@@ -16,6 +16,8 @@ def gateway(server: LiveServer, cwd: Path, *args: str) -> subprocess.CompletedPr
 
 
 def test_cli_runs_pipelines_and_exit_codes_tell_the_outcome(live_server, tmp_path):
+    # SQLite only: the CLI speaks HTTP alone; the store behind the API runs on both in
+    # test_pipelines_api.py.
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "testing.py").write_text(PIPELINES_SOURCE)

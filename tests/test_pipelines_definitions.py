@@ -7,7 +7,6 @@ on the same state directory (its catalog starts empty, like a new process)."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from host.api import hookimpl
 from plugins.pipelines.definition import Pipeline, approval, code
-from tests.conftest import ADMIN, running_app
+from tests.conftest import ADMIN, db_execute, db_rows, running_app
 from tests.test_pipelines_api import TERMINAL, assert_error, start, wait_status
 
 SOURCE = """
@@ -44,6 +43,10 @@ def write(directory: Path, version: str, mark: str, prelude: str = "") -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+# Runs, their definitions and the upgrade of an older store, on SQLite and PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
+
 @pytest.fixture
 def pipelines_dir(tmp_path: Path) -> Path:
     path = tmp_path / "pipelines"
@@ -65,7 +68,9 @@ async def started_and_waiting(client: Any) -> dict[str, Any]:
     return await wait_status(client, run_id, {"waiting"})
 
 
-async def test_the_run_record_shows_the_definition_the_run_started_with(settings, pipelines_dir):
+async def test_the_run_record_shows_the_definition_the_run_started_with(
+    settings, pipelines_dir, store_url
+):
     fingerprint = write(pipelines_dir, "7", "one")
     async with running_app(settings) as (_app, client):
         record = await started_and_waiting(client)
@@ -81,8 +86,7 @@ async def test_the_run_record_shows_the_definition_the_run_started_with(settings
         second = await started_and_waiting(client)
         assert second["definition"] == record["definition"]
     # Two runs of one definition store its source once.
-    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
-        rows = db.execute("SELECT digest, path FROM pipelines_definition_sources").fetchall()
+    rows = await db_rows(store_url, "SELECT digest, path FROM pipelines_definition_sources")
     assert rows == [(fingerprint.removeprefix("sha256:"), str(pipelines_dir / "versioned.py"))]
 
 
@@ -262,17 +266,19 @@ async def test_a_changed_plugin_pipeline_fails_the_resumed_run_with_definition_c
 
 
 async def test_a_store_from_before_definitions_were_stored_is_upgraded_and_its_runs_go_on(
-    settings, pipelines_dir
+    settings, pipelines_dir, store_url
 ):
     write(pipelines_dir, "1", "old")
     async with running_app(settings) as (_app, client):
         run_id = (await started_and_waiting(client))["id"]
     # Take the store back to what it was before migration 3 of the pipelines namespace.
-    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
-        db.execute("ALTER TABLE pipelines_runs DROP COLUMN definition")
-        db.execute("DROP TABLE pipelines_definition_sources")
-        db.execute("DROP TABLE pipelines_step_journal")
-        db.execute("DELETE FROM schema_migrations WHERE namespace = 'pipelines' AND version = 3")
+    await db_execute(
+        store_url,
+        "ALTER TABLE pipelines_runs DROP COLUMN definition",
+        "DROP TABLE pipelines_definition_sources",
+        "DROP TABLE pipelines_step_journal",
+        "DELETE FROM schema_migrations WHERE namespace = 'pipelines' AND version = 3",
+    )
 
     write(pipelines_dir, "2", "new")
     async with running_app(settings) as (_app, client):

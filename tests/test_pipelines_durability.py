@@ -17,6 +17,9 @@ import pytest
 from tests.conftest import ADMIN
 from tests.pipelines_fixtures import PIPELINES_SOURCE, shared_state_config
 
+# Runs are claimed, leased and resumed through the store: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 TERMINAL = {"completed", "failed", "cancelled"}
 
 

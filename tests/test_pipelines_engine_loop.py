@@ -8,16 +8,23 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
-from tests.conftest import ADMIN, running_app
+from tests.conftest import ADMIN, db_rows, running_app
 from tests.pipelines_fixtures import PIPELINES_SOURCE, pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, start, wait_status
 
 SLOW_POLL = 30  # far longer than any wait below: only the timers can make these pass
+
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 @pytest.fixture
@@ -99,43 +106,65 @@ HELD = Pipeline(id="held", steps=[code("hold", hold)])
 """
 
 
-async def test_a_heartbeat_that_fails_is_retried_before_the_lease_lapses(make_settings, tmp_path):
-    """The store is locked (another process holds SQLite's write lock) across one of the
-    worker's heartbeats, with a poll far longer than the lease: the failed heartbeat is
-    tried again soon, so the running run's lease never lapses (another worker would
-    otherwise take the run over while it still runs here)."""
+@asynccontextmanager
+async def store_locked(url: str) -> AsyncIterator[None]:
+    """Another process holds the runs table: on SQLite the file's write lock (a write
+    waiting for it fails after ``busy_timeout_ms``), on PostgreSQL ``LOCK TABLE`` (a
+    write waits for it: the heartbeat stalls)."""
+    if url.startswith("sqlite"):
+        locker = sqlite3.connect(sa.engine.make_url(url).database or "", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        return
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn, conn.begin() as tx:
+            await conn.exec_driver_sql("LOCK TABLE pipelines_runs IN ACCESS EXCLUSIVE MODE")
+            yield
+            await tx.rollback()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_heartbeat_that_fails_or_stalls_keeps_the_lease_from_lapsing(
+    make_settings, tmp_path, store_url
+):
+    """The store is locked by another process across one of the worker's heartbeats,
+    with a poll far longer than the lease. On SQLite that heartbeat fails (busy) and is
+    tried again soon; on PostgreSQL it waits for the lock and then renews. Either way
+    the running run's lease never lapses (another worker would otherwise take the run
+    over while it still runs here)."""
     directory = write_pipelines(tmp_path, "held", HELD_SOURCE)
     section = {"directory": str(directory), "poll_seconds": SLOW_POLL, "lease_seconds": 3}
     settings = make_settings(storage={"busy_timeout_ms": 100}, plugins={"pipelines": section})
-    db = settings.state_dir / "gateway.db"
     async with running_app(settings) as (_app, client):
         response = await start(client, "held", {"input": {}})
         run_id = (await response.get_json())["runId"]
 
-        def lease() -> tuple[int | None, int]:
-            with sqlite3.connect(db, timeout=5) as conn:
-                row = conn.execute(
-                    "SELECT lease_expires_ms FROM pipelines_runs WHERE id = ?", (run_id,)
-                ).fetchone()
-            return (row[0] if row else None), int(time.time() * 1000)
+        async def lease() -> tuple[int | None, int]:
+            rows = await db_rows(
+                store_url, f"SELECT lease_expires_ms FROM pipelines_runs WHERE id = '{run_id}'"
+            )
+            return (rows[0][0] if rows else None), int(time.time() * 1000)
 
         first = None
         while first is None:  # wait for the claim's lease
-            first, _ = lease()
+            first, _ = await lease()
             await asyncio.sleep(0.02)
-        while (lease()[0] or 0) == first:  # the next heartbeat: beats come every 1 s
+        while ((await lease())[0] or 0) == first:  # the next heartbeat: beats every 1 s
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.8)  # just before the heartbeat after it
-        locker = sqlite3.connect(db, timeout=5, isolation_level=None)
-        locker.execute("BEGIN IMMEDIATE")  # the write lock: that heartbeat fails
-        await asyncio.sleep(0.5)
-        locker.execute("ROLLBACK")
-        locker.close()
+        async with store_locked(store_url):  # that heartbeat fails, or waits
+            await asyncio.sleep(0.5)
         lapsed = []
         while (await (await client.get(f"/runs/{run_id}", headers=ADMIN)).get_json())[
             "status"
         ] == "running":
-            expires, now = lease()
+            expires, now = await lease()
             if expires is not None and expires < now:
                 lapsed.append(now - expires)
             await asyncio.sleep(0.05)

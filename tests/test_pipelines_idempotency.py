@@ -4,6 +4,7 @@ nothing is started (also after a restart, on ``/run`` and through ``PipelinesAPI
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from plugins.pipelines.contract import PipelinesAPI
 from tests.conftest import ADMIN, running_app
 from tests.pipelines_fixtures import PIPELINES_SOURCE, write_pipelines
 from tests.test_pipelines_api import assert_error, run_count
+
+# Runs, schedules, keys and events are stored: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
 
 RUNNER_TOKEN = "test-runner-token-0123456789"
 RUNNER = {"Authorization": f"Bearer {RUNNER_TOKEN}"}
@@ -125,3 +129,29 @@ async def test_a_fired_trigger_honours_an_idempotency_key_like_start(settings, s
         unknown = await post(client, "/triggers/schedule:nope/fire", {}, "fire-2")
         assert unknown.status_code == 404
         assert await run_count(client) == 1
+
+async def test_two_replicas_share_the_keys_one_run_per_key_however_the_requests_land(settings):
+    # Two gateways on one store, as replicas behind a load balancer: a retried request
+    # that reaches the other replica gets the first run, and requests racing on both
+    # replicas with one key start one run between them.
+    async with running_app(settings) as (_a, a), running_app(settings) as (_b, b):
+        first = await post(a, "/pipelines/three/start", {"input": {"n": 1}}, "retry-me")
+        retried = await post(b, "/pipelines/three/start", {"input": {"n": 1}}, "retry-me")
+        assert (await first.get_json())["created"] is True
+        assert (await retried.get_json())["created"] is False
+        assert (await retried.get_json())["runId"] == (await first.get_json())["runId"]
+        reused = await post(b, "/pipelines/three/start", {"input": {"n": 2}}, "retry-me")
+        assert reused.status_code == 422
+        assert_error(await reused.get_json(), "idempotency_key_reused")
+
+        raced = await asyncio.gather(
+            *(
+                post(client, "/pipelines/three/start", {"input": {"n": 3}}, "raced")
+                for client in (a, b) * 5
+            )
+        )
+        assert {r.status_code for r in raced} == {202}
+        bodies = [await r.get_json() for r in raced]
+        assert len({body["runId"] for body in bodies}) == 1
+        assert [body["created"] for body in bodies].count(True) == 1
+        assert await run_count(a) == await run_count(b) == 2

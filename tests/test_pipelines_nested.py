@@ -13,6 +13,9 @@ from tests.conftest import ADMIN, running_app
 from tests.pipelines_fixtures import NOTED_STEP, pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL, assert_error, event_types, start, wait_status
 
+# Runs, schedules, keys and events are stored: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 NESTED_SOURCE = (
     """
 from pathlib import Path

@@ -13,10 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from host.storage import Store, now_ms, sqlite_url
+from host.storage import Store, now_ms
 from tests.conftest import ADMIN, READER, running_app
 from tests.pipelines_fixtures import PIPELINES_SOURCE, signed
 from tests.test_pipelines_api import TERMINAL, assert_error, wait_status
+
+# Runs, schedules, keys and events are stored: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 @pytest.fixture
@@ -217,7 +220,7 @@ async def test_ticks_missed_while_down_are_recorded_not_replayed(settings):
         await add(client, id="hourly", pipeline_id="three", interval_seconds=3600, input={"n": 1})
     # The gateway was down for two hours: ticks fell due 2 h 2 min, 1 h 2 min and 2 min
     # ago; all are too old to fire late.
-    store = Store(sqlite_url(settings.state_dir))
+    store = Store.for_settings(settings)
     await store.open()
     async with store.write() as conn:
         await conn.execute(
@@ -391,7 +394,7 @@ async def test_keys_stored_before_namespacing_keep_deduplicating_for_their_princ
         kept = await start_keyed(client, "order-7", ADMIN)
         planted = await start_keyed(client, "webhook:gh:d9", ADMIN)
     # Make the store look as it did before migration 4: raw keys, migration not applied.
-    store = Store(sqlite_url(hook_settings.state_dir))
+    store = Store.for_settings(hook_settings)
     await store.open()
     async with store.write() as conn:
         for run_id, key in ((kept["runId"], "order-7"), (planted["runId"], "webhook:gh:d9")):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN, running_app
+from tests.conftest import ADMIN, db_rows, running_app
 from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.test_pipelines_durability import until
 
@@ -85,16 +84,16 @@ def steps_directory(tmp_path: Path) -> Path:
     return write_pipelines(tmp_path, "processes", PROCESS_STEPS)
 
 
-def lease_expiry(state_dir: Path, run_id: str) -> int | None:
-    with sqlite3.connect(state_dir / "gateway.db", timeout=10) as db:
-        row = db.execute(
-            "SELECT lease_expires_ms FROM pipelines_runs WHERE id = ?", (run_id,)
-        ).fetchone()
-    return None if row is None else row[0]
+def lease_expiry(url: str, run_id: str) -> int | None:
+    sql = f"SELECT lease_expires_ms FROM pipelines_runs WHERE id = '{run_id}'"
+    rows = asyncio.run(db_rows(url, sql))
+    return None if not rows else rows[0][0]
 
 
 @pytest.mark.timeout(120)
-def test_a_blocking_sync_step_leaves_health_and_lease_renewal_running(live_server, tmp_path):
+def test_a_blocking_sync_step_leaves_health_and_lease_renewal_running(
+    live_server, tmp_path, store_url
+):
     directory = write_pipelines(tmp_path, "blocking", BLOCKING_STEPS)
     server = live_server(
         config={
@@ -113,8 +112,8 @@ def test_a_blocking_sync_step_leaves_health_and_lease_renewal_running(live_serve
     # with the step on the event loop, this request could not be served.
     assert httpx.get(f"{server.url}/health", timeout=20).status_code == 200
     # The lease (1 s) is renewed while the step still blocks.
-    first = until(lambda: lease_expiry(server.state_dir, run_id))
-    until(lambda: (lease_expiry(server.state_dir, run_id) or 0) >= first + 2000)
+    first = until(lambda: lease_expiry(server.store_url, run_id))
+    until(lambda: (lease_expiry(server.store_url, run_id) or 0) >= first + 2000)
     gate.touch()
     record = until(
         lambda: (
@@ -164,7 +163,7 @@ async def start(client: Any, pipeline: str, run_input: dict[str, Any]) -> str:
 
 
 async def test_a_sync_step_past_its_timeout_fails_and_its_thread_is_counted_until_it_returns(
-    make_settings, tmp_path
+    make_settings, tmp_path, store_url
 ):
     settings = pipelines_settings(make_settings, steps_directory(tmp_path))
     started, gate = tmp_path / "started", tmp_path / "gate"
@@ -198,7 +197,7 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.timeout(180)
 async def test_a_process_isolated_step_is_killed_on_timeout_and_on_cancel_and_the_pool_goes_on(
-    make_settings, tmp_path
+    make_settings, tmp_path, store_url
 ):
     settings = pipelines_settings(make_settings, steps_directory(tmp_path))
     async with running_app(settings) as (_app, client):

@@ -13,6 +13,9 @@ from tests.conftest import ADMIN, running_app
 from tests.pipelines_fixtures import pipelines_settings, write_pipelines
 from tests.test_pipelines_api import TERMINAL
 
+# Runs, schedules, keys and events are stored: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 SOURCE = """
 import math
 

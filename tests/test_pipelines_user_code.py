@@ -16,6 +16,9 @@ from tests.conftest import ADMIN
 from tests.pipelines_fixtures import shared_state_config
 from tests.test_pipelines_durability import until
 
+# Runs are claimed, leased and resumed through the store: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 TERMINAL = {"completed", "failed", "cancelled"}
 
 EXITING_STEPS = """

@@ -11,6 +11,9 @@ import pytest
 
 from tests.conftest import ADMIN, ADMIN_TOKEN, metric, running_app
 
+# On PostgreSQL (or with several workers) the buckets and counters are in the store.
+pytestmark = pytest.mark.usefixtures("store_url")
+
 SLOW = {"per_minute": 3}  # a bucket of 3 that refills one token every 20 s
 ALICE = {"Authorization": "Bearer alice-token-0123456789"}
 BOB = {"Authorization": "Bearer bob-token-0123456789"}

@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import json
 import re
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,16 @@ import tomli_w
 
 from host.api import context
 from host.settings import build_settings, deep_merge, load_settings
-from tests.conftest import ADMIN, READER, base_config, bearer, running_app
+from tests.conftest import (
+    ADMIN,
+    READER,
+    base_config,
+    bearer,
+    db_execute,
+    db_rows,
+    running_app,
+    store_section,
+)
 from tests.pipelines_fixtures import signed, write_pipelines
 
 SECRET = "alice-secret-7f3a9c"  # in every input Alice sends
@@ -161,7 +169,8 @@ class Seeded:
 
 
 @pytest.fixture
-def settings(make_settings: Any, tmp_path: Path) -> Any:
+def settings(make_settings: Any, tmp_path: Path, store_url: str) -> Any:
+    """On SQLite and on PostgreSQL (``store_url``): every object here is a stored row."""
     directory = write_pipelines(tmp_path, "owned", SOURCE)
     return make_settings(
         auth={"tokens": TOKENS},
@@ -572,13 +581,17 @@ async def test_star_reads_and_acts_on_everything(settings):
         assert gone.status_code == 200
 
 
-async def test_rows_from_before_owners_are_left_to_read_all_holders(settings):
+async def test_rows_from_before_owners_are_left_to_read_all_holders(settings, store_url):
     async with running_app(settings) as (_app, client):
         seeded = await seed(client)
     # What a store from before migration 5 holds: no owners.
-    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
-        for table in ("pipelines_runs", "pipelines_schedules", "pipelines_breakpoints"):
-            db.execute(f"UPDATE {table} SET owner = NULL")
+    await db_execute(
+        store_url,
+        *(
+            f"UPDATE {table} SET owner = NULL"
+            for table in ("pipelines_runs", "pipelines_schedules", "pipelines_breakpoints")
+        ),
+    )
     async with running_app(settings) as (_app, client):
         for headers in (ALICE, READER):
             assert (await (await client.get("/runs", headers=headers)).get_json())["runs"] == []
@@ -602,21 +615,32 @@ async def test_rows_from_before_owners_are_left_to_read_all_holders(settings):
         assert cancel.status_code == 200
 
 
-async def test_migration_adds_owner_columns_to_an_older_store(settings):
+async def test_migration_adds_owner_columns_to_an_older_store(settings, store_url):
     async with running_app(settings) as (_app, client):
         await start(client, "echo")
-    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
-        db.execute("DROP INDEX ix_pipelines_runs_owner")
-        for table in ("pipelines_runs", "pipelines_schedules", "pipelines_breakpoints"):
-            db.execute(f"ALTER TABLE {table} DROP COLUMN owner")
-        db.execute("DELETE FROM schema_migrations WHERE namespace = 'pipelines' AND version = 5")
+    await db_execute(
+        store_url,
+        "DROP INDEX ix_pipelines_runs_owner",
+        *(
+            f"ALTER TABLE {table} DROP COLUMN owner"
+            for table in ("pipelines_runs", "pipelines_schedules", "pipelines_breakpoints")
+        ),
+        "DELETE FROM schema_migrations WHERE namespace = 'pipelines' AND version = 5",
+    )
     async with running_app(settings) as (_app, client):
         old = await (await client.get("/runs", headers=AUDITOR)).get_json()
         assert [r["owner"] for r in old["runs"]] == [None]
         fresh = await start(client, "echo")
         assert (await run_of(client, fresh))["owner"] == f"token:{ALICE_NAME}"
-    with sqlite3.connect(settings.state_dir / "gateway.db") as db:
-        indexes = {row[1] for row in db.execute("PRAGMA index_list(pipelines_runs)")}
+    indexes = {
+        name
+        for (name,) in await db_rows(
+            store_url,
+            "SELECT name FROM pragma_index_list('pipelines_runs')"
+            if store_url.startswith("sqlite")
+            else "SELECT indexname FROM pg_indexes WHERE tablename = 'pipelines_runs'",
+        )
+    }
     assert "ix_pipelines_runs_owner" in indexes
 
 
@@ -637,12 +661,12 @@ async def runs_of_schedule(client: Any, schedule_id: str) -> int:
 
 
 async def test_schedules_of_a_token_removed_from_the_config_stop_firing_and_are_reported(
-    state_dir, tmp_path
+    state_dir, tmp_path, store_url
 ):
     directory = write_pipelines(tmp_path, "owned", SOURCE)
     config_file = tmp_path / "gateway.toml"
     data = deep_merge(
-        base_config(state_dir),
+        deep_merge(base_config(state_dir), store_section(store_url)),
         {
             "auth": {"tokens": {ALICE_NAME: TOKENS[ALICE_NAME]}},
             "plugins": {"pipelines": {"directory": str(directory), "poll_seconds": 0.05}},
@@ -689,14 +713,15 @@ async def test_schedules_of_a_token_removed_from_the_config_stop_firing_and_are_
 
 
 async def test_schedules_of_the_admin_token_and_localhost_dev_are_suspended_with_their_mode(
-    state_dir, tmp_path
+    state_dir, tmp_path, store_url
 ):
     directory = write_pipelines(tmp_path, "owned", SOURCE)
     section = {"pipelines": {"directory": str(directory), "poll_seconds": 0.05}}
 
     def mode(name: str) -> Any:  # no tokens configured
         auth = {"mode": name}
-        return build_settings({"state_dir": str(state_dir), "auth": auth, "plugins": section})
+        data = {"state_dir": str(state_dir), "auth": auth, "plugins": section}
+        return build_settings({**data, **store_section(store_url)})
 
     async def suspensions(client: Any, headers: dict[str, str]) -> dict[str, Any]:
         listed = await (await client.get("/schedules", headers=headers)).get_json()
@@ -712,7 +737,9 @@ async def test_schedules_of_the_admin_token_and_localhost_dev_are_suspended_with
         assert (await made.get_json())["owner"] == "localhost-dev:localhost-dev"
         # localhost-dev has no generated admin token.
         assert await suspensions(client, {}) == {"by-admin": "owner_removed", "by-dev": None}
-    tokens = build_settings(deep_merge(base_config(state_dir), {"plugins": section}))
+    tokens = build_settings(
+        deep_merge(base_config(state_dir), {"plugins": section, **store_section(store_url)})
+    )
     async with running_app(tokens) as (_app, client):
         assert await suspensions(client, ADMIN) == {
             "by-admin": "owner_removed",
@@ -766,7 +793,9 @@ async def test_an_approver_sees_every_pending_approval_and_decides_on_another_pr
         ).status_code == 403
 
 
-async def test_schedules_of_an_account_removed_from_the_config_are_suspended(state_dir, tmp_path):
+async def test_schedules_of_an_account_removed_from_the_config_are_suspended(
+    state_dir, tmp_path, store_url
+):
     directory = write_pipelines(tmp_path, "owned", SOURCE)
     config_file = tmp_path / "gateway.toml"
     users = {
@@ -774,7 +803,7 @@ async def test_schedules_of_an_account_removed_from_the_config_are_suspended(sta
         "root": {"password": "root-password-0123", "gates": ["*"]},
     }
     data = deep_merge(
-        base_config(state_dir),
+        deep_merge(base_config(state_dir), store_section(store_url)),
         {
             "auth": {"mode": "password-session", "users": users},
             "plugins": {"pipelines": {"directory": str(directory)}},

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +83,7 @@ async def make_history(client: Any, app: Any) -> dict[str, Any]:
     return {"finished": finished, "waiting": waiting, "responses": responses}
 
 
-def rows(state_dir: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(state_dir / "gateway.db") as conn:
-        return conn.execute(sql).fetchall()
-
-
-def counts(state_dir: Path) -> dict[str, int]:
+async def counts(url: str) -> dict[str, int]:
     tables = {
         "runs": "pipelines_runs",
         "step_results": "pipelines_step_results",
@@ -99,24 +93,31 @@ def counts(state_dir: Path) -> dict[str, int]:
         "responses": "openai_responses",
         "sessions": "gateway_auth_sessions",
     }
-    return {k: rows(state_dir, f"SELECT count(*) FROM {t}")[0][0] for k, t in tables.items()}
+    return {k: (await db_rows(url, f"SELECT count(*) FROM {t}"))[0][0] for k, t in tables.items()}
 
 
 # -- gateway db prune --------------------------------------------------------------------------
 
 
-async def test_db_prune_removes_what_is_past_its_count_and_keeps_unfinished_runs(tmp_path):
+async def test_db_prune_removes_what_is_past_its_count_and_keeps_unfinished_runs(
+    tmp_path, store_url
+):
     path = write_config(
-        tmp_path, runs_max_count=1, responses_max_count=1, events_max_count=2, batch_size=10
+        tmp_path,
+        store_url,
+        runs_max_count=1,
+        responses_max_count=1,
+        events_max_count=2,
+        batch_size=10,
     )
-    state = tmp_path / "state"
+    state = store_url
     async with running_app(load_settings(str(path))) as (app, client):
         made = await make_history(client, app)
-    before = counts(state)
+    before = await counts(state)
 
     dry = gateway_cli("db", "prune", "--dry-run", "--config", str(path), cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
-    assert counts(state) == before  # a dry run removes nothing
+    assert await counts(state) == before  # a dry run removes nothing
     lines = dry.stdout.splitlines()
     assert lines[-1].startswith("would remove ") and lines[-1].endswith(" rows (dry run)")
     assert any(line.split() == ["pipelines", "runs", "2"] for line in lines)
@@ -137,14 +138,16 @@ async def test_db_prune_removes_what_is_past_its_count_and_keeps_unfinished_runs
     assert report["total"] == dry_total  # the dry run counted exactly what went
 
     old_runs, newest = made["finished"][:2], made["finished"][2]
-    kept_runs = {r[0] for r in rows(state, "SELECT id FROM pipelines_runs")}
+    kept_runs = {r[0] for r in await db_rows(state, "SELECT id FROM pipelines_runs")}
     assert kept_runs == {newest, made["waiting"]}
-    streams = {r[0] for r in rows(state, "SELECT DISTINCT stream FROM gateway_events")}
+    streams = {r[0] for r in await db_rows(state, "SELECT DISTINCT stream FROM gateway_events")}
     assert not {f"run:{r}" for r in old_runs} & streams
     for table in ("pipelines_step_results", "pipelines_step_journal"):
-        left = {r[0] for r in rows(state, f"SELECT DISTINCT run_id FROM {table}")}
+        left = {r[0] for r in await db_rows(state, f"SELECT DISTINCT run_id FROM {table}")}
         assert not left & set(old_runs)
-    assert [r[0] for r in rows(state, "SELECT principal FROM gateway_auth_sessions")] == ["bob"]
+    assert [r[0] for r in await db_rows(state, "SELECT principal FROM gateway_auth_sessions")] == [
+        "bob"
+    ]
 
     async with running_app(load_settings(str(path))) as (_app, client):
         for run_id in old_runs:
@@ -184,33 +187,34 @@ def test_db_prune_with_no_store_says_so_and_creates_none(tmp_path):
 # -- by age, through the app -------------------------------------------------------------------
 
 
-async def test_prune_by_age_removes_only_what_is_older_than_its_days(tmp_path):
-    settings = load_settings(str(write_config(tmp_path)))  # the defaults: 30 days
-    state = tmp_path / "state"
+async def test_prune_by_age_removes_only_what_is_older_than_its_days(tmp_path, store_url):
+    settings = load_settings(str(write_config(tmp_path, store_url)))  # the defaults: 30 days
+    state = store_url
     async with running_app(settings) as (app, client):
         made = await make_history(client, app)
         retention = context(app).retention
         assert retention is not None
         soon = await retention.prune(now=now_ms() + 29 * DAY_MS)
         assert soon.removed["host"]["auth_sessions"] == 1  # expired sessions go at once
-        assert soon.total == 1
+        # And rate-limit buckets, full again (in the store on PostgreSQL only).
+        assert soon.total == 1 + soon.removed["host"]["rate_limits"]
         later = await retention.prune(now=now_ms() + 31 * DAY_MS)
         assert later.removed["pipelines"]["runs"] == 3
         assert later.removed["openai_compat"] == {"responses": 2}
         assert later.removed["control"] == {"events": 4}
-        ids = {r[0] for r in rows(state, "SELECT id FROM pipelines_runs")}
+        ids = {r[0] for r in await db_rows(state, "SELECT id FROM pipelines_runs")}
         assert ids == {made["waiting"]}  # unfinished: kept however old
         waiting = await client.get(f"/runs/{made['waiting']}/events?format=json", headers=ADMIN)
         types = [e["type"] for e in (await waiting.get_json())["events"]]
         assert types[0] == "run.created" and "run.waiting" in types
-        assert rows(state, "SELECT count(*) FROM gateway_auth_sessions") == [(1,)]
+        assert await db_rows(state, "SELECT count(*) FROM gateway_auth_sessions") == [(1,)]
 
 
 # -- the background task -----------------------------------------------------------------------
 
 
-async def test_the_background_task_prunes_on_its_interval(tmp_path):
-    data = config(tmp_path, enabled=True, interval_seconds=1, runs_max_count=1)
+async def test_the_background_task_prunes_on_its_interval(tmp_path, store_url):
+    data = config(tmp_path, store_url, enabled=True, interval_seconds=1, runs_max_count=1)
     path = tmp_path / "gateway.toml"
     path.write_text(tomli_w.dumps(data))
     async with running_app(load_settings(str(path))) as (app, client):
@@ -220,12 +224,17 @@ async def test_the_background_task_prunes_on_its_interval(tmp_path):
             page = await (await client.get("/runs", headers=ADMIN)).get_json()
             return {r["id"] for r in page["runs"]}
 
+        async def pruned_metric() -> bool:
+            # Counted once the whole prune is done, a moment after the rows went.
+            metrics = (await (await client.get("/metrics", headers=ADMIN)).get_data()).decode()
+            return 'gateway_retention_pruned_rows_total{kind="runs",plugin="pipelines"} 2.0' in (
+                metrics
+            )
+
         deadline = asyncio.get_running_loop().time() + 20
-        while await listed() != {finished[-1]}:
+        while await listed() != {finished[-1]} or not await pruned_metric():
             assert asyncio.get_running_loop().time() < deadline, await listed()
             await asyncio.sleep(0.1)
-        metrics = (await (await client.get("/metrics", headers=ADMIN)).get_data()).decode()
-        assert 'gateway_retention_pruned_rows_total{kind="runs",plugin="pipelines"} 2.0' in metrics
         retention = context(app).retention
         assert retention is not None and retention.last is not None
 

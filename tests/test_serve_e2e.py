@@ -183,7 +183,9 @@ async def test_http2_posts_answered_before_their_body_frame_arrives_keep_the_log
 # -- SSE over HTTP/2 -------------------------------------------------------------------------
 
 
-async def test_sse_over_http2_streams_live_events_made_on_another_connection(live_server):
+async def test_sse_over_http2_streams_live_events_made_on_another_connection(
+    live_server, store_url
+):
     server = live_server()
     async with h2_client(server) as h2, h1_client(server) as other:
         async with h2.stream("GET", "/gateway/events") as response:

@@ -2,7 +2,10 @@
 ``gateway serve`` under the usual umask (022), the state directory is 0700 and the
 SQLite database with its ``-wal`` and ``-shm``, the generated admin token and the
 overrides file are 0600. An existing state directory open to others is left alone with
-a warning; the database files of an older store are tightened."""
+a warning; the database files of an older store are tightened.
+
+SQLite only by nature: it checks the modes of the database files in the state
+directory (a PostgreSQL store has none there)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from host.context import context
-from host.storage import Store, sqlite_url
+from host.storage import Store
 from tests.conftest import ADMIN, ADMIN_TOKEN, running_app
 from tests.fake_openai_upstream import KEY_ENV, models_config
 from tests.openai_helpers import served
@@ -182,10 +182,10 @@ async def test_a_streamed_model_answer_takes_a_slot_and_is_refused_before_the_up
 # -- bounded queues: a reader too far behind ---------------------------------------------------
 
 
-async def burst(state_dir: Any, n: int, blob: str = "") -> None:
+async def burst(url: str, n: int, blob: str = "") -> None:
     """``n`` events on the ``gateway`` stream in one transaction, written straight to the
     store as another worker would: the stream's tail finds them all in one poll."""
-    other = Store(sqlite_url(state_dir))
+    other = Store(url)
     await other.open()
     try:
         async with other.write() as conn:
@@ -196,7 +196,7 @@ async def burst(state_dir: Any, n: int, blob: str = "") -> None:
 
 
 async def test_a_stream_too_far_behind_ends_with_subscriber_lagging_and_resumes_without_gap(
-    make_settings, state_dir
+    make_settings, store_url
 ):
     settings = settings_with(make_settings, events={"subscriber_queue_max": 100})
     async with running_app(settings) as (app, client):
@@ -204,7 +204,7 @@ async def test_a_stream_too_far_behind_ends_with_subscriber_lagging_and_resumes_
         await client.post("/gateway/resume", headers=ADMIN)
         async with open_stream(client, "/gateway/events", ADMIN) as reader:
             assert [int(e["id"]) for e in await reader.events(2)] == [1, 2]
-            await burst(state_dir, 300)
+            await burst(store_url, 300)
             final = await reader.next_event()
             assert final["event"] == "error"
             assert "id" not in final  # Last-Event-ID stays at the last event it got
@@ -223,7 +223,7 @@ async def test_a_stream_too_far_behind_ends_with_subscriber_lagging_and_resumes_
         assert context(app).hub.slots.open("token:admin") == 0
 
 
-async def test_an_in_process_subscriber_behind_catches_up_from_the_store(make_settings, state_dir):
+async def test_an_in_process_subscriber_behind_catches_up_from_the_store(make_settings, store_url):
     settings = settings_with(make_settings, events={"subscriber_queue_max": 100})
     async with running_app(settings) as (app, _client):
         hub = context(app).hub
@@ -239,7 +239,7 @@ async def test_an_in_process_subscriber_behind_catches_up_from_the_store(make_se
 
         task = asyncio.create_task(consume())
         await wait_until(lambda: "gateway" in hub._tails and hub.open_streams == 1)
-        await burst(state_dir, 300)
+        await burst(store_url, 300)
         await asyncio.wait_for(task, 15)
     assert seen == list(range(1, 301))
 
@@ -275,7 +275,7 @@ def _sse_blocks(body: bytes) -> list[dict[str, str]]:
 
 
 async def test_a_client_that_never_reads_is_dropped_and_resumes_from_last_event_id(
-    make_settings,
+    make_settings, store_url
 ):
     settings = settings_with(make_settings, events={"subscriber_queue_max": 100})
     published = 300

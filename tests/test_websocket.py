@@ -177,7 +177,8 @@ async def test_server_sends_heartbeat_frames(make_settings):
     assert reply["payload"]["contracts"]["heartbeat"]["interval_seconds"] == 0.2
 
 
-async def test_frames_count_against_the_principals_rate_limit(make_settings):
+async def test_frames_count_against_the_principals_rate_limit(make_settings, store_url):
+    # On PostgreSQL the bucket is in the store, shared with HTTP requests of any replica.
     settings = make_settings(
         events={"heartbeat_seconds": 0.2},
         auth={

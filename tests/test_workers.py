@@ -73,7 +73,7 @@ async def _wait_workers_running(server: LiveServer, n: int) -> list[int]:
     return pids
 
 
-async def test_two_workers_share_one_state_directory_and_stop_together(live_server):
+async def test_two_workers_share_one_state_directory_and_stop_together(live_server, store_url):
     server = live_server(args=["--workers", "2"])
     workers = await _wait_workers_running(server, 2)
     assert all(_alive(pid) for pid in workers)
@@ -251,6 +251,7 @@ async def test_workers_that_keep_failing_to_start_stop_the_service_with_exit_1(
     live_server, tmp_path
 ):
     # A store no worker can open: each start fails at once, so restarting cannot help.
+    # (A corrupt SQLite file; PostgreSQL's missing database is the test after the next.)
     state = tmp_path / "srv0" / "srv-state"
     state.mkdir(parents=True)
     (state / "gateway.db").write_bytes(b"not a database" * 512)
@@ -278,6 +279,7 @@ async def test_workers_exit_when_their_parent_is_killed(live_server):
 
 async def test_a_single_worker_that_cannot_open_its_store_exits_1_saying_why(live_server, tmp_path):
     # Before: the lifespan error escaped `gateway serve` as an uncaught exception.
+    # SQLite: a corrupt database file (PostgreSQL: the next test).
     state = tmp_path / "srv0" / "srv-state"
     state.mkdir(parents=True)
     (state / "gateway.db").write_bytes(b"not a database" * 512)
@@ -285,3 +287,15 @@ async def test_a_single_worker_that_cannot_open_its_store_exits_1_saying_why(liv
     assert exit_code(server, 60) == 1
     last = server.log().strip().splitlines()[-1]
     assert last == "gateway: start-up failed: (sqlite3.DatabaseError) file is not a database"
+
+
+async def test_a_worker_whose_postgresql_database_is_missing_exits_1_saying_why(
+    live_server, postgres_server
+):
+    missing = postgres_server.url("gateway_no_such_database")
+    server = live_server(config={"storage": {"url": missing}}, wait=False)
+    assert exit_code(server, 60) == 1
+    last = server.log().strip().splitlines()[-1]
+    assert last.startswith("gateway: start-up failed: ")
+    assert 'database "gateway_no_such_database" does not exist' in last, server.log()
+    assert postgres_server.password not in server.log()

@@ -97,12 +97,11 @@ class AccountBook:
         self.store = store
         self.metrics = metrics
         self.accounts: dict[str, Account] = {}
-        self.backoff = LoginBackoff()
+        self.backoff = LoginBackoff(store)
         self._slots = asyncio.Semaphore(PASSWORD_CHECK_SLOTS)
 
     def configure(self, auth: AuthSettings) -> None:
         self.accounts = build_accounts(auth, self.accounts)
-        self.backoff.forget_accounts_except(set(self.accounts))
 
     async def login(
         self, auth: AuthSettings, user: str | None, password: str, client: str
@@ -121,7 +120,7 @@ class AccountBook:
                 )
             user = LEGACY_ACCOUNT
         account = self.accounts.get(user)
-        wait = self.backoff.begin(user, client, account is not None, auth.login_backoff)
+        wait = await self.backoff.begin(user, client, auth.login_backoff)
         if wait:
             self.metrics.rate_limited.labels("login_backoff").inc()
             raise GatewayError(
@@ -135,10 +134,10 @@ class AccountBook:
             ok = await asyncio.to_thread(verifier.verify, password)
         self.metrics.password_checks.labels("match" if ok else "mismatch").inc()
         if account is None or not ok:
-            self.backoff.failed(user, client)
+            await self.backoff.failed(user, client)
             self.metrics.auth_failures.labels("invalid_password").inc()
             raise GatewayError(401, "invalid_credentials", "invalid user or password")
-        self.backoff.succeeded(user, client)
+        await self.backoff.succeeded(user, client)
         return account
 
     async def session_principal(self, token: str, session: AuthSession) -> Principal | None:

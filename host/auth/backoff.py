@@ -11,95 +11,127 @@ Per (account, address), a stranger guessing alice's password from one address lo
 only that address out of alice's account. Per account (a higher threshold), guesses
 spread over many addresses are slowed too, and then alice waits as well: that is the
 price of stopping distributed guessing, bounded by ``max_seconds`` per lock. Tokens are
-never locked. Counters live in the process (each worker keeps its own).
+never locked.
+
+The counters live in the store (``gateway_login_failures``), so every process on it
+(replicas, the workers of ``--workers N``) counts the same failures, and a restart
+forgets none. Counting an attempt is one write transaction under a named lock
+(:meth:`Dialect.serialize`): checks and counts of concurrent attempts, in any process,
+take turns, so no guess slips past a limit. Logins are rare and each costs a scrypt,
+so a write per attempt is cheap beside it. Retention deletes the rows quiet for longer
+than ``forget_after_seconds`` (they count as zero anyway).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import time
-from collections import OrderedDict
-from typing import Any
+
+import sqlalchemy as sa
 
 from host.settings import LoginBackoffSettings
+from host.storage import Store, now_ms
+from host.storage.tables import login_failures
+
+_LOCK = "login-backoff"
 
 
-class _Failures:
-    __slots__ = ("count", "last")
+def _key(kind: str, *parts: str) -> str:
+    # A digest: a made-up account name may be long, or hold what PostgreSQL's text
+    # cannot (NUL); the column holds neither.
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return f"{kind}:{digest}"
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.last = 0.0
+
+def _pair(account: str, client: str) -> str:
+    return _key("pair", account, client)
+
+
+def _account(account: str) -> str:
+    return _key("account", account)
 
 
 def _locked_for(
-    entry: _Failures | None, free: int, policy: LoginBackoffSettings, now: float
+    count: int, last_ms: int, free: int, policy: LoginBackoffSettings, now: int
 ) -> float:
-    if entry is None or entry.count < free:
+    if count < free:
         return 0.0
-    delay = min(policy.base_seconds * 2.0 ** min(entry.count - free, 40), policy.max_seconds)
-    return max(0.0, entry.last + delay - now)
+    delay = min(policy.base_seconds * 2.0 ** min(count - free, 40), policy.max_seconds)
+    return max(0.0, (last_ms - now) / 1000.0 + delay)
 
 
 class LoginBackoff:
-    def __init__(self, max_keys: int = 10_000) -> None:
-        self.max_keys = max_keys
-        self._pairs: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
-        # Configured accounts are never evicted, so a flood of made-up names cannot reset
-        # the counter of a real one; made-up names share a bounded table.
-        self._accounts: dict[str, _Failures] = {}
-        self._unknown: OrderedDict[str, _Failures] = OrderedDict()
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
-    def begin(self, account: str, client: str, known: bool, policy: LoginBackoffSettings) -> int:
+    async def begin(self, account: str, client: str, policy: LoginBackoffSettings) -> int:
         """Retry-After seconds when ``account`` is locked for ``client``; else 0, and the
         attempt is counted as a failure until :meth:`succeeded` takes it back."""
-        now = time.monotonic()
-        pair = self._entry(self._pairs, (account, client), now, policy)
-        table = self._accounts if known else self._unknown
-        whole = self._entry(table, account, now, policy)
-        wait = max(
-            _locked_for(pair, policy.free_failures, policy, now),
-            _locked_for(whole, policy.account_free_failures, policy, now),
-        )
-        if wait > 0:
-            return max(1, math.ceil(wait))
-        for entry in (pair, whole):
-            entry.count += 1
-            entry.last = now
+        t = login_failures
+        pair, whole = _pair(account, client), _account(account)
+        now = now_ms()
+        forget_ms = policy.forget_after_seconds * 1000
+        async with self.store.write() as conn:
+            await self.store.dialect.serialize(conn, _LOCK)
+            rows = await conn.execute(
+                sa.select(t.c.key, t.c.count, t.c.last_ms).where(t.c.key.in_([pair, whole]))
+            )
+            counts: dict[str, tuple[int, int]] = {}
+            for key, count, last_ms in rows:
+                if now - int(last_ms) <= forget_ms:
+                    counts[key] = (int(count), int(last_ms))
+            p_count, p_last = counts.get(pair, (0, 0))
+            a_count, a_last = counts.get(whole, (0, 0))
+            wait = max(
+                _locked_for(p_count, p_last, policy.free_failures, policy, now),
+                _locked_for(a_count, a_last, policy.account_free_failures, policy, now),
+            )
+            if wait > 0:
+                return max(1, math.ceil(wait))
+            for key in (pair, whole):
+                count = counts.get(key, (0, 0))[0] + 1
+                await conn.execute(
+                    self.store.dialect.upsert(
+                        t, ["key"], {"key": key, "count": count, "last_ms": now}
+                    )
+                )
         return 0
 
-    def failed(self, account: str, client: str) -> None:
+    async def failed(self, account: str, client: str) -> None:
         """The attempt :meth:`begin` counted did fail: its lock runs from now, the end of
         the check, not from its start."""
-        now = time.monotonic()
-        for entry in (
-            self._pairs.get((account, client)),
-            self._accounts.get(account) or self._unknown.get(account),
-        ):
-            if entry is not None and entry.count:
-                entry.last = max(entry.last, now)
+        t = login_failures
+        now = now_ms()
+        async with self.store.write() as conn:
+            await conn.execute(
+                t.update()
+                .where(
+                    t.c.key.in_([_pair(account, client), _account(account)]),
+                    t.c.count > 0,
+                    t.c.last_ms < now,
+                )
+                .values(last_ms=now)
+            )
 
-    def succeeded(self, account: str, client: str) -> None:
-        self._pairs.pop((account, client), None)
-        entry = self._accounts.get(account)
-        if entry is not None and entry.count > 0:
-            entry.count -= 1
+    async def succeeded(self, account: str, client: str) -> None:
+        t = login_failures
+        async with self.store.write() as conn:
+            await conn.execute(t.delete().where(t.c.key == _pair(account, client)))
+            await conn.execute(
+                t.update()
+                .where(t.c.key == _account(account), t.c.count > 0)
+                .values(count=t.c.count - 1)
+            )
 
-    def forget_accounts_except(self, names: set[str]) -> None:
-        """Drop the counters of accounts no longer configured (on a reload)."""
-        for name in set(self._accounts) - names:
-            del self._accounts[name]
 
-    def _entry(
-        self, table: dict[Any, _Failures], key: Any, now: float, policy: LoginBackoffSettings
-    ) -> _Failures:
-        entry = table.get(key)
-        if entry is None:
-            entry = table[key] = _Failures()
-            if isinstance(table, OrderedDict) and len(table) > self.max_keys:
-                table.popitem(last=False)
-        elif isinstance(table, OrderedDict):
-            table.move_to_end(key)
-        if entry.count and now - entry.last > policy.forget_after_seconds:
-            entry.count = 0
-        return entry
+async def prune_login_failures(
+    store: Store, policy: LoginBackoffSettings, now: int, batch_size: int, dry_run: bool = False
+) -> int:
+    """Delete the counters quiet for longer than ``forget_after_seconds`` (they count as
+    zero: nothing is forgotten earlier than it would be)."""
+    t = login_failures
+    where = t.c.last_ms < now - policy.forget_after_seconds * 1000
+    if dry_run:
+        return await store.count_where(t, where)
+    return await store.delete_batched(t, where, [t.c.key], batch_size)

@@ -16,11 +16,12 @@ from host.auth.accounts import Account, AccountBook
 from host.auth.decorators import gate_of, is_public, is_unlimited
 from host.auth.principal import Principal
 from host.auth.ratelimit import RateLimiter
+from host.auth.shared_limits import StoreRateLimiter
 from host.auth.tokens import token_hash
 from host.errors import GatewayError
 from host.metrics import GatewayMetrics
 from host.plugins import PluginHost
-from host.settings import Settings, is_loopback_bind
+from host.settings import RateLimit, Settings, is_loopback_bind
 from host.storage import AuthSession, Store, now_ms
 
 BEARER_CHALLENGE = 'Bearer realm="agent-gateway"'
@@ -40,6 +41,7 @@ class Authenticator:
         self.metrics = metrics
         self.plugins = plugins
         self.limiter = RateLimiter()
+        self.shared_limiter: StoreRateLimiter | None = None
         self.admin_token = admin_token
         self.failures = 0
         self.rate_limited = 0
@@ -62,6 +64,11 @@ class Authenticator:
                 "admin", "admin", frozenset({"*"}), auth.session_rate_limit
             )
         self._tokens = table
+        shared = auth.rate_limit_state == "store" or (
+            auth.rate_limit_state == "auto"
+            and (self.store.dialect.name != "sqlite" or settings.server.workers > 1)
+        )
+        self.shared_limiter = StoreRateLimiter(self.store) if shared else None
         self.book.configure(auth)
         # Cached session principals carry the old accounts' gates and credentials.
         self._session_cache.clear()
@@ -73,13 +80,13 @@ class Authenticator:
         auth = self.settings.auth
         if is_public(view):
             if not is_unlimited(view):
-                self._limit(f"addr:{client}", auth.public_rate_limit, "public")
+                await self._limit(f"addr:{client}", auth.public_rate_limit, "public")
             return None
         principal = await self.resolve(req, websocket)
         if principal is None:
             self.failures += 1
             self.metrics.auth_failures.labels("missing_or_invalid").inc()
-            wait = self.limiter.hit(f"fail:{client}", auth.failed_auth_limit)
+            wait = await self.hit(f"fail:{client}", auth.failed_auth_limit)
             if wait:
                 self._refuse_rate(wait, "failed_auth")
             raise GatewayError(
@@ -90,7 +97,7 @@ class Authenticator:
             )
         # Known even if a rate limit or a gate refuses it below: what audit records.
         req.gw_principal = principal
-        self._limit(principal.key, principal.rate_limit, "principal")
+        await self._limit(principal.key, principal.rate_limit, "principal")
         gate = gate_of(view)
         if gate is not None:
             self.require_gate(principal, gate)
@@ -128,8 +135,16 @@ class Authenticator:
             return auth.mode == "password-session" and name in self.book.accounts
         return True
 
-    def _limit(self, key: str, limit: Any, scope: str) -> None:
-        wait = self.limiter.hit(key, limit)
+    async def hit(self, key: str, limit: RateLimit) -> int:
+        """Count a request against ``key``'s bucket: 0 when allowed, else Retry-After
+        seconds. In the store when it is shared by several processes (see
+        ``auth.rate_limit_state``), else in this process."""
+        if self.shared_limiter is None:
+            return self.limiter.hit(key, limit)
+        return await self.shared_limiter.hit(key, limit)
+
+    async def _limit(self, key: str, limit: RateLimit, scope: str) -> None:
+        wait = await self.hit(key, limit)
         if wait:
             self._refuse_rate(wait, scope)
 

@@ -49,6 +49,10 @@ class Dialect:
         """``column`` (a JSON number) plus one, as a JSON value."""
         raise NotImplementedError
 
+    def floor(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """The integer part of a non-negative number, as an integer."""
+        return sa.func.floor(value)
+
     async def serialize(self, conn: AsyncConnection, name: str) -> None:
         """Hold a lock named ``name`` until ``conn``'s transaction ends: transactions
         that serialize on one name run one at a time, in any number of processes."""
@@ -66,6 +70,10 @@ class SQLiteDialect(Dialect):
     def json_increment(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.cast(column, sa.Integer) + 1
 
+    def floor(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # CAST truncates toward zero (floor() needs SQLite's optional math functions).
+        return sa.cast(value, sa.Integer)
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -82,6 +90,9 @@ class PostgresDialect(Dialect):
     def json_increment(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         number = sa.cast(sa.cast(column, sa.Text), sa.BigInteger) + 1
         return sa.func.to_json(number)
+
+    def floor(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.floor(value), sa.BigInteger)
 
     async def serialize(self, conn: AsyncConnection, name: str) -> None:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_key(name))))

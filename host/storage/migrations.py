@@ -67,6 +67,12 @@ HOST_MIGRATIONS: tuple[Migration, ...] = (
         lambda conn: Migration.ensure_column(conn, tables.auth_sessions.c.credential_fp),
     ),
     Migration("host", 3, "events: notify listeners (PostgreSQL)", create_notify_trigger),
+    Migration.create_tables(
+        "host",
+        4,
+        "shared rate limits and login back-off",
+        [tables.rate_buckets, tables.login_failures],
+    ),
 )
 
 

@@ -75,6 +75,7 @@ class Store:
         self._busy_timeout_ms = busy_timeout_ms
         self._pool_size = pool_size
         self._engine: AsyncEngine | None = None
+        self._volatile: AsyncEngine | None = None
         self.applied: list[tuple[str, int, str]] = []
 
     @classmethod
@@ -132,8 +133,8 @@ class Store:
             )
         self._engine = engine
 
-    def _setup_sqlite(self, engine: AsyncEngine) -> None:
-        sync, busy = self._synchronous, self._busy_timeout_ms
+    def _setup_sqlite(self, engine: AsyncEngine, synchronous: str | None = None) -> None:
+        sync, busy = synchronous or self._synchronous, self._busy_timeout_ms
 
         @sa_event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -152,6 +153,9 @@ class Store:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
     async def close(self) -> None:
+        if self._volatile is not None:
+            await self._volatile.dispose()
+            self._volatile = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -164,6 +168,41 @@ class Store:
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
             async with conn.begin():
                 yield conn
+
+    async def execute_volatile(self, statement: sa.Executable) -> list[sa.Row[Any]]:
+        """Run one statement that decides by itself (an ``INSERT ... ON CONFLICT ...
+        RETURNING``) and return its rows, on a connection whose commit does not wait for
+        the disk (PostgreSQL: autocommit with ``synchronous_commit = off``; SQLite:
+        ``synchronous = NORMAL`` in WAL mode). For counters such as rate limits, written
+        on every request, which a crash may set back by a moment but never corrupt. Its
+        own small pool, without a ping per checkout: a connection the database dropped
+        is replaced and the statement tried once more."""
+        if self._volatile is None:
+            url = self.engine.url  # the store must be open
+            if self.dialect.name == "sqlite":
+                engine = create_async_engine(url)
+                self._setup_sqlite(engine, synchronous="NORMAL")
+            else:
+                engine = create_async_engine(
+                    url,
+                    pool_size=self._pool_size,
+                    max_overflow=self._pool_size,
+                    isolation_level="AUTOCOMMIT",
+                    connect_args={"server_settings": {"synchronous_commit": "off"}},
+                )
+            self._volatile = engine
+        for attempt in (1, 2):
+            try:
+                async with self._volatile.connect() as conn:
+                    if self.dialect.name == "sqlite":
+                        conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+                        async with conn.begin():
+                            return list(await conn.execute(statement))
+                    return list(await conn.execute(statement))
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

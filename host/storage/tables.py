@@ -74,3 +74,26 @@ auth_sessions = sa.Table(
     # HMAC (keyed by the session token) of the account's credential at issue time.
     sa.Column("credential_fp", sa.String(64), nullable=True),
 )
+
+# Token buckets of the rate limits when they are shared by several processes (see
+# host.auth.shared_limits). A row whose bucket is full again (``full_ms`` passed) means
+# the same as no row, so retention deletes it without changing any limit.
+rate_buckets = sa.Table(
+    "gateway_rate_buckets",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("stamp_ms", sa.BigInteger, nullable=False),
+    sa.Column("full_ms", sa.BigInteger, nullable=False),
+    # Whether the last take got a token: the upsert decides it, RETURNING tells it.
+    sa.Column("granted", sa.Integer, nullable=False),
+)
+
+# Failed password logins per (account, address) and per account (host.auth.backoff).
+login_failures = sa.Table(
+    "gateway_login_failures",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("last_ms", sa.BigInteger, nullable=False),
+)

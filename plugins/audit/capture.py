@@ -244,9 +244,10 @@ def _safety(event: Event, data: dict[str, Any]) -> AuditRecord:
 
 def _reason_codes(data: dict[str, Any], findings: list[Any]) -> list[str]:
     """The decision's reason codes: the safety plugin's ``reason_codes`` (or
-    ``reason_code``), else each finding's ``reason_code`` or ``reason``."""
+    ``reason_code``), else each finding's ``reason_code`` or ``reason`` (a scanner of
+    another plugin may give a reason and no codes: the list is then empty)."""
     codes = data.get("reason_codes")
-    if isinstance(codes, list):
+    if isinstance(codes, list) and codes:
         found = [str(c) for c in codes if isinstance(c, str | int)]
     elif isinstance(data.get("reason_code"), str):
         found = [data["reason_code"]]

@@ -109,6 +109,9 @@ class RunStarter:
         key = origin.idempotency_key
         async with self.store.write() as conn:
             if key is not None:
+                # Requests racing with one key (on several replicas) take turns: the
+                # second finds the first's run instead of failing on the unique key.
+                await self.store.dialect.serialize(conn, f"pipelines-idem:{pipeline.id}:{key}")
                 existing = await _keyed_run(conn, pipeline.id, [key, *origin.also_matches])
                 if existing is not None:
                     _same_request(existing, key, origin.fingerprint)
