@@ -167,3 +167,39 @@ def test_webchat_streams_the_answer_and_shows_a_script_as_text(
     assert page.text_content("#messages li.assistant .text") == "Hello from the stream"
     shot(page, "webchat")
     assert page.problems == []
+
+
+def test_a_session_is_branched_and_memory_written_deleted_and_drawn_from_the_ops_pages(
+    page: Any, live_server: Any
+) -> None:
+    server = live_server()
+    for content in ("first question", "first answer"):
+        appended = httpx.post(
+            f"{server.url}/gateway/sessions/talk/append",
+            json={"role": "user", "content": content},
+            headers=server.headers,
+        )
+        assert appended.status_code == 201
+    sign_in(page, server.url, "/ops/sessions")
+    page.click('#sessions a[href="/ops/sessions/talk"]')
+    page.wait_for_selector("#message-tree >> text=first answer")
+    shot(page, "session")
+    # Branch at the first message: the new session holds that message only.
+    page.click("#message-tree li:first-child > form button.branch-here")
+    page.wait_for_selector("text=branched from talk")
+    assert "first question" in page.text_content("#message-tree")
+    assert "first answer" not in page.text_content("#message-tree")
+    page.goto(f"{server.url}/ops/memory?session_key=talk")
+    for entry, summary in (("tea", "likes tea"), ("cake", "likes cake")):
+        page.fill('#memory-form input[name="entry_id"]', entry)
+        page.fill('#memory-form input[name="summary"]', summary)
+        page.click('#memory-form button[type="submit"]')
+        page.wait_for_selector(f'#entries tr[data-entry="{entry}"]')
+    shot(page, "memory")
+    page.click('#entries tr[data-entry="tea"] button.delete')
+    page.wait_for_selector('#entries tr[data-entry="tea"]', state="detached")
+    page.goto(f"{server.url}/ops/memory-graph?session_key=talk")
+    page.wait_for_selector('#memory-graph g[data-entry="cake"] circle')
+    assert page.query_selector('#memory-graph g[data-entry="tea"]') is None
+    shot(page, "memory-graph")
+    assert page.problems == []

@@ -130,6 +130,7 @@ async def test_a_fired_trigger_honours_an_idempotency_key_like_start(settings, s
         assert unknown.status_code == 404
         assert await run_count(client) == 1
 
+
 async def test_two_replicas_share_the_keys_one_run_per_key_however_the_requests_land(settings):
     # Two gateways on one store, as replicas behind a load balancer: a retried request
     # that reaches the other replica gets the first run, and requests racing on both

@@ -12,7 +12,14 @@ from typing import Any
 from quart import Quart
 
 from host.api import Event, GatewayError, Register, Settings, context, hookimpl
-from plugins.dashboard import api_routes, hookspecs, pages, tables, websession
+from plugins.dashboard import (
+    api_routes,
+    hookspecs,
+    ops_sessions,  # noqa: F401 - adds its pages to pages.bp
+    pages,
+    tables,
+    websession,
+)
 from plugins.dashboard.config import configured, problems
 from plugins.dashboard.feed import Feed, topic_of
 from plugins.dashboard.gates import GATE_ACT
@@ -28,7 +35,7 @@ def gateway_register_hookspecs(register: Register) -> None:
 @hookimpl
 def gateway_register_blueprints(register: Register, settings: Settings) -> None:
     register(api_routes.bp)
-    register(pages.bp)
+    register(pages.bp)  # with the sessions and memory pages of ``ops_sessions``
 
 
 @hookimpl

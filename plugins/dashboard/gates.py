@@ -4,3 +4,6 @@ from the page needs the pipelines' approve gate (checked by the pipelines servic
 
 GATE_ACT = "allow_dashboard_act"  # acknowledge alerts
 GATE_CONTROL = "allow_gateway_control"
+# The sessions plugin's write gates (seed 004): its forms keep the gates of its APIs.
+GATE_SESSION_WRITE = "allow_session_write"
+GATE_MEMORY_WRITE = "allow_memory_write"
