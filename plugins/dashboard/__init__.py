@@ -11,7 +11,7 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Event, GatewayError, Register, Settings, context, hookimpl
+from host.api import Event, GatewayError, Register, Settings, context, hookimpl, now_ms
 from plugins.dashboard import (
     api_routes,
     hookspecs,
@@ -20,9 +20,11 @@ from plugins.dashboard import (
     tables,
     websession,
 )
+from plugins.dashboard.alerts import SIGNALS_KEY
 from plugins.dashboard.config import configured, problems
 from plugins.dashboard.feed import Feed, topic_of
 from plugins.dashboard.gates import GATE_ACT
+from plugins.dashboard.signals import Signals
 
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -54,6 +56,7 @@ async def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     config = configured(ctx.settings)  # an invalid section fails start-up, naming the key
     ctx.extras[api_routes.FEED_KEY] = Feed(config.stream_buffer)
+    ctx.extras.setdefault(SIGNALS_KEY, Signals(now_ms()))
 
 
 @hookimpl
@@ -68,6 +71,10 @@ def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
 
 @hookimpl
 async def gateway_on_event(event: Event, app: Quart) -> None:
+    if event.type == "safety.block":
+        signals: Signals | None = context(app).extras.get(SIGNALS_KEY)
+        if signals is not None:
+            signals.blocked(event.ts_ms)
     topic = topic_of(event)
     if topic is None:
         return

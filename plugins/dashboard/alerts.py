@@ -14,10 +14,12 @@ from quart import Quart
 from host.api import GatewayError, Principal, context, now_ms, owner_key
 from plugins.dashboard.config import DashboardConfig
 from plugins.dashboard.overview import pending_approvals, pipelines
+from plugins.dashboard.signals import Signals
 from plugins.dashboard.tables import alert_acks
 from plugins.pipelines.models import RunRecord
 
 PAUSED_KEY = "gateway.paused"  # the control state every worker reads (host lifecycle)
+SIGNALS_KEY = "dashboard.signals"
 
 
 def _alert(
@@ -87,6 +89,7 @@ async def compute(
                         f"/schedules/{schedule.id}",
                     )
                 )
+    found.extend(_signals(app, config, now))
     await _mark_acknowledged(app, found)
     rank = {"critical": 0, "warning": 1, "info": 2}
     found.sort(key=lambda a: (rank.get(a["severity"], 3), a["since_ms"], a["id"]))
@@ -122,6 +125,42 @@ def _failure_rate(runs: list[RunRecord], config: DashboardConfig, now: int) -> l
             "/runs?status=failed",
         )
     ]
+
+
+def _signals(app: Quart, config: DashboardConfig, now: int) -> list[dict[str, Any]]:
+    signals: Signals | None = context(app).extras.get(SIGNALS_KEY)
+    if signals is None:
+        return []
+    found = []
+    window_start = now - config.signal_window_seconds * 1000
+    minutes = f"{config.signal_window_seconds / 60:g} min"
+    blocks, first_block = signals.blocks_since(window_start)
+    if blocks >= config.safety_block_threshold and first_block is not None:
+        found.append(
+            _alert(
+                "safety_blocks",
+                "safety_blocks",
+                "warning",
+                first_block,
+                f"{blocks} safety blocks in the last {minutes} "
+                f"(threshold {config.safety_block_threshold})",
+                "/gateway/events?stream=safety",
+            )
+        )
+    errors, first_error = signals.errors_since(context(app), window_start)
+    if errors >= config.provider_error_threshold:
+        found.append(
+            _alert(
+                "provider_errors",
+                "provider_errors",
+                "critical",
+                first_error or now,
+                f"{errors:g} model calls failed in the last {minutes} "
+                f"(threshold {config.provider_error_threshold})",
+                "/metrics",
+            )
+        )
+    return found
 
 
 async def _mark_acknowledged(app: Quart, found: list[dict[str, Any]]) -> None:

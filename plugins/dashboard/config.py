@@ -22,6 +22,11 @@ class DashboardConfig:
     failure_window_seconds: int = 3600
     failure_rate_threshold: float = 0.5
     failure_min_runs: int = 5
+    # Safety blocks and failed model calls within ``signal_window_seconds`` that raise
+    # ``safety_blocks`` and ``provider_errors`` (counted in this process).
+    signal_window_seconds: int = 300
+    safety_block_threshold: int = 10
+    provider_error_threshold: int = 5
     # Change notices the live stream keeps for ``Last-Event-ID`` resume; a client further
     # behind gets a snapshot event instead.
     stream_buffer: int = 1000
@@ -37,6 +42,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "failure_window_seconds": (60, 30 * 86400),
     "failure_rate_threshold": (0, 1),
     "failure_min_runs": (1, 100_000),
+    "signal_window_seconds": (10, 86400),
+    "safety_block_threshold": (1, 1_000_000),
+    "provider_error_threshold": (1, 1_000_000),
     "stream_buffer": (10, 100_000),
     "max_runs_scanned": (100, 1_000_000),
     "login_ttl_seconds": (60, 30 * 86400),

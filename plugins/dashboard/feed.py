@@ -25,6 +25,7 @@ TOPICS = {
     "schedule.": "runs",
     "dashboard.": "alerts",
     "audit.": "audit",
+    "safety.block": "alerts",
 }
 
 
