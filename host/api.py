@@ -56,6 +56,7 @@ from host.storage import Event, Migration, Store, now_ms
 from host.stream_slots import StreamSlot
 from host.strict_json import InvalidJSON, parse_json
 from host.ticks import with_ticks
+from host.tools import Tool, ToolCall, ToolError, ToolInfo, call_tool, describe_tools
 from host.ws import FrameError, WsContext
 
 
@@ -132,15 +133,21 @@ __all__ = [
     "Settings",
     "Store",
     "StreamSlot",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "ToolInfo",
     "Verdict",
     "WsContext",
     "bearer_token",
     "build_settings",
+    "call_tool",
     "can_act",
     "can_read",
     "config_sources",
     "context",
     "current_principal",
+    "describe_tools",
     "document_media_type",
     "document_stream",
     "error_body",

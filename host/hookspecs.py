@@ -32,9 +32,11 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from host.auth.principal import Principal
+    from host.context import GatewayContext
     from host.events import Event
     from host.settings import Settings
     from host.storage import Store
+    from host.tools import ToolCall
 
 PROJECT = "agent_gateway"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -128,9 +130,43 @@ def gateway_register_ws_kinds(register: Register) -> None:
 def gateway_register_tools(register: Register) -> None:
     """Register tools agents may call: ``register(name, tool)``.
 
-    :param register: ``register(name: str, tool: object)``.
+    :param register: ``register(name: str, tool: object)``; a ``host.api.Tool``
+        (description, JSON schema of its arguments, function), or a callable (or object
+        with ``run(**args)``) described by its docstring and signature.
 
-    All implementations are called; a tool name registered twice fails start-up.
+    All implementations are called; a tool name registered twice fails start-up. Call a
+    tool with ``host.api.call_tool`` (timed, scanned, observed), never directly.
+    """
+
+
+@hookspec
+def gateway_before_tool_call(
+    gateway: GatewayContext, name: str, args: dict[str, Any], caller: dict[str, Any]
+) -> Any:
+    """Admit or refuse a tool call made through ``host.api.call_tool``.
+
+    :param gateway: the calling app's gateway context (``extras``, ``settings``).
+    :param name: the tool's registered name.
+    :param args: the arguments it is about to be called with (do not change them).
+    :param caller: who calls (``{"kind": "pipeline", "run_id": ..., "owner": ...}``).
+
+    Awaitable. All implementations are called before the tool runs; one that raises
+    ``host.api.ToolError`` refuses the call (the caller sees that error, observers a
+    failed call); return values are ignored.
+    """
+
+
+@hookspec
+def gateway_on_tool_call(gateway: GatewayContext, call: ToolCall) -> Any:
+    """Observe every finished tool call made through ``host.api.call_tool``.
+
+    :param gateway: the calling app's gateway context.
+    :param call: a ``host.api.ToolCall``: ``tool``, ``caller``, ``started_ms``,
+        ``duration_ms``, ``ok``, ``error`` (a code) and ``message``.
+
+    Awaitable. All implementations are called after the call ended, refused and failed
+    calls included; exceptions are logged and never reach the caller. Keep it cheap: it
+    runs on every call (batch any store writes).
     """
 
 

@@ -35,6 +35,13 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("safety", "plugins.safety"),
     ("audit", "plugins.audit"),
     ("dashboard", "plugins.dashboard"),
+    ("tools", "plugins.tools"),
+    ("jobs", "plugins.jobs"),
+    ("ui_telemetry", "plugins.ui_telemetry"),
+    ("channels", "plugins.channels"),
+    ("deploy", "plugins.deploy"),
+    ("agents", "plugins.agents"),
+    ("coding_agent_bridge", "plugins.coding_agent_bridge"),
 )
 
 

@@ -51,6 +51,8 @@ PUBLIC = {
     ("GET", "/ops/training"),
     ("GET", "/ops/safety"),
     ("GET", "/ops/deploy"),
+    # Authenticated by its HMAC signature (channels plugin, webhook channel).
+    ("POST", "/gateway/channels/webhook/inbound"),
 }
 PUBLIC_PATHS = {
     "/health",
@@ -81,6 +83,7 @@ PUBLIC_PATHS = {
     "/ops/tools-jobs",
     "/ops/training",
     "/webchat",
+    "/gateway/channels/webhook/inbound",
 }
 UNLIMITED = {"per_minute": 100_000}  # the walk must see 401, not a failed-auth 429
 DUMMY = {"int": "1", "float": "1.5", "path": "a/b", "uuid": "00000000-0000-0000-0000-000000000000"}

@@ -110,6 +110,7 @@ async def test_public_operations_declare_no_security_and_protected_ones_document
     assert public_seen - pages == {"/health", "/openapi.json", "/gateway/auth/bootstrap"} | {
         "/gateway/auth/session",
         "/triggers/{trigger_id}/webhook",
+        "/gateway/channels/webhook/inbound",
     }
 
 

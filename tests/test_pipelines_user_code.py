@@ -6,6 +6,7 @@ fails with ``run_crashed_repeatedly`` after ``max_crashed_claims`` claims."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,13 @@ def test_a_run_that_kills_its_process_each_time_fails_with_run_crashed_repeatedl
     live_server, tmp_path
 ):
     config = config_for(tmp_path, max_crashed_claims=2)
+    # The run is started on a gateway that claims none, so the one that dies cannot die
+    # before it answered the start (it did, under load: "server disconnected").
+    front_config = copy.deepcopy(config)
+    front_config["plugins"]["pipelines"]["max_concurrent_runs"] = 0
+    front = live_server(config=front_config)
     first = live_server(config=config)
-    run_id = httpx.post(f"{first.url}/pipelines/dies/start", json={}, headers=ADMIN).json()["runId"]
+    run_id = httpx.post(f"{front.url}/pipelines/dies/start", json={}, headers=ADMIN).json()["runId"]
     assert first.proc.wait(60) == 7  # the step's os._exit(7) ended the gateway
     # The next process claims the run once its lease lapsed, and dies the same way.
     second = live_server(config=config, wait=False)

@@ -25,6 +25,7 @@ import tomli_w
 
 from host.api import context
 from host.settings import build_settings, deep_merge, load_settings
+from tests.agent_helpers import agent_config
 from tests.conftest import (
     ADMIN,
     READER,
@@ -44,6 +45,7 @@ AUDITOR_TOKEN = "test-auditor-token-0123456789"
 OPERATOR_TOKEN = "test-operator-token-0123456789"
 PEEKER_TOKEN = "test-peeker-token-0123456789"
 BLIND_TOKEN = "test-blind-token-0123456789"
+STRANGER_TOKEN = "test-stranger-token-0123456789"
 
 
 ALICE = bearer(ALICE_TOKEN)
@@ -51,13 +53,15 @@ AUDITOR = bearer(AUDITOR_TOKEN)  # every read-all gate, no act gate
 OPERATOR = bearer(OPERATOR_TOKEN)  # reads and acts on every pipeline object
 PEEKER = bearer(PEEKER_TOKEN)  # reads every run, may act only on its own
 BLIND = bearer(BLIND_TOKEN)  # may act on every run, but reads only its own
+STRANGER = bearer(STRANGER_TOKEN)  # opens agent and bridge sessions of its own
 
 RUN_GATES = ["allow_pipeline_run", "allow_pipeline_approve"]
 SESSION_GATES = ["allow_session_write", "allow_memory_write"]
+AGENT_GATES = ["allow_agent_sessions", "allow_bridge_write"]
 TOKENS = {
     ALICE_NAME: {
         "token": ALICE_TOKEN,
-        "gates": [*RUN_GATES, "allow_gateway_control", *SESSION_GATES],
+        "gates": [*RUN_GATES, *AGENT_GATES, "allow_gateway_control", *SESSION_GATES],
     },
     "auditor": {
         "token": AUDITOR_TOKEN,
@@ -76,6 +80,7 @@ TOKENS = {
     },
     "peeker": {"token": PEEKER_TOKEN, "gates": [*RUN_GATES, "allow_pipeline_read_all"]},
     "blind": {"token": BLIND_TOKEN, "gates": [*RUN_GATES, "allow_pipeline_act_all"]},
+    "stranger": {"token": STRANGER_TOKEN, "gates": AGENT_GATES},
 }
 
 SOURCE = """
@@ -153,6 +158,13 @@ OWNED = {
     "/gateway/audit/verify",
     "/dashboard/alerts",
     "/dashboard/widgets",
+    "/gateway/jobs",
+    "/sessions",
+    "/sessions/<session_id>",
+    "/sessions/<session_id>/events",
+    "/gateway/external-coding-agent/sessions",
+    "/gateway/external-coding-agent/sessions/<session_id>",
+    "/gateway/external-coding-agent/sessions/<session_id>/stream",
 }
 SESSION_KEY = "alice-notes"
 ENTRY_ID = "fact-1"
@@ -163,9 +175,12 @@ class Seeded:
     runs: dict[str, str] = field(default_factory=dict)  # what -> run id
     response_id: str = ""
     schedule_id: str = f"nightly-{SECRET}"
+    agent_session_id: str = ""
+    bridge_session_id: str = ""
 
     def ids(self) -> list[str]:
-        return [*self.runs.values(), self.response_id]
+        sessions = [self.agent_session_id, self.bridge_session_id]
+        return [*self.runs.values(), self.response_id, *sessions]
 
 
 @pytest.fixture
@@ -182,6 +197,7 @@ def settings(make_settings: Any, tmp_path: Path, store_url: str) -> Any:
             },
             "openai_compat": {"pipeline_models": ["echo"]},
         },
+        agents={"echo": agent_config(tmp_path)},
     )
 
 
@@ -253,6 +269,27 @@ async def seed(client: Any) -> Seeded:
     assert stored.status_code == 200
     seeded.response_id = (await stored.get_json())["id"]
     await seed_sessions(client)
+    # An agent (ACP) session that echoed her secret, and a bridge session with her
+    # progress and a queued follow-up.
+    opened = await client.post(
+        "/sessions", json={"agent": "echo", "workspace": f"ws-{SECRET}"}, headers=ALICE
+    )
+    assert opened.status_code == 201, await opened.get_data(as_text=True)
+    seeded.agent_session_id = (await opened.get_json())["id"]
+    said = await client.post(
+        f"/sessions/{seeded.agent_session_id}/prompt",
+        json={"text": SECRET, "wait": True},
+        headers=ALICE,
+    )
+    assert said.status_code == 200
+    bridge = "/gateway/external-coding-agent/sessions"
+    bridged = await client.post(bridge, json={"workspace": f"/src/{SECRET}"}, headers=ALICE)
+    seeded.bridge_session_id = (await bridged.get_json())["session_id"]
+    for path, sent in (("progress", {"message": SECRET}), ("followups", {"text": SECRET})):
+        done = await client.post(
+            f"{bridge}/{seeded.bridge_session_id}/{path}", json=sent, headers=ALICE
+        )
+        assert done.status_code == 201
     for action in ("pause", "resume"):  # gateway events naming Alice
         assert (await client.post(f"/gateway/{action}", headers=ALICE)).status_code == 200
     await wait_status(client, seeded.runs["echo"], "completed")
@@ -313,6 +350,7 @@ async def test_every_get_route_hides_another_principals_objects_from_a_no_gate_t
             "entry_id": [ENTRY_ID],
             "agent_id": ["agent-1"],
             "name": ["ops.css"],
+            "session_id": [seeded.agent_session_id, seeded.bridge_session_id],
         }
         walked: set[str] = set()
         for rule in app.url_map.iter_rules():
@@ -829,3 +867,52 @@ async def test_schedules_of_an_account_removed_from_the_config_are_suspended(
         assert (await schedule_of(client, "alices", root))["suspended"] == "owner_removed"
         fired = await client.post("/triggers/schedule:alices/fire", headers=root)
         assert (await fired.get_json())["outcome"] == "skipped_owner_removed"
+
+
+async def test_jobs_show_the_owners_runs_and_everyones_only_with_the_jobs_read_all_gate(
+    settings,
+):
+    async with running_app(settings) as (_app, client):
+        seeded = await seed(client)
+        alices = {seeded.runs[k] for k in ("echo", "gated", "asks", "held", "model")}
+        mine = await (await client.get("/gateway/jobs?limit=200", headers=ALICE)).get_json()
+        assert {j["id"].partition(":")[2] for j in mine["jobs"]} == alices
+        # The pipelines read-all gate is not the jobs one: the auditor sees no one's jobs.
+        for headers in (READER, AUDITOR):
+            listed = await (await client.get("/gateway/jobs", headers=headers)).get_json()
+            assert listed["jobs"] == []
+        everyone = await (await client.get("/gateway/jobs?limit=200", headers=ADMIN)).get_json()
+        assert set(seeded.runs.values()) <= {j["id"].partition(":")[2] for j in everyone["jobs"]}
+        gated = f"/gateway/jobs/pipelines:{seeded.runs['gated']}/cancel"
+        assert (await client.post(gated, headers=OPERATOR)).status_code == 403  # no jobs gate
+        assert (await client.post(gated, headers=ALICE)).status_code == 403  # no cancel gate
+        assert (await client.post(gated, headers=ADMIN)).status_code == 200
+
+
+async def test_agent_and_bridge_sessions_are_their_owners_and_read_all_holders(settings):
+    async with running_app(settings) as (_app, client):
+        seeded = await seed(client)
+        agent_id, bridge_id = seeded.agent_session_id, seeded.bridge_session_id
+        bridge = "/gateway/external-coding-agent/sessions"
+        for headers in (ALICE, ADMIN):
+            mine = await (await client.get("/sessions", headers=headers)).get_json()
+            assert [s["id"] for s in mine["sessions"]] == [agent_id]
+            events = await client.get(f"/sessions/{agent_id}/events?format=json", headers=headers)
+            assert SECRET in await events.get_data(as_text=True)
+            listed = await (await client.get(bridge, headers=headers)).get_json()
+            assert [s["session_id"] for s in listed["sessions"]] == [bridge_id]
+            stream = await client.get(f"{bridge}/{bridge_id}/stream?format=json", headers=headers)
+            assert SECRET in await stream.get_data(as_text=True)
+        # A principal with the write gates but neither read-all nor act-all: as if absent.
+        for path, body in (
+            (f"/sessions/{agent_id}/prompt", {"text": "hi"}),
+            (f"/sessions/{agent_id}/resume", {}),
+            (f"{bridge}/{bridge_id}/followups", {"text": "hi"}),
+            (f"{bridge}/{bridge_id}/close", {}),
+        ):
+            assert (await client.post(path, json=body, headers=STRANGER)).status_code == 404, path
+        assert (await client.delete(f"/sessions/{agent_id}", headers=STRANGER)).status_code == 404
+        for path in ("/sessions", bridge):
+            listed = await (await client.get(path, headers=STRANGER)).get_json()
+            assert listed["sessions"] == []
+        assert (await client.delete(f"/sessions/{agent_id}", headers=ADMIN)).status_code == 200

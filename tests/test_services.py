@@ -89,6 +89,10 @@ async def test_the_built_in_plugins_provide_their_services_while_they_run(make_s
             "plugins.openai_compat.model_catalog.ModelCatalog": "openai_compat",
             "plugins.sessions.contract.SessionsService": "sessions",
             "plugins.audit.contract.AuditLog": "audit",
+            "plugins.ui_telemetry.contract.UiTelemetry": "ui_telemetry",
+            "plugins.channels.contract.ChannelsAPI": "channels",
+            "plugins.pipelines.approval_queue.ApprovalQueue": "pipelines",
+            "plugins.agents.service.AgentSessions": "agents",
         }
         models = service(ModelCatalog, app=app)
         answer = await models.chat("echo", {"messages": [{"role": "user", "content": "hi"}]})

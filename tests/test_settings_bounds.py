@@ -20,6 +20,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from host.settings import Settings
+from plugins.agents.config import AgentConfig
+from plugins.agents.config import PluginConfig as AgentsPluginConfig
+from plugins.coding_agent_bridge.config import BridgeConfig
 from plugins.openai_compat import SETTINGS as OPENAI_SETTINGS
 from plugins.openai_compat.model_catalog import ModelSettings
 from plugins.pipelines.config import BOUNDS as PIPELINES_BOUNDS
@@ -68,6 +71,9 @@ def bounds(field: FieldInfo) -> tuple[float | None, float | None]:
 PYDANTIC_FIELDS = [
     *numeric_fields(Settings, ""),
     *numeric_fields(ModelSettings, "models.<name>."),
+    *numeric_fields(AgentConfig, "agents.<id>."),
+    *numeric_fields(AgentsPluginConfig, "plugins.agents."),
+    *numeric_fields(BridgeConfig, "plugins.coding_agent_bridge."),
 ]
 
 

@@ -13,6 +13,7 @@ from quart import Quart
 from host.api import Register, Settings, Store, context, hookimpl, provide, withdraw
 from plugins.pipelines import hookspecs, retention, routes, tables
 from plugins.pipelines.api import PipelinesAPI
+from plugins.pipelines.approval_queue import ApprovalQueue
 from plugins.pipelines.catalog import PipelineCatalog, pipelines_directory
 from plugins.pipelines.config import configured, problems
 from plugins.pipelines.engine import ENGINE_KEY, Engine
@@ -37,7 +38,11 @@ def gateway_register_policy_gates(register: Register) -> None:
         "start, run, resume, cancel and release (paused) pipeline runs; add and remove "
         "schedules; fire triggers",
     )
-    register(routes.GATE_APPROVE, "approve or deny a run's approval gate")
+    register(
+        routes.GATE_APPROVE,
+        "approve or deny a run's approval gate, or another plugin's approval (an agent's "
+        "permission request); list every approval",
+    )
     register(
         routes.GATE_READ_ALL,
         "read every principal's runs, run events, approvals, schedules and breakpoints",
@@ -85,11 +90,13 @@ async def gateway_startup(app: Quart) -> None:
     ctx.extras[ENGINE_KEY] = engine
     await engine.start()
     provide(PipelinesAPI, PipelinesAPI(app), app=app)
+    provide(ApprovalQueue, ApprovalQueue(app), app=app)
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
     withdraw(PipelinesAPI, app=app)
+    withdraw(ApprovalQueue, app=app)
     engine: Engine | None = context(app).extras.pop(ENGINE_KEY, None)
     if engine is not None:
         await engine.stop()

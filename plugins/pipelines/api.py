@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from quart import Quart
@@ -34,7 +34,7 @@ from host.api import (
     owner_key,
     require_owner,
 )
-from plugins.pipelines import breakpoints, runs, schedules, webhooks
+from plugins.pipelines import approval_queue, breakpoints, runs, schedules, webhooks
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import engine_of
@@ -43,6 +43,7 @@ from plugins.pipelines.idempotency import checked_key, webhook_key
 from plugins.pipelines.models import (
     ApprovalList,
     ApprovalQuery,
+    ApprovalRecord,
     Breakpoint,
     BreakpointList,
     FireResponse,
@@ -217,6 +218,24 @@ class PipelinesAPI:
         await actions.resolve_approval(run_id, decision, principal.name, reason)
         return await self.record(run_id)
 
+    async def decide_approval(
+        self, approval_id: str, decision: str, principal: Principal, reason: str | None
+    ) -> ApprovalRecord:
+        """Approve or deny any approval of ``GET /approvals``: a run's gate by its run id
+        (as :meth:`decide`), another plugin's (``apr_...``) through the approvals queue.
+        404 ``approval_not_found``; 409 when it is not pending."""
+        if approval_queue.is_queue_id(approval_id):
+            return await approval_queue.ApprovalQueue(self.app).decide(
+                approval_id, decision, principal, reason
+            )
+        self.gateway.auth.require_gate(principal, GATE_APPROVE, "deciding an approval")
+        async with self.gateway.store.read() as conn:
+            if not await runs.exists(conn, approval_id):
+                raise approval_queue.not_found(approval_id)
+        await self.decide(approval_id, decision, principal, reason)
+        async with self.gateway.store.read() as conn:
+            return await runs.latest_approval(conn, approval_id)
+
     async def cancel(self, run_id: str, principal: Principal, reason: str | None) -> RunRecord:
         """Cancel a run that has not finished; 409 if it already has."""
         self.gateway.auth.require_gate(principal, GATE_RUN, "cancelling a run")
@@ -230,6 +249,28 @@ class PipelinesAPI:
         await self._acting_on_run(run_id, principal)
         await engine_of(self.app).actions.release(run_id, principal.name)
         return await self.record(run_id, principal)
+
+    # -- for plugins that apply ownership themselves (jobs, deploy) -------------------------
+
+    async def run_page(
+        self,
+        *,
+        owner: str | None,
+        statuses: Sequence[str] | None = None,
+        before: int | None = None,
+        limit: int = 50,
+        pipeline_id: str | None = None,
+    ) -> list[tuple[int, RunRecord]]:
+        """``(n, record)`` of the runs of ``owner`` (every run's when None), newest first;
+        ``n`` orders them: pass the last one as ``before`` for the next page."""
+        async with self.gateway.store.read() as conn:
+            return await runs.numbered(conn, owner, statuses, before, limit, pipeline_id)
+
+    async def cancel_run(self, run_id: str, by: str, reason: str | None) -> RunRecord:
+        """Cancel an unfinished run for ``by`` without a gate or ownership check (the
+        calling plugin made its own): 404 ``run_not_found``, 409 ``run_finished``."""
+        await engine_of(self.app).actions.cancel(run_id, by, reason)
+        return await self.record(run_id)
 
     async def list_paused_runs(self, reader: Principal) -> RunList:
         """The runs paused at a breakpoint that ``reader`` may read, oldest first."""

@@ -287,12 +287,13 @@ def register(cli: click.Group) -> None:
         """List pending approvals."""
         api = Api(url, token, as_json)
         data = api.call("GET", "/approvals", params={"status": "all" if show_all else "pending"})
-        api.show(data, data["approvals"], ["run_id", "step_id", "pipeline_id", "status", "message"])
+        columns = ["id", "source", "run_id", "step_id", "status", "message"]
+        api.show(data, data["approvals"], columns)
 
     for decision in ("approve", "deny"):
 
         def decide(
-            run_id: str,
+            approval_id: str,
             reason: str | None,
             url: str | None,
             token: str | None,
@@ -300,11 +301,15 @@ def register(cli: click.Group) -> None:
             _decision: str = decision,
         ) -> None:
             api = Api(url, token, as_json)
-            record = api.call("POST", f"/runs/{run_id}/{_decision}", {"reason": reason})
-            api.show(record, [record], RUN_COLUMNS)
+            record = api.call("POST", f"/approvals/{approval_id}/{_decision}", {"reason": reason})
+            api.show(record, [record], ["id", "source", "run_id", "status", "approver"])
 
-        decide.__doc__ = f"{decision.capitalize()} the approval a run waits for."
-        command = _options(click.option("--reason", help="why")(click.argument("run_id")(decide)))
+        decide.__doc__ = (
+            f"{decision.capitalize()} an approval by its id: a run's approval gate (its run "
+            "id) or an agent's permission request (apr_...)."
+        )
+        argument = click.argument("approval_id")
+        command = _options(click.option("--reason", help="why")(argument(decide)))
         approvals.command(decision)(command)
 
     @cli.group("schedules")

@@ -9,11 +9,15 @@ plugin: nothing else of it is public.
   ``approval``, ``wait``, ``tool``, ``llm``, ``branch``, ``parallel``, ``loop``).
 - The :class:`PipelinesAPI` service (``host.api.service(PipelinesAPI)``): look up a
   pipeline, start a run, follow its events, await its :class:`RunState`.
+- The :class:`ApprovalQueue` service (``host.api.service(ApprovalQueue)``): ask people for
+  an approval beside the runs' gates (``GET /approvals``), await its
+  :class:`ApprovalDecision`.
 """
 
 from __future__ import annotations
 
 from plugins.pipelines.api import STOP_EVENTS, PipelinesAPI, RunState
+from plugins.pipelines.approval_queue import ApprovalDecision, ApprovalQueue
 from plugins.pipelines.definition import (
     DefinitionError,
     Pipeline,
@@ -30,12 +34,16 @@ from plugins.pipelines.definition import (
     wait,
 )
 from plugins.pipelines.kinds import Suspend
+from plugins.pipelines.models import RunRecord
 
 __all__ = [
     "STOP_EVENTS",
+    "ApprovalDecision",
+    "ApprovalQueue",
     "DefinitionError",
     "Pipeline",
     "PipelinesAPI",
+    "RunRecord",
     "RunState",
     "Step",
     "StepContext",

@@ -3,7 +3,9 @@ import their types from ``plugins.pipelines.contract``."""
 
 from __future__ import annotations
 
-from host.api import Register, registry_hookspec
+from typing import Any
+
+from host.api import GatewayContext, Register, hookspec, registry_hookspec
 
 
 @registry_hookspec("step_kinds", "step kind")
@@ -24,4 +26,19 @@ def gateway_register_pipelines(register: Register) -> None:
     :param register: ``register(pipeline_id: str, pipeline: contract.Pipeline)``.
 
     All implementations are called; a pipeline id registered twice fails start-up.
+    """
+
+
+@hookspec
+def gateway_admit_run(gateway: GatewayContext, pipeline_id: str, trigger: dict[str, Any]) -> Any:
+    """Admit or refuse a new run of ``pipeline_id`` (an API start, a webhook delivery, a
+    schedule's fire, a pipeline model call) before it is stored.
+
+    :param gateway: the app's gateway context (``store``, ``settings``).
+    :param pipeline_id: the pipeline the run is of.
+    :param trigger: what starts it (``{"type": "api" | "webhook" | "schedule" | ...}``).
+
+    Awaitable. All implementations are called; one that raises ``host.api.GatewayError``
+    refuses the run with that error (a schedule's fire records ``skipped_<code>``).
+    Return values are ignored. Called once per run: keep it to one indexed read.
     """

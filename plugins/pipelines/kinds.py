@@ -6,12 +6,10 @@ that must not be retried."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any
 
-from host.api import GatewayError
+from host.api import GatewayError, ToolError, call_tool
 from plugins.pipelines.definition import Step, StepContext, StepError
-from plugins.pipelines.safety_scan import ContentBlocked, scan_value
 
 
 class Suspend(Exception):
@@ -20,12 +18,6 @@ class Suspend(Exception):
     def __init__(self, waiting_for: dict[str, Any]) -> None:
         super().__init__(waiting_for.get("type", "wait"))
         self.waiting_for = waiting_for
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 def _resolve(value: Any, ctx: StepContext) -> Any:
@@ -85,24 +77,19 @@ class WaitKind:
 
 
 class ToolKind:
+    """Calls a registered tool through ``host.api.call_tool`` (timed, scanned, observed);
+    a refused call, bad arguments or blocked output fail the step without a retry."""
+
     async def run(self, step: Step, ctx: StepContext) -> Any:
         name = str(step.config.get("tool") or "")
-        tools = ctx.gateway.registry("tools")
-        if name not in tools:
-            raise StepError(f"tool {name!r} is not registered (gateway_register_tools)")
-        target = tools[name]
         args = _resolve(step.config.get("args"), ctx) or {}
         if not isinstance(args, dict):
             raise StepError(f"tool step {step.id!r}: args must be a dict")
-        fn = target if callable(target) else getattr(target, "run", None)
-        if fn is None:
-            raise StepError(f"tool {name!r} is neither callable nor has run()")
-        result = await _maybe_await(fn(**args))
-        info = {"stage": "tool_output", "tool": name, "run_id": ctx.run_id, "step": ctx.step_path}
+        caller = {"kind": "pipeline", "run_id": ctx.run_id, "pipeline_id": ctx.pipeline.id}
         try:
-            return await scan_value(ctx.gateway, result, "input", info)
-        except ContentBlocked as exc:
-            raise StepError(f"tool {name!r}: its result {exc}") from None
+            return await call_tool(ctx.gateway, name, args, caller={**caller, "step": ctx.path})
+        except ToolError as exc:
+            raise StepError(f"tool step {step.id!r}: {exc}") from None
 
 
 class LlmKind:

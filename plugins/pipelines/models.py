@@ -144,14 +144,24 @@ class RunList(BaseModel):
 
 
 class ApprovalRecord(BaseModel):
-    run_id: str
-    step_id: str
-    pipeline_id: str
+    id: str = Field(
+        description="what `POST /approvals/{id}/approve|deny` takes: a run's approval gate "
+        "is its run id, another plugin's approval (an agent's permission request) `apr_...`"
+    )
+    source: str = Field(
+        "pipeline_run", description="who asks: `pipeline_run`, or a plugin's (`agent_session`)"
+    )
+    subject: str | None = Field(None, description="which one asks (an agent session id)")
+    run_id: str | None = None
+    step_id: str | None = None
+    pipeline_id: str | None = None
     status: str
     message: str
+    details: dict[str, Any] | None = None
+    owner: str | None = None
     requested_ms: int
     expires_ms: int | None = None
-    on_timeout: str
+    on_timeout: str | None = None
     resolved_ms: int | None = None
     approver: str | None = None
     reason: str | None = None

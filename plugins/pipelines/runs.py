@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from host.api import GatewayError, Principal, owned_by
+from plugins.pipelines import approval_queue
 from plugins.pipelines.gates import GATE_APPROVE, GATE_READ_ALL
 from plugins.pipelines.idempotency import shown
 from plugins.pipelines.models import (
@@ -94,6 +95,24 @@ async def owner_of(conn: AsyncConnection, run_id: str) -> str | None:
     return owner
 
 
+async def exists(conn: AsyncConnection, run_id: str) -> bool:
+    found = (await conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id))).first()
+    return found is not None
+
+
+async def latest_approval(conn: AsyncConnection, run_id: str) -> ApprovalRecord:
+    """The run's most recently requested approval gate."""
+    stmt = (
+        sa.select(approvals, runs.c.owner)
+        .select_from(approvals.join(runs, runs.c.id == approvals.c.run_id))
+        .where(approvals.c.run_id == run_id)
+        .order_by(approvals.c.requested_ms.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(stmt)).one()
+    return ApprovalRecord(id=row.run_id, **row._asdict())
+
+
 async def step_rows(conn: AsyncConnection, run_id: str) -> Sequence[Any]:
     """The run's finished steps, in the order they finished."""
     query = sa.select(step_results).where(step_results.c.run_id == run_id)
@@ -140,6 +159,28 @@ async def page(conn: AsyncConnection, query: RunQuery, reader: Principal) -> Run
     )
 
 
+async def numbered(
+    conn: AsyncConnection,
+    owner: str | None,
+    statuses: Sequence[str] | None,
+    before: int | None,
+    limit: int,
+    pipeline_id: str | None = None,
+) -> list[tuple[int, RunRecord]]:
+    """``(n, record)`` of the runs of ``owner`` (every run's when None), newest first by
+    ``n``, below ``before``: a keyset page for callers that apply ownership themselves."""
+    stmt = sa.select(runs).order_by(runs.c.n.desc()).limit(limit)
+    if owner is not None:
+        stmt = stmt.where(runs.c.owner == owner)
+    if statuses is not None:
+        stmt = stmt.where(runs.c.status.in_(statuses))
+    if before is not None:
+        stmt = stmt.where(runs.c.n < before)
+    if pipeline_id is not None:
+        stmt = stmt.where(runs.c.pipeline_id == pipeline_id)
+    return [(row.n, record(row)) for row in (await conn.execute(stmt)).all()]
+
+
 async def paused(conn: AsyncConnection, reader: Principal) -> RunList:
     """The runs paused at a breakpoint that ``reader`` may read, oldest first."""
     stmt = (
@@ -158,7 +199,7 @@ async def approvals_page(
     first."""
     approver = reader.has_gate(GATE_APPROVE)
     stmt = (
-        sa.select(approvals)
+        sa.select(approvals, runs.c.owner)
         .select_from(approvals.join(runs, runs.c.id == approvals.c.run_id))
         .where(sa.true() if approver else owned_by(runs.c.owner, reader, GATE_READ_ALL))
         .order_by(approvals.c.requested_ms)
@@ -167,4 +208,16 @@ async def approvals_page(
     if query.status != "all":
         stmt = stmt.where(approvals.c.status == query.status)
     rows = (await conn.execute(stmt)).all()
-    return ApprovalList(approvals=[ApprovalRecord(**r._asdict()) for r in rows])
+    found = [ApprovalRecord(id=r.run_id, **r._asdict()) for r in rows]
+    # Other plugins' approvals (approval_queue.py) beside the runs' gates, oldest first.
+    queued = (
+        sa.select(approval_queue.queue_approvals)
+        .where(approval_queue.visible(reader))
+        .order_by(approval_queue.queue_approvals.c.requested_ms)
+        .limit(query.limit)
+    )
+    if query.status != "all":
+        queued = queued.where(approval_queue.queue_approvals.c.status == query.status)
+    found += [approval_queue.record_of(r) for r in (await conn.execute(queued)).all()]
+    found.sort(key=lambda a: a.requested_ms)
+    return ApprovalList(approvals=found[: query.limit])

@@ -239,7 +239,10 @@ class Scheduler:
                             owner=row.owner,
                             idempotency_key=idempotency_key(row.id, tick),
                         )
-                        run_id, _ = await self.starter.create_run(pipeline, run_input, origin)
+                        try:
+                            run_id, _ = await self.starter.create_run(pipeline, run_input, origin)
+                        except GatewayError as refused:  # by gateway_admit_run
+                            outcome = f"skipped_{refused.code}"[:40]
         recorded = now_ms()
         async with self.store.write() as conn:
             if manual:

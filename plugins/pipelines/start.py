@@ -99,10 +99,18 @@ class RunStarter:
     async def create_run(
         self, pipeline: Pipeline, run_input: dict[str, Any], origin: RunOrigin
     ) -> tuple[str, bool]:
-        """Store a new pending run; with an idempotency key an existing run with it, or
+        """Store a new pending run (once ``gateway_admit_run`` admits it); with an
+        idempotency key an existing run with it, or
         with one of ``also_matches``, is returned instead, unless it was stored with
         another ``fingerprint`` (of the request): 422 ``idempotency_key_reused``, nothing
         stored. Returns ``(run_id, created)``."""
+        if self.gateway.plugins.has_impls("gateway_admit_run"):  # e.g. a stopped agent
+            await self.gateway.plugins.call_async(
+                "gateway_admit_run",
+                gateway=self.gateway,
+                pipeline_id=pipeline.id,
+                trigger=origin.trigger,
+            )
         run_id = uuid.uuid4().hex
         now = now_ms()
         definition = self.definitions.catalog.definition_of(pipeline)

@@ -85,6 +85,25 @@ approvals = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
 )
 
+# Approvals other plugins ask for through the ``ApprovalQueue`` service (an agent's
+# permission request): listed and decided beside the runs' approval gates (migration 9).
+queue_approvals = sa.Table(
+    "pipelines_queue_approvals",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False, index=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=True),
+    sa.Column("owner", sa.String(300), nullable=True),
+    sa.Column("requested_ms", sa.BigInteger, nullable=False),
+    sa.Column("resolved_ms", sa.BigInteger, nullable=True),
+    sa.Column("approver", sa.String(200), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+)
+
 breakpoints = sa.Table(
     "pipelines_breakpoints",
     metadata,
@@ -215,5 +234,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         8,
         "claims in a row without progress (runs that keep killing their process)",
         lambda conn: Migration.ensure_column(conn, runs.c.stalled_claims),
+    ),
+    Migration.create_tables(
+        NAMESPACE,
+        9,
+        "approvals asked for by other plugins (an agent's permission requests)",
+        [queue_approvals],
     ),
 )

@@ -1,0 +1,34 @@
+"""The agents plugin's tables and their migration (namespace ``agents``)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from host.api import Migration
+
+NAMESPACE = "agents"
+metadata = sa.MetaData()
+
+sessions = sa.Table(
+    "agents_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("agent_id", sa.String(100), nullable=False, index=True),
+    # The agent's own id of the session (ACP ``sessionId``): what ``session/load`` takes.
+    sa.Column("acp_session_id", sa.String(200), nullable=True),
+    sa.Column("workspace", sa.String(2000), nullable=False),
+    # active (a prompt runs), idle, closed, expired
+    sa.Column("state", sa.String(20), nullable=False, index=True),
+    sa.Column("owner", sa.String(300), nullable=True, index=True),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=True),  # a pipeline run's agent step
+    sa.Column("metadata", sa.JSON, nullable=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+    sa.Column("closed_ms", sa.BigInteger, nullable=True),
+    sa.Column("close_reason", sa.Text, nullable=True),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration.create_tables(NAMESPACE, 1, "agent (ACP) sessions", [sessions]),
+)

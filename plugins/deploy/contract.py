@@ -1,0 +1,37 @@
+"""What a plugin implements to make its agents deployable (``gateway_register_agent_kinds``,
+declared in ``hookspecs.py``), and the ``AgentState`` service other plugins consult.
+
+The deploy plugin stores each agent's versions (its spec: model, settings, ...), which
+one is live, and whether the agent is stopped; it switches versions atomically and asks
+the kind to validate a spec before anything is stored, and to stop the agent's running
+work. A kind refuses new work of a stopped agent by asking :meth:`AgentState.admit`
+(409 ``agent_stopped``): the pipelines kind does so through ``gateway_admit_run``."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from host.api import GatewayContext
+
+
+class AgentKind(Protocol):
+    async def exists(self, gateway: GatewayContext, agent_id: str) -> bool:
+        """Whether ``agent_id`` names an agent of this kind before any deploy (a
+        loaded pipeline): it can then be stopped without having been deployed."""
+        ...
+
+    async def validate(
+        self, gateway: GatewayContext, agent_id: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The spec as stored; raise ``GatewayError(422, "validation_failed", ...,
+        param="spec.<field>")`` for a bad one (nothing is stored)."""
+        ...
+
+    async def stop(
+        self, gateway: GatewayContext, agent_id: str, by: str, reason: str | None
+    ) -> list[str]:
+        """Stop the agent's running work for real; the ids of what was stopped."""
+        ...
+
+
+__all__ = ["AgentKind"]

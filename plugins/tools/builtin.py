@@ -1,0 +1,133 @@
+"""The built-in tools: an HTTP fetch limited to configured hosts, and read-only views of
+the gateway's pipelines and runs (for agents such as the cortex)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from host.api import GatewayContext, GatewayError, Tool, ToolError, has_service, service
+from plugins.tools.config import config_of
+
+
+async def http_fetch(url: str, gateway: GatewayContext, max_bytes: int | None = None) -> Any:
+    """GET ``url`` (http or https) from a host in ``[plugins.tools.http_fetch]
+    allowed_hosts``; no redirects are followed; the body is cut at ``max_bytes``."""
+    limits = config_of(gateway).http_fetch
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise ToolError(
+            "invalid_tool_args", "args.url: must be an http or https URL", {"param": "url"}
+        )
+    if host not in limits.allowed_hosts:
+        raise ToolError(
+            "tool_refused",
+            f"host {host!r} is not in plugins.tools.http_fetch.allowed_hosts",
+        )
+    if max_bytes is not None and max_bytes < 1:
+        raise ToolError(
+            "invalid_tool_args", "args.max_bytes: must be at least 1", {"param": "max_bytes"}
+        )
+    cap = min(max_bytes or limits.max_bytes, limits.max_bytes)
+    body = bytearray()
+    timeout = httpx.Timeout(limits.timeout_seconds)
+    async with httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, trust_env=False
+    ) as client:
+        async with client.stream("GET", url) as response:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    break
+            truncated = len(body) > cap
+            return {
+                "status": response.status_code,
+                "content_type": response.headers.get("content-type"),
+                "location": response.headers.get("location"),
+                "text": bytes(body[:cap]).decode("utf-8", errors="replace"),
+                "truncated": truncated,
+            }
+
+
+def _pipelines_api(gateway: GatewayContext) -> Any:
+    if not gateway.settings.plugin_enabled("pipelines"):
+        raise ToolError("tool_unavailable", "the pipelines plugin is off")
+    from plugins.pipelines.contract import PipelinesAPI  # only when a tool asks for it
+
+    if not has_service(PipelinesAPI):
+        raise ToolError("tool_unavailable", "the pipelines plugin is not running")
+    return service(PipelinesAPI)
+
+
+async def list_pipelines(gateway: GatewayContext) -> Any:
+    """The pipelines this gateway runs: id, description, version, steps."""
+    api = _pipelines_api(gateway)
+    found = []
+    for pipeline_id in api.pipeline_ids():
+        pipeline = api.pipeline(pipeline_id)
+        if pipeline is not None:
+            steps = [s.id for s in pipeline.steps]
+            found.append(
+                {
+                    "id": pipeline.id,
+                    "description": pipeline.description,
+                    "version": pipeline.version,
+                    "steps": steps,
+                }
+            )
+    return {"pipelines": found}
+
+
+async def run_status(run_id: str, gateway: GatewayContext) -> Any:
+    """Where a pipeline run stands: its status, pipeline, and what it waits for (never
+    its input or output)."""
+    try:
+        state = await _pipelines_api(gateway).state(run_id)
+    except GatewayError as exc:
+        raise ToolError(exc.code, exc.message, {"param": "run_id"}) from None
+    return {
+        "run_id": state.run_id,
+        "pipeline_id": state.pipeline_id,
+        "status": state.status,
+        "waiting_for": (state.waiting_for or {}).get("type"),
+        "paused_at": state.paused_at,
+    }
+
+
+BUILTIN_TOOLS: dict[str, Tool] = {
+    "http_fetch": Tool(
+        "Fetch a URL (GET) from a host the operator allowed; returns status, content type "
+        "and text (cut at the configured size).",
+        {
+            "type": "object",
+            "properties": {
+                "url": {"type": "string", "description": "http or https URL"},
+                "max_bytes": {"type": "integer", "description": "cut the body here"},
+            },
+            "required": ["url"],
+            "additionalProperties": False,
+        },
+        http_fetch,
+        needs_gateway=True,
+    ),
+    "gateway_pipelines": Tool(
+        "List the pipelines this gateway runs.",
+        {"type": "object", "properties": {}, "additionalProperties": False},
+        list_pipelines,
+        needs_gateway=True,
+    ),
+    "gateway_run_status": Tool(
+        "Status of a pipeline run by id (no input or output).",
+        {
+            "type": "object",
+            "properties": {"run_id": {"type": "string"}},
+            "required": ["run_id"],
+            "additionalProperties": False,
+        },
+        run_status,
+        needs_gateway=True,
+    ),
+}
