@@ -230,7 +230,7 @@ async def test_unbuilt_ops_pages_answer_501_behind_the_login(make_settings: Any)
     async with running_app(make_settings()) as (_, client):
         await sign_in(client)
         csrf = await page_csrf(client)
-        page = await client.get("/ops/agents")
+        page = await client.get("/ops/training")
         assert page.status_code == 501
         assert "Not built yet" in (await page.get_data()).decode()
         refused = await client.post("/ops/chat/send", form={"csrf_token": "x"})
