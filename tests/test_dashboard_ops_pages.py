@@ -152,3 +152,36 @@ async def test_sessions_pages_say_so_when_the_sessions_plugin_is_off(make_settin
             status, page = await text(client, path)
             assert status == 503, path
             assert "This feature is disabled: the sessions plugin is off" in page
+
+
+async def test_chat_forms_start_a_session_and_append_to_it(
+    make_settings: Any, store_url: str
+) -> None:
+    async with running_app(make_settings()) as (_, client):
+        await sign_in(client)
+        csrf = await page_csrf(client, "/ops/chat")
+        refused = await client.post("/ops/chat/new", form={"content": "hello"})
+        assert refused.status_code == 403
+        started = await client.post(
+            "/ops/chat/new",
+            form={"csrf_token": csrf, "session_key": "desk", "content": "<i>hello</i>"},
+        )
+        assert started.status_code == 303
+        assert started.headers["Location"] == "/ops/chat?session_key=desk"
+        again = await client.post(
+            "/ops/chat/new", form={"csrf_token": csrf, "session_key": "desk", "content": "x"}
+        )
+        assert again.status_code == 409
+        sent = await client.post(
+            "/ops/chat/send",
+            form={"csrf_token": csrf, "session_key": "desk", "role": "assistant", "content": "hi"},
+        )
+        assert sent.status_code == 303
+        empty = await client.post(
+            "/ops/chat/send", form={"csrf_token": csrf, "session_key": "desk", "content": " "}
+        )
+        assert empty.status_code == 400
+        status, page = await text(client, "/ops/chat?session_key=desk")
+        assert status == 200 and "&lt;i&gt;hello&lt;/i&gt;" in page and ">hi<" in page
+    rows = await db_rows(store_url, "SELECT role, content FROM sessions_messages ORDER BY seq")
+    assert rows == [("user", "<i>hello</i>"), ("assistant", "hi")]

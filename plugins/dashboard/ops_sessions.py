@@ -19,7 +19,7 @@ from host.api import GatewayError, context, has_service, owner_key, public, raw_
 from plugins.dashboard.gates import GATE_MEMORY_WRITE, GATE_SESSION_WRITE
 from plugins.dashboard.pages import bp, current_session, html, page, require_form, to_login
 from plugins.dashboard.websession import WebSession
-from plugins.sessions.contract import MemoryEntryRequest, MemoryQuery, SessionsService
+from plugins.sessions.contract import MemoryEntryRequest, MemoryQuery, NewMessage, SessionsService
 
 MEMORY_TYPES = (
     "identity",
@@ -268,3 +268,85 @@ def layout(graph: Any, size: int = 600) -> dict[str, Any]:
         if e.source in points and e.target in points
     ]
     return {"size": size, "nodes": nodes, "edges": edges, "truncated": graph.truncated}
+
+
+@bp.get("/ops/chat")
+@public
+@html()
+async def ops_chat() -> Any:
+    """A session's conversation (``?session_key=``) with a form to append a message, and
+    a form to start a new session (``/webchat`` talks to models)."""
+    session = await current_session()
+    if session is None:
+        return to_login()
+    svc = sessions_service()
+    if svc is None:
+        return await _disabled(session, "Chat")
+    owner = owner_key(session.principal)
+    key = request.args.get("session_key", "").strip()
+    conversation = None
+    if key:
+        try:
+            conversation = await svc.conversation(owner, key)
+        except GatewayError as exc:
+            return await _refused(session, exc, "/ops/chat")
+    listing = await svc.list_sessions(owner, limit=200)
+    return await page(
+        "chat.html", session, section="chat", key=key, conversation=conversation, listing=listing
+    )
+
+
+async def _append(session: WebSession, key: str, role: str, content: str) -> None:
+    svc = sessions_service()
+    if svc is None:
+        raise GatewayError(503, "feature_disabled", "the sessions plugin is off")
+    context().auth.require_gate(session.principal, GATE_SESSION_WRITE, "appending a message")
+    if role not in ("user", "system", "assistant"):
+        raise GatewayError(400, "invalid_request_body", "role: one of user, system, assistant")
+    if not content.strip():
+        raise GatewayError(400, "invalid_request_body", "content: required")
+    await svc.append(owner_key(session.principal), key, [NewMessage(role, content)], source="ops")
+
+
+@bp.post("/ops/chat/new")
+@public
+@raw_body
+@html()
+async def ops_chat_new() -> Any:
+    """Start a session (form: ``session_key``, generated when empty, and its first
+    ``content``, with ``role`` system or user); 409 ``session_exists`` for a key in use;
+    needs ``allow_session_write``."""
+    session, form = await require_form(await current_session())
+    key = (form.get("session_key") or "").strip() or f"chat-{uuid.uuid4().hex[:12]}"
+    svc = sessions_service()
+    try:
+        if svc is not None:
+            try:
+                await svc.session(owner_key(session.principal), key)
+            except GatewayError as exc:
+                if exc.status != 404:
+                    raise
+            else:
+                raise GatewayError(409, "session_exists", f"a session {key!r} exists")
+        await _append(session, key, form.get("role") or "user", form.get("content") or "")
+    except GatewayError as exc:
+        return await _refused(session, exc, "/ops/chat")
+    return redirect(f"/ops/chat?session_key={key}", 303)
+
+
+@bp.post("/ops/chat/send")
+@public
+@raw_body
+@html()
+async def ops_chat_send() -> Any:
+    """Append a message to a session (form: ``session_key``, ``content``, ``role``,
+    default user); needs ``allow_session_write``."""
+    session, form = await require_form(await current_session())
+    key = (form.get("session_key") or "").strip()
+    try:
+        if not key:
+            raise GatewayError(400, "invalid_request_body", "session_key: required")
+        await _append(session, key, form.get("role") or "user", form.get("content") or "")
+    except GatewayError as exc:
+        return await _refused(session, exc, f"/ops/chat?session_key={key}")
+    return redirect(f"/ops/chat?session_key={key}", 303)

@@ -34,9 +34,6 @@ CSP = (
 # The ops sections of seed 004 not built yet: they answer 501 (a page saying so); a
 # POST still needs the session and its CSRF token first (403).
 NOT_BUILT_ROUTES = [
-    ("/ops/chat", "ops_chat", "GET", "chat"),
-    ("/ops/chat/new", "ops_chat_new", "POST", "chat"),
-    ("/ops/chat/send", "ops_chat_send", "POST", "chat"),
     ("/ops/training", "ops_training", "GET", "training"),
 ]
 NOT_BUILT = sorted({(p.split("/")[2], t) for p, _e, m, t in NOT_BUILT_ROUTES if m == "GET"})
