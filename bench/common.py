@@ -111,8 +111,9 @@ def load_average() -> tuple[float, float, float]:
 # -- servers -----------------------------------------------------------------------------
 
 
-def gateway_toml(state_dir: Path, port: int) -> str:
-    """A one-worker gateway config with a bench token whose rate limit is never reached."""
+def gateway_toml(state_dir: Path, port: int, token_extra: str = "") -> str:
+    """A one-worker gateway config with a bench token whose rate limit is never reached
+    (``token_extra``: more keys of that token's table)."""
     return f"""\
 state_dir = "{state_dir}"
 
@@ -127,7 +128,7 @@ mode = "token"
 [auth.tokens.bench]
 token = {{ env = "{TOKEN_ENV}" }}
 gates = ["*"]
-
+{token_extra}
 [auth.tokens.bench.rate_limit]
 per_minute = 1000000  # the ceiling; far above what one worker serves here
 """
@@ -153,11 +154,12 @@ class Servers:
         self.env = {**os.environ, TOKEN_ENV: token, "PYTHONUNBUFFERED": "1"}
         self.env.pop("GATEWAY_CONFIG", None)
 
-    def gateway_config(self, name: str, extra: str = "") -> Path:
-        """A gateway.toml with its own port and state dir (plus ``extra`` TOML)."""
+    def gateway_config(self, name: str, extra: str = "", token_extra: str = "") -> Path:
+        """A gateway.toml with its own port and state dir (plus ``extra`` TOML, and
+        ``token_extra`` keys of the bench token)."""
         port = self.ports[name] = free_port()
         path = self.tmp / f"{name}.toml"
-        text = gateway_toml(self.tmp / f"{name}-state", port)
+        text = gateway_toml(self.tmp / f"{name}-state", port, token_extra)
         path.write_text(text + (f"\n{extra}" if extra else ""), encoding="utf-8")
         return path
 

@@ -35,6 +35,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("safety", "plugins.safety"),
     ("audit", "plugins.audit"),
     ("dashboard", "plugins.dashboard"),
+    ("training", "plugins.training"),
+    ("cortex", "plugins.cortex"),
     ("tools", "plugins.tools"),
     ("jobs", "plugins.jobs"),
     ("ui_telemetry", "plugins.ui_telemetry"),

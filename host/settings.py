@@ -68,6 +68,12 @@ class TokenSettings(_Section):
     token: Secret
     gates: list[str] = Field(default_factory=list, description='granted gates; "*" grants all')
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    # Read by the model plugins (openai_compat): which models it may call, and its
+    # spending limits (validated by the plugin, at config check).
+    models: list[str] | None = Field(
+        None, description="model names or glob patterns it may use; unset = every model"
+    )
+    budgets: dict[str, Any] = Field(default_factory=dict, description="model spending limits")
 
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -81,6 +87,12 @@ class UserSettings(_Section):
     password_hash: str | None = Field(None, description="made by `gateway auth hash-password`")
     gates: list[str] = Field(default_factory=list, description='granted gates; "*" grants all')
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    # Read by the model plugins (openai_compat): which models it may call, and its
+    # spending limits (validated by the plugin, at config check).
+    models: list[str] | None = Field(
+        None, description="model names or glob patterns it may use; unset = every model"
+    )
+    budgets: dict[str, Any] = Field(default_factory=dict, description="model spending limits")
 
     @field_validator("password_hash")
     @classmethod

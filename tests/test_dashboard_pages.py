@@ -226,10 +226,14 @@ async def test_static_files_are_served_and_nothing_else(make_settings: Any) -> N
             assert missing.status_code == 404, name
 
 
-async def test_an_unbuilt_ops_page_answers_501_behind_the_login(make_settings: Any) -> None:
-    async with running_app(make_settings()) as (_, client):
+async def test_an_ops_section_whose_plugin_is_off_says_it_is_disabled(make_settings: Any) -> None:
+    settings = make_settings(plugins={"training": {"enabled": False}})
+    async with running_app(settings) as (_, client):
         assert (await client.get("/ops/training")).status_code == 303
         await sign_in(client)
         page = await client.get("/ops/training")
-        assert page.status_code == 501
-        assert "Not built yet" in (await page.get_data()).decode()
+        assert page.status_code == 503
+        assert (
+            "This feature is disabled: the training plugin is off"
+            in (await page.get_data()).decode()
+        )

@@ -23,6 +23,10 @@ BROKEN_MODELS: dict[str, dict[str, Any]] = {
     "ftp": {"provider": "openai", "base_url": "ftp://files.example/v1"},
     "extra": {"provider": "echo", "colour": "blue"},
     "flag": {"provider": "echo", "stream_usage": "sometimes"},
+    "loop": {"provider": "echo", "fallbacks": ["loop"]},
+    "lost": {"provider": "echo", "fallbacks": ["nowhere"]},
+    "nodeploy": {"provider": "openai", "deployments": [{"weight": 2}]},
+    "heavy": {"provider": "echo", "deployments": [{"weight": 0}]},
 }
 # One problem per broken model, each naming the model and the key.
 EXPECTED = [
@@ -32,6 +36,10 @@ EXPECTED = [
     "models.ftp.base_url: Value error, 'ftp://files.example/v1' is not an http:// or https:// URL",
     "models.extra.colour: Extra inputs are not permitted",
     "models.flag.stream_usage: Input should be a valid boolean",
+    "models.loop.fallbacks: 'loop': a model cannot fall back to itself",
+    "models.lost.fallbacks: 'nowhere': no such model",
+    "models.nodeploy.deployments.base_url: required for provider 'openai'",
+    "models.heavy.deployments.0.weight: Input should be greater than 0",
 ]
 GOOD_MODELS = {"echo": {"provider": "echo"}, "quiet": {"provider": "echo", "stream_usage": False}}
 

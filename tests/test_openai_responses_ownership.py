@@ -146,8 +146,12 @@ async def test_responses_stored_before_ownership_are_left_to_read_all_holders(
         await assert_hidden_from(client, READER, follow_id)
         deleted = await client.delete(f"/v1/responses/{old}", headers=ADMIN)
         assert deleted.status_code == 200
-    owners = await db_rows(store_url, "SELECT id, owner FROM openai_responses")
-    assert owners == [(follow_id, "token:admin")]
+    owners = await db_rows(
+        store_url,
+        "SELECT id, owner, deleted_ms IS NOT NULL FROM openai_responses ORDER BY created_ms",
+    )
+    # The deleted one stays, hidden, for the turn that links to it.
+    assert owners == [(old, None, 1), (follow_id, "token:admin", 0)]
 
 
 async def test_a_streamed_response_is_stored_for_its_caller(make_settings):

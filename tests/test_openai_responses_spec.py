@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ADMIN, running_app
 from tests.fake_openai_upstream import NORMAL_TEXT
 from tests.openai_helpers import SAFETY_OFF, USER, sdk
+from tests.openresponses_schema import assert_event
 from tests.test_safety_scanners import SafetyPlugin
 
 BROKEN = {"upstream_stream_broken", "upstream_stream_incomplete"}
@@ -25,7 +26,8 @@ BROKEN = {"upstream_stream_broken", "upstream_stream_incomplete"}
 
 def sse_events(raw: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The events of a Responses stream (each ``event:`` line checked against the
-    ``type`` of its ``data:``), and the trailing lines that are not events."""
+    ``type`` of its ``data:``, each event against the OpenResponses schema), and the
+    trailing lines that are not events."""
     lines = [line for line in raw.splitlines() if line and not line.startswith(":")]
     events: list[dict[str, Any]] = []
     while len(lines) >= 2 and lines[0].startswith("event: "):
@@ -33,6 +35,7 @@ def sse_events(raw: str) -> tuple[list[dict[str, Any]], list[str]]:
         assert data.startswith("data: ")
         event = json.loads(data[len("data: ") :])
         assert event["type"] == name
+        assert_event(event)  # valid against the OpenResponses schema of its type
         events.append(event)
     numbers = [e["sequence_number"] for e in events]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers

@@ -61,7 +61,13 @@ AGENT_GATES = ["allow_agent_sessions", "allow_bridge_write"]
 TOKENS = {
     ALICE_NAME: {
         "token": ALICE_TOKEN,
-        "gates": [*RUN_GATES, *AGENT_GATES, "allow_gateway_control", *SESSION_GATES],
+        "gates": [
+            *RUN_GATES,
+            *AGENT_GATES,
+            "allow_gateway_control",
+            *SESSION_GATES,
+            "allow_training_export",
+        ],
     },
     "auditor": {
         "token": AUDITOR_TOKEN,
@@ -69,6 +75,8 @@ TOKENS = {
             "allow_pipeline_read_all",
             "allow_responses_read_all",
             "allow_session_read_all",
+            "allow_usage_read_all",
+            "allow_training_read_all",
             "allow_gateway_read",
             "allow_metrics_read",
             "allow_audit_read",
@@ -110,6 +118,8 @@ SHARED = {
     "/dashboard/queue-timeline",
     "/dashboard/stream",
     "/ops/static/<name>",  # the pages' scripts and styles
+    "/gateway/training/status",  # the collection settings; its counts are the caller's
+    "/cortex/status",  # the model and the caller's tools; its last use is the caller's
 }
 # The dashboard's pages: signed in by their cookie, not a bearer token; without it they
 # redirect to /ops/login and show nothing.
@@ -143,6 +153,7 @@ OWNED = {
     "/debug/breakpoints",
     "/debug/runs",
     "/v1/responses/<response_id>",
+    "/gateway/usage",
     "/gateway/events",
     "/gateway/config",
     "/gateway/sessions",
@@ -158,6 +169,9 @@ OWNED = {
     "/gateway/audit/verify",
     "/dashboard/alerts",
     "/dashboard/widgets",
+    "/gateway/training/rollouts",
+    "/gateway/training/rollouts/<rollout_id>",
+    "/gateway/training/exports",
     "/gateway/jobs",
     "/sessions",
     "/sessions/<session_id>",
@@ -177,10 +191,12 @@ class Seeded:
     schedule_id: str = f"nightly-{SECRET}"
     agent_session_id: str = ""
     bridge_session_id: str = ""
+    rollout_id: str = ""
+    export_id: str = ""
 
     def ids(self) -> list[str]:
         sessions = [self.agent_session_id, self.bridge_session_id]
-        return [*self.runs.values(), self.response_id, *sessions]
+        return [*self.runs.values(), self.response_id, *sessions, self.rollout_id, self.export_id]
 
 
 @pytest.fixture
@@ -196,6 +212,7 @@ def settings(make_settings: Any, tmp_path: Path, store_url: str) -> Any:
                 "webhooks": {"gh": {"pipeline": "echo", "secret": "s3cret"}},
             },
             "openai_compat": {"pipeline_models": ["echo"]},
+            "training": {"collect": True},
         },
         agents={"echo": agent_config(tmp_path)},
     )
@@ -297,6 +314,15 @@ async def seed(client: Any) -> Seeded:
     await wait_status(client, seeded.runs["gated"], "waiting")
     await wait_status(client, seeded.runs["asks"], "waiting")
     await wait_status(client, seeded.runs["held"], "paused")
+
+    async def rollout() -> Any:
+        path = f"/gateway/training/rollouts?run_id={seeded.runs['echo']}"
+        return (await (await client.get(path, headers=ADMIN)).get_json())["rollouts"]
+
+    seeded.rollout_id = (await until(rollout, "the rollout of Alice's run"))[0]["id"]
+    export = await client.post("/gateway/training/exports", json={}, headers=ALICE)
+    assert export.status_code == 201, await export.get_data(as_text=True)
+    seeded.export_id = (await export.get_json())["id"]
     return seeded
 
 
@@ -351,6 +377,7 @@ async def test_every_get_route_hides_another_principals_objects_from_a_no_gate_t
             "agent_id": ["agent-1"],
             "name": ["ops.css"],
             "session_id": [seeded.agent_session_id, seeded.bridge_session_id],
+            "rollout_id": [seeded.rollout_id],
         }
         walked: set[str] = set()
         for rule in app.url_map.iter_rules():
@@ -426,6 +453,13 @@ async def test_no_gate_token_gets_404_for_anothers_run_and_empty_lists(settings)
         ):
             denied = await client.get(path, headers=READER)
             assert denied.status_code == 403, path
+        hidden = await client.get(f"/gateway/training/rollouts/{seeded.rollout_id}", headers=READER)
+        assert hidden.status_code == 404
+        assert (await hidden.get_json())["error"]["code"] == "rollout_not_found"
+        training = await (await client.get("/gateway/training/status", headers=READER)).get_json()
+        assert training["counts"]["total"] == 0 and training["last_export"] is None
+        exports = await (await client.get("/gateway/training/exports", headers=READER)).get_json()
+        assert exports["exports"] == []
         status = await (await client.get("/gateway/status", headers=READER)).get_json()
         assert set(status) == {"service", "version", "state", "auth"}
         assert status["auth"] == {
@@ -538,8 +572,18 @@ async def test_read_all_gates_see_every_principals_objects_and_operator_views(se
             assert SECRET in await response.get_data(as_text=True)
             events = await client.get("/gateway/events?format=json", headers=headers)
             assert ALICE_NAME in await events.get_data(as_text=True)
+            usage = await client.get("/gateway/usage?all=true", headers=headers)
+            assert f"token:{ALICE_NAME}" in await usage.get_data(as_text=True)
             config = await client.get("/gateway/config", headers=headers)
             assert ALICE_NAME in await config.get_data(as_text=True)
+            rollout = await client.get(
+                f"/gateway/training/rollouts/{seeded.rollout_id}", headers=headers
+            )
+            assert SECRET in await rollout.get_data(as_text=True)
+            exports = await (
+                await client.get("/gateway/training/exports", headers=headers)
+            ).get_json()
+            assert [e["id"] for e in exports["exports"]] == [seeded.export_id]
             assert (await client.get("/gateway/plugins", headers=headers)).status_code == 200
             assert (await client.get("/metrics", headers=headers)).status_code == 200
             audit = await client.get(

@@ -12,7 +12,8 @@ from typing import Any
 
 from quart import current_app
 
-from host.api import context, public
+from host.api import public
+from plugins.dashboard.overview import plugin_names
 from plugins.dashboard.pages import bp, current_session, html, page, to_login
 
 
@@ -191,6 +192,49 @@ SECTIONS: dict[str, Section] = {
             ),
         ),
         Section(
+            "training",
+            "Training",
+            ("training",),
+            (
+                Panel("Status", get="/gateway/training/status"),
+                Panel(
+                    "Rollouts",
+                    get="/gateway/training/rollouts",
+                    forms=(
+                        Form(
+                            "Feedback on a rollout",
+                            "POST",
+                            "/gateway/training/rollouts/{rollout_id}/feedback",
+                            (
+                                Field("rollout_id", "Rollout id", required=True),
+                                Field("body", "Body: {reward, ...}", "json", required=True),
+                            ),
+                            ("*",),
+                        ),
+                    ),
+                ),
+                Panel(
+                    "Collection settings",
+                    forms=(
+                        Form(
+                            "Change them",
+                            "PATCH",
+                            "/gateway/training/config",
+                            (
+                                Field(
+                                    "patch",
+                                    "Patch: {enabled, sample_rate, sources}",
+                                    "json",
+                                    required=True,
+                                ),
+                            ),
+                            ("*",),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Section(
             "agents",
             "Agents",
             ("agents",),
@@ -219,7 +263,7 @@ async def section_page(slug: str, **values: Any) -> Any:
     if session is None:
         return to_login()
     section = SECTIONS[slug]
-    loaded = set(context(current_app).plugins.infos)
+    loaded = set(plugin_names(current_app))
     missing = [p for p in section.plugins if p not in loaded]
     if missing:
         return await page(
@@ -271,6 +315,15 @@ async def ops_safety() -> Any:
 async def ops_deploy() -> Any:
     """Deploy and stop agents (``POST /gateway/deploy``, ``/gateway/agents/{id}/stop``)."""
     return await section_page("deploy")
+
+
+@bp.get("/ops/training")
+@public
+@html()
+async def ops_training() -> Any:
+    """Training status and rollouts with feedback and collection-settings forms
+    (``/gateway/training/*``)."""
+    return await section_page("training")
 
 
 @bp.get("/ops/agents")

@@ -21,7 +21,8 @@ def pipelines(app: Quart) -> PipelinesAPI | None:
 
 
 def plugin_names(app: Quart) -> list[str]:
-    return sorted(context(app).plugins.infos)
+    """The plugins loaded and enabled (a disabled one is listed by the host, not loaded)."""
+    return sorted(name for name, info in context(app).plugins.infos.items() if info.enabled)
 
 
 async def health(app: Quart) -> dict[str, Any]:
@@ -40,7 +41,7 @@ async def health(app: Quart) -> dict[str, Any]:
 
 def features(app: Quart) -> dict[str, bool]:
     """Which data sources the dashboard found: a page or panel whose source is off says so."""
-    loaded = set(context(app).plugins.infos)
+    loaded = set(plugin_names(app))
     return {
         "pipelines": has_service(PipelinesAPI, app=app),
         "sessions": "sessions" in loaded,

@@ -31,13 +31,6 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
-# The ops sections of seed 004 not built yet: they answer 501 (a page saying so); a
-# POST still needs the session and its CSRF token first (403).
-NOT_BUILT_ROUTES = [
-    ("/ops/training", "ops_training", "GET", "training"),
-]
-NOT_BUILT = sorted({(p.split("/")[2], t) for p, _e, m, t in NOT_BUILT_ROUTES if m == "GET"})
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -235,11 +228,11 @@ async def webchat_page() -> Any:
 @public
 @html()
 async def ops_index() -> Any:
-    """The ops console's start page: its sections, and which are on."""
+    """The ops console's start page: its sections, and which are disabled."""
     session = await current_session()
     if session is None:
         return to_login()
-    return await page("ops.html", session, section="ops", not_built=NOT_BUILT)
+    return await page("ops.html", session, section="ops")
 
 
 @bp.get("/ops/diagnostics")
@@ -267,25 +260,6 @@ async def ops_diagnostics() -> Any:
         status=status,
         plugins=plugin_names(current_app),
     )
-
-
-def _not_built(endpoint: str, title: str) -> Any:
-    async def view(**_: Any) -> Any:
-        session = await current_session()
-        if request.method == "POST":
-            await require_form(session)
-        elif session is None:
-            return to_login()
-        assert session is not None
-        return await page("not_built.html", session, code=501, section=endpoint, title=title)
-
-    view.__name__ = endpoint
-    view.__doc__ = f"Not built yet: 501 with a page saying so ({title})."
-    return public(raw_body(html(501)(view)))
-
-
-for _path, _endpoint, _method, _title in NOT_BUILT_ROUTES:
-    bp.add_url_rule(_path, _endpoint, view_func=_not_built(_endpoint, _title), methods=[_method])
 
 
 @bp.get("/ops/static/<name>")

@@ -22,15 +22,24 @@ offline ``echo``). This module holds the hook implementations; beside it:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from quart import Quart
 
-from host.api import Register, Settings, Store, context, hookimpl, provide
-from plugins.openai_compat import hookspecs, keepalive, pipeline_models, safety_stream
+from host.api import GatewayError, Register, Settings, Store, context, hookimpl, provide
+from plugins.openai_compat import (
+    access,
+    hookspecs,
+    keepalive,
+    pipeline_models,
+    safety_stream,
+    usage,
+    usage_routes,
+)
 from plugins.openai_compat.chat import routes as chat_routes
 from plugins.openai_compat.metrics import LLMMetrics
-from plugins.openai_compat.model_calls import METRICS_KEY
+from plugins.openai_compat.model_calls import BUDGETS_KEY, METRICS_KEY, USAGE_KEY
 from plugins.openai_compat.model_catalog import (
     SSE_LINE_SETTING,
     ModelCatalog,
@@ -42,7 +51,15 @@ from plugins.openai_compat.responses import routes as responses_routes
 from plugins.openai_compat.responses import store as responses_store
 
 # The section's scalar keys (plugin_settings.py).
-SETTINGS = (keepalive.SETTING, safety_stream.SETTING, SSE_LINE_SETTING)
+SETTINGS = (
+    keepalive.SETTING,
+    safety_stream.SETTING,
+    SSE_LINE_SETTING,
+    responses_store.CHAIN_TURNS_SETTING,
+    responses_store.CHAIN_BYTES_SETTING,
+    usage.FLUSH_SETTING,
+)
+_FLUSHER = "openai_compat.usage_flusher"
 
 
 @hookimpl
@@ -55,17 +72,19 @@ def gateway_register_hookspecs(register: Register) -> None:
 def gateway_register_blueprints(register: Register, settings: Settings) -> None:
     register(chat_routes.bp)
     register(responses_routes.bp)
+    register(usage_routes.bp)
 
 
 @hookimpl
 def gateway_register_policy_gates(register: Register) -> None:
     register(responses_store.GATE_READ_ALL, "read every principal's stored responses")
     register(responses_store.GATE_ACT_ALL, "delete other principals' stored responses")
+    register(usage_routes.GATE_READ_ALL, "read every principal's model usage")
 
 
 @hookimpl
 def gateway_register_migrations(register: Register) -> None:
-    for migration in responses_store.MIGRATIONS:
+    for migration in responses_store.MIGRATIONS + usage.MIGRATIONS:
         register(migration)
 
 
@@ -82,20 +101,38 @@ def gateway_register_secret_keys(register: Register) -> None:
 
 def _build_catalog(app: Quart, settings: Settings) -> ModelCatalog:
     ctx = context(app)
+    metrics: LLMMetrics = ctx.extras[METRICS_KEY]
     with settings.resolving_paths():
-        return ModelCatalog.from_config(
+        catalog = ModelCatalog.from_config(
             ctx.registry("providers"),
             settings.extra_section("models"),
             max_sse_line_bytes=SSE_LINE_SETTING.configured(settings),
+            observe=metrics.deployment,
         )
+    for name, plan in catalog.router.plans.items():
+        for deployment in plan.deployments:
+            metrics.deployment(name, deployment, "ok")
+    return catalog
+
+
+def _policies(settings: Settings) -> dict[str, access.Policy]:
+    found = access.problems(settings)
+    if found:
+        raise GatewayError(400, "config_invalid", "; ".join(found))
+    return access.policies(settings)
 
 
 @hookimpl
 def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     ctx.extras[METRICS_KEY] = LLMMetrics(ctx.metrics.registry)
+    buffer = ctx.extras[USAGE_KEY] = usage.UsageBuffer()
+    every = usage.FLUSH_SETTING.configured(ctx.settings)
+    ctx.extras[BUDGETS_KEY] = usage.Budgets(ctx.store, buffer, every)
+    ctx.extras[_FLUSHER] = asyncio.get_running_loop().create_task(buffer.run(ctx.store, every))
     # Its routes and other plugins (the pipelines llm step) find it as this service.
     provide(ModelCatalog, _build_catalog(app, ctx.settings), app=app)
+    ctx.extras[access.POLICIES_KEY] = _policies(ctx.settings)
     ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
     for setting in SETTINGS:
         ctx.extras[setting.extra_key] = setting.configured(ctx.settings)
@@ -107,30 +144,52 @@ def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
         _, problems = parse_models(
             context(app).registry("providers"), settings.extra_section("models")
         )
-    problems += pipeline_models.problems(settings)
+    problems += pipeline_models.problems(settings) + access.problems(settings)
     return problems + [p for setting in SETTINGS for p in setting.problems(settings)]
 
 
 @hookimpl
 async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
     catalog = _build_catalog(app, settings)
+    policies = _policies(settings)
     exposed = pipeline_models.configured(settings)
     values = {setting.extra_key: setting.configured(settings) for setting in SETTINGS}
     provide(ModelCatalog, catalog, app=app)
+    context(app).extras[access.POLICIES_KEY] = policies
     context(app).extras[pipeline_models.EXPOSED_KEY] = exposed
     context(app).extras.update(values)
     # Connection pools to upstreams no model points at any more are closed.
     providers = context(app).registry("providers")
     for name in providers:
-        await providers[name].retain(catalog.models.values())
+        await providers[name].retain(catalog.routes())
     return {"models": sorted(catalog.models), "pipeline_models": exposed}
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
+    ctx = context(app)
+    flusher = ctx.extras.pop(_FLUSHER, None)
+    if flusher is not None:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+    if USAGE_KEY in ctx.extras:
+        await ctx.extras[USAGE_KEY].flush(ctx.store)  # the last calls' usage
     providers = context(app).registry("providers")
     for name in providers:
         await providers[name].aclose()
+
+
+@hookimpl
+def gateway_status(app: Quart) -> dict[str, Any] | None:
+    services = context(app).services
+    if not services.has(ModelCatalog):
+        return None
+    return {"deployments": services.get(ModelCatalog).router.status()}
+
+
+@hookimpl
+def gateway_register_commands(cli: Any) -> None:
+    cli.add_command(usage_routes.usage_command)
 
 
 @hookimpl

@@ -5,7 +5,9 @@ nothing else of it is public.
   the :class:`ModelRoute` of the ``[models.<name>]`` entry and an OpenAI-shaped body, and
   answers OpenAI-shaped objects; raise :class:`ProviderError` for the error envelope.
 - The :class:`ModelCatalog` service (``host.api.service(ModelCatalog)``): the configured
-  models; ``chat(model, body)`` and ``chat_stream(model, body)`` call one.
+  models; ``chat(model, body)`` and ``chat_stream(model, body)`` call one, routed over
+  its deployments and fallbacks like the ``/v1`` routes (the answer's ``model`` names
+  the model that answered).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -37,6 +38,56 @@ class LLMMetrics:
             ["model", "provider", "direction"],
             registry=registry,
         )
+
+        # Labelled by principal: the configured ones only (others are "other").
+        self.principal_requests = Counter(
+            "gateway_llm_principal_requests",
+            "Model requests by principal and the model that answered",
+            ["principal", "model"],
+            registry=registry,
+        )
+        self.principal_tokens = Counter(
+            "gateway_llm_principal_tokens",
+            "Tokens by principal, model and direction (in, out); estimated ones included",
+            ["principal", "model", "direction"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self.deployment_up = Gauge(
+            "gateway_llm_deployment_up",
+            "1 while a model's deployment takes calls, 0 while it is cooled down",
+            ["model", "deployment"],
+            registry=registry,
+        )
+        self.deployment_failures = Counter(
+            "gateway_llm_deployment_failures",
+            "Calls a deployment failed (connect error, 5xx, 429), each cooling it down",
+            ["model", "deployment"],
+            registry=registry,
+        )
+
+    def count_principal(self, principal: str, model: str, spent: Any) -> None:
+        # The children, looked up once per (principal, model): labels() costs more than
+        # the increments (both sets are bounded: configured principals and models).
+        found = self._children.get((principal, model))
+        if found is None:
+            found = self._children[(principal, model)] = (
+                self.principal_requests.labels(principal, model),
+                self.principal_tokens.labels(principal, model, "in"),
+                self.principal_tokens.labels(principal, model, "out"),
+            )
+        requests, tokens_in, tokens_out = found
+        requests.inc()
+        if spent.input_tokens:
+            tokens_in.inc(spent.input_tokens)
+        if spent.output_tokens:
+            tokens_out.inc(spent.output_tokens)
+
+    def deployment(self, model: str, deployment: Any, event: str) -> None:
+        """The router's observer (routing.Observer)."""
+        if event == "failed":
+            self.deployment_failures.labels(model, deployment.label).inc()
+        self.deployment_up.labels(model, deployment.label).set(0 if event == "failed" else 1)
 
     def finished(self, labels: tuple[str, str], api: str, outcome: str, started: float) -> None:
         """A model call ended (``ok``, ``error`` or ``cancelled``), ``started`` being its

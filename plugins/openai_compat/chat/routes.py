@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
+from quart import Blueprint, jsonify
 from quart_schema import document_request, document_response
 
 from host.api import document_stream, stream_slot
@@ -19,16 +19,21 @@ from plugins.openai_compat.chat.bodies import (
 )
 from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.model_calls import (
+    Meter,
+    admit,
+    answered_by,
+    complete,
     measure,
     model_listing,
+    open_stream,
     provider_failure,
     resolve_model,
 )
-from plugins.openai_compat.model_catalog import Resolved, with_stream_usage
+from plugins.openai_compat.model_catalog import Resolved
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.retry_hint import with_retry_hint
 from plugins.openai_compat.safety import OutputScanner, scan_messages, scan_prompt
-from plugins.openai_compat.streaming import first_of, sse_response
+from plugins.openai_compat.streaming import sse_response
 
 bp = Blueprint("openai_compat", __name__)
 bp.after_request(with_retry_hint)  # x-should-retry on errors (retry_hint.py)
@@ -102,52 +107,50 @@ async def _call(
     api: str,
     recorder: Recorder | None = None,
 ) -> Any:
+    ticket = await admit(resolved, body)  # 429 budget_exceeded before any upstream call
     call = measure(resolved, api)
-    provider, route = resolved.provider, resolved.route
     scanner = OutputScanner(api, resolved.name)
     # stream_options means nothing to a non-streamed call (upstreams refuse it there),
     # and a streamed call asks for usage below only if the model allows it.
     client_wants_usage = bool((body.pop("stream_options", None) or {}).get("include_usage"))
     if not stream:
         try:
-            if api == "chat":
-                result = await provider.chat(route, body)
-            else:
-                result = await provider.completion(route, body)
+            result, answered = await complete(resolved, api, body)
             result = await scanner.completion(result)
         except ProviderError as exc:
             call.finished("error")
+            ticket.finish(resolved.name, error=True)
             return provider_failure(exc)
         call.finished("ok")
         call.usage(result.get("usage"))
-        result["model"] = resolved.name
+        ticket.finish(answered.name, result)
+        result["model"] = answered.name
         if recorder is not None:
             await recorder.chat_completed(result)
-        return result
+        return answered_by(jsonify(result), answered)
 
-    # Token metrics need the upstream's usage, so it is asked for unless the model says
-    # its upstream refuses stream_options (stream_usage = false); the client gets the
-    # usage chunk only when it asked for it too.
-    body = with_stream_usage(route, body)
+    # Token metrics and budgets need the upstream's usage, so it is asked for unless the
+    # model says its upstream refuses stream_options (stream_usage = false); the client
+    # gets the usage chunk only when it asked for it too.
     slot = stream_slot()  # 429 past the caller's stream cap, before the upstream is asked
     try:
-        if api == "chat":
-            chunks = provider.chat_stream(route, body)
-        else:
-            chunks = provider.completion_stream(route, body)
-        chunks = scanner.stream(chunks)  # rolling safety scan; a block here is a 400
-        first = await first_of(chunks)
+        first, chunks, answered, release = await open_stream(
+            resolved, api, body, include_usage=True, wrap=lambda c, r: scanner.stream(c)
+        )
     except ProviderError as exc:
         slot.release()
         call.finished("error")
+        ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
     seen_first_token = False
     last: dict[str, Any] = {}
     usage_sent = False
+    meter = Meter()
 
     async def transform(chunk: dict[str, Any]) -> dict[str, Any] | None:
         nonlocal seen_first_token, last, usage_sent
         last = chunk
+        meter.feed(chunk)
         if not seen_first_token and _has_content(chunk):
             seen_first_token = True
             call.first_token()
@@ -159,10 +162,12 @@ async def _call(
             if not chunk.get("choices"):
                 return None
             del chunk["usage"]
-        chunk["model"] = resolved.name
+        chunk["model"] = answered.name
         return chunk
 
     async def before_done() -> list[dict[str, Any]]:
+        # Counted before [DONE]: a client's next request sees this one's tokens.
+        ticket.finish(answered.name, meter=meter)
         if recorder is not None:
             await recorder.chat_stream_completed()
         if not client_wants_usage or usage_sent:
@@ -173,13 +178,18 @@ async def _call(
         return [
             {
                 **{k: last[k] for k in keep if k in last},
-                "model": resolved.name,
+                "model": answered.name,
                 "choices": [],
                 "usage": None,
             }
         ]
 
-    return sse_response(first, chunks, transform, call.finished, before_done, slot)
+    def on_end(outcome: str) -> None:
+        release()
+        call.finished(outcome)
+        ticket.finish(answered.name, meter=meter, error=outcome != "ok")
+
+    return answered_by(sse_response(first, chunks, transform, on_end, before_done, slot), answered)
 
 
 def _has_content(chunk: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint
+from quart import Blueprint, jsonify
 from quart_schema import document_request, document_response
 
 from host.api import (
@@ -29,8 +29,17 @@ from plugins.openai_compat import keepalive
 from plugins.openai_compat.bodies import read_body
 from plugins.openai_compat.conversations import Recorder, session_id_of
 from plugins.openai_compat.keepalive import KEEPALIVE, with_keepalive
-from plugins.openai_compat.model_calls import measure, provider_failure, resolve_model
-from plugins.openai_compat.model_catalog import Resolved, with_stream_usage
+from plugins.openai_compat.model_calls import (
+    Meter,
+    admit,
+    answered_by,
+    complete,
+    measure,
+    open_stream,
+    provider_failure,
+    resolve_model,
+)
+from plugins.openai_compat.model_catalog import Resolved
 from plugins.openai_compat.providers.base import ProviderError
 from plugins.openai_compat.responses import store as responses_store
 from plugins.openai_compat.responses.bodies import (
@@ -43,6 +52,7 @@ from plugins.openai_compat.responses.errors import (
     response_error,
     with_spec_error_type,
 )
+from plugins.openai_compat.responses.store import CHAIN_BYTES_SETTING, CHAIN_TURNS_SETTING
 from plugins.openai_compat.responses.stream import ResponsesStream
 from plugins.openai_compat.responses.translate import (
     chat_body,
@@ -54,7 +64,7 @@ from plugins.openai_compat.responses.translate import (
 )
 from plugins.openai_compat.retry_hint import with_retry_hint
 from plugins.openai_compat.safety import OutputScanner, scan_messages
-from plugins.openai_compat.streaming import close_stream, event_stream, first_of
+from plugins.openai_compat.streaming import close_stream, event_stream
 
 bp = Blueprint("openai_responses", __name__)
 # Errors on these routes use the OpenResponses error types (errors.py).
@@ -70,12 +80,12 @@ def _not_found(response_id: str) -> GatewayError:
     return GatewayError(404, "response_not_found", f"response {response_id!r} was not found")
 
 
-async def _history(req: ResponsesRequest, owner: responses_store.Owner) -> list[dict[str, Any]]:
+async def _history(
+    req: ResponsesRequest, owner: responses_store.Owner
+) -> responses_store.Chain | None:
     if req.previous_response_id is None:
-        return []
-    found = await responses_store.load(
-        context().store, owner, req.previous_response_id, to_continue=True
-    )
+        return None
+    found = await responses_store.load_chain(context().store, owner, req.previous_response_id)
     if found is None:
         raise GatewayError(
             404,
@@ -83,7 +93,33 @@ async def _history(req: ResponsesRequest, owner: responses_store.Owner) -> list[
             f"previous response {req.previous_response_id!r} was not found (was it stored?)",
             param="previous_response_id",
         )
-    return found[1]
+    return found
+
+
+def _check_chain(previous: responses_store.Chain | None, new_input: list[Any]) -> None:
+    """400 naming the limit when this turn would make its chain too long or too large."""
+    if previous is None:
+        return
+    turns = CHAIN_TURNS_SETTING.current()
+    if previous.length + 1 > turns:
+        raise GatewayError(
+            400,
+            "response_chain_too_long",
+            f"this response would be turn {previous.length + 1} of its chain; the limit is "
+            f"{turns} (plugins.openai_compat.{CHAIN_TURNS_SETTING.key}): start a new "
+            "conversation",
+            param="previous_response_id",
+        )
+    limit = CHAIN_BYTES_SETTING.current()
+    size = previous.bytes + responses_store.turn_bytes(new_input)
+    if size > limit:
+        raise GatewayError(
+            400,
+            "response_chain_too_large",
+            f"this response would make its chain {size} bytes; the limit is {limit} "
+            f"(plugins.openai_compat.{CHAIN_BYTES_SETTING.key}): start a new conversation",
+            param="previous_response_id",
+        )
 
 
 @bp.post("/v1/responses")
@@ -97,38 +133,48 @@ async def create_response() -> Any:
     req = await read_body(ResponsesRequest)
     resolved = resolve_model(req.model)
     owner = _owner()
-    history = await _history(req, owner)
+    previous = await _history(req, owner)
+    history = previous.conversation if previous is not None else []
     body = chat_body(req, history)
     await scan_messages(body["messages"], "responses", resolved.name)
     # What a continuation replays: everything but this request's own instructions.
     conversation = body["messages"][1:] if req.instructions else body["messages"]
+    new_input = conversation[len(history) :]  # what this turn stores with its output
+    _check_chain(previous, new_input)
     upstream = {**body, "model": resolved.route.upstream_model}
-    turn = await _turn(req, resolved, owner, conversation[len(history) :])
+    turn = await _turn(req, resolved, owner, new_input, previous)
     if req.stream:
-        return await _stream(req, resolved, upstream, conversation, turn)
-    return await _complete(req, resolved, upstream, conversation, turn)
+        return await _stream(req, resolved, upstream, turn)
+    return await _complete(req, resolved, upstream, turn)
 
 
 @dataclass(frozen=True)
 class _Turn:
-    """The new response's id, its owner, the session key of its chain, and its recorder."""
+    """The new response's id, its owner, the session key of its chain, its recorder, the
+    response it continues and its new input items (what it stores with its output)."""
 
     response_id: str
     owner: responses_store.Owner
     session_key: str
     recorder: Recorder | None
+    previous: responses_store.Chain | None
+    new_input: list[Any]
 
 
 async def _turn(
-    req: ResponsesRequest, resolved: Resolved, owner: responses_store.Owner, new_input: list[Any]
+    req: ResponsesRequest,
+    resolved: Resolved,
+    owner: responses_store.Owner,
+    new_input: list[Any],
+    previous: responses_store.Chain | None,
 ) -> _Turn:
     response_id = new_id("resp")
     # metadata.session_id names the session; otherwise a continuation keeps the key of
     # the response it continues, and a new chain is keyed by its first response's id.
     key = session_id_of(req.metadata)
     if key is None and req.previous_response_id is not None:
-        previous = req.previous_response_id
-        key = await responses_store.session_key(context().store, owner, previous) or previous
+        before = req.previous_response_id
+        key = await responses_store.session_key(context().store, owner, before) or before
     key = key or response_id
     recorder = Recorder.start(
         "responses",
@@ -140,41 +186,41 @@ async def _turn(
         previous_response_id=req.previous_response_id,
         instructions=req.instructions,
     )
-    return _Turn(response_id, owner, key, recorder)
+    return _Turn(response_id, owner, key, recorder, previous, new_input)
 
 
 async def _complete(
     req: ResponsesRequest,
     resolved: Resolved,
     body: dict[str, Any],
-    conversation: list[Any],
     turn: _Turn,
 ) -> Any:
+    ticket = await admit(resolved, body)  # 429 budget_exceeded before any upstream call
     call = measure(resolved, "responses")
     try:
-        result = await resolved.provider.chat(resolved.route, body)
+        result, answered = await complete(resolved, "chat", body)
         result = await OutputScanner("responses", resolved.name).completion(result)
     except ProviderError as exc:
         call.finished("error")
+        ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
     call.finished("ok")
     call.usage(result.get("usage"))
+    ticket.finish(answered.name, result)
     choice = (result.get("choices") or [{}])[0]
     truncated = choice.get("finish_reason") == "length"
     output = output_from_chat(choice.get("message") or {}, cut_off=truncated)
     resource = response_resource(
         req,
         turn.response_id,
-        resolved.name,
+        answered.name,
         status="incomplete" if truncated else "completed",
         output=output,
         usage=usage_from_chat(result.get("usage")),
         incomplete_reason="max_output_tokens" if truncated else None,
     )
-    await _keep_turn(
-        context().store, req, turn, resource, conversation, output, result.get("usage")
-    )
-    return resource
+    await _keep_turn(context().store, req, turn, resource, output, result.get("usage"))
+    return answered_by(jsonify(resource), answered)
 
 
 async def _keep_turn(
@@ -182,16 +228,16 @@ async def _keep_turn(
     req: ResponsesRequest,
     turn: _Turn,
     resource: dict[str, Any],
-    conversation: list[Any],
     output: list[Any],
     usage: dict[str, Any] | None,
 ) -> None:
-    """After an answered turn: store the response (``req.store``) and record the
+    """After an answered turn: store the response (``req.store``) with its turn (new
+    input and output, linked to the response it continued) and record the
     conversation. ``store`` is passed in: a stream's body runs outside the request."""
     messages = output_to_messages(output)
     if req.store:
         await responses_store.save(
-            store, turn.owner, resource, conversation + messages, turn.session_key
+            store, turn.owner, resource, turn.new_input + messages, turn.session_key, turn.previous
         )
     if turn.recorder is not None:
         await turn.recorder.send(
@@ -208,27 +254,29 @@ async def _stream(
     req: ResponsesRequest,
     resolved: Resolved,
     body: dict[str, Any],
-    conversation: list[Any],
     turn: _Turn,
 ) -> Any:
+    ticket = await admit(resolved, body)  # 429 budget_exceeded before any upstream call
     call = measure(resolved, "responses")
-    body = with_stream_usage(resolved.route, body)  # unless the upstream refuses it
     slot = stream_slot()  # 429 past the caller's stream cap, before the upstream is asked
+    scanner = OutputScanner("responses", resolved.name)  # a rolling scan of the output
     try:
-        chunks = resolved.provider.chat_stream(resolved.route, body)
-        chunks = OutputScanner("responses", resolved.name).stream(chunks)  # rolling scan
-        first = await first_of(chunks)
+        first, chunks, answered, release = await open_stream(
+            resolved, "chat", body, include_usage=True, wrap=lambda c, r: scanner.stream(c)
+        )
     except ProviderError as exc:
         slot.release()
         call.finished("error")
+        ticket.finish(resolved.name, error=True)
         return provider_failure(exc)
+    meter = Meter()
     response_id = turn.response_id
     created_at = int(time.time())
     store = context().store
 
     def resource(status: str, **kw: Any) -> dict[str, Any]:
         return response_resource(
-            req, response_id, resolved.name, status=status, created_at=created_at, **kw
+            req, response_id, answered.name, status=status, created_at=created_at, **kw
         )
 
     every = keepalive.SETTING.current()
@@ -248,6 +296,7 @@ async def _stream(
                         if chunk is None:
                             yield KEEPALIVE
                             continue
+                        meter.feed(chunk)
                         for event in state.feed(chunk):
                             if not first_token_seen and event["type"].endswith(".delta"):
                                 first_token_seen = True
@@ -267,22 +316,25 @@ async def _stream(
             for event in state.close(cut_off="last" if truncated else None):
                 yield _sse(event)
             call.usage(state.usage)
+            ticket.finish(answered.name, meter=meter)
             final = resource(
                 "incomplete" if truncated else "completed",
                 output=state.output,
                 usage=usage_from_chat(state.usage),
                 incomplete_reason="max_output_tokens" if truncated else None,
             )
-            await _keep_turn(store, req, turn, final, conversation, state.output, state.usage)
+            await _keep_turn(store, req, turn, final, state.output, state.usage)
             kind = "response.incomplete" if truncated else "response.completed"
             yield _sse(state.event(kind, response=final))
             yield b"data: [DONE]\n\n"
             outcome = "ok"
         finally:
             await close_stream(chunks)
+            release()
             call.finished(outcome)
+            ticket.finish(answered.name, meter=meter, error=outcome != "ok")
 
-    return event_stream(events(), slot)
+    return answered_by(event_stream(events(), slot), answered)
 
 
 async def _chain(
@@ -302,7 +354,7 @@ async def get_response(response_id: str) -> Any:
     found = await responses_store.load(context().store, _owner(), response_id)
     if found is None:
         raise _not_found(response_id)
-    return found[0]
+    return found
 
 
 @bp.delete("/v1/responses/<response_id>")

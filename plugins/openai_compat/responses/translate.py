@@ -350,7 +350,9 @@ def response_resource(
         "instructions": req.instructions,
         "output": output or [],
         "error": error,
-        "tools": [tool.model_dump(exclude_none=True) for tool in req.tools or []],
+        # Every field of a FunctionTool, null where the request gave none (the spec
+        # requires them all).
+        "tools": [tool.model_dump() for tool in req.tools or []],
         "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
         "truncation": req.truncation or "disabled",
         "parallel_tool_calls": req.parallel_tool_calls
