@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sessions", "plugins.sessions"),
     ("safety", "plugins.safety"),
     ("audit", "plugins.audit"),
+    ("dashboard", "plugins.dashboard"),
     ("training", "plugins.training"),
     ("cortex", "plugins.cortex"),
     ("tools", "plugins.tools"),

@@ -87,6 +87,7 @@ def test_the_built_in_plugins_declare_their_own_hooks():
         "gateway_register_providers": "openai_compat",
         "gateway_record_conversation": "openai_compat",
         "gateway_register_memory_rankers": "sessions",
+        "gateway_register_dashboard_widgets": "dashboard",
         "gateway_training_batch": "training",
         "gateway_register_job_sources": "jobs",
         "gateway_register_channels": "channels",

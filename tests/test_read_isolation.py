@@ -112,8 +112,36 @@ SHARED = {
     "/v1/models",
     "/v1/models/<model_id>",
     "/triggers",  # manual and webhook triggers are configuration; schedules are filtered
+    # The plugin names and per-bucket counts (counted over the caller's runs only:
+    # tests/test_dashboard_api.py); the stream's JSON snapshot holds the health too.
+    "/dashboard/health",
+    "/dashboard/queue-timeline",
+    "/dashboard/stream",
+    "/ops/static/<name>",  # the pages' scripts and styles
     "/gateway/training/status",  # the collection settings; its counts are the caller's
     "/cortex/status",  # the model and the caller's tools; its last use is the caller's
+}
+# The dashboard's pages: signed in by their cookie, not a bearer token; without it they
+# redirect to /ops/login and show nothing.
+PAGES = {
+    "/dashboard",
+    "/webchat",
+    "/ops",
+    "/ops/login",
+    "/ops/diagnostics",
+    "/ops/agents",
+    "/ops/agents/<agent_id>",
+    "/ops/chat",
+    "/ops/sessions",
+    "/ops/sessions/<session_key>",
+    "/ops/memory",
+    "/ops/memory-graph",
+    "/ops/tools-jobs",
+    "/ops/channels",
+    "/ops/config",
+    "/ops/training",
+    "/ops/safety",
+    "/ops/deploy",
 }
 # Routes the walk must meet: the owned objects' lists and single objects.
 OWNED = {
@@ -139,6 +167,8 @@ OWNED = {
     "/gateway/audit/summary",
     "/gateway/audit/export",
     "/gateway/audit/verify",
+    "/dashboard/alerts",
+    "/dashboard/widgets",
     "/gateway/training/rollouts",
     "/gateway/training/rollouts/<rollout_id>",
     "/gateway/training/exports",
@@ -344,6 +374,8 @@ async def test_every_get_route_hides_another_principals_objects_from_a_no_gate_t
             "model_id": ["echo"],
             "session_key": [SESSION_KEY],
             "entry_id": [ENTRY_ID],
+            "agent_id": ["agent-1"],
+            "name": ["ops.css"],
             "session_id": [seeded.agent_session_id, seeded.bridge_session_id],
             "rollout_id": [seeded.rollout_id],
         }
@@ -363,15 +395,20 @@ async def test_every_get_route_hides_another_principals_objects_from_a_no_gate_t
                 headers = {**READER, "Accept": "application/json"}
                 response = await client.get(path, headers=headers)
                 text = await response.get_data(as_text=True)
+                if plain(rule.rule) in PAGES and rule.rule != "/ops/login":
+                    assert response.status_code == 303, where
+                    assert response.headers["Location"].startswith("/ops/login?next="), where
+                    walked.add(plain(rule.rule))
+                    continue
                 assert response.status_code in (200, 403, 404), f"{where}: {text[:300]}"
                 assert_nothing_of_alice(text, seeded, where, asked=path)
                 if response.status_code == 403:
                     assert json.loads(text)["error"]["code"] == "policy_gate_denied", where
-                elif response.status_code == 200 and plain(rule.rule) not in SHARED:
+                elif response.status_code == 200 and plain(rule.rule) not in SHARED | PAGES:
                     body = json.loads(text)
                     assert all(not found for found in lists_in(body)), f"{where}: {body}"
             walked.add(plain(rule.rule))
-        assert walked >= OWNED | SHARED
+        assert walked >= OWNED | SHARED | PAGES
         # The WebSocket kinds answer the same caller without Alice's data too.
         kinds = sorted(context(app).ws_kinds)
         async with client.websocket("/gateway/ws", headers=READER) as ws:

@@ -200,6 +200,19 @@ class Authenticator:
             )
         return None
 
+    def token_principal(self, digest: str) -> Principal | None:
+        """The principal of the configured gateway token whose ``token_hash`` is
+        ``digest`` under the running configuration (for a plugin's own sign-in, such as
+        the dashboard's cookie), or None."""
+        return self._tokens.get(digest)
+
+    async def session_token_principal(self, token: str) -> Principal | None:
+        """The principal of the live password session ``token`` (None outside
+        password-session mode, or when it expired, was revoked or its account changed)."""
+        if self.settings.auth.mode != "password-session":
+            return None
+        return await self._session_principal(token)
+
     async def _session_principal(self, token: str) -> Principal | None:
         digest = token_hash(token)
         now = time.monotonic()

@@ -25,6 +25,7 @@ from plugins.sessions.models import (
     MemoryView,
     MessageRecord,
     SessionDetail,
+    SessionList,
     SessionSummary,
 )
 
@@ -86,6 +87,17 @@ class SessionsService:
 
     async def conversation(self, owner: str, session_key: str) -> list[MessageRecord]:
         """The current conversation, root to head."""
+        raise NotImplementedError
+
+    async def list_sessions(self, owner: str, limit: int = 50, offset: int = 0) -> SessionList:
+        """``owner``'s sessions, by last activity, newest first."""
+        raise NotImplementedError
+
+    async def branch_session(
+        self, owner: str, session_key: str, at: str | None = None, new_key: str | None = None
+    ) -> SessionDetail:
+        """A new session of ``owner`` holding the conversation up to message ``at`` (the
+        head by default); 409 ``session_exists`` when ``new_key`` is taken."""
         raise NotImplementedError
 
     async def reset(self, owner: str, session_key: str) -> SessionSummary:
@@ -160,6 +172,7 @@ __all__ = [
     "MessageRecord",
     "NewMessage",
     "SessionDetail",
+    "SessionList",
     "SessionSummary",
     "SessionsService",
     "memory_step",

@@ -469,6 +469,16 @@ class SessionsStore(SessionsService):
 
     # -- the rest of the service -----------------------------------------------------------
 
+    async def list_sessions(self, owner: str, limit: int = 50, offset: int = 0) -> SessionList:
+        return await self.list(
+            sessions.c.owner == owner, SessionListQuery(limit=limit, offset=offset)
+        )
+
+    async def branch_session(
+        self, owner: str, session_key: str, at: str | None = None, new_key: str | None = None
+    ) -> SessionDetail:
+        return await self.branch(owner, session_key, at, owner, new_key)
+
     async def session(self, owner: str, session_key: str) -> SessionDetail:
         return await self.detail(owner, session_key)
 

@@ -1,0 +1,342 @@
+"""The ops sections that stand for other plugins' HTTP APIs: tools and jobs, channels,
+config, safety, deploy, agents. Each page is a set of panels: a GET of the plugin's API
+shown as a table, and forms that call its API (the page's script sends them with the
+cookie and the CSRF header, so the API's own gates and ownership apply). A section
+whose plugin is off says it is disabled. These forms need the page's script (the
+sessions and memory pages' forms work without it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import current_app
+
+from host.api import public
+from plugins.dashboard.overview import plugin_names
+from plugins.dashboard.pages import bp, current_session, html, page, to_login
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    label: str
+    kind: str = "text"  # text, textarea, select, json
+    options: tuple[str, ...] = ()
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Form:
+    title: str
+    method: str
+    path: str  # {field} parts are filled from the form
+    fields: tuple[Field, ...] = ()
+    body: tuple[str, ...] = ()  # the fields sent in the JSON body ("*": a JSON field's value)
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    get: str | None = None
+    forms: tuple[Form, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    slug: str
+    title: str
+    plugins: tuple[str, ...]
+    panels: tuple[Panel, ...] = field(default_factory=tuple)
+
+
+SECTIONS: dict[str, Section] = {
+    s.slug: s
+    for s in (
+        Section(
+            "tools-jobs",
+            "Tools and jobs",
+            ("tools", "jobs"),
+            (
+                Panel("Tools", get="/gateway/tools"),
+                Panel("Tool usage", get="/gateway/tools/stats"),
+                Panel(
+                    "Jobs",
+                    get="/gateway/jobs",
+                    forms=(
+                        Form(
+                            "Cancel a job",
+                            "POST",
+                            "/gateway/jobs/{job_id}/cancel",
+                            (Field("job_id", "Job id", required=True), Field("reason", "Reason")),
+                            ("reason",),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Section(
+            "channels",
+            "Channels",
+            ("channels",),
+            (
+                Panel(
+                    "Lifecycle",
+                    forms=(
+                        Form(
+                            "Act on a channel",
+                            "POST",
+                            "/gateway/channels/{channel}/lifecycle",
+                            (
+                                Field("channel", "Channel", required=True),
+                                Field(
+                                    "action",
+                                    "Action",
+                                    "select",
+                                    ("status", "probe", "login", "logout", "start", "stop"),
+                                ),
+                            ),
+                            ("action",),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Section(
+            "config",
+            "Configuration",
+            ("control",),
+            (
+                Panel(
+                    "Running configuration (secrets masked)",
+                    get="/gateway/config",
+                    forms=(
+                        Form(
+                            "Change it (a JSON merge patch, validated and written to the "
+                            "overrides file)",
+                            "PATCH",
+                            "/gateway/config",
+                            (Field("patch", "Patch", "json", required=True),),
+                            ("*",),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Section(
+            "safety",
+            "Safety",
+            ("safety",),
+            (
+                Panel("Policy", get="/gateway/safety/policy"),
+                Panel("Rules", get="/gateway/safety/rules"),
+                Panel(
+                    "Test a text",
+                    forms=(
+                        Form(
+                            "Scan",
+                            "POST",
+                            "/gateway/safety/test",
+                            (
+                                Field("text", "Text", "textarea", required=True),
+                                Field(
+                                    "stage",
+                                    "Stage",
+                                    "select",
+                                    (
+                                        "inbound",
+                                        "model_output",
+                                        "tool_output",
+                                        "session_append",
+                                        "followup",
+                                    ),
+                                ),
+                            ),
+                            ("text", "stage"),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Section(
+            "deploy",
+            "Deploy",
+            ("deploy",),
+            (
+                Panel(
+                    "Deployments",
+                    forms=(
+                        Form(
+                            "Deploy an agent",
+                            "POST",
+                            "/gateway/deploy",
+                            (
+                                Field(
+                                    "body",
+                                    "Body: {agent_id, kind, version, spec}",
+                                    "json",
+                                    required=True,
+                                ),
+                            ),
+                            ("*",),
+                        ),
+                        Form(
+                            "Stop an agent",
+                            "POST",
+                            "/gateway/agents/{agent_id}/stop",
+                            (Field("agent_id", "Agent id", required=True),),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Section(
+            "training",
+            "Training",
+            ("training",),
+            (
+                Panel("Status", get="/gateway/training/status"),
+                Panel(
+                    "Rollouts",
+                    get="/gateway/training/rollouts",
+                    forms=(
+                        Form(
+                            "Feedback on a rollout",
+                            "POST",
+                            "/gateway/training/rollouts/{rollout_id}/feedback",
+                            (
+                                Field("rollout_id", "Rollout id", required=True),
+                                Field("body", "Body: {reward, ...}", "json", required=True),
+                            ),
+                            ("*",),
+                        ),
+                    ),
+                ),
+                Panel(
+                    "Collection settings",
+                    forms=(
+                        Form(
+                            "Change them",
+                            "PATCH",
+                            "/gateway/training/config",
+                            (
+                                Field(
+                                    "patch",
+                                    "Patch: {enabled, sample_rate, sources}",
+                                    "json",
+                                    required=True,
+                                ),
+                            ),
+                            ("*",),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Section(
+            "agents",
+            "Agents",
+            ("agents",),
+            (
+                Panel("Agent sessions", get="/sessions"),
+                Panel(
+                    "Stop an agent",
+                    forms=(
+                        Form(
+                            "Stop",
+                            "POST",
+                            "/gateway/agents/{agent_id}/stop",
+                            (Field("agent_id", "Agent id", required=True),),
+                        ),
+                    ),
+                    note="Stopping needs the deploy plugin and allow_deploy.",
+                ),
+            ),
+        ),
+    )
+}
+
+
+async def section_page(slug: str, **values: Any) -> Any:
+    session = await current_session()
+    if session is None:
+        return to_login()
+    section = SECTIONS[slug]
+    loaded = set(plugin_names(current_app))
+    missing = [p for p in section.plugins if p not in loaded]
+    if missing:
+        return await page(
+            "disabled.html",
+            session,
+            code=503,
+            section=slug,
+            title=section.title,
+            plugin=", ".join(missing),
+        )
+    return await page("panels.html", session, section=slug, spec=section, **values)
+
+
+@bp.get("/ops/tools-jobs")
+@public
+@html()
+async def ops_tools_jobs() -> Any:
+    """Tools (inventory and usage) and jobs with a cancel form (the tools and jobs APIs)."""
+    return await section_page("tools-jobs")
+
+
+@bp.get("/ops/channels")
+@public
+@html()
+async def ops_channels() -> Any:
+    """Channel lifecycle actions (``POST /gateway/channels/{channel}/lifecycle``)."""
+    return await section_page("channels")
+
+
+@bp.get("/ops/config")
+@public
+@html()
+async def ops_config() -> Any:
+    """The running configuration and a form for a runtime override (``/gateway/config``)."""
+    return await section_page("config")
+
+
+@bp.get("/ops/safety")
+@public
+@html()
+async def ops_safety() -> Any:
+    """The safety policy and rules, and a test box (``/gateway/safety/*``)."""
+    return await section_page("safety")
+
+
+@bp.get("/ops/deploy")
+@public
+@html()
+async def ops_deploy() -> Any:
+    """Deploy and stop agents (``POST /gateway/deploy``, ``/gateway/agents/{id}/stop``)."""
+    return await section_page("deploy")
+
+
+@bp.get("/ops/training")
+@public
+@html()
+async def ops_training() -> Any:
+    """Training status and rollouts with feedback and collection-settings forms
+    (``/gateway/training/*``)."""
+    return await section_page("training")
+
+
+@bp.get("/ops/agents")
+@public
+@html()
+async def ops_agents() -> Any:
+    """Agent sessions (``/sessions``) and a stop form."""
+    return await section_page("agents")
+
+
+@bp.get("/ops/agents/<agent_id>")
+@public
+@html()
+async def ops_agent(agent_id: str) -> Any:
+    """One agent: its sessions and a stop form filled in."""
+    return await section_page("agents", agent_id=agent_id)
