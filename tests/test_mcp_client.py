@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from host.api import Tool
 from tests.conftest import (
     ADMIN,
     READER,
@@ -29,6 +30,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.pipelines_fixtures import write_pipelines
+from tests.plugins_for_tests.kit import Plugin
 
 pytestmark = pytest.mark.usefixtures("store_url")
 
@@ -281,3 +283,25 @@ def test_config_check_names_every_bad_mcp_server_key_and_what_is_not_supported_y
     ):
         assert expected in out, out
     assert "mcp.servers.ok" not in out
+
+
+async def test_a_server_tool_named_like_another_plugins_tool_is_refused_not_replaced(
+    settings_with,
+):
+    def register_tools(register: Any) -> None:
+        register("local.add", Tool("Mine.", {"type": "object"}, lambda: "mine"))
+
+    plugins = [("mine", Plugin(gateway_register_tools=register_tools))]
+    async with running_app(settings_with({"local": stdio_server()}), extra_plugins=plugins) as (
+        _app,
+        client,
+    ):
+
+        async def down() -> dict[str, Any] | None:
+            state = await server_state(client, "local")
+            return state if state["state"] == "down" and state["last_error"] else None
+
+        state = await until(down, "the clashing server to be refused")
+        assert "already registered by 'mine'" in state["last_error"]
+        tools = await tools_of(client)
+        assert tools["local.add"]["plugin"] == "mine" and "local.echo" not in tools
