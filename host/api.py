@@ -57,7 +57,15 @@ from host.storage import Event, Migration, Store, now_ms
 from host.stream_slots import StreamSlot
 from host.strict_json import InvalidJSON, parse_json
 from host.ticks import with_ticks
-from host.tools import Tool, ToolCall, ToolError, ToolInfo, call_tool, describe_tools
+from host.tools import (
+    Tool,
+    ToolCall,
+    ToolError,
+    ToolInfo,
+    call_tool,
+    describe_tools,
+    replace_tools,
+)
 from host.ws import FrameError, WsContext
 
 
@@ -171,6 +179,7 @@ __all__ = [
     "raw_body",
     "registry_hookspec",
     "reload_config",
+    "replace_tools",
     "request_actor",
     "require_owner",
     "requires_gate",

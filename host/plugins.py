@@ -44,6 +44,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("deploy", "plugins.deploy"),
     ("agents", "plugins.agents"),
     ("coding_agent_bridge", "plugins.coding_agent_bridge"),
+    ("mcp", "plugins.mcp"),
 )
 
 
@@ -91,6 +92,11 @@ class Registry:
             )
         self.items[name] = value
         self.owners[name] = plugin
+
+    def remove(self, name: str) -> None:
+        """Drop ``name`` (a runtime registry such as ``tools`` changes after start-up)."""
+        self.items.pop(name, None)
+        self.owners.pop(name, None)
 
     def by_owner(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

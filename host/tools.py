@@ -154,6 +154,25 @@ def describe_tools(ctx: GatewayContext) -> list[ToolInfo]:
     return found
 
 
+def replace_tools(ctx: GatewayContext, owner: str, prefix: str, tools: dict[str, Tool]) -> None:
+    """Swap, at runtime, the tools ``owner`` registered whose names start with ``prefix``
+    for ``tools`` (each name must start with ``prefix``). For tools that come and go after
+    start-up (an MCP server's, announced by ``tools/list_changed``); ``gateway_register_tools``
+    stays the start-up registry. A name another plugin owns is refused, not replaced."""
+    registry = ctx.registry("tools")
+    for name in tools:
+        if not name.startswith(prefix):
+            raise ToolError("tool_invalid", f"tool {name!r} does not start with {prefix!r}")
+        if name in registry and registry.owners[name] != owner:
+            raise ToolError(
+                "tool_invalid", f"tool {name!r} is already registered by {registry.owners[name]!r}"
+            )
+    for name in [n for n in registry if n.startswith(prefix) and registry.owners[n] == owner]:
+        registry.remove(name)
+    for name, tool in tools.items():
+        registry.add(owner, name, tool)
+
+
 def check_args(schema: dict[str, Any], args: dict[str, Any]) -> None:
     """The top-level checks of an object schema: required names, unknown names when
     ``additionalProperties`` is false, and each property's JSON ``type``."""

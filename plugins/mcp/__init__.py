@@ -1,0 +1,80 @@
+"""Built-in MCP plugin: the gateway as a client of the MCP servers in
+``[mcp.servers.<name>]`` (their tools join the tool registry as ``<server>.<tool>``),
+and the ``/mcp`` endpoint. Written like a third-party plugin: ``host.api`` only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart
+
+from host.api import Register, Settings, context, hookimpl
+from plugins.mcp import routes
+from plugins.mcp.client import Supervisor
+from plugins.mcp.config import problems, servers_of
+
+SUPERVISORS_KEY = "mcp.supervisors"
+
+
+@hookimpl
+def gateway_register_blueprints(register: Register, settings: Settings) -> None:
+    register(routes.bp)
+
+
+@hookimpl
+def gateway_register_policy_gates(register: Register) -> None:
+    register(routes.GATE_MCP, "use the gateway's MCP endpoint (/mcp)")
+
+
+@hookimpl
+def gateway_register_secret_keys(register: Register) -> None:
+    register("mcp.servers.*.headers", "HTTP headers sent to an MCP server (credentials)")
+
+
+@hookimpl
+def gateway_validate_config(settings: Settings) -> list[str]:
+    found = problems(settings)
+    found += [
+        f"plugins.mcp.{key}: unknown setting (the servers go in [mcp.servers.<name>])"
+        for key in sorted(settings.plugin_section("mcp"))
+    ]
+    return found
+
+
+async def _start(app: Quart) -> None:
+    ctx = context(app)
+    supervisors = {name: Supervisor(ctx, cfg) for name, cfg in servers_of(ctx).items()}
+    ctx.extras[SUPERVISORS_KEY] = supervisors
+    for supervisor in supervisors.values():
+        supervisor.start()
+
+
+async def _stop(app: Quart) -> None:
+    supervisors: dict[str, Supervisor] = context(app).extras.pop(SUPERVISORS_KEY, {})
+    for supervisor in supervisors.values():
+        await supervisor.stop()
+
+
+@hookimpl
+async def gateway_startup(app: Quart) -> None:
+    await _start(app)
+
+
+@hookimpl
+async def gateway_shutdown(app: Quart) -> None:
+    # Stdio servers are child processes: they are stopped with the gateway.
+    await _stop(app)
+
+
+@hookimpl
+async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
+    # Servers added, removed or changed: reconnect them all (a few ms for loopback).
+    await _stop(app)
+    await _start(app)
+    return {"servers": sorted(context(app).extras[SUPERVISORS_KEY])}
+
+
+@hookimpl
+async def gateway_status(app: Quart) -> dict[str, Any]:
+    supervisors: dict[str, Supervisor] = context(app).extras.get(SUPERVISORS_KEY, {})
+    return {"servers": [s.status() for s in supervisors.values()]}
