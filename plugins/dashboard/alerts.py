@@ -16,7 +16,7 @@ from plugins.dashboard.config import DashboardConfig
 from plugins.dashboard.overview import pending_approvals, pipelines
 from plugins.dashboard.signals import Signals
 from plugins.dashboard.tables import alert_acks
-from plugins.pipelines.models import RunRecord
+from plugins.pipelines.contract import RunRecord
 
 PAUSED_KEY = "gateway.paused"  # the control state every worker reads (host lifecycle)
 SIGNALS_KEY = "dashboard.signals"

@@ -10,8 +10,7 @@ from quart import Quart
 
 from host.api import GATEWAY_VERSION, Principal, context, has_service, now_ms, service
 from plugins.dashboard.config import DashboardConfig
-from plugins.pipelines.contract import PipelinesAPI
-from plugins.pipelines.models import ApprovalQuery, RunQuery, RunRecord
+from plugins.pipelines.contract import ApprovalQuery, PipelinesAPI, RunQuery, RunRecord
 
 RUN_STATES = ("pending", "running", "waiting", "paused", "completed", "failed", "cancelled")
 

@@ -34,15 +34,17 @@ from plugins.pipelines.definition import (
     wait,
 )
 from plugins.pipelines.kinds import Suspend
-from plugins.pipelines.models import RunRecord
+from plugins.pipelines.models import ApprovalQuery, RunQuery, RunRecord
 
 __all__ = [
     "STOP_EVENTS",
     "ApprovalDecision",
+    "ApprovalQuery",
     "ApprovalQueue",
     "DefinitionError",
     "Pipeline",
     "PipelinesAPI",
+    "RunQuery",
     "RunRecord",
     "RunState",
     "Step",
