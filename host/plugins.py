@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("deploy", "plugins.deploy"),
     ("agents", "plugins.agents"),
     ("coding_agent_bridge", "plugins.coding_agent_bridge"),
+    ("acp_gateway", "plugins.acp_gateway"),
 )
 
 
