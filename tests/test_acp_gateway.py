@@ -209,6 +209,39 @@ async def test_two_editors_prompt_at_once(live_server, tmp_path):
         await t2.close()
 
 
+async def test_nothing_past_a_safety_block_reaches_the_editor(live_server, tmp_path):
+    rule = {
+        "rule_id": "test.code",
+        "kind": "secret_leak",
+        "reason_code": "test.code",
+        "pattern": "ACME-[0-9]{8}",
+        "matcher": "regex",
+    }
+    settings = config(tmp_path)
+    settings["agents"]["echo"]["auto_approve"] = ["read"]
+    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [rule]}
+    server = live_server(config=settings)
+    editor, conn, transport = await connect(server)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        with pytest.raises(RequestError) as blocked:
+            await conn.prompt(session_id=sid, prompt=[text_block("say ACME-12345678")])
+        assert isinstance(blocked.value.data, dict)
+        assert blocked.value.data["code"] == "content_blocked"
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "codes.txt").write_text("ACME-87654321")
+        with pytest.raises(RequestError) as withheld:
+            await conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/codes.txt")])
+        assert isinstance(withheld.value.data, dict)
+        assert withheld.value.data["code"] == "content_blocked"
+        # The prompt after it is relayed again.
+        await conn.prompt(session_id=sid, prompt=[text_block("fine")])
+        assert (await editor.text(sid)).endswith("echo: fine (done)")
+    finally:
+        await transport.close()
+    assert not any("ACME-" in str(update) for _, update in editor.updates)
+
+
 @pytest.mark.parametrize(
     ("token", "agent", "status"),
     [
