@@ -123,6 +123,13 @@ async def test_a_prompts_updates_arrive_in_order_and_the_session_is_recorded(liv
     assert opened["data"]["audit"]["action"] == "acp.session.open"
     assert opened["data"]["audit"]["actor"] == "editor"
 
+    async def audited() -> Any:
+        log = api(server, "GET", "/gateway/audit/log?action=acp.session.open")
+        return log.get("records")
+
+    records = await until(audited, "the audit record of the opened session")
+    assert records[0]["target"] == sid and records[0]["actor"] == "editor"
+
 
 async def test_a_permission_request_becomes_an_approval_and_the_decision_reaches_the_agent(
     live_server, tmp_path
@@ -184,6 +191,41 @@ async def test_a_dropped_editor_resumes_its_session_and_no_one_else_can(live_ser
         assert refused.value.data["code"] == "session_not_found"
         with pytest.raises(RequestError):
             await conn.prompt(session_id=sid, prompt=[text_block("hijack")])
+    finally:
+        await transport.close()
+
+
+async def test_an_editor_that_drops_mid_turn_leaves_the_turn_running(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    _, conn, transport = await connect(server)
+    sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+    workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+    (workspace / "a.txt").write_text("still here")
+    asked = asyncio.ensure_future(
+        conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/a.txt")])
+    )
+
+    async def pending() -> Any:
+        found = api(server, "GET", "/approvals")["approvals"]
+        return [a for a in found if a.get("subject") == sid]
+
+    approval = (await until(pending, "the permission request"))[0]
+    await transport.close()  # the editor drops while the agent waits for an approver
+    asked.cancel()
+    api(server, "POST", f"/approvals/{approval['id']}/approve", {"reason": "go on"})
+
+    async def ended() -> Any:
+        page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+        types = [e["type"] for e in page["events"]]
+        return types if "prompt.completed" in types or "prompt.failed" in types else None
+
+    types = await until(ended, "the end of the turn")
+    assert "prompt.completed" in types and "prompt.failed" not in types
+    editor, conn, transport = await connect(server)
+    try:
+        await conn.load_session(cwd="/x", session_id=sid, mcp_servers=[])
+        await conn.prompt(session_id=sid, prompt=[text_block("history")])
+        assert await editor.text(sid, "before") == "1 prompts before"
     finally:
         await transport.close()
 

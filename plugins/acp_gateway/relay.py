@@ -15,6 +15,7 @@ agent's ``idle_ttl_seconds``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -199,7 +200,9 @@ class GatewayAgent:
         self.prompting.add(session_id)
         try:
             task, _ = await self.sessions.start_prompt(session_id, scan.text, self.principal)
-            stop_reason = await task
+            # Shielded: an editor that drops mid-turn leaves the turn running; it ends
+            # on the session's events and the session is loaded back afterwards.
+            stop_reason = await asyncio.shield(task)
         except GatewayError as exc:
             raise refusal(exc) from None
         finally:
