@@ -363,3 +363,13 @@ def test_config_check_refuses_remote_agents_and_bad_acp_gateway_keys(tmp_path):
     output = check.stdout + check.stderr
     assert "agents.far.url: remote agents (ACP over WebSocket) are not supported yet" in output
     assert "plugins.acp_gateway." in output
+
+
+def test_acp_over_streamable_http_is_refused_as_not_implemented(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    response = httpx.post(f"{server.url}/acp", json=body, headers=auth(EDITOR_TOKEN), timeout=30)
+    assert response.status_code == 501
+    assert response.json()["error"]["code"] == "not_implemented"
+    refused = httpx.post(f"{server.url}/acp", json=body, timeout=30)
+    assert refused.status_code == 401

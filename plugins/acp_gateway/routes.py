@@ -15,8 +15,10 @@ from typing import Any
 
 from acp import AgentSideConnection
 from quart import Blueprint, current_app, websocket
+from quart_schema import document_response
 
 from host.api import (
+    ErrorResponse,
     GatewayError,
     context,
     credential_watch,
@@ -112,3 +114,15 @@ async def acp_socket() -> None:
     finally:
         slot.release()
         gateway.lifecycle.websocket_closed()
+
+
+@bp.post("/acp")
+@requires_gate(AGENT_GATE)
+@document_response(ErrorResponse, 501)
+async def acp_http() -> dict[str, Any]:
+    """The RFD's streamable HTTP transport: not served yet (501); use the WebSocket."""
+    raise GatewayError(
+        501,
+        "not_implemented",
+        "ACP over streamable HTTP is not supported yet: connect a WebSocket to /acp?agent=<id>",
+    )
