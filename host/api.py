@@ -14,6 +14,7 @@ from quart import Quart, g, has_request_context, request
 from host.auth.decorators import public, raw_body, requires_gate
 from host.auth.ownership import can_act, can_read, owned_by, owner_key, require_owner
 from host.auth.principal import Principal
+from host.auth.watch import credential_watch
 from host.context import GatewayContext, context
 from host.errors import (
     ErrorDetail,
@@ -155,6 +156,7 @@ __all__ = [
     "can_read",
     "config_sources",
     "context",
+    "credential_watch",
     "current_principal",
     "describe_tools",
     "document_media_type",

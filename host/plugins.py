@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("agents", "plugins.agents"),
     ("coding_agent_bridge", "plugins.coding_agent_bridge"),
     ("mcp", "plugins.mcp"),
+    ("acp_gateway", "plugins.acp_gateway"),
 )
 
 

@@ -41,8 +41,18 @@ Action = Literal["allow", "warn", "redact", "block"]
 _RANK = {"allow": 0, "warn": 1, "redact": 2, "block": 3}
 SAFETY_STREAM = "safety"
 # Where scanned text goes: messages into models, model output (streamed too), tool
-# results, session appends, bridge follow-ups, HTTP payloads sent out.
-STAGES = ("inbound", "model_output", "tool_output", "session_append", "followup", "outbound_http")
+# results, session appends, bridge follow-ups, HTTP payloads sent out, prompts sent to
+# ACP agents and the updates they send back.
+STAGES = (
+    "inbound",
+    "model_output",
+    "tool_output",
+    "session_append",
+    "followup",
+    "outbound_http",
+    "agent_prompt",
+    "agent_update",
+)
 
 
 @dataclass(frozen=True)

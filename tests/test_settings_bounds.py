@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from host.settings import Settings
+from plugins.acp_gateway.config import AcpGatewayConfig
 from plugins.agents.config import AgentConfig
 from plugins.agents.config import PluginConfig as AgentsPluginConfig
 from plugins.coding_agent_bridge.config import BridgeConfig
@@ -74,6 +75,7 @@ PYDANTIC_FIELDS = [
     *numeric_fields(AgentConfig, "agents.<id>."),
     *numeric_fields(AgentsPluginConfig, "plugins.agents."),
     *numeric_fields(BridgeConfig, "plugins.coding_agent_bridge."),
+    *numeric_fields(AcpGatewayConfig, "plugins.acp_gateway."),
 ]
 
 

@@ -101,6 +101,12 @@ def parse(settings: Settings) -> tuple[PluginConfig, dict[str, AgentConfig], lis
         if not isinstance(raw, dict):
             found.append(f"{SECTION}.{agent_id}: must be a table")
             continue
+        if "url" in raw:
+            found.append(
+                f"{SECTION}.{agent_id}.url: remote agents (ACP over WebSocket) are not "
+                "supported yet; run the agent with `command`"
+            )
+            continue
         try:
             agents[agent_id] = AgentConfig.model_validate(raw)
         except ValidationError as exc:

@@ -17,7 +17,14 @@ from host.api import STAGES
 
 Mode = Literal["warn", "redact", "block"]
 Stage = Literal[
-    "inbound", "model_output", "tool_output", "session_append", "followup", "outbound_http"
+    "inbound",
+    "model_output",
+    "tool_output",
+    "session_append",
+    "followup",
+    "outbound_http",
+    "agent_prompt",
+    "agent_update",
 ]
 ALL_STAGES: tuple[Stage, ...] = get_args(Stage)
 FLOOR_STAGES: tuple[Stage, ...] = ("inbound", "model_output")

@@ -1,0 +1,375 @@
+"""``WS /acp`` end to end: remote editors written with the ``agent-client-protocol``
+package connect over WebSocket to a real ``gateway serve``, which relays them to the test
+ACP agent (``tests/acp_agent.py``). On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import websockets
+from acp import PROTOCOL_VERSION, Client, RequestError, connect_to_agent, text_block
+from acp.ws import create_websocket_stream
+
+from tests.agent_helpers import agent_config, until
+from tests.conftest import (
+    ADMIN_TOKEN,
+    READER_TOKEN,
+    LiveServer,
+    db_rows,
+    gateway_cli,
+    write_config,
+)
+
+pytestmark = pytest.mark.usefixtures("store_url")
+
+EDITOR_TOKEN = "test-editor-token-0123456789"
+OTHER_TOKEN = "test-other-editor-token-0123456789"
+
+
+def config(tmp_path: Path, **acp: Any) -> dict[str, Any]:
+    return {
+        "auth": {
+            "tokens": {
+                "editor": {"token": EDITOR_TOKEN, "gates": ["allow_agent_sessions"]},
+                "other": {"token": OTHER_TOKEN, "gates": ["allow_agent_sessions"]},
+            }
+        },
+        "agents": {"echo": agent_config(tmp_path), "locked": agent_config(tmp_path)},
+        "plugins": {"acp_gateway": {"agent_gates": {"locked": "allow_agent_act_all"}, **acp}},
+    }
+
+
+def ws_url(server: LiveServer, agent: str = "echo") -> str:
+    return server.url.replace("http://", "ws://") + f"/acp?agent={agent}"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api(server: LiveServer, method: str, path: str, body: Any = None) -> Any:
+    response = httpx.request(
+        method, f"{server.url}{path}", json=body, headers=server.headers, timeout=60
+    )
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+class Editor:
+    """An ACP client (the package's ``Client``): what the gateway sends it, in order."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, Any]] = []
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        self.updates.append((session_id, update))
+
+    async def request_permission(self, *args: Any, **kwargs: Any) -> Any:
+        raise RequestError.method_not_found("session/request_permission")
+
+    async def text(self, session_id: str, ending: str = " (done)") -> str:
+        """The session's answer once its last chunk arrived (the package hands each
+        notification to a task of its own: the prompt's response may come first)."""
+
+        async def done() -> bool:
+            found = self.chunks(session_id)
+            return bool(found) and found[-1].endswith(ending)
+
+        await until(done, f"the answer of {session_id}")
+        return "".join(self.chunks(session_id))
+
+    def chunks(self, session_id: str) -> list[str]:
+        return [
+            u.content.text
+            for sid, u in self.updates
+            if sid == session_id and u.session_update == "agent_message_chunk"
+        ]
+
+
+async def connect(server: LiveServer, token: str = EDITOR_TOKEN, agent: str = "echo") -> Any:
+    editor = Editor()
+    transport = await create_websocket_stream(ws_url(server, agent), headers=auth(token))
+    conn = connect_to_agent(cast(Client, editor), transport)
+    await conn.initialize(protocol_version=PROTOCOL_VERSION)
+    return editor, conn, transport
+
+
+async def test_a_prompts_updates_arrive_in_order_and_the_session_is_recorded(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    editor, conn, transport = await connect(server)
+    try:
+        session = await conn.new_session(cwd="/home/me/project", mcp_servers=[])
+        answer = await conn.prompt(session_id=session.session_id, prompt=[text_block("hi there")])
+        assert answer.stop_reason == "end_turn"
+        await editor.text(session.session_id)
+        assert editor.chunks(session.session_id) == ["echo:", " hi there", " (done)"]
+    finally:
+        await transport.close()
+    sid = session.session_id
+    rows = await db_rows(
+        server.store_url, f"SELECT agent_id, created_by FROM agents_sessions WHERE id = '{sid}'"
+    )
+    assert rows == [("echo", "editor")]
+    page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+    types = [e["type"] for e in page["events"]]
+    assert types[0] == "session.opened"
+    assert "acp.session_opened" in types and "prompt.completed" in types
+    opened = next(e for e in page["events"] if e["type"] == "acp.session_opened")
+    assert opened["data"]["audit"]["action"] == "acp.session.open"
+    assert opened["data"]["audit"]["actor"] == "editor"
+
+    async def audited() -> Any:
+        log = api(server, "GET", "/gateway/audit/log?action=acp.session.open")
+        return log.get("records")
+
+    records = await until(audited, "the audit record of the opened session")
+    assert records[0]["target"] == sid and records[0]["actor"] == "editor"
+
+
+async def test_a_permission_request_becomes_an_approval_and_the_decision_reaches_the_agent(
+    live_server, tmp_path
+):
+    server = live_server(config=config(tmp_path))
+    editor, conn, transport = await connect(server)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "notes.txt").write_text("the secret plan")
+
+        async def decide(verb: str) -> str:
+            asked = asyncio.ensure_future(
+                conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/notes.txt")])
+            )
+
+            async def pending() -> Any:
+                found = api(server, "GET", "/approvals")
+                mine = [a for a in found["approvals"] if a.get("subject") == sid]
+                return mine[0] if mine else None
+
+            approval = await until(pending, "the permission request's approval")
+            assert approval["source"] == "agent_session"
+            api(server, "POST", f"/approvals/{approval['id']}/{verb}", {"reason": "test"})
+            await asyncio.wait_for(asked, 30)
+            ending = "plan" if verb == "approve" else "denied"
+            return await editor.text(sid, ending)
+
+        assert "the secret plan" in await decide("approve")
+        editor.updates.clear()
+        assert "permission denied" in await decide("deny")
+    finally:
+        await transport.close()
+
+
+async def test_a_dropped_editor_resumes_its_session_and_no_one_else_can(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    _, conn, transport = await connect(server)
+    sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+    await conn.prompt(session_id=sid, prompt=[text_block("first")])
+    await transport.close()  # the editor drops
+
+    editor, conn, transport = await connect(server)
+    try:
+        await conn.load_session(cwd="/x", session_id=sid, mcp_servers=[])
+        answer = await conn.prompt(session_id=sid, prompt=[text_block("history")])
+        assert answer.stop_reason == "end_turn"
+        assert answer.stop_reason == "end_turn", editor.updates
+        assert await editor.text(sid, "before") == "1 prompts before", editor.updates
+    finally:
+        await transport.close()
+    assert api(server, "GET", f"/sessions/{sid}")["state"] == "idle"
+
+    _, conn, transport = await connect(server, OTHER_TOKEN)
+    try:
+        with pytest.raises(RequestError) as refused:
+            await conn.load_session(cwd="/x", session_id=sid, mcp_servers=[])
+        assert isinstance(refused.value.data, dict)
+        assert refused.value.data["code"] == "session_not_found"
+        with pytest.raises(RequestError):
+            await conn.prompt(session_id=sid, prompt=[text_block("hijack")])
+    finally:
+        await transport.close()
+
+
+async def test_an_editor_that_drops_mid_turn_leaves_the_turn_running(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    _, conn, transport = await connect(server)
+    sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+    workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+    (workspace / "a.txt").write_text("still here")
+    asked = asyncio.ensure_future(
+        conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/a.txt")])
+    )
+
+    async def pending() -> Any:
+        found = api(server, "GET", "/approvals")["approvals"]
+        return [a for a in found if a.get("subject") == sid]
+
+    approval = (await until(pending, "the permission request"))[0]
+    await transport.close()  # the editor drops while the agent waits for an approver
+    asked.cancel()
+    api(server, "POST", f"/approvals/{approval['id']}/approve", {"reason": "go on"})
+
+    async def ended() -> Any:
+        page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+        types = [e["type"] for e in page["events"]]
+        return types if "prompt.completed" in types or "prompt.failed" in types else None
+
+    types = await until(ended, "the end of the turn")
+    assert "prompt.completed" in types and "prompt.failed" not in types
+    editor, conn, transport = await connect(server)
+    try:
+        await conn.load_session(cwd="/x", session_id=sid, mcp_servers=[])
+        await conn.prompt(session_id=sid, prompt=[text_block("history")])
+        assert await editor.text(sid, "before") == "1 prompts before"
+    finally:
+        await transport.close()
+
+
+async def test_two_editors_prompt_at_once(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    first, conn1, t1 = await connect(server)
+    second, conn2, t2 = await connect(server, OTHER_TOKEN)
+    try:
+        s1 = (await conn1.new_session(cwd="/a", mcp_servers=[])).session_id
+        s2 = (await conn2.new_session(cwd="/b", mcp_servers=[])).session_id
+        await asyncio.gather(
+            conn1.prompt(session_id=s1, prompt=[text_block("from one")]),
+            conn2.prompt(session_id=s2, prompt=[text_block("from two")]),
+        )
+        await first.text(s1)
+        await second.text(s2)
+        assert first.chunks(s1) == ["echo:", " from one", " (done)"]
+        assert second.chunks(s2) == ["echo:", " from two", " (done)"]
+        assert not first.chunks(s2) and not second.chunks(s1)
+    finally:
+        await t1.close()
+        await t2.close()
+
+
+async def test_nothing_past_a_safety_block_reaches_the_editor(live_server, tmp_path):
+    rule = {
+        "rule_id": "test.code",
+        "kind": "secret_leak",
+        "reason_code": "test.code",
+        "pattern": "ACME-[0-9]{8}",
+        "matcher": "regex",
+    }
+    settings = config(tmp_path)
+    settings["agents"]["echo"]["auto_approve"] = ["read"]
+    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [rule]}
+    server = live_server(config=settings)
+    editor, conn, transport = await connect(server)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        with pytest.raises(RequestError) as blocked:
+            await conn.prompt(session_id=sid, prompt=[text_block("say ACME-12345678")])
+        assert isinstance(blocked.value.data, dict)
+        assert blocked.value.data["code"] == "content_blocked"
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "codes.txt").write_text("ACME-87654321")
+        with pytest.raises(RequestError) as withheld:
+            await conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/codes.txt")])
+        assert isinstance(withheld.value.data, dict)
+        assert withheld.value.data["code"] == "content_blocked"
+        # The prompt after it is relayed again.
+        await conn.prompt(session_id=sid, prompt=[text_block("fine")])
+        assert (await editor.text(sid)).endswith("echo: fine (done)")
+    finally:
+        await transport.close()
+    assert not any("ACME-" in str(update) for _, update in editor.updates)
+
+
+@pytest.mark.parametrize(
+    ("token", "agent", "status"),
+    [
+        (None, "echo", 401),
+        ("wrong-token-0123456789", "echo", 401),
+        (READER_TOKEN, "echo", 403),  # no allow_agent_sessions
+        (EDITOR_TOKEN, "locked", 403),  # the agent's own gate
+        (EDITOR_TOKEN, "nope", 404),
+        (EDITOR_TOKEN, "", 400),
+    ],
+)
+async def test_refused_callers_start_no_agent(live_server, tmp_path, token, agent, status):
+    server = live_server(config=config(tmp_path))
+    headers = auth(token) if token else {}
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(ws_url(server, agent), additional_headers=headers):
+            pass
+    response = refused.value.response
+    assert response.status_code == status
+    assert "error" in json.loads(response.body)
+    assert api(server, "GET", "/sessions")["sessions"] == []
+    assert not list((tmp_path / "work").glob("*"))
+    # The gate-holding caller reaches the locked agent.
+    editor, conn, transport = await connect(server, ADMIN_TOKEN, "locked")
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        await conn.prompt(session_id=sid, prompt=[text_block("ok")])
+        assert await editor.text(sid) == "echo: ok (done)"
+    finally:
+        await transport.close()
+
+
+async def test_an_agent_that_dies_ends_the_connection_with_an_error(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    async with websockets.connect(ws_url(server), additional_headers=auth(EDITOR_TOKEN)) as ws:
+        assert ws.response is not None
+        assert ws.response.headers["Acp-Connection-Id"].startswith("acpc_")
+
+        async def call(rid: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            await ws.send(
+                json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            )
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("id") == rid:
+                    return message
+
+        await ws.send("not json")
+        assert json.loads(await ws.recv())["error"]["code"] == -32700
+        assert "result" in await call(1, "initialize", {"protocolVersion": PROTOCOL_VERSION})
+        new = await call(2, "session/new", {"cwd": "/x", "mcpServers": []})
+        sid = new["result"]["sessionId"]
+        crash = {"sessionId": sid, "prompt": [{"type": "text", "text": "crash"}]}
+        failed = await call(3, "session/prompt", crash)
+        assert "exit" in failed["error"]["message"]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1011
+        assert "exited" in closed.value.rcvd.reason
+    page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+    assert "session.agent_exited" in [e["type"] for e in page["events"]]
+
+
+def test_config_check_refuses_remote_agents_and_bad_acp_gateway_keys(tmp_path):
+    write_config(
+        tmp_path / "gateway.toml",
+        {
+            "state_dir": "state",
+            "agents": {"far": {"url": "wss://agents.example/acp"}},
+            "plugins": {"acp_gateway": {"max_frame_bytes": 10, "typo": 1}},
+        },
+    )
+    check = gateway_cli("config", "check", cwd=tmp_path)
+    assert check.returncode == 1
+    output = check.stdout + check.stderr
+    assert "agents.far.url: remote agents (ACP over WebSocket) are not supported yet" in output
+    assert "plugins.acp_gateway." in output
+
+
+def test_acp_over_streamable_http_is_refused_as_not_implemented(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    response = httpx.post(f"{server.url}/acp", json=body, headers=auth(EDITOR_TOKEN), timeout=30)
+    assert response.status_code == 501
+    assert response.json()["error"]["code"] == "not_implemented"
+    refused = httpx.post(f"{server.url}/acp", json=body, timeout=30)
+    assert refused.status_code == 401
