@@ -312,3 +312,24 @@ def test_gateway_serve_writes_tool_stats_on_a_clean_shutdown(live_server, tmp_pa
     stats = httpx.get(f"{again.url}/gateway/tools/stats", headers=again.headers, timeout=10)
     by_name = {s["name"]: s for s in stats.json()["tools"]}
     assert by_name["gateway_pipelines"]["calls"] == 1
+
+
+async def test_gateway_run_status_never_shows_another_principals_run(make_settings, tmp_path):
+    directory = write_pipelines(tmp_path, "tools", SOURCE)
+    bob = "test-bob-token-0123456789"
+    settings = make_settings(
+        auth={"tokens": {"bob": {"token": bob, "gates": ["allow_pipeline_run"]}}},
+        plugins={"pipelines": {"directory": str(directory), "poll_seconds": 0.05}},
+    )
+    async with running_app(settings) as (_app, client):
+        started = await client.post(
+            "/pipelines/list/start", json={"input": {}}, headers={"Authorization": f"Bearer {bob}"}
+        )
+        assert started.status_code == 202
+        theirs = (await started.get_json())["runId"]
+        mine = await run(client, "list", {})
+        # The admin's run reads its own run, not Bob's: the API's 404, not his status.
+        assert (await run(client, "status", {"run_id": mine["id"]}))["status"] == "completed"
+        looked = await run(client, "status", {"run_id": theirs})
+        assert looked["status"] == "failed" and "run_not_found" in str(looked["error"])
+        assert "list" not in str(looked["error"])

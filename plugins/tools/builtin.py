@@ -81,11 +81,29 @@ async def list_pipelines(gateway: GatewayContext) -> Any:
     return {"pipelines": found}
 
 
-async def run_status(run_id: str, gateway: GatewayContext) -> Any:
+async def _owner_of(api: Any, caller: dict[str, Any]) -> str | None:
+    """Whose runs ``caller`` may see: its ``owner`` (an owner key), or the owner of the
+    run whose step calls (a pipeline's tool step names its ``run_id``)."""
+    if "owner" in caller:
+        owner: str | None = caller["owner"]
+        return owner
+    if caller.get("run_id"):
+        calling = await api.record(str(caller["run_id"]))
+        return calling.owner
+    raise ToolError("tool_refused", "gateway_run_status needs a caller with an owner or a run_id")
+
+
+async def run_status(run_id: str, gateway: GatewayContext, caller: dict[str, Any]) -> Any:
     """Where a pipeline run stands: its status, pipeline, and what it waits for (never
-    its input or output)."""
+    its input or output). Only a run of the caller's own owner: another's is
+    ``run_not_found``, as the API answers it."""
+    api = _pipelines_api(gateway)
+    missing = ToolError("run_not_found", f"no run {run_id!r}", {"param": "run_id"})
     try:
-        state = await _pipelines_api(gateway).state(run_id)
+        owner = await _owner_of(api, caller)
+        if (await api.record(run_id)).owner != owner:
+            raise missing
+        state = await api.state(run_id)
     except GatewayError as exc:
         raise ToolError(exc.code, exc.message, {"param": "run_id"}) from None
     return {
@@ -120,7 +138,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         needs_gateway=True,
     ),
     "gateway_run_status": Tool(
-        "Status of a pipeline run by id (no input or output).",
+        "Status of a pipeline run of the caller's own owner by id (no input or output).",
         {
             "type": "object",
             "properties": {"run_id": {"type": "string"}},
@@ -129,5 +147,6 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         },
         run_status,
         needs_gateway=True,
+        needs_caller=True,
     ),
 }
