@@ -221,7 +221,10 @@ async def test_tool_output_is_scanned_blocked_or_redacted(settings):
 
 
 class _Pages(BaseHTTPRequestHandler):
+    seen: list[str] = []  # the paths asked for, read by the tests
+
     def do_GET(self) -> None:
+        _Pages.seen.append(self.path)
         body = b"x" * 5000 if self.path == "/big" else b"hello from loopback"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -333,3 +336,32 @@ async def test_gateway_run_status_never_shows_another_principals_run(make_settin
         looked = await run(client, "status", {"run_id": theirs})
         assert looked["status"] == "failed" and "run_not_found" in str(looked["error"])
         assert "list" not in str(looked["error"])
+
+
+async def test_http_fetch_urls_are_scanned_outbound_a_secret_never_reaches_the_host(
+    make_settings, tmp_path, pages
+):
+    directory = write_pipelines(tmp_path, "tools", SOURCE)
+    settings = make_settings(
+        plugins={
+            "pipelines": {"directory": str(directory), "poll_seconds": 0.05},
+            "tools": {"http_fetch": {"allowed_hosts": ["127.0.0.1"]}},
+        }
+    )
+    key = "sk-proj-" + "A1b2C3d4E5" * 4
+    _Pages.seen.clear()
+    async with running_app(settings) as (_app, client):
+        fetched = await run(client, "fetch", {"url": f"{pages}/hello?token={key}"})
+        assert fetched["status"] == "completed", fetched
+        assert len(_Pages.seen) == 1 and key not in _Pages.seen[0]
+        assert _Pages.seen[0].startswith("/hello?token=")
+        policy = {
+            "mode": "block",
+            "applies_to": ["inbound", "model_output", "outbound_http"],
+            "secret_detection": {"enabled": True, "mode": "block"},
+        }
+        put = await client.put("/gateway/safety/policy", json=policy, headers=ADMIN)
+        assert put.status_code == 200, await put.get_data(as_text=True)
+        blocked = await run(client, "fetch", {"url": f"{pages}/hello?token={key}"})
+        assert blocked["status"] == "failed" and "outbound_blocked" in str(blocked["error"])
+        assert len(_Pages.seen) == 1

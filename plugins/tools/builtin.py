@@ -8,7 +8,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from host.api import GatewayContext, GatewayError, Tool, ToolError, has_service, service
+from host.api import (
+    GatewayContext,
+    GatewayError,
+    Tool,
+    ToolError,
+    has_service,
+    scan_text,
+    service,
+)
 from plugins.tools.config import config_of
 
 
@@ -31,6 +39,7 @@ async def http_fetch(url: str, gateway: GatewayContext, max_bytes: int | None = 
         raise ToolError(
             "invalid_tool_args", "args.max_bytes: must be at least 1", {"param": "max_bytes"}
         )
+    url = await _outbound(gateway, url, host)
     cap = min(max_bytes or limits.max_bytes, limits.max_bytes)
     body = bytearray()
     timeout = httpx.Timeout(limits.timeout_seconds)
@@ -50,6 +59,21 @@ async def http_fetch(url: str, gateway: GatewayContext, max_bytes: int | None = 
                 "text": bytes(body[:cap]).decode("utf-8", errors="replace"),
                 "truncated": truncated,
             }
+
+
+async def _outbound(gateway: GatewayContext, url: str, host: str) -> str:
+    """The URL as it may leave the gateway (safety stage ``outbound_http``: its path and
+    query can carry data): redacted when the policy redacts, refused when it blocks or
+    when a redaction would change the host."""
+    scan = await scan_text(gateway, url, "output", {"stage": "outbound_http", "tool": "http_fetch"})
+    if not scan.blocked and (scan.text == url or urlsplit(scan.text).hostname == host):
+        return scan.text
+    reasons = "; ".join(str(f.get("reason") or "") for f in scan.findings if f.get("reason"))
+    raise ToolError(
+        "outbound_blocked",
+        "the request was blocked by the gateway's safety policy (stage outbound_http"
+        f"{': ' + reasons if reasons else ''}); nothing was sent",
+    )
 
 
 def _pipelines_api(gateway: GatewayContext) -> Any:
