@@ -40,13 +40,16 @@ _PY_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", di
 class Tool:
     """A tool as its plugin describes it. ``fn(**args)`` may be sync or async; a sync
     function that blocks (I/O) sets ``blocking`` and runs in a worker thread. With
-    ``needs_gateway`` it is also passed ``gateway=`` (the :class:`GatewayContext`)."""
+    ``needs_gateway`` it is also passed ``gateway=`` (the :class:`GatewayContext`); with
+    ``needs_caller`` also ``caller=`` (the dict ``call_tool`` was given: who calls, so a
+    tool can apply that caller's ownership)."""
 
     description: str
     parameters: dict[str, Any]
     fn: Callable[..., Any]
     blocking: bool = False
     needs_gateway: bool = False
+    needs_caller: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,9 @@ async def call_tool(
                 "gateway_before_tool_call", gateway=ctx, name=name, args=args, caller=caller
             )
         check_args(tool.parameters, args)
-        kwargs = {**args, "gateway": ctx} if tool.needs_gateway else args
+        kwargs = {**args, "gateway": ctx} if tool.needs_gateway else dict(args)
+        if tool.needs_caller:
+            kwargs["caller"] = caller
         if tool.blocking:
             result = await asyncio.to_thread(tool.fn, **kwargs)
         else:

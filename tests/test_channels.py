@@ -272,3 +272,42 @@ async def test_old_channel_events_messages_and_delivery_ids_are_pruned(settings,
         later = await retention.prune(now=int(time.time() * 1000) + 31 * day)
         assert later.removed["channels"] == {"events": 2, "messages": 1, "deliveries": 0}
     assert await db_rows(store_url, "SELECT n FROM channels_messages") == []
+
+
+OPENAI_KEY = "sk-proj-" + "A1b2C3d4E5" * 4
+
+
+async def test_webhook_posts_are_scanned_outbound_a_secret_is_redacted_never_received(
+    settings, receiver, store_url
+):
+    async with running_app(settings) as (app, _client):
+        sent = await service(ChannelsAPI, app=app).send(
+            "webhook", "s-1", {"text": f"the key is {OPENAI_KEY}"}
+        )
+        assert sent["delivered"] is True
+        (posted,) = receiver.verified()
+        assert posted["session_key"] == "s-1" and posted["message"]["text"].startswith("the key is")
+        assert OPENAI_KEY not in posted["message"]["text"]
+        assert all(OPENAI_KEY.encode() not in body for _h, body in receiver.posts)
+        stored = await db_rows(store_url, "SELECT body FROM channels_messages")
+        assert stored and OPENAI_KEY not in json.dumps([str(r) for r in stored])
+
+
+async def test_a_blocking_policy_fails_the_webhook_post_and_sends_nothing(settings, receiver):
+    async with running_app(settings) as (app, client):
+        policy = {
+            "mode": "block",
+            "applies_to": ["inbound", "model_output", "outbound_http"],
+            "secret_detection": {"enabled": True, "mode": "block"},
+        }
+        put = await client.put("/gateway/safety/policy", json=policy, headers=ADMIN)
+        assert put.status_code == 200, await put.get_data(as_text=True)
+        with pytest.raises(GatewayError) as refused:
+            await service(ChannelsAPI, app=app).send(
+                "webhook", "s-1", {"text": f"the key is {OPENAI_KEY}"}
+            )
+        assert refused.value.status == 422 and refused.value.code == "outbound_blocked"
+        assert "nothing was sent" in refused.value.message
+        assert receiver.posts == []
+        fine = await service(ChannelsAPI, app=app).send("webhook", "s-1", {"text": "hello"})
+        assert fine["delivered"] is True and len(receiver.posts) == 1

@@ -20,12 +20,13 @@ from tests.scripted_server import ScriptedServer
 pytestmark = pytest.mark.usefixtures("store_url")
 
 SOURCE = """
-from plugins.pipelines.definition import Pipeline, code
+from plugins.pipelines.definition import Pipeline, code, tool
 
 def boom(ctx):
     raise ValueError("the disk is full on /var/spool")
 
 FAILS = Pipeline(id="fails", steps=[code("prepare", lambda c: {"ok": True}), code("write", boom)])
+PEEKS = Pipeline(id="peeks", steps=[tool("look", "get_run", lambda c: c.input, retries=0)])
 """
 SECRET = "alice-private-7c1d"
 ALICE_TOKEN = "test-alice-token-0123456789"
@@ -378,3 +379,43 @@ async def test_a_slow_model_gets_keep_alive_comments_and_the_stream_still_ends_w
     events = sse_events(raw)
     assert [kind for kind, _ in events][-2:] == ["message.completed", "done"]
     assert events[-2][1]["text"] == "All quiet."
+
+
+async def test_cortex_tools_are_registered_tools_counted_and_refused_outside_a_chat(
+    make_settings, tmp_path
+):
+    model = Copilot()
+    async with ScriptedServer(model) as upstream:
+        settings = settings_for(make_settings, tmp_path, upstream.port)
+        async with running_app(settings) as (_, client):
+            listed = await (await client.get("/gateway/tools", headers=ADMIN)).get_json()
+            tools = {t["name"]: t for t in listed["tools"]}
+            assert {"gateway_status", "get_run", "run_events", "list_runs", "list_jobs"} <= set(
+                tools
+            )
+            assert tools["get_run"]["plugin"] == "cortex"
+            assert tools["get_run"]["parameters"]["required"] == ["run_id"]
+
+            run_id = await failed_run(client, ALICE)
+            events = await ask(client, f"why did run {run_id} fail?", BOB)
+            result = next(data for kind, data in events if kind == "tool.result")
+            assert result["status"] == 404  # through the registry, still as Bob
+
+            stats = await (await client.get("/gateway/tools/stats", headers=ADMIN)).get_json()
+            by_name = {s["name"]: s for s in stats["tools"]}
+            assert by_name["get_run"]["calls"] == 1 and by_name["get_run"]["errors"] == 0
+
+            # A pipeline step cannot call a cortex tool as someone else: no chat, no caller.
+            started = await client.post(
+                "/pipelines/peeks/start", json={"input": {"run_id": run_id}}, headers=BOB
+            )
+            assert started.status_code == 202
+            peek = (await started.get_json())["runId"]
+
+            async def ended() -> Any:
+                record = await (await client.get(f"/runs/{peek}", headers=ADMIN)).get_json()
+                return record if record["status"] in ("completed", "failed") else None
+
+            record = await until(ended, "the peeking run to end")
+    assert record["status"] == "failed" and "tool_unavailable" in str(record["error"])
+    assert SECRET not in json.dumps(record)

@@ -918,9 +918,11 @@ async def test_jobs_show_the_owners_runs_and_everyones_only_with_the_jobs_read_a
 ):
     async with running_app(settings) as (_app, client):
         seeded = await seed(client)
-        alices = {seeded.runs[k] for k in ("echo", "gated", "asks", "held", "model")}
+        alices = {f"pipelines:{seeded.runs[k]}" for k in ("echo", "gated", "asks", "held", "model")}
+        # Her agent and bridge sessions are her jobs too (sources agents and bridge).
+        alices |= {f"agents:{seeded.agent_session_id}", f"bridge:{seeded.bridge_session_id}"}
         mine = await (await client.get("/gateway/jobs?limit=200", headers=ALICE)).get_json()
-        assert {j["id"].partition(":")[2] for j in mine["jobs"]} == alices
+        assert {j["id"] for j in mine["jobs"]} == alices
         # The pipelines read-all gate is not the jobs one: the auditor sees no one's jobs.
         for headers in (READER, AUDITOR):
             listed = await (await client.get("/gateway/jobs", headers=headers)).get_json()

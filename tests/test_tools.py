@@ -221,7 +221,10 @@ async def test_tool_output_is_scanned_blocked_or_redacted(settings):
 
 
 class _Pages(BaseHTTPRequestHandler):
+    seen: list[str] = []  # the paths asked for, read by the tests
+
     def do_GET(self) -> None:
+        _Pages.seen.append(self.path)
         body = b"x" * 5000 if self.path == "/big" else b"hello from loopback"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -312,3 +315,53 @@ def test_gateway_serve_writes_tool_stats_on_a_clean_shutdown(live_server, tmp_pa
     stats = httpx.get(f"{again.url}/gateway/tools/stats", headers=again.headers, timeout=10)
     by_name = {s["name"]: s for s in stats.json()["tools"]}
     assert by_name["gateway_pipelines"]["calls"] == 1
+
+
+async def test_gateway_run_status_never_shows_another_principals_run(make_settings, tmp_path):
+    directory = write_pipelines(tmp_path, "tools", SOURCE)
+    bob = "test-bob-token-0123456789"
+    settings = make_settings(
+        auth={"tokens": {"bob": {"token": bob, "gates": ["allow_pipeline_run"]}}},
+        plugins={"pipelines": {"directory": str(directory), "poll_seconds": 0.05}},
+    )
+    async with running_app(settings) as (_app, client):
+        started = await client.post(
+            "/pipelines/list/start", json={"input": {}}, headers={"Authorization": f"Bearer {bob}"}
+        )
+        assert started.status_code == 202
+        theirs = (await started.get_json())["runId"]
+        mine = await run(client, "list", {})
+        # The admin's run reads its own run, not Bob's: the API's 404, not his status.
+        assert (await run(client, "status", {"run_id": mine["id"]}))["status"] == "completed"
+        looked = await run(client, "status", {"run_id": theirs})
+        assert looked["status"] == "failed" and "run_not_found" in str(looked["error"])
+        assert "list" not in str(looked["error"])
+
+
+async def test_http_fetch_urls_are_scanned_outbound_a_secret_never_reaches_the_host(
+    make_settings, tmp_path, pages
+):
+    directory = write_pipelines(tmp_path, "tools", SOURCE)
+    settings = make_settings(
+        plugins={
+            "pipelines": {"directory": str(directory), "poll_seconds": 0.05},
+            "tools": {"http_fetch": {"allowed_hosts": ["127.0.0.1"]}},
+        }
+    )
+    key = "sk-proj-" + "A1b2C3d4E5" * 4
+    _Pages.seen.clear()
+    async with running_app(settings) as (_app, client):
+        fetched = await run(client, "fetch", {"url": f"{pages}/hello?token={key}"})
+        assert fetched["status"] == "completed", fetched
+        assert len(_Pages.seen) == 1 and key not in _Pages.seen[0]
+        assert _Pages.seen[0].startswith("/hello?token=")
+        policy = {
+            "mode": "block",
+            "applies_to": ["inbound", "model_output", "outbound_http"],
+            "secret_detection": {"enabled": True, "mode": "block"},
+        }
+        put = await client.put("/gateway/safety/policy", json=policy, headers=ADMIN)
+        assert put.status_code == 200, await put.get_data(as_text=True)
+        blocked = await run(client, "fetch", {"url": f"{pages}/hello?token={key}"})
+        assert blocked["status"] == "failed" and "outbound_blocked" in str(blocked["error"])
+        assert len(_Pages.seen) == 1

@@ -12,7 +12,9 @@ from quart import Quart
 from host.api import Register, Settings, context, hookimpl, provide, withdraw
 from plugins.agents import routes, tables
 from plugins.agents.config import configured, problems
+from plugins.agents.deploy_kind import KIND, AcpAgents
 from plugins.agents.gates import GATE_ACT_ALL, GATE_READ_ALL, GATE_WRITE
+from plugins.agents.job_source import AgentSessionJobs
 from plugins.agents.service import AgentSessions
 from plugins.agents.step_kind import AgentKind
 
@@ -38,6 +40,18 @@ def gateway_register_migrations(register: Register) -> None:
 @hookimpl(optionalhook=True)
 def gateway_register_step_kinds(register: Register) -> None:
     register("agent", AgentKind())
+
+
+# The deploy plugin's hook: optional, so a gateway with that plugin off still starts.
+@hookimpl(optionalhook=True)
+def gateway_register_agent_kinds(register: Register) -> None:
+    register(KIND, AcpAgents())
+
+
+# The jobs plugin's hook: optional, so a gateway with that plugin off still starts.
+@hookimpl(optionalhook=True)
+def gateway_register_job_sources(register: Register) -> None:
+    register("agents", AgentSessionJobs())
 
 
 @hookimpl

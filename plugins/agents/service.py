@@ -299,6 +299,13 @@ class AgentSessions:
             )
         return config
 
+    async def _live_config(self, agent_id: str) -> AgentConfig:
+        """A deployed spec (the deploy plugin's kind ``acp``) wins over the configured
+        one; a stopped agent is refused (409 ``agent_stopped``), on every replica alike."""
+        from plugins.agents.deploy_kind import deployed
+
+        return await deployed(self.app, agent_id) or self._config(agent_id)
+
     def _not_draining(self) -> None:
         if self.closing or self.gateway.hub.draining:
             raise GatewayError(503, "draining", "the gateway is shutting down")
@@ -321,7 +328,7 @@ class AgentSessions:
         when the agent cannot start or open its session: then nothing is stored and no
         process is left."""
         self._not_draining()
-        config = self._config(agent_id)
+        config = await self._live_config(agent_id)
         settings = self.gateway.settings
         root = config.root(agent_id, settings.state_dir, settings.config_dir)
         try:
@@ -399,7 +406,7 @@ class AgentSessions:
 
     async def _attach(self, row: Any) -> AgentRuntime:
         """Start the session's agent again (``session/load`` when the agent offers it)."""
-        config = self._config(row.agent_id)
+        config = await self._live_config(row.agent_id)
         sink = _Sink(self, row.id, row.agent_id, {"owner": row.owner, "run_id": row.run_id})
         runtime = AgentRuntime(row.agent_id, config, Path(row.workspace), sink)
         sink.runtime = runtime

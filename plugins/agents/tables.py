@@ -27,8 +27,18 @@ sessions = sa.Table(
     sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
     sa.Column("closed_ms", sa.BigInteger, nullable=True),
     sa.Column("close_reason", sa.Text, nullable=True),
+    # /gateway/jobs pages sessions newest first by this key.
+    sa.Index("agents_sessions_created", "created_ms", "id"),
 )
+
+
+def _by_created(conn: sa.Connection) -> None:
+    for index in sessions.indexes:
+        if index.name == "agents_sessions_created":
+            index.create(conn, checkfirst=True)
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration.create_tables(NAMESPACE, 1, "agent (ACP) sessions", [sessions]),
+    Migration(NAMESPACE, 2, "agent sessions in creation order (the jobs view)", _by_created),
 )

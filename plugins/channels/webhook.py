@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from host.api import GatewayContext, GatewayError
+from host.api import GatewayContext, GatewayError, scan_text
 from plugins.channels import store
 from plugins.channels.config import WebhookConfig, webhook_config
 from plugins.channels.contract import ChannelState
@@ -81,6 +81,29 @@ def verify(config: WebhookConfig, headers: Headers, body: bytes) -> str:
     return delivery
 
 
+async def outbound(gateway: GatewayContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as it may leave the gateway (safety stage ``outbound_http``): redacted
+    when the policy redacts; 422 ``outbound_blocked`` when it blocks, and nothing is sent."""
+    text = json.dumps(payload, separators=(",", ":"))
+    context = {"stage": "outbound_http", "channel": "webhook"}
+    scan = await scan_text(gateway, text, "output", context)
+    if not scan.blocked and scan.text == text:
+        return payload
+    try:
+        redacted: dict[str, Any] = json.loads(scan.text)
+    except ValueError:  # a redaction that broke the JSON: refuse rather than send it
+        redacted = {}
+    if scan.blocked or not redacted:
+        reasons = "; ".join(str(f.get("reason") or f.get("rule_id") or "") for f in scan.findings)
+        raise GatewayError(
+            422,
+            "outbound_blocked",
+            "the webhook post was blocked by the gateway's safety policy (stage "
+            f"outbound_http: {reasons or 'no reason given'}); nothing was sent",
+        )
+    return redacted
+
+
 class WebhookChannel:
     actions = frozenset({"status", "probe", "start", "stop"})
 
@@ -127,7 +150,9 @@ class WebhookChannel:
         self, gateway: GatewayContext, session_key: str, message: dict[str, Any]
     ) -> dict[str, Any]:
         config = webhook_config(gateway.settings)
-        payload = {"type": "message", "session_key": session_key, "message": message}
+        payload = await outbound(
+            gateway, {"type": "message", "session_key": session_key, "message": message}
+        )
         result = await self._post(config, payload)
         await store.record_message(
             gateway.store,

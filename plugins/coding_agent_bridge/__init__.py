@@ -16,6 +16,7 @@ from plugins.coding_agent_bridge.agent_link import DISPATCHER_KEY, Dispatcher
 from plugins.coding_agent_bridge.api import CONFIG_KEY
 from plugins.coding_agent_bridge.config import configured, problems
 from plugins.coding_agent_bridge.gates import GATE_ACT_ALL, GATE_READ_ALL, GATE_WRITE
+from plugins.coding_agent_bridge.job_source import BridgeSessionJobs
 
 
 @hookimpl
@@ -37,6 +38,12 @@ def gateway_register_policy_gates(register: Register) -> None:
 def gateway_register_migrations(register: Register) -> None:
     for migration in tables.MIGRATIONS:
         register(migration)
+
+
+# The jobs plugin's hook: optional, so a gateway with that plugin off still starts.
+@hookimpl(optionalhook=True)
+def gateway_register_job_sources(register: Register) -> None:
+    register("bridge", BridgeSessionJobs())
 
 
 @hookimpl

@@ -26,6 +26,8 @@ sessions = sa.Table(
     sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
     sa.Column("closed_ms", sa.BigInteger, nullable=True),
     sa.Column("close_reason", sa.Text, nullable=True),
+    # /gateway/jobs pages sessions newest first by this key.
+    sa.Index("bridge_sessions_created", "created_ms", "id"),
 )
 
 followups = sa.Table(
@@ -43,8 +45,16 @@ followups = sa.Table(
     sa.Column("drained_by", sa.String(200), nullable=True),  # a principal, or agent:<id>
 )
 
+
+def _by_created(conn: sa.Connection) -> None:
+    for index in sessions.indexes:
+        if index.name == "bridge_sessions_created":
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration.create_tables(
         NAMESPACE, 1, "bridge sessions and their queued follow-ups", [sessions, followups]
     ),
+    Migration(NAMESPACE, 2, "bridge sessions in creation order (the jobs view)", _by_created),
 )

@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart
 
 from host.api import Register, Settings, context, hookimpl
-from plugins.cortex import routes, tables
+from plugins.cortex import routes, tables, tools
 from plugins.cortex.config import configured, problems
 from plugins.cortex.gates import GATE_CHAT
 
@@ -29,6 +29,12 @@ def gateway_register_policy_gates(register: Register) -> None:
 def gateway_register_migrations(register: Register) -> None:
     for migration in tables.MIGRATIONS:
         register(migration)
+
+
+@hookimpl
+def gateway_register_tools(register: Register) -> None:
+    for name, tool in tools.registered().items():
+        register(name, tool)
 
 
 @hookimpl

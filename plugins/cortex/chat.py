@@ -15,10 +15,10 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import GatewayError, context, now_ms
+from host.api import GatewayError, ToolError, call_tool, context, now_ms
 from plugins.cortex.config import CortexConfig
 from plugins.cortex.tables import chats
-from plugins.cortex.tools import BY_NAME, Caller, CortexTool, checked_args, get_as
+from plugins.cortex.tools import ASKING, BY_NAME, Caller, CortexTool, checked_args
 
 log = logging.getLogger("gateway.cortex")
 
@@ -180,7 +180,19 @@ class Chat:
         args = checked_args(tool, call["arguments"])
         if isinstance(args, str):
             return 400, {"error": args}
-        return await get_as(self.app, self.caller, tool.path(args))
+        caller = {
+            "kind": "cortex",
+            "principal": self.caller.principal.key,
+            "chat_id": self.chat_id,
+        }
+        token = ASKING.set((self.app, self.caller))
+        try:
+            result = await call_tool(context(self.app), tool.name, args, caller=caller)
+        except ToolError as exc:
+            return (404 if exc.code == "tool_not_found" else 400), {"error": exc.message}
+        finally:
+            ASKING.reset(token)
+        return int(result["status"]), result["body"]
 
     def _keep(self, outcome: str, code: str | None) -> None:
         """Record the chat for the status's last use, in a task of its own: a stream

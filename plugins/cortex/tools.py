@@ -7,23 +7,28 @@ the cortex never shows a principal what it could not read through the API. A too
 offered only when its route is served (its plugin is loaded) and the caller holds the
 route's gate.
 
-The tools registry of ``host.api`` (``call_tool``) runs a tool without its caller's
-identity, so the cortex keeps its own small set behind this interface (:class:`CortexTool`);
-a registered tool that takes a caller would fit the same place.
+They are registered in the host's tool registry (``gateway_register_tools``: listed by
+``GET /gateway/tools``, counted in ``/gateway/tools/stats``) and the cortex calls them
+through ``host.api.call_tool`` with ``caller={"kind": "cortex", "principal": <key>, ...}``.
+The caller's credentials never go into that dict (it reaches hooks and safety events):
+they stay in a context variable the cortex sets for its own call, and a tool refuses to
+run when they are missing or belong to another principal than ``caller`` names, so a
+pipeline or another plugin cannot call them as someone else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from quart import Quart
 
-from host.api import Principal, context
+from host.api import Principal, Tool, ToolError, context
 
 RUN_STATES = ["pending", "running", "waiting", "paused", "completed", "failed", "cancelled"]
 
@@ -135,6 +140,30 @@ TOOLS: tuple[CortexTool, ...] = (
     ),
 )
 BY_NAME = {tool.name: tool for tool in TOOLS}
+
+
+# The app and the credentials of the cortex chat calling a tool now (see the module doc).
+ASKING: ContextVar[tuple[Quart, Caller] | None] = ContextVar("cortex_asking", default=None)
+
+
+def _runner(tool: CortexTool) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def run(caller: dict[str, Any], **args: Any) -> dict[str, Any]:
+        asking = ASKING.get()
+        if asking is None or asking[1].principal.key != caller.get("principal"):
+            raise ToolError(
+                "tool_unavailable",
+                f"tool {tool.name!r} runs only in a cortex chat, as the principal asking",
+            )
+        app, who = asking
+        status, body = await get_as(app, who, tool.path(args))
+        return {"status": status, "body": body}
+
+    return run
+
+
+def registered() -> dict[str, Tool]:
+    """The cortex's tools as the host's tool registry takes them."""
+    return {t.name: Tool(t.description, t.parameters, _runner(t), needs_caller=True) for t in TOOLS}
 
 
 def available(app: Quart, principal: Principal) -> list[CortexTool]:

@@ -17,8 +17,11 @@ from host.api import (
     WsContext,
     context,
     hookimpl,
+    provide,
+    withdraw,
 )
 from plugins.deploy import deployments, hookspecs, routes, tables
+from plugins.deploy.contract import AgentState
 from plugins.deploy.pipeline_agents import PipelineAgents, loaded_version
 
 
@@ -60,6 +63,16 @@ async def agents_status(payload: dict[str, Any], ws: WsContext) -> dict[str, Any
     if not ws.principal.has_gate(routes.GATE):
         raise FrameError("policy_gate_denied", f"needs the {routes.GATE} gate", ws.request_id)
     return {"agents": await deployments.states(context(ws.app))}
+
+
+@hookimpl
+async def gateway_startup(app: Any) -> None:
+    provide(AgentState, AgentState(context(app)), app=app)
+
+
+@hookimpl
+async def gateway_shutdown(app: Any) -> None:
+    withdraw(AgentState, app=app)
 
 
 @hookimpl

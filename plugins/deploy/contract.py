@@ -34,4 +34,19 @@ class AgentKind(Protocol):
         ...
 
 
-__all__ = ["AgentKind"]
+class AgentState:
+    """The service (``host.api.service(AgentState)``) a kind asks before starting new
+    work of an agent: it reads the stored state, so every replica answers alike."""
+
+    def __init__(self, gateway: GatewayContext) -> None:
+        self.gateway = gateway
+
+    async def admit(self, agent_id: str, kind: str) -> dict[str, Any] | None:
+        """The agent's live spec (None: never deployed, run as configured); 409
+        ``agent_stopped`` while it is stopped."""
+        from plugins.deploy import deployments
+
+        return await deployments.live_spec(self.gateway, agent_id, kind)
+
+
+__all__ = ["AgentKind", "AgentState"]

@@ -283,6 +283,26 @@ async def stop(
     return await record(ctx, agent_id, previous=live, cancelled=cancelled, changed=changed)
 
 
+async def live_spec(ctx: GatewayContext, agent_id: str, kind: str) -> dict[str, Any] | None:
+    """The agent's live spec (None: never deployed); 409 ``agent_stopped`` while stopped."""
+    async with ctx.store.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(agents.c.state, agents.c.live_spec).where(
+                    agents.c.agent_id == agent_id, agents.c.kind == kind
+                )
+            )
+        ).first()
+    if row is None:
+        return None
+    if row.state == "stopped":
+        raise GatewayError(
+            409, "agent_stopped", f"agent {agent_id!r} is stopped until it is deployed again"
+        )
+    spec: dict[str, Any] | None = row.live_spec
+    return spec
+
+
 async def admit(ctx: GatewayContext, agent_id: str, kind: str, loaded_version: str | None) -> None:
     """409 ``agent_stopped`` while the agent is stopped; 409 ``agent_version_mismatch``
     when its live spec pins a version other than ``loaded_version``."""

@@ -8,7 +8,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from host.api import GatewayContext, GatewayError, Tool, ToolError, has_service, service
+from host.api import (
+    GatewayContext,
+    GatewayError,
+    Tool,
+    ToolError,
+    has_service,
+    scan_text,
+    service,
+)
 from plugins.tools.config import config_of
 
 
@@ -31,6 +39,7 @@ async def http_fetch(url: str, gateway: GatewayContext, max_bytes: int | None = 
         raise ToolError(
             "invalid_tool_args", "args.max_bytes: must be at least 1", {"param": "max_bytes"}
         )
+    url = await _outbound(gateway, url, host)
     cap = min(max_bytes or limits.max_bytes, limits.max_bytes)
     body = bytearray()
     timeout = httpx.Timeout(limits.timeout_seconds)
@@ -50,6 +59,21 @@ async def http_fetch(url: str, gateway: GatewayContext, max_bytes: int | None = 
                 "text": bytes(body[:cap]).decode("utf-8", errors="replace"),
                 "truncated": truncated,
             }
+
+
+async def _outbound(gateway: GatewayContext, url: str, host: str) -> str:
+    """The URL as it may leave the gateway (safety stage ``outbound_http``: its path and
+    query can carry data): redacted when the policy redacts, refused when it blocks or
+    when a redaction would change the host."""
+    scan = await scan_text(gateway, url, "output", {"stage": "outbound_http", "tool": "http_fetch"})
+    if not scan.blocked and (scan.text == url or urlsplit(scan.text).hostname == host):
+        return scan.text
+    reasons = "; ".join(str(f.get("reason") or "") for f in scan.findings if f.get("reason"))
+    raise ToolError(
+        "outbound_blocked",
+        "the request was blocked by the gateway's safety policy (stage outbound_http"
+        f"{': ' + reasons if reasons else ''}); nothing was sent",
+    )
 
 
 def _pipelines_api(gateway: GatewayContext) -> Any:
@@ -81,11 +105,29 @@ async def list_pipelines(gateway: GatewayContext) -> Any:
     return {"pipelines": found}
 
 
-async def run_status(run_id: str, gateway: GatewayContext) -> Any:
+async def _owner_of(api: Any, caller: dict[str, Any]) -> str | None:
+    """Whose runs ``caller`` may see: its ``owner`` (an owner key), or the owner of the
+    run whose step calls (a pipeline's tool step names its ``run_id``)."""
+    if "owner" in caller:
+        owner: str | None = caller["owner"]
+        return owner
+    if caller.get("run_id"):
+        calling = await api.record(str(caller["run_id"]))
+        return calling.owner
+    raise ToolError("tool_refused", "gateway_run_status needs a caller with an owner or a run_id")
+
+
+async def run_status(run_id: str, gateway: GatewayContext, caller: dict[str, Any]) -> Any:
     """Where a pipeline run stands: its status, pipeline, and what it waits for (never
-    its input or output)."""
+    its input or output). Only a run of the caller's own owner: another's is
+    ``run_not_found``, as the API answers it."""
+    api = _pipelines_api(gateway)
+    missing = ToolError("run_not_found", f"no run {run_id!r}", {"param": "run_id"})
     try:
-        state = await _pipelines_api(gateway).state(run_id)
+        owner = await _owner_of(api, caller)
+        if (await api.record(run_id)).owner != owner:
+            raise missing
+        state = await api.state(run_id)
     except GatewayError as exc:
         raise ToolError(exc.code, exc.message, {"param": "run_id"}) from None
     return {
@@ -120,7 +162,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         needs_gateway=True,
     ),
     "gateway_run_status": Tool(
-        "Status of a pipeline run by id (no input or output).",
+        "Status of a pipeline run of the caller's own owner by id (no input or output).",
         {
             "type": "object",
             "properties": {"run_id": {"type": "string"}},
@@ -129,5 +171,6 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         },
         run_status,
         needs_gateway=True,
+        needs_caller=True,
     ),
 }
