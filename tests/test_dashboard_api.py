@@ -379,3 +379,18 @@ async def test_failed_model_calls_over_the_threshold_raise_a_critical_alert(
         (alert,) = await alerts_of(client, ADMIN)
         assert alert["code"] == "provider_errors" and alert["severity"] == "critical"
         assert "2 model calls failed" in alert["message"]
+
+
+async def test_the_stream_answers_its_snapshot_as_json_to_format_json_and_accept_json(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    async with running_app(dashboard_settings(make_settings, tmp_path)) as (_, client):
+        by_query = await client.get("/dashboard/stream?format=json", headers=ADMIN)
+        by_accept = await client.get(
+            "/dashboard/stream", headers={**ADMIN, "Accept": "application/json"}
+        )
+        for answer in (by_query, by_accept):
+            assert answer.status_code == 200
+            assert answer.content_type.startswith("application/json")
+            body = await answer.get_json()
+            assert {"seq", "health", "alerts", "approvals"} <= set(body)

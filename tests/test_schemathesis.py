@@ -68,12 +68,15 @@ def _strategy(operation: Any) -> Any:
 
 def _designed_unavailable(response: Any) -> bool:
     """A 503 ``gateway_paused`` is the designed answer to starting work while the gateway is
-    paused, which the fuzzer does when it calls POST /gateway/pause before a start route.
-    Every other 5xx is a failure."""
-    if response.status_code != 503:
+    paused, which the fuzzer does when it calls POST /gateway/pause before a start route;
+    a 501 ``not_implemented`` is the declared answer of a route not built yet (``/mcp`` as
+    an MCP server, ``POST /acp``), listed as such in http.md. Every other 5xx is a
+    failure."""
+    designed = {503: "gateway_paused", 501: "not_implemented"}
+    if response.status_code not in designed:
         return False
     try:
-        return bool(response.json()["error"]["code"] == "gateway_paused")
+        return bool(response.json()["error"]["code"] == designed[response.status_code])
     except (ValueError, KeyError, TypeError):
         return False
 

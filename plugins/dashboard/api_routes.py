@@ -241,11 +241,13 @@ async def stream() -> Response:
     first, then ``change`` notices (``topic``: runs, approvals, gateway, alerts, audit,
     refresh) as they happen. With ``Last-Event-ID`` it resumes after that notice; a
     client further behind than the kept notices gets a fresh ``snapshot``. With
-    ``Accept: application/json`` the snapshot alone, as a JSON object."""
+    ``Accept: application/json`` or ``?format=json`` (as on every stream of the gateway)
+    the snapshot alone, as a JSON object."""
     principal = current_principal()
     ctx = context()
     accept = request.headers.get("Accept", "")
-    if "application/json" in accept and "text/event-stream" not in accept:
+    as_json = "application/json" in accept and "text/event-stream" not in accept
+    if as_json or request.args.get("format") == "json":
         # A client that cannot read a stream gets the snapshot once, as JSON.
         page = {"seq": feed().seq, **await snapshot(current_app, principal)}
         return Response(json.dumps(page), content_type="application/json")
