@@ -56,12 +56,18 @@ class RunWriter:
 
         async def transaction() -> Event | None:
             async with self.store.write() as conn:
+                # FOR SHARE (PostgreSQL; SQLite's one writer already orders them): a
+                # cancel committing on another replica between this check and the insert
+                # would leave a delta after its run.cancelled. Its row lock waits for
+                # this transaction, or this check, re-read after it, finds the run gone.
                 held = await conn.execute(
-                    sa.select(runs.c.id).where(
+                    sa.select(runs.c.id)
+                    .where(
                         runs.c.id == run_id,
                         runs.c.status == "running",
                         runs.c.lease_owner == self.worker.worker_id,
                     )
+                    .with_for_update(read=True)
                 )
                 if held.first() is None:
                     return None
