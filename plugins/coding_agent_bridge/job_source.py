@@ -52,20 +52,6 @@ def _where(statuses: Any) -> Any:
     return sa.or_(*terms) if terms else sa.false()
 
 
-def _after(cursor: str) -> Any:
-    created, _, session_id = cursor.partition(":")
-    try:
-        created_ms = int(created)
-    except ValueError:
-        raise GatewayError(
-            400, "invalid_cursor", "the cursor is not one this server gave"
-        ) from None
-    return sa.or_(
-        sessions.c.created_ms < created_ms,
-        sa.and_(sessions.c.created_ms == created_ms, sessions.c.id < session_id),
-    )
-
-
 def _job(row: Any, queued: int) -> Job:
     from plugins.jobs.contract import Job
 
@@ -112,17 +98,9 @@ class BridgeSessionJobs:
     async def page(self, gateway: GatewayContext, query: JobQuery) -> list[Job]:
         if _dispatcher(gateway) is None:
             return []
-        stmt = (
-            sa.select(sessions)
-            .order_by(sessions.c.created_ms.desc(), sessions.c.id.desc())
-            .limit(query.limit)
-        )
-        if query.owner is not None:
-            stmt = stmt.where(sessions.c.owner == query.owner)
-        if query.statuses is not None:
-            stmt = stmt.where(_where(query.statuses))
-        if query.after:
-            stmt = stmt.where(_after(query.after))
+        from plugins.jobs.contract import newest_first
+
+        stmt = newest_first(sessions, query, _where)
         return await _jobs(gateway, stmt)
 
     async def get(self, gateway: GatewayContext, native_id: str) -> Job | None:

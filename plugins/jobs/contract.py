@@ -12,11 +12,13 @@ read per source however many jobs are stored."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from host.api import GatewayContext
+import sqlalchemy as sa
+
+from host.api import GatewayContext, GatewayError
 
 JobStatus = Literal["pending", "running", "waiting", "paused", "completed", "failed", "cancelled"]
 ACTIVE: tuple[str, ...] = ("pending", "running", "waiting", "paused")
@@ -50,6 +52,37 @@ class JobQuery:
     statuses: Sequence[str] | None
     limit: int
     after: str | None = None
+
+
+def newest_first(
+    table: sa.Table, query: JobQuery, status_filter: Callable[[Sequence[str]], Any]
+) -> sa.Select[Any]:
+    """A source's page of rows of ``table`` (columns ``created_ms``, ``id``, ``owner``),
+    newest first, after the keyset cursor ``"<created_ms>:<id>"`` of the page before;
+    ``status_filter(statuses)`` is the source's where clause for ``query.statuses``.
+    400 ``invalid_cursor`` for a cursor this server did not give."""
+    stmt = (
+        sa.select(table).order_by(table.c.created_ms.desc(), table.c.id.desc()).limit(query.limit)
+    )
+    if query.owner is not None:
+        stmt = stmt.where(table.c.owner == query.owner)
+    if query.statuses is not None:
+        stmt = stmt.where(status_filter(query.statuses))
+    if query.after:
+        created, _, row_id = query.after.partition(":")
+        try:
+            created_ms = int(created)
+        except ValueError:
+            raise GatewayError(
+                400, "invalid_cursor", "the cursor is not one this server gave"
+            ) from None
+        stmt = stmt.where(
+            sa.or_(
+                table.c.created_ms < created_ms,
+                sa.and_(table.c.created_ms == created_ms, table.c.id < row_id),
+            )
+        )
+    return stmt
 
 
 class JobSource(Protocol):
