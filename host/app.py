@@ -31,6 +31,7 @@ from host.services import Services
 from host.settings import Settings, load_settings
 from host.state_dir import ensure_state_dir
 from host.storage import Migration, Store
+from host.url_rules import rule_class
 
 log = logging.getLogger("gateway")
 
@@ -52,6 +53,7 @@ def create_app(
 
     # No static folder: Quart would otherwise serve <cwd>/static/* to anyone, unauthenticated.
     app = Quart("agent_gateway", static_folder=None)
+    app.url_rule_class = rule_class()
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.server.body_read_timeout_seconds
     app.config["PROPAGATE_EXCEPTIONS"] = False
