@@ -106,7 +106,7 @@ def create_app(
             kind: plugins.collect(hook, label)
             for kind, (hook, label) in plugins.registry_hooks.items()
         },
-        migrations=_collect_migrations(plugins),
+        migrations=collect_migrations(plugins),
         services=Services(plugins),
         admin_token=admin_token,
         admin_token_created=admin_created,
@@ -127,7 +127,8 @@ def _admin_token(settings: Settings) -> tuple[str | None, bool]:
     return load_or_create_admin_token(settings.state_dir / settings.auth.admin_token_file)
 
 
-def _collect_migrations(plugins: PluginHost) -> list[Migration]:
+def collect_migrations(plugins: PluginHost) -> list[Migration]:
+    """The migrations the loaded plugins register (the host's own are the store's)."""
     registry = Registry("migration")
 
     def register_for(plugin: str) -> Callable[[Migration], None]:
