@@ -31,6 +31,7 @@ from host.services import Services
 from host.settings import Settings, load_settings
 from host.state_dir import ensure_state_dir
 from host.storage import Migration, Store
+from host.url_rules import rule_class
 
 log = logging.getLogger("gateway")
 
@@ -52,6 +53,7 @@ def create_app(
 
     # No static folder: Quart would otherwise serve <cwd>/static/* to anyone, unauthenticated.
     app = Quart("agent_gateway", static_folder=None)
+    app.url_rule_class = rule_class()
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.server.body_read_timeout_seconds
     app.config["PROPAGATE_EXCEPTIONS"] = False
@@ -104,7 +106,7 @@ def create_app(
             kind: plugins.collect(hook, label)
             for kind, (hook, label) in plugins.registry_hooks.items()
         },
-        migrations=_collect_migrations(plugins),
+        migrations=collect_migrations(plugins),
         services=Services(plugins),
         admin_token=admin_token,
         admin_token_created=admin_created,
@@ -125,7 +127,8 @@ def _admin_token(settings: Settings) -> tuple[str | None, bool]:
     return load_or_create_admin_token(settings.state_dir / settings.auth.admin_token_file)
 
 
-def _collect_migrations(plugins: PluginHost) -> list[Migration]:
+def collect_migrations(plugins: PluginHost) -> list[Migration]:
+    """The migrations the loaded plugins register (the host's own are the store's)."""
     registry = Registry("migration")
 
     def register_for(plugin: str) -> Callable[[Migration], None]:

@@ -298,11 +298,11 @@ async def _check(store: Any, migrations: list[Any]) -> tuple[list[Any], list[tup
 
 
 def _plugin_migrations(settings: Settings) -> list[Any]:
-    from host.app import _collect_migrations
+    from host.app import collect_migrations
     from host.plugins import PluginError, PluginHost
 
     try:
-        return _collect_migrations(PluginHost(settings))
+        return collect_migrations(PluginHost(settings))
     except PluginError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -369,12 +369,12 @@ def db_prune(config_path: str | None, dry_run: bool, as_json: bool) -> None:
 
 
 async def _prune_once(settings: Settings, plugins: Any, dry_run: bool) -> Any:
-    from host.app import _collect_migrations
+    from host.app import collect_migrations
     from host.retention import prune
     from host.storage import Store
 
     store = Store.for_settings(settings)
-    await store.open(_collect_migrations(plugins))
+    await store.open(collect_migrations(plugins))
     try:
         return await prune(store, plugins, settings, dry_run=dry_run)
     finally:

@@ -97,12 +97,18 @@ def postgres_url(postgres_server: pg.PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest, state_dir: Path) -> str:
+def store_url(request: pytest.FixtureRequest, state_dir: Path) -> Iterator[str]:
     """The store of this run of the test: SQLite in ``state_dir``, or a fresh PostgreSQL
-    database. See the module's docstring."""
+    database with the built-in plugins' schema in place (a copy of a template; see
+    :meth:`tests.pg.PostgresServer.migrated_database`). See the module's docstring."""
     if request.param == "sqlite":
-        return sqlite_url(state_dir)
-    return str(request.getfixturevalue("postgres_url"))
+        yield sqlite_url(state_dir)
+        return
+    server = request.getfixturevalue("postgres_server")
+    empty = request.node.get_closest_marker("empty_store") is not None
+    name = server.create_database() if empty else server.migrated_database()
+    yield server.url(name)
+    server.drop_database(name)
 
 
 @pytest.fixture(scope="module", params=STORES)
@@ -115,7 +121,7 @@ def module_store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         yield {}
         return
     server = request.getfixturevalue("postgres_server")
-    name = server.create_database()
+    name = server.migrated_database()
     yield {"storage": {"url": server.url(name)}}
     server.drop_database(name)
 

@@ -3,10 +3,11 @@
 
 Each pytest process (each xdist worker) starts one server on a free loopback port, with
 its data in a fresh temporary folder, and each test that asks gets a database of its
-own (``CREATE DATABASE``, dropped after the test). The server is tuned for speed, not
-durability (``fsync = off``): it lives as long as the test session. PostgreSQL refuses
-to run as root, so under root (CI) the server runs as the ``postgres`` user the package
-creates.
+own (``CREATE DATABASE``, dropped after the test): an empty one, or a copy of a template
+the built-in plugins' migrations were applied to once (``migrated_database``). The
+server is tuned for speed, not durability (``fsync = off``): it lives as long as the
+test session. PostgreSQL refuses to run as root, so under root (CI) the server runs as
+the ``postgres`` user the package creates.
 
 ``GATEWAY_TEST_POSTGRES_URL`` (``postgresql://user:password@host:port/db``, a role that
 may create databases) makes the tests use that server instead of starting one.
@@ -16,6 +17,7 @@ are not in ``/usr/lib/postgresql/<version>/bin`` or on the PATH.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -25,12 +27,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import sqlalchemy as sa
 
 URL_ENV = "GATEWAY_TEST_POSTGRES_URL"
@@ -97,6 +101,8 @@ class PostgresServer:
     folder: Path | None = None
     run_as: str | None = None
     databases: list[str] = field(default_factory=list)
+    _admin: _Admin | None = field(default=None, repr=False)
+    _template: str | None = field(default=None, repr=False)
 
     def url(self, database: str, driver: str = "postgresql+asyncpg") -> str:
         url = sa.URL.create(
@@ -104,31 +110,32 @@ class PostgresServer:
         )
         return url.render_as_string(hide_password=False)
 
-    def sql(self, statement: str) -> str:
-        """Run ``statement`` on the server's ``postgres`` database; its output."""
-        if self.psql is None:
-            raise PostgresUnavailable("psql is needed to create test databases")
-        result = subprocess.run(
-            [
-                str(self.psql),
-                *("-h", self.host, "-p", str(self.port), "-U", self.user, "-d", "postgres"),
-                *("-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", statement),
-            ],
-            env={**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"psql failed: {result.stderr.strip()}")
-        return result.stdout
+    def sql(self, statement: str) -> None:
+        """Run ``statement`` on the server's ``postgres`` database, through one connection
+        kept open for the session (a ``psql`` per statement cost a process each time)."""
+        if self._admin is None:
+            self._admin = _Admin(self.url("postgres", driver="postgresql"))
+        self._admin.execute(statement)
 
-    def create_database(self) -> str:
-        """A new, empty database; its name."""
+    def create_database(self, template: str | None = None) -> str:
+        """A new database (a copy of ``template``, else empty); its name."""
         name = f"gw_test_{uuid.uuid4().hex[:16]}"
-        self.sql(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        self.sql(f'CREATE DATABASE "{name}"{copy}')
         self.databases.append(name)
         return name
+
+    def migrated_database(self) -> str:
+        """A new database with the schema of every built-in plugin's migrations already
+        applied, copied from a template migrated once per server: migrating a database
+        costs a second or more, a copy a few milliseconds. The gateway still checks and
+        applies what is missing at start (a test plugin's migrations)."""
+        if self._template is None:
+            name = self.create_database()
+            assert self._admin is not None
+            self._admin.run(_migrate(self.url(name)))
+            self._template = name
+        return self.create_database(template=self._template)
 
     def drop_database(self, name: str) -> None:
         # FORCE: a gateway process a test left behind must not keep it alive.
@@ -139,6 +146,9 @@ class PostgresServer:
     def stop(self) -> None:
         if self.folder is None or self.bindir is None:
             return
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         folder, self.folder = self.folder, None
         subprocess.run(
             [str(self.bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"],
@@ -247,3 +257,44 @@ def _run(args: list[str], run_as: str | None, check: bool = True) -> Any:
     if check and result.returncode != 0:
         raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr or result.stdout}")
     return result
+
+
+class _Admin:
+    """One asyncpg connection on a thread of its own, for statements the synchronous
+    fixtures send (``CREATE DATABASE`` may not run in a transaction block, which
+    asyncpg's ``execute`` without arguments honours)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._conn: Any = self.run(asyncpg.connect(dsn, timeout=30))
+
+    def run(self, coro: Any) -> Any:
+        """Run ``coro`` on the connection's thread (never in a test's own event loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120)
+
+    def execute(self, statement: str) -> None:
+        self.run(self._conn.execute(statement))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.run(self._conn.close(timeout=5))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+async def _migrate(url: str) -> None:
+    """Apply the migrations of the host and of every built-in plugin to ``url``."""
+    from host.app import collect_migrations
+    from host.plugins import BUILTIN_PLUGINS, PluginHost
+    from host.settings import build_settings
+    from host.storage import Store
+
+    everything = {"plugins": {name: {"enabled": True} for name, _ in BUILTIN_PLUGINS}}
+    settings = build_settings({"state_dir": tempfile.mkdtemp(), **everything})
+    store = Store(url)
+    try:
+        await store.open(collect_migrations(PluginHost(settings, load_entrypoints=False)))
+    finally:
+        await store.close()

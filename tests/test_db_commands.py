@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import tomli_w
 
 from host.storage import Store
@@ -28,6 +29,7 @@ def write_config(tmp_path: Path, store_url: str) -> tuple[Path, dict[str, str]]:
     return path, env
 
 
+@pytest.mark.empty_store
 async def test_db_check_reports_pending_migrations_and_db_upgrade_applies_them(tmp_path, store_url):
     path, env = write_config(tmp_path, store_url)
     config = ["--config", str(path)]

@@ -85,6 +85,7 @@ async def wait_for(predicate, timeout: float = 5) -> None:
 # -- migrations ------------------------------------------------------------------------------
 
 
+@pytest.mark.empty_store
 async def test_migrations_are_versioned_and_applied_once(store_url):
     first = Store(store_url)
     await first.open([DEMO_V1])
@@ -109,6 +110,7 @@ async def test_migrations_are_versioned_and_applied_once(store_url):
     assert {"demo_notes", "demo_tags", "gateway_events"} <= await table_names(store_url)
 
 
+@pytest.mark.empty_store
 async def test_a_failing_migration_rolls_back_entirely(store_url):
     def broken(conn: sa.Connection) -> None:
         notes.create(conn)
@@ -385,6 +387,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.empty_store
 async def test_processes_sharing_a_store_never_duplicate_seqs_keys_or_updates(tmp_path, store_url):
     names = ["p0", "p1", "p2"]
     go = tmp_path / "go"

@@ -9,6 +9,7 @@ insert-or-ignore; see :mod:`host.storage.dialect`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from host.state_dir import FILE_MODE
 from host.storage import tables
@@ -121,7 +123,7 @@ class Store:
         if self.dialect.name == "sqlite":
             _private_sqlite_files(self.url)
             engine = create_async_engine(self.url)
-            self._setup_sqlite(engine)
+            self._setup_sqlite(engine.sync_engine)
         else:
             # pre-ping: a replica outlives a database restart or failover without
             # handing a dead pooled connection to a request.
@@ -133,10 +135,10 @@ class Store:
             )
         self._engine = engine
 
-    def _setup_sqlite(self, engine: AsyncEngine, synchronous: str | None = None) -> None:
+    def _setup_sqlite(self, engine: sa.Engine, synchronous: str | None = None) -> None:
         sync, busy = synchronous or self._synchronous, self._busy_timeout_ms
 
-        @sa_event.listens_for(engine.sync_engine, "connect")
+        @sa_event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             # Take over transaction control from pysqlite so BEGIN IMMEDIATE is ours to say.
             dbapi_conn.isolation_level = None
@@ -147,7 +149,7 @@ class Store:
             cur.execute("PRAGMA foreign_keys = ON")
             cur.close()
 
-        @sa_event.listens_for(engine.sync_engine, "begin")
+        @sa_event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
             conn.exec_driver_sql(f"BEGIN {mode}")
@@ -181,7 +183,7 @@ class Store:
             url = self.engine.url  # the store must be open
             if self.dialect.name == "sqlite":
                 engine = create_async_engine(url)
-                self._setup_sqlite(engine, synchronous="NORMAL")
+                self._setup_sqlite(engine.sync_engine, synchronous="NORMAL")
             else:
                 engine = create_async_engine(
                     url,
@@ -215,24 +217,31 @@ class Store:
         """Apply the pending ``migrations`` in one transaction, under a lock that makes
         processes starting together on one store take turns: the first applies them,
         the others then find nothing to do."""
-        seen = _unique(migrations)
-        done: list[tuple[str, int, str]] = []
-        async with self.write() as conn:
-            await self.dialect.serialize(conn, "migrations")
-            await conn.run_sync(lambda c: tables.schema_migrations.create(c, checkfirst=True))
-            applied = await self._applied(conn)
-            for m in pending(applied, list(seen.values())):
-                await conn.run_sync(m.upgrade)
-                await conn.execute(
-                    tables.schema_migrations.insert().values(
-                        namespace=m.namespace, version=m.version, name=m.name, applied_ms=now_ms()
-                    )
-                )
-                done.append((m.namespace, m.version, m.name))
+        todo = list(_unique(migrations).values())
+        if self.dialect.name == "sqlite":
+            # In one worker thread on the standard driver: through aiosqlite every
+            # statement of a new store's few hundred would hop threads twice.
+            done = await asyncio.to_thread(self._migrate_sqlite, todo)
+        else:
+            async with self.write() as conn:
+                await self.dialect.serialize(conn, "migrations")
+                done = await conn.run_sync(lambda c: _apply(c, todo))
         if done:
             log.info("applied migrations: %s", ", ".join(f"{n}#{v}" for n, v, _ in done))
         self.applied = done
         return done
+
+    def _migrate_sqlite(self, todo: list[Migration]) -> list[tuple[str, int, str]]:
+        url = sa.engine.make_url(self.url).set(drivername="sqlite")
+        engine = sa.create_engine(url, poolclass=NullPool)
+        self._setup_sqlite(engine)
+        try:
+            with engine.connect() as conn:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    return _apply(conn, todo)
+        finally:
+            engine.dispose()
 
     async def migration_status(
         self, migrations: Sequence[Migration]
@@ -623,3 +632,23 @@ def _unique(migrations: Sequence[Migration]) -> dict[tuple[str, int], Migration]
             raise StoreError(f"migration {m.namespace}#{m.version} is defined twice")
         seen[(m.namespace, m.version)] = m
     return seen
+
+
+def _apply(conn: sa.Connection, migrations: list[Migration]) -> list[tuple[str, int, str]]:
+    """Apply the ``migrations`` ``conn``'s store lacks, in ``conn``'s transaction (which
+    holds the migrations lock); what it applied."""
+    t = tables.schema_migrations
+    t.create(conn, checkfirst=True)
+    applied = {
+        (r.namespace, int(r.version)) for r in conn.execute(sa.select(t.c.namespace, t.c.version))
+    }
+    done: list[tuple[str, int, str]] = []
+    for m in pending(applied, migrations):
+        m.upgrade(conn)
+        conn.execute(
+            t.insert().values(
+                namespace=m.namespace, version=m.version, name=m.name, applied_ms=now_ms()
+            )
+        )
+        done.append((m.namespace, m.version, m.name))
+    return done
