@@ -11,12 +11,15 @@ from host.api import (
     GatewayContext,
     Register,
     Settings,
+    Tool,
     ToolCall,
     ToolError,
     context,
     hookimpl,
+    provide,
+    withdraw,
 )
-from plugins.tools import routes, stats
+from plugins.tools import approvals, routes, stats
 from plugins.tools.builtin import BUILTIN_TOOLS
 from plugins.tools.config import config_of, problems
 
@@ -33,7 +36,7 @@ def gateway_register_policy_gates(register: Register) -> None:
 
 @hookimpl
 def gateway_register_migrations(register: Register) -> None:
-    for migration in stats.MIGRATIONS:
+    for migration in (*stats.MIGRATIONS, *approvals.MIGRATIONS):
         register(migration)
 
 
@@ -50,10 +53,29 @@ def gateway_before_tool_call(gateway: GatewayContext, name: str) -> None:
 
 
 @hookimpl
-def gateway_on_tool_call(gateway: GatewayContext, call: ToolCall) -> None:
+async def gateway_tool_approval(
+    gateway: GatewayContext, name: str, args: dict[str, Any], caller: dict[str, Any], tool: Tool
+) -> None:
+    await approvals_of(gateway).admit(name, args, caller, tool)
+
+
+@hookimpl
+async def gateway_on_tool_call(gateway: GatewayContext, call: ToolCall) -> None:
     recorder: stats.StatsRecorder | None = gateway.extras.get(routes.RECORDER_KEY)
     if recorder is not None:
         recorder.record(call)
+    if "approval_id" in call.caller:
+        await approvals_of(gateway).observe(call)
+
+
+APPROVALS_KEY = "tools.approvals"
+
+
+def approvals_of(gateway: GatewayContext) -> approvals.ToolApprovals:
+    found: approvals.ToolApprovals | None = gateway.extras.get(APPROVALS_KEY)
+    if found is None:
+        found = gateway.extras[APPROVALS_KEY] = approvals.ToolApprovals(gateway)
+    return found
 
 
 @hookimpl
@@ -62,10 +84,12 @@ async def gateway_startup(app: Quart) -> None:
     recorder = stats.StatsRecorder(ctx.store, config_of(ctx).flush_seconds)
     ctx.extras[routes.RECORDER_KEY] = recorder
     recorder.start()
+    provide(approvals.ToolApprovals, approvals_of(ctx), app=app)
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
+    withdraw(approvals.ToolApprovals, app=app)
     # Before the store closes: the counts of the last calls are written, not lost.
     recorder: stats.StatsRecorder | None = context(app).extras.pop(routes.RECORDER_KEY, None)
     if recorder is not None:
