@@ -498,3 +498,34 @@ async def test_the_reader_without_the_approve_gate_cannot_decide(make_settings, 
         assert reader.status_code == 403
         await refused(client, {"note": "self-approve"}, approval_id, "approval_pending")
     assert executions(log) == []
+
+
+async def test_gateway_tool_approval_is_asked_after_the_argument_check_and_can_stop_a_call(
+    make_settings, tmp_path
+):
+    log = tmp_path / "executions.log"
+    asked: list[tuple[str, dict[str, Any], str | None]] = []
+
+    async def hold(name: str, args: dict[str, Any], caller: dict[str, Any], tool: Tool) -> None:
+        asked.append((name, args, caller.get("owner")))
+        if args.get("note") == "stop":
+            raise ToolError("held_by_test", "a test plugin holds this call")
+
+    plugins = [
+        ("recorder", recorder_plugin(log)),
+        ("holder", Plugin(gateway_tool_approval=hold)),
+    ]
+    settings = settings_for(make_settings, tmp_path, always=[])
+    async with running_app(settings, extra_plugins=plugins) as (_app, client):
+        assert (await call(client, {"note": "go"})).status_code == 200
+        stopped = await call(client, {"note": "stop"})
+        assert stopped.status_code == 409
+        assert_error(await stopped.get_json(), "held_by_test")
+        # Bad arguments fail before the hook: nothing is held for a call that cannot run.
+        bad = await call(client, {"note": 3})
+        assert_error(await bad.get_json(), "invalid_tool_args")
+    assert asked == [
+        ("record", {"note": "go"}, "token:owner"),
+        ("record", {"note": "stop"}, "token:owner"),
+    ]
+    assert executions(log) == ["go"]
