@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -529,3 +530,59 @@ async def test_gateway_tool_approval_is_asked_after_the_argument_check_and_can_s
         ("record", {"note": "stop"}, "token:owner"),
     ]
     assert executions(log) == ["go"]
+
+
+MCP_SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
+MCP_SOURCE = """
+from plugins.pipelines.definition import Pipeline, tool
+
+ADD = Pipeline(id="add", steps=[tool("sum", "local.add", lambda c: c.input, retries=0)])
+"""
+
+
+async def test_an_mcp_server_marked_approval_always_holds_every_call_of_its_tools(
+    make_settings, tmp_path
+):
+    directory = write_pipelines(tmp_path, "mcp", MCP_SOURCE)
+    server = {"command": [sys.executable, MCP_SERVER, "stdio"], "approval": "always"}
+    settings = make_settings(
+        plugins={"pipelines": {"directory": str(directory), "poll_seconds": 0.05}},
+        mcp={"servers": {"local": server}},
+    )
+    async with running_app(settings) as (_app, client):
+
+        async def listed() -> bool:
+            tools = await (await client.get("/gateway/tools", headers=ADMIN)).get_json()
+            return "local.add" in {t["name"] for t in tools["tools"]}
+
+        await until(listed, "the MCP server's tools")
+        started = await client.post(
+            "/pipelines/add/start", json={"input": {"a": 2, "b": 3}}, headers=ADMIN
+        )
+        run_id = (await started.get_json())["runId"]
+
+        async def parked() -> dict[str, Any] | None:
+            record = await (await client.get(f"/runs/{run_id}", headers=ADMIN)).get_json()
+            return record if record["status"] == "waiting" else None
+
+        record = await until(parked, "the run to wait for the MCP tool's approval")
+        assert record["waiting_for"]["tool"] == "local.add"
+        approval_id = record["waiting_for"]["approval_id"]
+        queued = await (await client.get("/approvals", headers=ADMIN)).get_json()
+        [approval] = [a for a in queued["approvals"] if a["id"] == approval_id]
+        assert approval["details"]["reasons"] == ["the tool is marked approval = always"]
+        await decide(client, approval_id)
+
+        async def finished() -> dict[str, Any] | None:
+            record = await (await client.get(f"/runs/{run_id}", headers=ADMIN)).get_json()
+            return record if record["status"] in ("completed", "failed") else None
+
+        done = await until(finished, "the run to finish")
+        assert done["status"] == "completed" and done["output"] == {"result": 5}
+
+
+def test_config_check_names_a_bad_mcp_approval_value(make_settings):
+    from plugins.mcp.config import problems
+
+    settings = make_settings(mcp={"servers": {"x": {"url": "http://a/mcp", "approval": "ask"}}})
+    assert problems(settings) == ["mcp.servers.x.approval: must be one of never, always"]
