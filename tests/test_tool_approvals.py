@@ -586,3 +586,23 @@ def test_config_check_names_a_bad_mcp_approval_value(make_settings):
 
     settings = make_settings(mcp={"servers": {"x": {"url": "http://a/mcp", "approval": "ask"}}})
     assert problems(settings) == ["mcp.servers.x.approval: must be one of never, always"]
+
+
+async def test_a_held_call_without_the_approvals_queue_is_refused_and_runs_nothing(
+    make_settings, tmp_path
+):
+    log = tmp_path / "executions.log"
+    settings = make_settings(
+        plugins={"pipelines": {"enabled": False}},
+        tools={"approval": {"always": ["record"]}},
+        auth={"tokens": {"owner": {"token": OWNER_TOKEN, "gates": []}}},
+    )
+    async with running_app(settings, extra_plugins=[("recorder", recorder_plugin(log))]) as (
+        _app,
+        client,
+    ):
+        response = await call(client, {"note": "nobody to ask"})
+        assert response.status_code == 409
+        error = assert_error(await response.get_json(), "approval_unavailable")
+        assert "pipelines" in error["message"]
+    assert executions(log) == []
