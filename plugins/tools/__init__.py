@@ -3,6 +3,7 @@ tools, and the switch that turns tools off. Hooks only; the rest beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from quart import Quart
@@ -52,20 +53,23 @@ def gateway_before_tool_call(gateway: GatewayContext, name: str) -> None:
         raise ToolError("tool_disabled", f"tool {name!r} is disabled ([plugins.tools] disabled)")
 
 
+# Both hooks run on every tool call: synchronous, they hand back a coroutine (awaited by
+# the host) only when there is approval work, so a call no policy holds costs no task.
 @hookimpl
-async def gateway_tool_approval(
+def gateway_tool_approval(
     gateway: GatewayContext, name: str, args: dict[str, Any], caller: dict[str, Any], tool: Tool
-) -> None:
-    await approvals_of(gateway).admit(name, args, caller, tool)
+) -> Awaitable[None] | None:
+    return approvals_of(gateway).admit(name, args, caller, tool)
 
 
 @hookimpl
-async def gateway_on_tool_call(gateway: GatewayContext, call: ToolCall) -> None:
+def gateway_on_tool_call(gateway: GatewayContext, call: ToolCall) -> Awaitable[None] | None:
     recorder: stats.StatsRecorder | None = gateway.extras.get(routes.RECORDER_KEY)
     if recorder is not None:
         recorder.record(call)
     if "approval_id" in call.caller:
-        await approvals_of(gateway).observe(call)
+        return approvals_of(gateway).observe(call)
+    return None
 
 
 APPROVALS_KEY = "tools.approvals"

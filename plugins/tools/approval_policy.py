@@ -112,6 +112,10 @@ def _value_text(args: dict[str, Any], path: str) -> str | None:
             return None
     if isinstance(value, str):
         return value
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)  # as JSON writes it, without the cost of a dump
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

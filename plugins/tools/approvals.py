@@ -167,21 +167,21 @@ class ToolApprovals:
 
     # -- the hook ---------------------------------------------------------------------------
 
-    async def admit(
+    def admit(
         self, name: str, args: dict[str, Any], caller: dict[str, Any], tool: Tool
-    ) -> None:
-        """Let the call run, or raise the ``ToolError`` that says why it does not."""
+    ) -> Awaitable[None] | None:
+        """None when the call runs without approval; else what to await: it raises the
+        ``ToolError`` that says why the call does not run, or spends the approval."""
         approval_id = caller.get("approval_id")
         policy = self.policy()
         if approval_id is None:
             reasons = policy.reasons(name, tool.approval, args, caller)
-            if reasons:
-                version = policy.version(name, tool.approval)
-                await self._request(name, args, caller, version, reasons)
-            return
+            if not reasons:
+                return None
+            return self._request(name, args, caller, policy.version(name, tool.approval), reasons)
         if not isinstance(approval_id, str) or not approval_id:
             raise ToolError("approval_not_found", "approval_id must be a non-empty string")
-        await self._use(approval_id, name, args, caller, policy.version(name, tool.approval))
+        return self._use(approval_id, name, args, caller, policy.version(name, tool.approval))
 
     async def _request(
         self,
