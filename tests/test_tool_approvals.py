@@ -606,3 +606,32 @@ async def test_a_held_call_without_the_approvals_queue_is_refused_and_runs_nothi
         error = assert_error(await response.get_json(), "approval_unavailable")
         assert "pipelines" in error["message"]
     assert executions(log) == []
+
+
+async def test_cancelling_a_parked_run_withdraws_its_tool_approval(make_settings, tmp_path):
+    log = tmp_path / "executions.log"
+    settings = settings_for(make_settings, tmp_path)
+    async with running_app(settings, extra_plugins=[("recorder", recorder_plugin(log))]) as (
+        _app,
+        client,
+    ):
+        started = await client.post(
+            "/pipelines/record/start", json={"input": {"note": "cancelled"}}, headers=ADMIN
+        )
+        run_id = (await started.get_json())["runId"]
+
+        async def approval() -> str | None:
+            record = await (await client.get(f"/runs/{run_id}", headers=ADMIN)).get_json()
+            found: str | None = (record.get("waiting_for") or {}).get("approval_id")
+            return found
+
+        approval_id = await until(approval, "the run's tool approval")
+        cancelled = await client.post(f"/runs/{run_id}/cancel", json={}, headers=ADMIN)
+        assert cancelled.status_code == 200, await cancelled.get_data(as_text=True)
+        listed = await (await client.get("/approvals?status=all", headers=ADMIN)).get_json()
+        [record] = [a for a in listed["approvals"] if a["id"] == approval_id]
+        assert record["status"] == "cancelled" and record["reason"] == "the run was cancelled"
+        late = await client.post(f"/approvals/{approval_id}/approve", json={}, headers=ADMIN)
+        assert late.status_code == 409
+        assert_error(await late.get_json(), "approval_not_pending")
+    assert executions(log) == []

@@ -321,6 +321,33 @@ async def tool_wait_decided(conn: Any, run_id: str, approval_id: str) -> list[tu
     return await resume_tool_wait(conn, run_id, approval_id, decided)
 
 
+async def cancel_for_run(conn: Any, store: Any, run_id: str, reason: str) -> list[Any]:
+    """Withdraw the pending queue approvals of a run that ends (a tool step's held call):
+    in the caller's transaction; the events to publish once it commits."""
+    ids = (
+        (
+            await conn.execute(
+                sa.select(queue_approvals.c.id).where(
+                    queue_approvals.c.run_id == run_id, queue_approvals.c.status == "pending"
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    events = []
+    for approval_id in ids:
+        await conn.execute(
+            queue_approvals.update()
+            .where(queue_approvals.c.id == approval_id, queue_approvals.c.status == "pending")
+            .values(status="cancelled", reason=reason, resolved_ms=now_ms())
+        )
+        data = {"approval_id": approval_id, "decision": "cancelled", "approver": None}
+        data["reason"] = reason
+        events.append(await store.append_event(approval_stream(approval_id), RESOLVED, data, conn))
+    return events
+
+
 def wake_worker(app: Quart) -> None:
     """Let this process's worker claim a run queued again now (others poll)."""
     from plugins.pipelines.engine import engine_of  # the engine imports this module
