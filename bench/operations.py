@@ -7,8 +7,10 @@
    10,100 through the engine would take minutes) and this process's worker claims none
    (``max_concurrent_runs = 0``), so the running ones stay running.
 2. Tool-call overhead: ``host.api.call_tool`` (registry lookup, admission hook, argument
-   check, timing, statistics observer) against calling the same async function
-   directly, without and with one safety scanner registered.
+   check, approval hook, timing, statistics observer) against calling the same async
+   function directly, without and with one safety scanner registered, and with an
+   approval policy of ten rules that does not hold the call (``[tools.approval]``: the
+   cost of the policy check on every call).
 
 Requests go through the Quart test client in this process (the full host path: auth,
 gates, rate limits, metrics, validation) but not through a socket: the figures are the
@@ -83,7 +85,19 @@ class BenchScanner:
         register("pass", PassScanner())
 
 
-def settings_for(state: Path, store_url: str | None) -> Any:
+# Ten rules, none holding ``bench_add {"a": i >= 0, "b": 1}``: eight for other tools, one
+# on an argument and one on the whole arguments (two RE2 searches per call).
+APPROVAL_POLICY = {
+    "always": ["other_*"],
+    "rules": [
+        *({"tool": f"other_{n}_*", "arg": "path", "pattern": "^/etc/"} for n in range(8)),
+        {"tool": "bench_*", "arg": "a", "pattern": "^-"},
+        {"tool": "bench_*", "pattern": "secret"},
+    ],
+}
+
+
+def settings_for(state: Path, store_url: str | None, approval: Any = None) -> Any:
     data: dict[str, Any] = {
         "state_dir": str(state),
         "auth": {
@@ -98,6 +112,8 @@ def settings_for(state: Path, store_url: str | None) -> Any:
     }
     if store_url:
         data["storage"] = {"url": store_url}
+    if approval is not None:
+        data["tools"] = {"approval": approval}
     return build_settings(data)
 
 
@@ -186,7 +202,9 @@ async def jobs_latency(client: Any, requests: int, depth: int) -> dict[str, Any]
     return found
 
 
-async def tool_overhead(plain: Any, scanned: Any, calls: int, rounds: int = 7) -> dict[str, Any]:
+async def tool_overhead(
+    plain: Any, scanned: Any, policed: Any, calls: int, rounds: int = 7
+) -> dict[str, Any]:
     """Best µs per call of each way, measured in alternating rounds (the machine is
     shared: a burst of other work hits every way alike)."""
     caller = {"kind": "bench"}
@@ -202,7 +220,12 @@ async def tool_overhead(plain: Any, scanned: Any, calls: int, rounds: int = 7) -
     async def direct(i: int) -> None:
         await add(a=i, b=1)
 
-    ways = {"direct": direct, "no scanner": through(plain), "one safety scanner": through(scanned)}
+    ways = {
+        "direct": direct,
+        "no scanner": through(plain),
+        "one safety scanner": through(scanned),
+        "approval policy, 10 rules": through(policed),
+    }
     best = dict.fromkeys(ways, float("inf"))
     for _ in range(rounds):
         for name, call in ways.items():
@@ -217,7 +240,7 @@ async def tool_overhead(plain: Any, scanned: Any, calls: int, rounds: int = 7) -
             "call_tool_us": round(best[name], 2),
             "overhead_us": round(best[name] - base, 2),
         }
-        for name in ("no scanner", "one safety scanner")
+        for name in ("no scanner", "one safety scanner", "approval policy, 10 rules")
     }
 
 
@@ -252,8 +275,13 @@ async def main() -> None:
                 extra_plugins=[("bench", BenchTools()), ("scanner", BenchScanner())],
                 load_entrypoints=False,
             )
-            async with scanned.test_app():
-                result["tool_calls"] = await tool_overhead(app, scanned, args.calls)
+            policed = create_app(
+                settings_for(Path(tmp) / "policed", None, APPROVAL_POLICY),
+                extra_plugins=[("bench", BenchTools())],
+                load_entrypoints=False,
+            )
+            async with scanned.test_app(), policed.test_app():
+                result["tool_calls"] = await tool_overhead(app, scanned, policed, args.calls)
     for name, figures in result["tool_calls"].items():
         print(
             f"tool call ({name}): direct {figures['direct_us']} µs, call_tool "

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from host.events import Event
     from host.settings import Settings
     from host.storage import Store
-    from host.tools import ToolCall
+    from host.tools import Tool, ToolCall
 
 PROJECT = "agent_gateway"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -153,6 +153,26 @@ def gateway_before_tool_call(
     Awaitable. All implementations are called before the tool runs; one that raises
     ``host.api.ToolError`` refuses the call (the caller sees that error, observers a
     failed call); return values are ignored.
+    """
+
+
+@hookspec
+def gateway_tool_approval(
+    gateway: GatewayContext, name: str, args: dict[str, Any], caller: dict[str, Any], tool: Tool
+) -> Any:
+    """Hold a tool call made through ``host.api.call_tool`` for a person's approval.
+
+    :param gateway: the calling app's gateway context.
+    :param name: the tool's registered name.
+    :param args: the arguments, already checked against the tool's schema.
+    :param caller: who calls; ``caller["approval_id"]`` names an approval the caller was
+        given for this exact call.
+    :param tool: the ``host.api.Tool`` (``tool.approval`` is its own mark).
+
+    Awaitable. Called after ``gateway_before_tool_call`` and the argument check, right
+    before the tool runs; one that raises ``host.api.ToolError`` stops the call
+    (``approval_required`` with ``details["approval_id"]``, or why the caller's approval
+    does not admit it). The built-in tools plugin implements it (``[plugins.tools.approval]``).
     """
 
 

@@ -12,6 +12,7 @@ failed calls included."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import time
@@ -42,7 +43,9 @@ class Tool:
     function that blocks (I/O) sets ``blocking`` and runs in a worker thread. With
     ``needs_gateway`` it is also passed ``gateway=`` (the :class:`GatewayContext`); with
     ``needs_caller`` also ``caller=`` (the dict ``call_tool`` was given: who calls, so a
-    tool can apply that caller's ownership)."""
+    tool can apply that caller's ownership). ``approval = "always"`` holds every call for a
+    person's approval (``gateway_tool_approval``; the MCP plugin marks a server's tools so
+    from ``[mcp.servers.<name>] approval``)."""
 
     description: str
     parameters: dict[str, Any]
@@ -50,6 +53,7 @@ class Tool:
     blocking: bool = False
     needs_gateway: bool = False
     needs_caller: bool = False
+    approval: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,9 @@ class ToolCall:
 class ToolError(Exception):
     """A call that did not run or whose result was withheld: ``tool_not_found``,
     ``tool_refused`` (by ``gateway_before_tool_call``), ``invalid_tool_args`` (naming the
-    argument), ``tool_output_blocked`` (by a safety scanner)."""
+    argument), ``tool_output_blocked`` (by a safety scanner), and the ``approval_*`` codes
+    of ``gateway_tool_approval``: ``approval_required`` carries the id of the approval it
+    created in ``details["approval_id"]`` (also :attr:`approval_id`)."""
 
     code: str
     message: str
@@ -89,18 +95,39 @@ class ToolError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+    @property
+    def approval_id(self) -> str | None:
+        """The approval this error is about (``approval_required`` and the refusals of a
+        caller's ``approval_id``), else None."""
+        found = self.details.get("approval_id")
+        return found if isinstance(found, str) else None
 
-# Which of the two tool hooks have implementations, per plugin host (fixed once the app
-# is built): asked on every call.
-_HOOKED: weakref.WeakKeyDictionary[Any, tuple[bool, bool]] = weakref.WeakKeyDictionary()
+
+def args_digest(args: dict[str, Any]) -> str:
+    """The SHA-256 (hex) of the canonical JSON of ``args``: keys sorted, no whitespace,
+    UTF-8. What an approval of a tool call is bound to. ``invalid_tool_args`` when the
+    arguments are not JSON."""
+    try:
+        text = json.dumps(
+            args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise ToolError("invalid_tool_args", f"arguments are not JSON: {exc}") from None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _hooked(ctx: GatewayContext) -> tuple[bool, bool]:
+# Which of the tool hooks have implementations, per plugin host (fixed once the app is
+# built): asked on every call.
+_HOOKED: weakref.WeakKeyDictionary[Any, tuple[bool, bool, bool]] = weakref.WeakKeyDictionary()
+
+
+def _hooked(ctx: GatewayContext) -> tuple[bool, bool, bool]:
     found = _HOOKED.get(ctx.plugins)
     if found is None:
         found = _HOOKED[ctx.plugins] = (
             ctx.plugins.has_impls("gateway_before_tool_call"),
             ctx.plugins.has_impls("gateway_on_tool_call"),
+            ctx.plugins.has_impls("gateway_tool_approval"),
         )
     return found
 
@@ -211,8 +238,9 @@ async def call_tool(
     """Call the tool ``name`` with ``args`` for ``caller`` (who calls: ``{"kind":
     "pipeline", "run_id": ..., "owner": ...}``); returns its result, redacted by the safety
     scanners if they say so. Raises :class:`ToolError` for a call that is refused, has
-    bad arguments or whose output is blocked; the tool's own exception propagates. Every
-    outcome is reported to ``gateway_on_tool_call``."""
+    bad arguments, waits for a person's approval (``approval_required``: call again with
+    ``caller["approval_id"]`` once approved) or whose output is blocked; the tool's own
+    exception propagates. Every outcome is reported to ``gateway_on_tool_call``."""
     started = now_ms()
     clock = time.perf_counter()
     ok = False
@@ -228,6 +256,12 @@ async def call_tool(
                 "gateway_before_tool_call", gateway=ctx, name=name, args=args, caller=caller
             )
         check_args(tool.parameters, args)
+        if _hooked(ctx)[2]:
+            # Last, once the call is known to be admissible: an approval is asked for (or
+            # spent) only for a call that would run.
+            await ctx.plugins.call_async(
+                "gateway_tool_approval", gateway=ctx, name=name, args=args, caller=caller, tool=tool
+            )
         kwargs = {**args, "gateway": ctx} if tool.needs_gateway else dict(args)
         if tool.needs_caller:
             kwargs["caller"] = caller

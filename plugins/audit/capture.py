@@ -187,14 +187,16 @@ def _event_ref(event: Event) -> dict[str, Any]:
 
 
 def _reported(event: Event, asked: Any) -> AuditRecord | None:
-    """``{"audit": {"action", "target", "outcome", "reason_code"}}``: a malformed one is
-    recorded too, as ``audit.malformed``, rather than lost."""
+    """``{"audit": {"action", "target", "outcome", "reason_code", "detail"}}`` (``detail``:
+    an object kept in the record's detail): a malformed one is recorded too, as
+    ``audit.malformed``, rather than lost."""
     good = (
         isinstance(asked, dict)
         and isinstance(asked.get("action"), str)
         and asked["action"].strip()
         and isinstance(asked.get("outcome", "success"), str)
         and all(isinstance(asked.get(k), str | None) for k in ("target", "reason_code", "actor"))
+        and isinstance(asked.get("detail", {}), dict)
     )
     if not good:
         return entry(
@@ -211,7 +213,7 @@ def _reported(event: Event, asked: Any) -> AuditRecord | None:
         outcome=asked.get("outcome") or "success",
         target=asked.get("target"),
         reason_code=asked.get("reason_code"),
-        detail={"event": _event_ref(event)},
+        detail=_jsonable({**(asked.get("detail") or {}), "event": _event_ref(event)}),
         **_common(event, asked.get("actor")),
     )
 

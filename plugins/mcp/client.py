@@ -153,6 +153,7 @@ class Supervisor:
                     tool.description or f"{tool.name} (MCP server {self.name})",
                     dict(tool.input_schema or {"type": "object"}),
                     self._caller(tool.name),
+                    approval="always" if self.config.approval == "always" else None,
                 )
             cursor = page.next_cursor
             if cursor is None:

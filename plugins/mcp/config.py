@@ -23,7 +23,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "max_backoff_seconds": (0.1, 600),
 }
 DEFAULTS = {"timeout_seconds": 30.0, "ping_seconds": 15.0, "max_backoff_seconds": 30.0}
-KEYS = {"enabled", "command", "url", "headers", "env", "cwd", *BOUNDS}
+KEYS = {"enabled", "command", "url", "headers", "env", "cwd", "approval", *BOUNDS}
+APPROVALS = ("never", "always")  # "always": every call of its tools waits for approval
 # Keys of [mcp] the issue names that this version does not serve yet.
 NOT_YET = {"server": "the gateway as an MCP server (/mcp) is not supported yet"}
 
@@ -39,6 +40,7 @@ class ServerConfig:
     timeout_seconds: float = DEFAULTS["timeout_seconds"]
     ping_seconds: float = DEFAULTS["ping_seconds"]
     max_backoff_seconds: float = DEFAULTS["max_backoff_seconds"]
+    approval: str = "never"
 
     @property
     def transport(self) -> str:
@@ -109,6 +111,9 @@ def _server(name: str, table: Any, base_dir: Any, found: list[str]) -> ServerCon
             found.append(f"{at}.{key}: must be a number from {low:g} to {high:g}")
             value = DEFAULTS[key]
         numbers[key] = float(value)
+    approval = table.get("approval", "never")
+    if approval not in APPROVALS:
+        found.append(f"{at}.approval: must be one of {', '.join(APPROVALS)}")
     if len(found) > before or enabled is False:
         return None
     return ServerConfig(
@@ -121,6 +126,7 @@ def _server(name: str, table: Any, base_dir: Any, found: list[str]) -> ServerCon
         numbers["timeout_seconds"],
         numbers["ping_seconds"],
         numbers["max_backoff_seconds"],
+        approval,
     )
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from host.api import GatewayError, now_ms, validation_message
+from plugins.pipelines.approval_queue import cancel_for_run
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.metrics import PipelineMetrics
 from plugins.pipelines.run_definitions import DefinitionChanged, RunDefinitions
@@ -170,6 +171,7 @@ class OperatorActions:
 
     async def cancel(self, run_id: str, by: str, reason: str | None) -> None:
         now = now_ms()
+        withdrawn: list[Any] = []
 
         async def write(conn: AsyncConnection, row: Any) -> Written:
             if row.status in TERMINAL:
@@ -183,6 +185,8 @@ class OperatorActions:
                 .where(approvals.c.run_id == run_id, approvals.c.status == "pending")
                 .values(status="cancelled", resolved_ms=now)
             )
+            store = self.writer.store
+            withdrawn.extend(await cancel_for_run(conn, store, run_id, "the run was cancelled"))
             return [("run.cancelled", {"by": by, "reason": reason})]
 
         def cancelled(row: Any) -> None:
@@ -192,6 +196,7 @@ class OperatorActions:
             self.metrics.finished.labels(row.pipeline_id, "cancelled").inc()
 
         await self._operator_write(run_id, write, cancelled)
+        await self.writer.notify(withdrawn)
 
     async def expire_approvals(self) -> None:
         """Resolve the approvals whose timeout passed by their ``on_timeout``, and note

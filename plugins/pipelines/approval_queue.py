@@ -6,6 +6,10 @@ Each approval has an event stream ``approval:<id>`` (``approval.requested``, the
 ``approval.resolved``): a waiter follows it, so a decision taken in any process of the
 gateway reaches it. Deciding is one conditional UPDATE (``status = 'pending'``), so an
 approval is decided once, whoever races.
+
+A run parked at a ``tool`` step whose call waits for approval (``waiting_for`` of type
+``tool_approval``) is queued again by the decision, in the same transaction: the step's
+resolution is the decision, and the step calls again with the approval's id.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from plugins.pipelines import runs
 from plugins.pipelines.gates import GATE_APPROVE, GATE_READ_ALL
 from plugins.pipelines.models import ApprovalRecord
 from plugins.pipelines.tables import queue_approvals
+from plugins.pipelines.tables import runs as run_rows
 
 ID_PREFIX = "apr_"
 RESOLVED = "approval.resolved"
@@ -196,12 +201,26 @@ class ApprovalQueue:
             data = {"approval_id": approval_id, "decision": status, "approver": approver}
             data["reason"] = reason
             events = [await store.append_event(approval_stream(approval_id), RESOLVED, data, conn)]
+            resumed: list[tuple[str, dict[str, Any]]] = []
             if row.run_id is not None:
                 events.append(
                     await store.append_event(runs.stream_of(row.run_id), RESOLVED, data, conn)
                 )
+                # Locked first: a worker parking the run commits before this reads it.
+                await conn.execute(
+                    store.dialect.lock(sa.select(run_rows.c.id).where(run_rows.c.id == row.run_id))
+                )
+                resumed = await resume_tool_wait(conn, row.run_id, approval_id, data)
+                for type_, event_data in resumed:
+                    events.append(
+                        await store.append_event(
+                            runs.stream_of(row.run_id), type_, event_data, conn
+                        )
+                    )
         for event in events:
             await self.gateway.hub.notify(event)
+        if resumed:
+            wake_worker(self.app)
         return True
 
     async def decide(
@@ -240,6 +259,101 @@ class ApprovalQueue:
                 .all()
             )
         return sum([await self.cancel(i, reason) for i in ids])
+
+
+async def resume_tool_wait(
+    conn: Any, run_id: str, approval_id: str, decided: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """If ``run_id`` waits at a tool step for ``approval_id``: store ``decided`` as that
+    step's resolution and queue the run again. The run events to append (none if it does
+    not wait for it)."""
+    row = (
+        await conn.execute(
+            sa.select(run_rows.c.status, run_rows.c.waiting_for, run_rows.c.resolutions).where(
+                run_rows.c.id == run_id
+            )
+        )
+    ).first()
+    waiting = (row.waiting_for if row is not None else None) or {}
+    if (
+        row is None
+        or row.status != "waiting"
+        or waiting.get("type") != "tool_approval"
+        or waiting.get("approval_id") != approval_id
+    ):
+        return []
+    now = now_ms()
+    step = waiting["step"]
+    resolution = {
+        "approval_id": approval_id,
+        "decision": decided["decision"],
+        "approver": decided.get("approver"),
+        "reason": decided.get("reason"),
+        "at_ms": now,
+    }
+    await conn.execute(
+        run_rows.update()
+        .where(run_rows.c.id == run_id)
+        .values(
+            status="pending",
+            waiting_for=None,
+            resolutions={**(row.resolutions or {}), step: resolution},
+            updated_ms=now,
+        )
+    )
+    by = decided.get("approver") or "approval"
+    return [("run.resumed", {"run_id": run_id, "step": step, "by": by})]
+
+
+async def tool_wait_decided(conn: Any, run_id: str, approval_id: str) -> list[tuple[str, Any]]:
+    """For a run that is parking at a tool step: if its approval was decided meanwhile,
+    queue it again at once (:func:`resume_tool_wait`)."""
+    row = (
+        await conn.execute(
+            sa.select(
+                queue_approvals.c.status, queue_approvals.c.approver, queue_approvals.c.reason
+            ).where(queue_approvals.c.id == approval_id)
+        )
+    ).first()
+    if row is None or row.status == "pending":
+        return []
+    decided = {"decision": row.status, "approver": row.approver, "reason": row.reason}
+    return await resume_tool_wait(conn, run_id, approval_id, decided)
+
+
+async def cancel_for_run(conn: Any, store: Any, run_id: str, reason: str) -> list[Any]:
+    """Withdraw the pending queue approvals of a run that ends (a tool step's held call):
+    in the caller's transaction; the events to publish once it commits."""
+    ids = (
+        (
+            await conn.execute(
+                sa.select(queue_approvals.c.id).where(
+                    queue_approvals.c.run_id == run_id, queue_approvals.c.status == "pending"
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    events = []
+    for approval_id in ids:
+        await conn.execute(
+            queue_approvals.update()
+            .where(queue_approvals.c.id == approval_id, queue_approvals.c.status == "pending")
+            .values(status="cancelled", reason=reason, resolved_ms=now_ms())
+        )
+        data = {"approval_id": approval_id, "decision": "cancelled", "approver": None}
+        data["reason"] = reason
+        events.append(await store.append_event(approval_stream(approval_id), RESOLVED, data, conn))
+    return events
+
+
+def wake_worker(app: Quart) -> None:
+    """Let this process's worker claim a run queued again now (others poll)."""
+    from plugins.pipelines.engine import engine_of  # the engine imports this module
+
+    with contextlib.suppress(GatewayError):
+        engine_of(app).state.wake.set()
 
 
 def visible(reader: Principal) -> sa.ColumnElement[bool]:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import sqlalchemy as sa
+
 from host.api import GatewayError, ToolError, call_tool
 from plugins.pipelines.definition import Step, StepContext, StepError
+from plugins.pipelines.tables import runs
 
 
 class Suspend(Exception):
@@ -78,17 +81,45 @@ class WaitKind:
 
 class ToolKind:
     """Calls a registered tool through ``host.api.call_tool`` (timed, scanned, observed);
-    a refused call, bad arguments or blocked output fail the step without a retry."""
+    a refused call, bad arguments or blocked output fail the step without a retry. A call
+    that waits for a person's approval parks the run (``tool_approval``) like an approval
+    step; the decision queues it again (``approval_queue.resume_tool_wait``) and the step
+    calls again with that approval, which runs the call once, or fails when denied."""
 
     async def run(self, step: Step, ctx: StepContext) -> Any:
         name = str(step.config.get("tool") or "")
         args = _resolve(step.config.get("args"), ctx) or {}
         if not isinstance(args, dict):
             raise StepError(f"tool step {step.id!r}: args must be a dict")
-        caller = {"kind": "pipeline", "run_id": ctx.run_id, "pipeline_id": ctx.pipeline.id}
+        async with ctx.gateway.store.read() as conn:
+            owner = (
+                await conn.execute(sa.select(runs.c.owner).where(runs.c.id == ctx.run_id))
+            ).scalar()
+        caller: dict[str, Any] = {"kind": "pipeline", "run_id": ctx.run_id}
+        caller.update(pipeline_id=ctx.pipeline.id, step=ctx.path, owner=owner)
+        decided = ctx.resolution or {}
+        if decided.get("approval_id"):
+            if decided.get("decision") != "approved":
+                raise StepError(
+                    f"tool step {step.id!r}: the call of tool {name!r} was not approved "
+                    f"({decided.get('decision')}"
+                    + (f" by {decided['approver']}" if decided.get("approver") else "")
+                    + f"): {decided.get('reason') or 'no reason given'}"
+                )
+            caller["approval_id"] = decided["approval_id"]
         try:
-            return await call_tool(ctx.gateway, name, args, caller={**caller, "step": ctx.path})
+            return await call_tool(ctx.gateway, name, args, caller=caller)
         except ToolError as exc:
+            if exc.code == "approval_required" and exc.approval_id:
+                raise Suspend(
+                    {
+                        "type": "tool_approval",
+                        "step": ctx.step_path,
+                        "approval_id": exc.approval_id,
+                        "tool": name,
+                        "message": exc.message,
+                    }
+                ) from None
             raise StepError(f"tool step {step.id!r}: {exc}") from None
 
 

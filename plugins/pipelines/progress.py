@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from host.api import Store, now_ms, validation_message
+from plugins.pipelines.approval_queue import tool_wait_decided
 from plugins.pipelines.definition import Pipeline, StepContext
 from plugins.pipelines.metrics import PipelineMetrics
 from plugins.pipelines.strict_json import NotJSON, strict_jsonable
@@ -207,9 +208,15 @@ class RunProgress:
                 )
                 events.append(("approval.requested", {"step": waiting_for["step"], **waiting_for}))
             events.append(("run.waiting", {"waiting_for": waiting_for}))
+            if waiting_for["type"] == "tool_approval":
+                # Decided before the run was parked: no decision will come to wake it.
+                resumed = await tool_wait_decided(conn, run_id, waiting_for["approval_id"])
+                events += [(t, {k: v for k, v in d.items() if k != "run_id"}) for t, d in resumed]
             return events
 
         await self.writer.commit(run_id, write)
+        if waiting_for["type"] == "tool_approval":
+            self.writer.worker.wake.set()
         timeout = waiting_for.get("timeout_seconds") if waiting_for["type"] == "approval" else None
         if timeout:
             self.writer.worker.due_at(expiry_ms=now + int(timeout * 1000))

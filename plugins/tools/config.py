@@ -1,13 +1,17 @@
 """``[plugins.tools]``: which tools are switched off, how often call statistics are
-written, and the limits of the built-in ``http_fetch`` tool. ``parse`` gives both the
-values and the problems (each naming its key) for ``gateway_validate_config``."""
+written, the limits of the built-in ``http_fetch`` tool; and the top-level
+``[tools.approval]``: which calls wait for a person's approval (``approval_policy.py``).
+``parse`` gives both the values and the problems (each naming its key) for
+``gateway_validate_config``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from host.api import GatewayContext, GatewayError, Settings
+from plugins.tools import approval_policy
+from plugins.tools.approval_policy import ApprovalPolicy
 
 PREFIX = "plugins.tools"
 # Floor and ceiling of every number (docs/reference/configuration.md).
@@ -30,6 +34,7 @@ class ToolsConfig:
     disabled: tuple[str, ...] = ()
     flush_seconds: float = 5.0
     http_fetch: FetchConfig = field(default_factory=FetchConfig)
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
 
 def _number(
@@ -79,16 +84,32 @@ def parse(section: dict[str, Any]) -> tuple[ToolsConfig, list[str]]:
     return config, found
 
 
+def parse_approval(section: Any) -> tuple[ApprovalPolicy, list[str]]:
+    """The top-level ``[tools]`` table: ``[tools.approval]`` alone (a table outside
+    ``[plugins]``, so a reload or a PATCH changes the policy live)."""
+    found: list[str] = []
+    if section is None:
+        return ApprovalPolicy(), found
+    if not isinstance(section, dict):
+        return ApprovalPolicy(), ["tools: must be a table"]
+    found += [f"tools.{key}: unknown setting" for key in sorted(set(section) - {"approval"})]
+    return approval_policy.parse(section.get("approval"), found), found
+
+
 def problems(settings: Settings) -> list[str]:
-    return parse(settings.plugin_section("tools"))[1]
+    return (
+        parse(settings.plugin_section("tools"))[1]
+        + parse_approval(settings.extra_section("tools"))[1]
+    )
 
 
 def configured(settings: Settings) -> ToolsConfig:
     """The section's values; 400 ``config_invalid`` naming every invalid key."""
     config, found = parse(settings.plugin_section("tools"))
-    if found:
-        raise GatewayError(400, "config_invalid", "; ".join(found))
-    return config
+    policy, more = parse_approval(settings.extra_section("tools"))
+    if found or more:
+        raise GatewayError(400, "config_invalid", "; ".join(found + more))
+    return replace(config, approval=policy)
 
 
 CACHE_KEY = "tools.config"
