@@ -184,7 +184,12 @@ class StatsRecorder:
                     )
 
     async def totals(self, tools: Iterable[str]) -> dict[str, Tally]:
-        """Stored and pending counts of every tool in ``tools`` and every tool stored."""
+        """Stored and pending counts of every tool in ``tools`` and every tool stored.
+        Not while a flush writes: its batch is then neither pending nor stored yet."""
+        async with self._lock:
+            return await self._totals(tools)
+
+    async def _totals(self, tools: Iterable[str]) -> dict[str, Tally]:
         found: dict[str, Tally] = {name: Tally() for name in tools}
         async with self.store.read() as conn:
             for row in (await conn.execute(sa.select(calls_table))).all():
