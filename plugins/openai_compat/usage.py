@@ -63,8 +63,17 @@ MIGRATIONS = (
 )
 
 
+_day_cache: tuple[int, str] = (-1, "")
+
+
 def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    """``YYYY-MM-DD`` (UTC) of ``ts``; the string of the current day is kept, as every
+    budget check asks for it (strftime was a few microseconds a call)."""
+    global _day_cache
+    index = int(ts // 86400)
+    if _day_cache[0] != index:
+        _day_cache = (index, datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d"))
+    return _day_cache[1]
 
 
 def _next_day(ts: float) -> float:
