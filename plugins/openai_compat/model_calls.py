@@ -68,6 +68,13 @@ def provider_failure(exc: ProviderError) -> Response:
     return response
 
 
+def json_answer(obj: dict[str, Any]) -> Response:
+    """``obj`` as a JSON response, keys in the order the upstream gave them: Quart's
+    ``jsonify`` sorts them and goes through the app's JSON provider, ~20 µs more on
+    every model call's answer."""
+    return Response(json.dumps(obj, separators=(",", ":")), content_type="application/json")
+
+
 def answered_by(response: Any, resolved: Resolved) -> Any:
     """``response`` with the header naming the model that answered."""
     response.headers[MODEL_HEADER] = resolved.name
