@@ -1,7 +1,7 @@
 """The floor for ``openai_proxy.py``: the least a Quart-on-Hypercorn proxy can do.
 
 One route, ``POST /v1/chat/completions``, that forwards the request body as it came to the
-upstream through the gateway's own upstream client (``providers/http1.py``) and relays
+upstream through the gateway's own upstream client (``providers/client.py``) and relays
 the answer: non-streamed as one body, streamed as the upstream's bytes as they arrive.
 No auth, no validation, no model catalog, no metrics, no safety, no SSE parsing: what
 is left is what Quart, Hypercorn and one pooled upstream connection cost. The difference
@@ -26,18 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bare_app import serve_app
 
-from plugins.openai_compat.providers.http1 import Http1Pool, Origin
+from plugins.openai_compat.providers.client import UpstreamPool
 
 
 def make_app(upstream: str) -> Quart:
     app = Quart("bare_proxy_bench")
-    origin, prefix = Origin.parse(upstream)
-    pools: list[Http1Pool] = []
-    headers = [("Content-Type", "application/json")]
+    url = upstream.rstrip("/") + "/chat/completions"
+    pools: list[UpstreamPool] = []
+    headers = {"Content-Type": "application/json"}
 
     @app.before_serving
     async def _pool() -> None:
-        pools.append(Http1Pool(origin, connect_timeout=5.0, read_timeout=60.0))
+        pools.append(UpstreamPool(connect_timeout=5.0, read_timeout=60.0))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -46,9 +46,7 @@ def make_app(upstream: str) -> Quart:
     @app.post("/v1/chat/completions")
     async def chat() -> Any:
         body = await request.get_data()
-        upstream_response = await pools[0].request(
-            "POST", prefix + "chat/completions", headers, body
-        )
+        upstream_response = await pools[0].request("POST", url, headers, body)
         if b'"stream":true' not in body.replace(b" ", b""):
             content = await upstream_response.read()
             return Response(

@@ -376,7 +376,7 @@ def main() -> int:
         if litellm_exe is None:
             print(f"\n*** LiteLLM is NOT measured: {litellm_note}\n", flush=True)
 
-    info = machine(extra_packages=["httpx"])
+    info = machine(extra_packages=["aiohttp"])
     info["litellm"] = litellm_version(args.litellm_venv) if litellm_exe else None
     print_machine(info)
     if info["litellm"]:

@@ -134,6 +134,29 @@ async def test_excluded_routes_leave_no_record_for_a_success_but_do_for_a_failur
 
 
 @pytest.mark.parametrize(
+    ("section", "statuses"),
+    [({}, [404]), ({"exclude_routes": []}, [200, 404])],
+    ids=["default", "everything"],
+)
+async def test_model_calls_are_audited_only_when_refused_unless_configured(
+    make_settings, store_url, section, statuses
+):
+    # By default a successful model call is in the model usage, not the audit log (a
+    # store write per call); a refused one is audited. exclude_routes = [] audits all.
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    settings = make_settings(plugins={"audit": section})
+    async with running_app(settings) as (_app, client):
+        ok = await client.post("/v1/chat/completions", json=chat, headers=ADMIN)
+        assert ok.status_code == 200
+        missing = await client.post(
+            "/v1/chat/completions", json={**chat, "model": "nope"}, headers=ADMIN
+        )
+        assert missing.status_code == 404
+        rows = await audit_rows(store_url, "route = '/v1/chat/completions'")
+    assert sorted(r["status"] for r in rows) == statuses
+
+
+@pytest.mark.parametrize(
     ("section", "message"),
     [
         ({"retention_max_count": -1}, "plugins.audit.retention_max_count: must be a number"),

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from host.app import create_app
-from plugins.openai_compat.providers.http1 import MAX_BODY_BYTES
+from plugins.openai_compat.providers.client import MAX_BODY_BYTES
 from tests.conftest import ADMIN, ADMIN_TOKEN, running_app
 from tests.fake_openai_upstream import closed_port
 from tests.openai_helpers import USER, assert_error, served, sse_data

@@ -15,6 +15,13 @@ MAX_COUNT = 1_000_000_000
 KEYS = frozenset({"retention_max_age_days", "retention_max_count", "exclude_routes"})
 
 
+# Model calls: each success is counted per principal, model and day in the model usage
+# (``GET /gateway/usage``) and the per-principal metrics, and recording them here too
+# was a store write per call (about a third of a proxied call's CPU, bench/README.md).
+# Their refusals and failures are still recorded; ``exclude_routes = []`` records all.
+MODEL_CALL_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     # Records older than this go at a prune (0: kept however old).
@@ -23,7 +30,7 @@ class AuditConfig:
     retention_max_count: int = 0
     # Route templates whose *successful* requests are not recorded (a busy model route);
     # refusals and failures on them still are.
-    exclude_routes: frozenset[str] = frozenset()
+    exclude_routes: frozenset[str] = MODEL_CALL_ROUTES
 
 
 def parse(section: dict[str, Any]) -> tuple[AuditConfig, list[str]]:
@@ -34,7 +41,7 @@ def parse(section: dict[str, Any]) -> tuple[AuditConfig, list[str]]:
     if count != int(count):
         found.append(f"{PREFIX}.retention_max_count: must be a whole number (got {count!r})")
         count = defaults.retention_max_count
-    routes = section.get("exclude_routes", [])
+    routes = section.get("exclude_routes", sorted(defaults.exclude_routes))
     if not isinstance(routes, list) or not all(
         isinstance(r, str) and r.startswith("/") for r in routes
     ):

@@ -7,7 +7,9 @@ nothing else of it is public.
 - The :class:`ModelCatalog` service (``host.api.service(ModelCatalog)``): the configured
   models; ``chat(model, body)`` and ``chat_stream(model, body)`` call one, routed over
   its deployments and fallbacks like the ``/v1`` routes (the answer's ``model`` names
-  the model that answered).
+  the model that answered). ``scanned_chat_stream(..., owner=<principal key>)`` makes
+  the call for that principal: its ``models`` list and budgets apply first
+  (``model_not_allowed``, ``budget_exceeded``), its tokens count in its usage.
 """
 
 from __future__ import annotations

@@ -233,12 +233,18 @@ class ModelCatalog:
         return self._routed_stream(resolved, body, include_usage)
 
     async def _routed_stream(
-        self, resolved: Resolved, body: dict[str, Any], include_usage: bool
+        self,
+        resolved: Resolved,
+        body: dict[str, Any],
+        include_usage: bool,
+        answered: list[str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         releases: list[Callable[[], None]] = []
-        first, chunks, _ = await open_stream(
+        first, chunks, by = await open_stream(
             self, resolved, "chat", body, include_usage, releases.append
         )
+        if answered is not None:
+            answered.append(by.name)
         try:
             if first is not None:
                 yield first
@@ -260,16 +266,32 @@ class ModelCatalog:
         gateway: GatewayContext,
         surface: str = "pipeline",
         include_usage: bool = False,
+        owner: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """:meth:`chat_stream` behind the safety scanners, as the chat route is: the
         messages are scanned first (stage ``inbound``; redacted in place; a block is
         GatewayError 400 ``content_blocked``), the stream as it grows (``model_output``; a
-        block is ProviderError 400 ``content_blocked`` mid-stream)."""
+        block is ProviderError 400 ``content_blocked`` mid-stream).
+
+        ``owner``: the key of the principal the call is made for (a pipeline run's
+        owner, ``host.api.owner_key``). Its ``models`` list and budgets apply as on the
+        ``/v1`` routes, before any provider is called (GatewayError 403
+        ``model_not_allowed``, 429 ``budget_exceeded``), and the call's tokens count in
+        its usage (``GET /gateway/usage``, metrics) when the stream ends."""
+        from plugins.openai_compat import model_calls
         from plugins.openai_compat.safety import OutputScanner, scan_messages
 
+        resolved = self.resolve(model)
+        ticket = None
+        if owner is not None:
+            ticket = await model_calls.admit_owner(gateway, owner, model, body)
         await scan_messages(body["messages"], surface, model, principal, gateway)
         scanner = OutputScanner(surface, model, principal, gateway)
-        return scanner.stream(self.chat_stream(model, body, include_usage=include_usage))
+        answered: list[str] = []
+        chunks = scanner.stream(self._routed_stream(resolved, body, include_usage, answered))
+        if ticket is None:
+            return chunks
+        return model_calls.metered(chunks, ticket, lambda: answered[-1] if answered else model)
 
 
 async def open_stream(

@@ -280,6 +280,7 @@ class StepContext:
     resolutions: dict[str, Any] = field(default_factory=dict)  # by step path
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step path
     released: str | None = None  # the step path a release lets past its breakpoint once
+    owner: str | None = None  # the run owner's principal key (its model access, budgets)
 
     @property
     def gateway(self) -> GatewayContext:

@@ -127,7 +127,9 @@ class LlmKind:
     """A model call through the OpenAI-compatible plugin's catalog; deltas become
     ``step.delta`` events and the stream's usage (asked for unless the model's upstream
     refuses it) a ``step.usage`` event. Returns ``{"text", "usage"}`` (usage None when
-    the upstream gave none)."""
+    the upstream gave none). The call is the run owner's: its ``models`` list and
+    budgets apply (a refusal fails the step, ``model_not_allowed`` or
+    ``budget_exceeded``, without a retry) and its tokens count in the owner's usage."""
 
     async def run(self, step: Step, ctx: StepContext) -> Any:
         # Imported on use: a gateway that runs no llm step never imports openai_compat.
@@ -151,6 +153,7 @@ class LlmKind:
                 principal=f"pipeline:{ctx.pipeline.id}:{ctx.run_id}",
                 gateway=ctx.gateway,
                 include_usage=True,
+                owner=ctx.owner,
             )
             async for chunk in chunks:
                 if isinstance(chunk.get("usage"), dict):
@@ -163,13 +166,17 @@ class LlmKind:
                         parts.append(text)
                         await ctx.delta(text)
         except (GatewayError, ProviderError) as exc:
-            if exc.code != "content_blocked":
+            if exc.code not in REFUSALS:
                 raise
-            raise StepError(f"llm step {step.id!r}: {exc.message}") from None  # not retried
+            # Not retried: the run's owner may not use the model, has spent a budget
+            # (a retry a moment later would spend more of the run's time, not less), or
+            # the content is blocked.
+            raise StepError(f"llm step {step.id!r}: {exc.code}: {exc.message}") from None
         return {"text": "".join(parts), "usage": usage}
 
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+REFUSALS = ("content_blocked", "model_not_allowed", "budget_exceeded")
 
 
 def _tokens(usage: dict[str, Any], key: str) -> int:

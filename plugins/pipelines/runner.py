@@ -120,6 +120,7 @@ class RunRunner:
                 resolutions=resolutions,
                 journal=journal,
                 released=released,
+                owner=row.owner,
             )
             started = now_ms()
             # A step that already started (it waits, or its process died) is not re-tested.
@@ -271,6 +272,7 @@ class RunRunner:
             resolutions=parent.resolutions,
             journal=parent.journal,
             released=parent.released,
+            owner=parent.owner,
         )
         started = now_ms()
         if (

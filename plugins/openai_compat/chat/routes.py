@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, jsonify
+from quart import Blueprint
 from quart_schema import document_request, document_response
 
 from host.api import document_stream, stream_slot
@@ -23,6 +23,7 @@ from plugins.openai_compat.model_calls import (
     admit,
     answered_by,
     complete,
+    json_answer,
     measure,
     model_listing,
     open_stream,
@@ -127,7 +128,7 @@ async def _call(
         result["model"] = answered.name
         if recorder is not None:
             await recorder.chat_completed(result)
-        return answered_by(jsonify(result), answered)
+        return answered_by(json_answer(result), answered)
 
     # Token metrics and budgets need the upstream's usage, so it is asked for unless the
     # model says its upstream refuses stream_options (stream_usage = false); the client

@@ -1,9 +1,9 @@
 """``openai``: any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp server, LiteLLM,
 OpenAI itself), addressed by ``base_url``.
 
-One connection pool per (base_url, timeouts): the gateway's own HTTP/1.1 client
-(``http1.py``), or httpx when a proxy from the environment (``HTTP_PROXY``,
-``HTTPS_PROXY``, ``NO_PROXY``) applies to the upstream. Retries only on connection
+One connection pool per (base_url, timeouts), on aiohttp's client (``client.py``),
+through the proxy the environment names for the upstream (``HTTP_PROXY``,
+``HTTPS_PROXY``, ``NO_PROXY``) when one applies. Retries only on connection
 errors (nothing reached the upstream, so nothing can run twice); upstream errors keep
 their status in ``upstream_status``. Streams are forwarded chunk by chunk as they arrive;
 closing the iterator (a client that went away) closes the upstream connection.
@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -26,16 +26,16 @@ from plugins.openai_compat.providers.base import (
     Provider,
     ProviderError,
 )
-from plugins.openai_compat.providers.http1 import (
+from plugins.openai_compat.providers.client import (
     ConnectFailed,
-    Http1Pool,
-    Origin,
     Response,
     ResponseTooLarge,
     TransportError,
+    UpstreamPool,
     UpstreamTimeout,
+    check_url,
+    proxy_for,
 )
-from plugins.openai_compat.providers.proxied import ProxiedPool, ProxiedResponse, proxy_for
 
 _DRAIN_SECONDS = 0.2  # what may follow [DONE] before the body ends (normally nothing)
 _LOGGED_BYTES = 1024  # of an upstream's error body, in the gateway's log
@@ -57,13 +57,14 @@ class OpenAIUpstream(Provider):
     needs_base_url = True
 
     def __init__(self) -> None:
-        self._pools: dict[PoolKey, tuple[Http1Pool | ProxiedPool, str]] = {}
+        self._pools: dict[PoolKey, tuple[UpstreamPool, str]] = {}
 
     @staticmethod
     def _key(route: ModelRoute) -> PoolKey:
         return (route.base_url or "", route.connect_timeout_seconds, route.read_timeout_seconds)
 
-    def _pool(self, route: ModelRoute) -> tuple[Http1Pool | ProxiedPool, str]:
+    def _pool(self, route: ModelRoute) -> tuple[UpstreamPool, str]:
+        """The pool for ``route``'s upstream and the URL its paths go under."""
         key = self._key(route)
         found = self._pools.get(key)
         if found is not None:
@@ -71,32 +72,21 @@ class OpenAIUpstream(Provider):
         if not route.base_url:
             raise ProviderError(500, "model_misconfigured", f"model {route.name!r} has no base_url")
         try:
-            origin, prefix = Origin.parse(route.base_url)
+            base = check_url(route.base_url) + "/"
         except ValueError as exc:
             raise ProviderError(500, "model_misconfigured", f"model {route.name!r}: {exc}") from exc
-        proxy = proxy_for(route.base_url)
-        pool: Http1Pool | ProxiedPool
-        if proxy is not None:
-            pool = ProxiedPool(
-                route.base_url,
-                proxy,
-                connect_timeout=route.connect_timeout_seconds,
-                read_timeout=route.read_timeout_seconds,
-            )
-            prefix = ""
-        else:
-            pool = Http1Pool(
-                origin,
-                connect_timeout=route.connect_timeout_seconds,
-                read_timeout=route.read_timeout_seconds,
-            )
-        self._pools[key] = (pool, prefix)
-        return pool, prefix
+        pool = UpstreamPool(
+            connect_timeout=route.connect_timeout_seconds,
+            read_timeout=route.read_timeout_seconds,
+            proxy=proxy_for(route.base_url),
+        )
+        self._pools[key] = (pool, base)
+        return pool, base
 
-    def _headers(self, route: ModelRoute) -> list[tuple[str, str]]:
-        headers = [("Content-Type", "application/json"), ("Accept", "application/json")]
+    def _headers(self, route: ModelRoute) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if route.api_key is not None:
-            headers.append(("Authorization", f"Bearer {route.api_key.get()}"))
+            headers["Authorization"] = f"Bearer {route.api_key.get()}"
         return headers
 
     async def aclose(self) -> None:
@@ -114,17 +104,15 @@ class OpenAIUpstream(Provider):
 
     # -- plain requests -------------------------------------------------------------------
 
-    async def _send(
-        self, route: ModelRoute, path: str, body: dict[str, Any]
-    ) -> Response | ProxiedResponse:
+    async def _send(self, route: ModelRoute, path: str, body: dict[str, Any]) -> Response:
         """Send, retrying only connection errors (nothing reached the upstream, so nothing
         can run twice); timeouts and other failures map to the error envelope at once."""
-        pool, prefix = self._pool(route)
+        pool, base = self._pool(route)
         payload = json.dumps(body, separators=(",", ":")).encode()
         headers = self._headers(route)
         for attempt in range(route.max_retries + 1):
             try:
-                return await pool.request("POST", prefix + path, headers, payload)
+                return await pool.request("POST", base + path, headers, payload)
             except ConnectFailed as exc:
                 if attempt >= route.max_retries:
                     raise _unavailable(route, exc) from exc
@@ -135,6 +123,8 @@ class OpenAIUpstream(Provider):
                     continue
                 raise (_unavailable(route, exc) if exc.connecting else _timeout(route)) from exc
             except TransportError as exc:
+                # (a protocol error can quote the upstream's bytes: logged, not sent on)
+                log.warning("model %r: upstream connection failed: %s", route.name, exc)
                 raise _unavailable(route, exc) from exc
         raise _unavailable(route, RuntimeError("no attempt made"))
 
@@ -290,7 +280,7 @@ def _timeout(route: ModelRoute) -> ProviderError:
 
 
 def _upstream_error(
-    route: ModelRoute, status: int, content: bytes, headers: dict[str, str] | None = None
+    route: ModelRoute, status: int, content: bytes, headers: Mapping[str, str] | None = None
 ) -> ProviderError:
     """The gateway's answer to an upstream error: the status and a short reason of the
     gateway's own. The upstream's body is logged (bounded), never sent on: an upstream

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, jsonify
+from quart import Blueprint
 from quart_schema import document_request, document_response
 
 from host.api import (
@@ -34,6 +34,7 @@ from plugins.openai_compat.model_calls import (
     admit,
     answered_by,
     complete,
+    json_answer,
     measure,
     open_stream,
     provider_failure,
@@ -220,7 +221,7 @@ async def _complete(
         incomplete_reason="max_output_tokens" if truncated else None,
     )
     await _keep_turn(context().store, req, turn, resource, output, result.get("usage"))
-    return answered_by(jsonify(resource), answered)
+    return answered_by(json_answer(resource), answered)
 
 
 async def _keep_turn(
