@@ -349,19 +349,27 @@ async def test_an_agent_that_dies_ends_the_connection_with_an_error(live_server,
     assert "session.agent_exited" in [e["type"] for e in page["events"]]
 
 
-def test_config_check_refuses_remote_agents_and_bad_acp_gateway_keys(tmp_path):
+def test_config_check_names_bad_remote_agents_and_bad_acp_gateway_keys(tmp_path):
     write_config(
         tmp_path / "gateway.toml",
         {
             "state_dir": "state",
-            "agents": {"far": {"url": "wss://agents.example/acp"}},
+            "agents": {
+                "far": {"url": "wss://agents.example/acp", "headers": {"X-Key": {"env": "NOPE_"}}},
+                "both": {"url": "wss://agents.example/acp", "command": ["agent"]},
+                "plain": {"url": "ws://agents.example/acp"},
+                "fine": {"url": "ws://127.0.0.1:9/acp", "permissions": "editor"},
+            },
             "plugins": {"acp_gateway": {"max_frame_bytes": 10, "typo": 1}},
         },
     )
     check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 1
     output = check.stdout + check.stderr
-    assert "agents.far.url: remote agents (ACP over WebSocket) are not supported yet" in output
+    assert "agents.far.headers.X-Key" in output and "NOPE_" in output
+    assert "agents.both" in output and "exactly one of command" in output
+    assert "agents.plain" in output and "only to a loopback host" in output
+    assert "agents.fine" not in output
     assert "plugins.acp_gateway." in output
 
 

@@ -304,6 +304,10 @@ class GatewayAgent:
         return True
 
     def _agent_gone(self, session_id: str, data: dict[str, Any]) -> None:
+        if data.get("reason"):
+            # A remote agent's connection dropped: the session's next prompt connects
+            # again (a running prompt fails with the reason), the editor stays.
+            return
         reason = f"agent {self.agent_id!r} exited (status {data.get('returncode')})"
         if session_id in self.prompting:
             self.transport.end_after_error(CLOSE_AGENT_GONE, reason)

@@ -43,6 +43,7 @@ from host.api import (
 from plugins.agents.config import AgentConfig, PluginConfig
 from plugins.agents.gates import GATE_ACT_ALL, GATE_READ_ALL
 from plugins.agents.models import AgentSession
+from plugins.agents.remote import make_runtime
 from plugins.agents.runtime import AgentRuntime, AgentStartError
 from plugins.agents.tables import sessions
 from plugins.agents.workspace import session_workspace
@@ -342,7 +343,7 @@ class AgentSessions:
         session_id = "ags_" + uuid.uuid4().hex
         values = {"owner": owner, "run_id": run_id}
         sink = _Sink(self, session_id, agent_id, values)
-        runtime = AgentRuntime(agent_id, config, folder, sink)
+        runtime = make_runtime(agent_id, config, folder, sink)
         sink.runtime = runtime
         try:
             await runtime.start()
@@ -375,7 +376,7 @@ class AgentSessions:
                     "agent_id": agent_id,
                     "workspace": str(folder),
                     "acp_session_id": runtime.acp_session_id,
-                    "pid": runtime.pid,
+                    **runtime.where(),
                 }
                 event = await store.append_event(
                     stream_of(session_id), "session.opened", data, conn
@@ -408,7 +409,7 @@ class AgentSessions:
         """Start the session's agent again (``session/load`` when the agent offers it)."""
         config = await self._live_config(row.agent_id)
         sink = _Sink(self, row.id, row.agent_id, {"owner": row.owner, "run_id": row.run_id})
-        runtime = AgentRuntime(row.agent_id, config, Path(row.workspace), sink)
+        runtime = make_runtime(row.agent_id, config, Path(row.workspace), sink)
         sink.runtime = runtime
         try:
             await runtime.start(resume_id=row.acp_session_id)
@@ -429,7 +430,7 @@ class AgentSessions:
             {
                 "acp_session_id": runtime.acp_session_id,
                 "loaded": runtime.loaded,
-                "pid": runtime.pid,
+                **runtime.where(),
             },
         )
         return runtime
@@ -494,7 +495,7 @@ class AgentSessions:
             elif self.closing or runtime.stopping:
                 error = "the session's agent was stopped"
             elif isinstance(exc, ConnectionError):
-                error = "the agent exited during the prompt"
+                error = getattr(runtime, "lost", None) or "the agent exited during the prompt"
             else:
                 error = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
@@ -596,11 +597,10 @@ class AgentSessions:
         if runtime is not None and self.live.get(session_id) is runtime:
             del self.live[session_id]
         with contextlib.suppress(Exception):
-            await self.publish(
-                session_id,
-                "session.agent_exited",
-                {"returncode": returncode, "stderr": stderr[-2000:]},
-            )
+            data = {"returncode": returncode, "stderr": stderr[-2000:]}
+            if lost := getattr(runtime, "lost", None):
+                data["reason"] = lost
+            await self.publish(session_id, "session.agent_exited", data)
             if has_service(ApprovalQueue, app=self.app):
                 await service(ApprovalQueue, app=self.app).cancel_subject(
                     SOURCE, session_id, "the agent exited"
