@@ -284,6 +284,34 @@ async def test_nothing_past_a_safety_block_reaches_the_editor(live_server, tmp_p
     assert not any("ACME-" in str(update) for _, update in editor.updates)
 
 
+async def test_a_secret_split_across_two_updates_never_reaches_the_editor(live_server, tmp_path):
+    rule = {
+        "rule_id": "test.code",
+        "kind": "secret_leak",
+        "reason_code": "test.code",
+        "pattern": "ACME-[0-9]{8}",
+        "matcher": "regex",
+    }
+    settings = config(tmp_path)
+    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [rule]}
+    server = live_server(config=settings)
+    editor, conn, transport = await connect(server)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        # Each update alone is harmless; together they are the secret.
+        with pytest.raises(RequestError) as blocked:
+            await conn.prompt(session_id=sid, prompt=[text_block("chunks key ACME-1234|5678 ok")])
+        assert isinstance(blocked.value.data, dict)
+        assert blocked.value.data["code"] == "content_blocked"
+        # Text that cannot grow into a match is not held back: split plain text arrives.
+        await conn.prompt(session_id=sid, prompt=[text_block("chunks plain |text| (done)")])
+        assert await editor.text(sid) == "key plain text (done)"
+    finally:
+        await transport.close()
+    sent = "".join(str(update) for _, update in editor.updates)
+    assert "ACME-" not in sent and "1234" not in sent and "5678" not in sent
+
+
 @pytest.mark.parametrize(
     ("token", "agent", "status"),
     [

@@ -6,8 +6,10 @@ with its event stream, its permission requests in the shared approvals queue (or
 answered by the agent's policy), its files and terminals confined to its workspace.
 
 On the way the prompt's text is scanned (stage ``agent_prompt``, as the agents plugin's
-prompt route does) and each update's text too (stage ``agent_update``): after a block
-nothing more of that turn reaches the editor, the agent's turn is cancelled and the
+prompt route does) and the updates' text too (stage ``agent_update``), as one growing
+text per kind with a held-back tail so that a match split over two updates is seen
+whole before any of it is sent (``update_scan.py``): after a block nothing more of
+that turn reaches the editor, the agent's turn is cancelled and the
 prompt answers an error. An agent that exits ends the editor's connection with an error;
 a dropped editor leaves its sessions open (resumable with ``session/load`` until their
 agent's ``idle_ttl_seconds``).
@@ -42,6 +44,7 @@ from host.api import (
     scan_text,
 )
 from plugins.acp_gateway.transport import CLOSE_AGENT_GONE, WebSocketTransport
+from plugins.acp_gateway.update_scan import Blocked, UpdateScan, active
 from plugins.agents.contract import AgentSessions, stream_of
 
 log = logging.getLogger("gateway.acp_gateway")
@@ -93,6 +96,8 @@ class GatewayAgent:
         self.attached: dict[str, Any] = {}  # session id -> its listener
         self.blocked: set[str] = set()  # sessions whose running turn a safety block ended
         self.prompting: set[str] = set()
+        self.scans: dict[str, UpdateScan] = {}  # session id -> the scan of its updates
+        self.turns: set[str] = set()  # sessions whose turn runs (their updates may grow)
 
     def on_connect(self, conn: Any) -> None:
         self.client = conn
@@ -268,40 +273,53 @@ class GatewayAgent:
         if event.type == "session.agent_exited":
             self._agent_gone(session_id, event.data)
             return
-        if event.type != "session.update" or self.client is None:
+        if self.client is None:
             return
-        if session_id in self.blocked:
+        if event.type == "prompt.started":
+            self.turns.add(session_id)
+            return
+        if event.type in ("prompt.completed", "prompt.failed"):
+            self.turns.discard(session_id)
+            await self._send(session_id, await self._scanned(session_id, None))
+            return
+        if event.type != "session.update" or session_id in self.blocked:
             return
         update = dict(event.data.get("update") or {})
-        if not await self._safe(session_id, update):
-            return
-        note = SessionNotification.model_validate({"sessionId": session_id, "update": update})
-        try:
-            await self.client.session_update(session_id=session_id, update=note.update)
-        except Exception as exc:  # a dropped editor: the session goes on without it
-            log.info("ACP connection %s: update not relayed: %s", self.connection_id, exc)
+        await self._send(session_id, await self._scanned(session_id, update))
 
-    async def _safe(self, session_id: str, update: dict[str, Any]) -> bool:
-        """Scan an update's text; False (and the turn cancelled) when it is blocked. A
-        redaction is applied to what the editor gets."""
-        content = update.get("content")
-        if not isinstance(content, dict) or content.get("type") != "text":
-            return True
-        text = str(content.get("text", ""))
-        scan = await scan_text(
-            self.gateway,
-            text,
-            "output",
-            {"stage": "agent_update", "session_id": session_id, "surface": "acp"},
-        )
-        if scan.blocked:
+    async def _send(self, session_id: str, updates: list[dict[str, Any]]) -> None:
+        for update in updates:
+            note = SessionNotification.model_validate({"sessionId": session_id, "update": update})
+            try:
+                await self.client.session_update(session_id=session_id, update=note.update)
+            except Exception as exc:  # a dropped editor: the session goes on without it
+                log.info("ACP connection %s: update not relayed: %s", self.connection_id, exc)
+                return
+
+    async def _scanned(
+        self, session_id: str, update: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """What of ``update`` may reach the editor now (``None``: the turn ended, release
+        what is held); nothing, and the turn cancelled, once the scan blocks."""
+        if session_id in self.blocked:
+            return []
+        if not active(self.gateway):
+            return [update] if update is not None else []
+        scan = self.scans.get(session_id)
+        if scan is None:
+            info = {"stage": "agent_update", "session_id": session_id, "surface": "acp"}
+            scan = self.scans[session_id] = UpdateScan(self.gateway, info)
+        try:
+            out = await scan.feed(update) if update is not None else []
+            if session_id not in self.turns:  # no more of it may follow: nothing is held
+                out += await scan.finish()
+        except Blocked:
             self.blocked.add(session_id)
             runtime = self.sessions.live.get(session_id)
             if runtime is not None:
                 self.sessions.spawn(runtime.cancel())
-            return False
-        update["content"] = {**content, "text": scan.text}
-        return True
+            return []
+        return out
 
     def _agent_gone(self, session_id: str, data: dict[str, Any]) -> None:
         if data.get("reason"):
