@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 from acp import PROTOCOL_VERSION, Client, RequestError, connect_to_agent, text_block
+from acp.schema import AllowedOutcome, RequestPermissionResponse
 from acp.ws import create_websocket_stream
 
 from tests.agent_helpers import agent_config, until
@@ -163,6 +164,135 @@ async def test_a_permission_request_becomes_an_approval_and_the_decision_reaches
         assert "permission denied" in await decide("deny")
     finally:
         await transport.close()
+
+
+class Recorded:
+    """A transport that keeps what the gateway sent."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.inner.send(message)
+
+    async def receive(self) -> dict[str, Any] | None:
+        message = await self.inner.receive()
+        if message is not None:
+            self.received.append(message)
+        return cast("dict[str, Any] | None", message)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class AskedEditor(Editor):
+    """An editor that answers permission requests with ``answer`` (None: never)."""
+
+    def __init__(self, answer: str | None) -> None:
+        super().__init__()
+        self.answer = answer
+        self.asked: list[Any] = []
+
+    async def request_permission(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append(kwargs.get("tool_call"))
+        if self.answer is None:
+            await asyncio.Event().wait()
+        return RequestPermissionResponse(
+            outcome=AllowedOutcome(outcome="selected", option_id=self.answer)
+        )
+
+
+async def ask_editor(server: LiveServer, editor: AskedEditor) -> tuple[Any, Recorded]:
+    inner = await create_websocket_stream(ws_url(server), headers=auth(EDITOR_TOKEN))
+    transport = Recorded(inner)
+    conn = connect_to_agent(cast(Client, editor), transport)
+    await conn.initialize(protocol_version=PROTOCOL_VERSION)
+    return conn, transport
+
+
+def approvals_of(server: LiveServer, sid: str) -> list[dict[str, Any]]:
+    found = api(server, "GET", "/approvals?status=all")["approvals"]
+    return [a for a in found if a.get("subject") == sid]
+
+
+def resolved(server: LiveServer, sid: str) -> list[dict[str, Any]]:
+    page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+    return [e["data"] for e in page["events"] if e["type"] == "permission.resolved"]
+
+
+async def test_the_editor_answering_first_decides_and_closes_the_approval(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    editor = AskedEditor("yes")
+    conn, transport = await ask_editor(server, editor)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "notes.txt").write_text("the editor said yes")
+        await conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/notes.txt")])
+        assert "the editor said yes" in await editor.text(sid, "yes")
+    finally:
+        await transport.close()
+    assert [c.title for c in editor.asked] == [f"Read {workspace}/notes.txt"]
+    [approval] = approvals_of(server, sid)
+    assert (approval["status"], approval["approver"]) == ("approved", "editor:editor")
+    [decision] = resolved(server, sid)
+    assert (decision["by"], decision["decision"]) == ("editor", "approved")
+    assert decision["audit"]["action"] == "agent.permission"
+
+    async def audited() -> Any:
+        log = api(server, "GET", "/gateway/audit/log?action=agent.permission")
+        return log.get("records")
+
+    [record] = await until(audited, "the audit record of the editor's decision")
+    assert (record["target"], record["actor"]) == (sid, "editor:editor")
+
+
+async def test_an_approval_decided_first_withdraws_the_editors_request(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    editor = AskedEditor(None)
+    conn, transport = await ask_editor(server, editor)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "notes.txt").write_text("the queue said no")
+        asked = asyncio.ensure_future(
+            conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/notes.txt")])
+        )
+
+        async def both_asked() -> Any:
+            pending = [a for a in approvals_of(server, sid) if a["status"] == "pending"]
+            return pending if pending and editor.asked else None
+
+        [approval] = await until(both_asked, "the request in the queue and in the editor")
+        api(server, "POST", f"/approvals/{approval['id']}/deny", {"reason": "not now"})
+        await asyncio.wait_for(asked, 30)
+        assert "permission denied" in await editor.text(sid, "denied")
+    finally:
+        await transport.close()
+    [request] = [m for m in transport.received if m.get("method") == "session/request_permission"]
+    [withdrawn] = [m for m in transport.received if m.get("method") == "$/cancel_request"]
+    assert withdrawn["params"] == {"requestId": request["id"]}
+    [decision] = resolved(server, sid)
+    assert (decision["by"], decision["decision"]) == ("queue", "denied")
+
+
+async def test_with_permissions_editor_only_the_editor_is_asked(live_server, tmp_path):
+    settings = config(tmp_path)
+    settings["agents"]["echo"]["permissions"] = "editor"
+    server = live_server(config=settings)
+    editor = AskedEditor("no")
+    conn, transport = await ask_editor(server, editor)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        await conn.prompt(session_id=sid, prompt=[text_block("read notes.txt")])
+        assert "permission denied" in await editor.text(sid, "denied")
+    finally:
+        await transport.close()
+    assert len(editor.asked) == 1
+    assert approvals_of(server, sid) == []
+    [decision] = resolved(server, sid)
+    assert (decision["by"], decision["decision"]) == ("editor", "denied")
 
 
 async def test_a_dropped_editor_resumes_its_session_and_no_one_else_can(live_server, tmp_path):

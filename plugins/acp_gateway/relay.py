@@ -24,14 +24,17 @@ from typing import Any
 from acp import PROTOCOL_VERSION, RequestError
 from acp.schema import (
     AgentCapabilities,
+    AllowedOutcome,
     CloseSessionResponse,
     Implementation,
     InitializeResponse,
     LoadSessionResponse,
     NewSessionResponse,
+    PermissionOption,
     PromptResponse,
     ResumeSessionResponse,
     SessionNotification,
+    ToolCallUpdate,
 )
 
 from host.api import (
@@ -46,6 +49,7 @@ from host.api import (
 from plugins.acp_gateway.transport import CLOSE_AGENT_GONE, WebSocketTransport
 from plugins.acp_gateway.update_scan import Blocked, UpdateScan, active
 from plugins.agents.contract import AgentSessions, stream_of
+from plugins.agents.permissions import Editor
 
 log = logging.getLogger("gateway.acp_gateway")
 
@@ -98,6 +102,7 @@ class GatewayAgent:
         self.prompting: set[str] = set()
         self.scans: dict[str, UpdateScan] = {}  # session id -> the scan of its updates
         self.turns: set[str] = set()  # sessions whose turn runs (their updates may grow)
+        self.asking: dict[str, Editor] = {}  # session id -> this editor, asked permissions
 
     def on_connect(self, conn: Any) -> None:
         self.client = conn
@@ -259,7 +264,39 @@ class GatewayAgent:
         self.attached[session_id] = listen
         self.sessions.listeners.setdefault(session_id, []).append(listen)
 
+        async def ask(tool_call: dict[str, Any], options: list[dict[str, Any]]) -> str | None:
+            return await self._ask(session_id, tool_call, options)
+
+        async def withdraw(tool_call: dict[str, Any]) -> None:
+            await self.transport.withdraw(session_id, str(tool_call.get("toolCallId")))
+
+        # The latest editor to attach a session is the one asked.
+        editor = self.asking[session_id] = Editor(self.principal.name, ask, withdraw)
+        self.sessions.editors[session_id] = editor
+
+    async def _ask(
+        self, session_id: str, tool_call: dict[str, Any], options: list[dict[str, Any]]
+    ) -> str | None:
+        """Ask the editor (``session/request_permission``): the option it chose, None
+        when it cancelled; raises when it cannot answer (gone, or does not implement it)."""
+        if self.client is None or self.transport.closed:
+            raise ConnectionError("the editor is not connected")
+        response = await self.client.request_permission(
+            session_id=session_id,
+            tool_call=ToolCallUpdate.model_validate(tool_call),
+            options=[PermissionOption.model_validate(o) for o in options],
+        )
+        self.transport.asked.pop((session_id, str(tool_call.get("toolCallId"))), None)
+        outcome = response.outcome
+        offered = {str(o.get("optionId")) for o in options}
+        if isinstance(outcome, AllowedOutcome) and outcome.option_id in offered:
+            return outcome.option_id
+        return None
+
     def _detach(self, session_id: str) -> None:
+        mine = self.asking.pop(session_id, None)
+        if mine is not None and self.sessions.editors.get(session_id) is mine:
+            del self.sessions.editors[session_id]
         listen = self.attached.pop(session_id, None)
         found = self.sessions.listeners.get(session_id, [])
         if listen is not None and listen in found:

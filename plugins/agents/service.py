@@ -43,6 +43,7 @@ from host.api import (
 from plugins.agents.config import AgentConfig, PluginConfig
 from plugins.agents.gates import GATE_ACT_ALL, GATE_READ_ALL
 from plugins.agents.models import AgentSession
+from plugins.agents.permissions import Answer, Editor, ask_editor_only, race
 from plugins.agents.remote import make_runtime
 from plugins.agents.runtime import AgentRuntime, AgentStartError
 from plugins.agents.tables import sessions
@@ -114,7 +115,17 @@ class _Sink:
             )
             return _choose(options, allow=True)
         app = self.sessions.app
-        if not has_service(ApprovalQueue, app=app):
+        has_queue = has_service(ApprovalQueue, app=app)
+        timeout = config.permission_timeout_seconds if config is not None else 300.0
+        policy = config.permissions if config is not None else "queue"
+        editor = self.sessions.editors.get(self.session_id) if policy != "queue" else None
+        if editor is not None and (policy == "editor" or not has_queue):
+            await self.event("permission.requested", {**base, "asked": ["editor"]})
+            answer = await ask_editor_only(editor, tool_call, options, timeout)
+            if answer is not None:
+                await self._resolved(answer, None)
+                return answer.option
+        if not has_queue:
             reason = "no approvals queue (the pipelines plugin is not running): refused"
             await self.event(
                 "permission.resolved", {**base, "decision": "denied", "reason": reason}
@@ -130,19 +141,51 @@ class _Sink:
             details={"agent": self.agent_id, **base},
             run_id=self.run_id,
         )
+        if editor is not None and policy == "both":
+            asked = {"approval_id": approval_id, "asked": ["queue", "editor"]}
+            await self.event("permission.requested", {**base, **asked})
+            answer = await race(
+                queue,
+                approval_id,
+                editor,
+                tool_call,
+                options,
+                timeout,
+                lambda allow: _choose(options, allow=allow),
+            )
+            await self._resolved(answer, approval_id)
+            return answer.option
         await self.event("permission.requested", {**base, "approval_id": approval_id})
-        timeout = config.permission_timeout_seconds if config is not None else 300.0
         decision = await queue.wait(approval_id, timeout)
+        answer = Answer(
+            _choose(options, allow=decision.approved),
+            decision.status,
+            "queue",
+            decision.approver,
+            decision.reason,
+        )
+        await self._resolved(answer, approval_id)
+        return answer.option
+
+    async def _resolved(self, answer: Answer, approval_id: str | None) -> None:
+        outcome = "success" if answer.decision == "approved" else "refused"
         await self.event(
             "permission.resolved",
             {
                 "approval_id": approval_id,
-                "decision": decision.status,
-                "approver": decision.approver,
-                "reason": decision.reason,
+                "decision": answer.decision,
+                "by": answer.by,
+                "approver": answer.approver,
+                "reason": answer.reason,
+                "audit": {
+                    "action": "agent.permission",
+                    "target": self.session_id,
+                    "outcome": outcome,
+                    "reason_code": None if outcome == "success" else answer.decision,
+                    "actor": answer.approver,
+                },
             },
         )
-        return _choose(options, allow=decision.approved)
 
     def exited(self, returncode: int | None, stderr: str) -> None:
         self.sessions.spawn(
@@ -160,6 +203,8 @@ class AgentSessions:
         self.live: dict[str, AgentRuntime] = {}
         self.prompting: dict[str, asyncio.Task[str] | None] = {}
         self.listeners: dict[str, list[Listener]] = {}
+        # The editors connected to sessions at /acp: asked the sessions' permissions.
+        self.editors: dict[str, Editor] = {}
         self._order: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
