@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 from acp import PROTOCOL_VERSION, Client, RequestError, connect_to_agent, text_block
+from acp.http.client import create_http_stream
 from acp.schema import AllowedOutcome, RequestPermissionResponse
 from acp.ws import create_websocket_stream
 
@@ -531,11 +532,87 @@ def test_config_check_names_bad_remote_agents_and_bad_acp_gateway_keys(tmp_path)
     assert "plugins.acp_gateway." in output
 
 
-def test_acp_over_streamable_http_is_refused_as_not_implemented(live_server, tmp_path):
+def http_url(server: LiveServer, agent: str = "echo") -> str:
+    return f"{server.url}/acp?agent={agent}"
+
+
+async def test_an_editor_over_streamable_http_prompts_and_resumes(live_server, tmp_path):
     server = live_server(config=config(tmp_path))
-    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
-    response = httpx.post(f"{server.url}/acp", json=body, headers=auth(EDITOR_TOKEN), timeout=30)
-    assert response.status_code == 501
-    assert response.json()["error"]["code"] == "not_implemented"
-    refused = httpx.post(f"{server.url}/acp", json=body, timeout=30)
-    assert refused.status_code == 401
+    editor = AskedEditor("yes")
+    transport = create_http_stream(http_url(server), headers=auth(EDITOR_TOKEN))
+    conn = connect_to_agent(cast(Client, editor), transport)
+    try:
+        await conn.initialize(protocol_version=PROTOCOL_VERSION)
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        answer = await conn.prompt(session_id=sid, prompt=[text_block("over the web")])
+        assert answer.stop_reason == "end_turn"
+        assert await editor.text(sid) == "echo: over the web (done)"
+        assert editor.chunks(sid) == ["echo:", " over the web", " (done)"]
+        # A permission request reaches the editor on the session's stream; it answers.
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "n.txt").write_text("read over http")
+        await conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/n.txt")])
+        assert "read over http" in await editor.text(sid, "http")
+    finally:
+        await transport.close()  # DELETE /acp
+    # Another HTTP connection loads the session back.
+    editor = AskedEditor("yes")
+    transport = create_http_stream(http_url(server), headers=auth(EDITOR_TOKEN))
+    conn = connect_to_agent(cast(Client, editor), transport)
+    try:
+        await conn.initialize(protocol_version=PROTOCOL_VERSION)
+        await conn.load_session(cwd="/x", session_id=sid, mcp_servers=[])
+        await conn.prompt(session_id=sid, prompt=[text_block("history")])
+        assert (await editor.text(sid, "before")).endswith("2 prompts before")
+    finally:
+        await transport.close()
+    page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+    assert "acp.session_resumed" in [e["type"] for e in page["events"]]
+
+
+def test_acp_over_streamable_http_refuses_bad_requests_and_other_principals(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}}
+    url = http_url(server)
+    assert httpx.post(url, json=init, timeout=30).status_code == 401
+    refused = httpx.post(f"{server.url}/acp?agent=locked", json=init, headers=auth(EDITOR_TOKEN))
+    assert refused.status_code == 403
+    opened = httpx.post(url, json=init, headers=auth(EDITOR_TOKEN), timeout=30)
+    assert opened.status_code == 200 and opened.json()["id"] == 1
+    cid = opened.headers["Acp-Connection-Id"]
+    mine = {**auth(EDITOR_TOKEN), "Acp-Connection-Id": cid}
+    theirs = {**auth(OTHER_TOKEN), "Acp-Connection-Id": cid}
+    new = {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": "/x"}}
+    cases = [
+        (httpx.post(url, json=new, headers=theirs), 404, "connection_not_found"),
+        (httpx.get(url, headers=theirs), 404, "connection_not_found"),
+        (httpx.delete(url, headers=theirs), 404, "connection_not_found"),
+        (httpx.post(url, json=new, headers=auth(EDITOR_TOKEN)), 400, "invalid_request"),
+        (
+            httpx.post(url, content=b"[1]", headers={**mine, "Content-Type": "application/json"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            httpx.post(url, content=b"{", headers={**mine, "Content-Type": "application/json"}),
+            400,
+            "invalid_json",
+        ),
+        (
+            httpx.post(url, content=b"{}", headers={**mine, "Content-Type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            httpx.post(url, json={**new, "method": "session/prompt"}, headers=mine),
+            400,
+            "invalid_request",
+        ),
+        (httpx.get(url, headers={**mine, "Acp-Session-Id": "nope"}), 404, "session_not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+    assert api(server, "GET", "/sessions")["sessions"] == []
+    assert httpx.delete(url, headers=mine).status_code == 202
+    assert httpx.post(url, json=new, headers=mine).status_code == 404

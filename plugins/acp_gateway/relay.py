@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from acp import PROTOCOL_VERSION, RequestError
 from acp.schema import (
@@ -46,7 +46,7 @@ from host.api import (
     owner_key,
     scan_text,
 )
-from plugins.acp_gateway.transport import CLOSE_AGENT_GONE, WebSocketTransport
+from plugins.acp_gateway.transport import CLOSE_AGENT_GONE
 from plugins.acp_gateway.update_scan import Blocked, UpdateScan, active
 from plugins.agents.contract import AgentSessions, stream_of
 from plugins.agents.permissions import Editor
@@ -57,6 +57,20 @@ log = logging.getLogger("gateway.acp_gateway")
 CODE_REFUSED = -32000
 CODE_BLOCKED = -32001
 CODE_AGENT_FAILED = -32002
+
+
+class Link(Protocol):
+    """The editor's side of a connection: a WebSocket (``transport.py``) or HTTP
+    (``http_transport.py``)."""
+
+    closed: bool
+    asked: dict[tuple[str, str], Any]
+
+    def end(self, code: int, reason: str) -> None: ...
+
+    def end_after_error(self, code: int, reason: str) -> None: ...
+
+    async def withdraw(self, session_id: str, tool_call_id: str) -> None: ...
 
 
 def audit(
@@ -88,7 +102,7 @@ class GatewayAgent:
         principal: Principal,
         agent_id: str,
         connection_id: str,
-        transport: WebSocketTransport,
+        transport: Link,
     ) -> None:
         self.gateway = gateway
         self.sessions = sessions
