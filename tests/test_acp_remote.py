@@ -6,9 +6,11 @@ and when it is down. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from acp import PROTOCOL_VERSION, Client, connect_to_agent, text_block
+from acp.ws import create_websocket_stream
 
 from tests.acp_ws_agent import AgentServer
 from tests.agent_helpers import until
@@ -180,3 +182,43 @@ async def test_a_remote_agent_refusing_the_handshake_is_not_retried(make_setting
             error = assert_error(await response.get_json(), "agent_start_failed")
             assert "refused the connection with HTTP 401" in error["message"]
     assert len(server.handshakes) == 1
+
+
+class Editor:
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        if update.session_update == "agent_message_chunk":
+            self.chunks.append(update.content.text)
+
+
+async def test_an_editor_at_acp_reaches_a_remote_agent(live_server, tmp_path):
+    async with AgentServer(require={"Authorization": f"Bearer {AGENT_KEY}"}) as agent:
+        server = live_server(
+            config={
+                "auth": {"tokens": TOKENS},
+                "agents": {"far": remote(tmp_path, agent.url)},
+            },
+            env={"TEST_REMOTE_AGENT_AUTH": f"Bearer {AGENT_KEY}"},
+        )
+        editor = Editor()
+        url = server.url.replace("http://", "ws://") + "/acp?agent=far"
+        transport = await create_websocket_stream(
+            url, headers={"Authorization": f"Bearer {USER_TOKEN}"}
+        )
+        conn = connect_to_agent(cast(Client, editor), transport)
+        try:
+            await conn.initialize(protocol_version=PROTOCOL_VERSION)
+            sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+            answer = await conn.prompt(session_id=sid, prompt=[text_block("from afar")])
+            assert answer.stop_reason == "end_turn"
+
+            async def done() -> bool:
+                return "".join(editor.chunks).endswith("(done)")
+
+            await until(done, "the remote agent's answer")
+            assert "".join(editor.chunks) == "echo: from afar (done)"
+        finally:
+            await transport.close()
+    assert agent.connections == 1

@@ -2,7 +2,8 @@
 (``initialize``, ``session/new``, ``session/load``, ``session/prompt``,
 ``session/cancel``, ``session/close``) is done through the agents plugin's
 ``AgentSessions`` service, so each session is an agent session like any other: recorded
-with its event stream, its permission requests in the shared approvals queue (or
+with its event stream, its permission requests in the shared approvals queue and sent
+to this editor (``[agents.<id>] permissions``, ``plugins/agents/permissions.py``; or
 answered by the agent's policy), its files and terminals confined to its workspace.
 
 On the way the prompt's text is scanned (stage ``agent_prompt``, as the agents plugin's

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from host.api import GatewayError, Secret, Settings, validation_message
 
@@ -26,13 +34,16 @@ class AgentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: list[str] | None = Field(
-        None, min_length=1, description="the agent's command line; it speaks ACP on stdio"
-    )
     url: str | None = Field(
         None,
         description="a remote agent: its ACP WebSocket endpoint (`wss://`, or `ws://` to a "
         "loopback host); exclusive with `command`",
+    )
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        validate_default=True,
+        description="the agent's command line; it speaks ACP on stdio",
     )
     headers: dict[str, Secret] = Field(
         default_factory=dict,
@@ -85,21 +96,33 @@ class AgentConfig(BaseModel):
         description="tool kinds whose permission requests are refused without asking",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError("must be a ws:// or wss:// URL")
+        if parts.scheme == "ws" and parts.hostname not in LOOPBACK:
+            raise ValueError("ws:// (unencrypted) only to a loopback host; use wss://")
+        return url
+
+    @field_validator("command")
+    @classmethod
+    def _command_or_url(cls, command: list[str] | None, info: ValidationInfo) -> Any:
+        if (command is None) == (info.data.get("url") is None):
+            raise ValueError("set exactly one of command (stdio) and url (ACP over WebSocket)")
+        return command
+
     @model_validator(mode="after")
     def _one_transport(self) -> AgentConfig:
-        if (self.command is None) == (self.url is None):
-            raise ValueError("set exactly one of command (stdio) and url (ACP over WebSocket)")
         if self.url is None:
             if self.headers:
                 raise ValueError("headers go with url")
             return self
         if self.env:
             raise ValueError("env goes with command, not url")
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError("url must be a ws:// or wss:// URL")
-        if parts.scheme == "ws" and parts.hostname not in LOOPBACK:
-            raise ValueError("url: ws:// (unencrypted) only to a loopback host; use wss://")
         return self
 
     @property

@@ -5,7 +5,9 @@ gateway process, and what the routes, the bridge and the pipeline step call (the
 A session's events go on its stream ``agent_session:<id>`` in the order they happened:
 one lock per session orders the appends (the ACP package runs each notification in a
 task of its own). Permission requests become approvals in the pipelines plugin's
-approvals queue (``ApprovalQueue``), unless the agent's policy answers them.
+approvals queue (``ApprovalQueue``) and go to the editor holding the session at
+``/acp`` (``permissions.py``), unless the agent's policy answers them. A ``url`` agent
+runs over WebSocket (``remote.py``) and is otherwise handled like a stdio one.
 
 An agent process belongs to the gateway process that started it: a session whose
 process is gone (the agent exited, the gateway restarted) is ``attached: false`` and is
