@@ -108,18 +108,31 @@ class WebSocketClientTransport:
         self.ended.set()
 
 
+class Attempts:
+    """What the connection attempts met (for the error when none succeeds in time)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+    def why(self, url: str, budget: float) -> str:
+        tries = "1 attempt" if self.count == 1 else f"{self.count} attempts"
+        return f"{url} is unreachable: {self.last} ({tries} in {budget:g} s)"
+
+
 async def connect(
     url: str,
     headers: dict[str, str],
     cookies: MemoryAcpCookieStore,
     budget: float,
     longest_pause: float,
+    attempts: Attempts,
 ) -> WebSocketClientTransport:
     """A connection to ``url``, retried with back-off for ``budget`` seconds."""
     deadline = time.monotonic() + budget
-    pause, attempts = FIRST_PAUSE, 0
+    pause = FIRST_PAUSE
     while True:
-        attempts += 1
+        attempts.count += 1
         sent = dict(headers)
         if cookie := cookies.cookie_header():
             sent["Cookie"] = cookie
@@ -132,12 +145,9 @@ async def connect(
             status = exc.response.status_code
             raise RemoteUnreachable(f"{url} refused the connection with HTTP {status}") from None
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            why = str(exc) or type(exc).__name__
+            attempts.last = str(exc) or type(exc).__name__
             if time.monotonic() + pause >= deadline:
-                tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-                raise RemoteUnreachable(
-                    f"{url} is unreachable: {why} ({tries} in {budget:g} s)"
-                ) from None
+                raise RemoteUnreachable(attempts.why(url, budget)) from None
             await asyncio.sleep(pause)
             pause = min(pause * 2, longest_pause)
             continue
@@ -153,6 +163,7 @@ class RemoteAgentRuntime(AgentRuntime):
         super().__init__(agent_id, config, workspace, sink)
         self.cookies = MemoryAcpCookieStore()
         self.transport: WebSocketClientTransport | None = None
+        self.attempts = Attempts()
 
     @property
     def url(self) -> str:
@@ -166,8 +177,10 @@ class RemoteAgentRuntime(AgentRuntime):
             self.cookies,
             self.config.start_timeout_seconds,
             self.config.reconnect_max_seconds,
+            self.attempts,
         )
         self.transport = transport
+        self.attempts = Attempts()
         conn = connect_to_agent(cast(Client, GatewayClient(self)), transport)
         stack.push_async_callback(conn.close)
         return conn
@@ -179,6 +192,8 @@ class RemoteAgentRuntime(AgentRuntime):
     def _why(self, exc: BaseException) -> str:
         if isinstance(exc, RemoteUnreachable):
             return str(exc)
+        if isinstance(exc, TimeoutError) and self.transport is None and self.attempts.last:
+            return self.attempts.why(self.url, self.config.start_timeout_seconds)
         if isinstance(exc, TimeoutError):
             return (
                 f"{self.url} did not open its session within "
