@@ -205,7 +205,7 @@ async def acp_http() -> Any:
     if not (request.mimetype or "").startswith("application/json"):
         raise GatewayError(415, "unsupported_media_type", "POST /acp takes application/json")
     try:
-        message = parse_json(await request.get_data(as_text=True))
+        message = parse_json(await request.get_data())
     except InvalidJSON as exc:
         raise GatewayError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
