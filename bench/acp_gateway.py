@@ -9,8 +9,12 @@ response) are timed on both, after ``--warmup`` of each: p50 and p99 of a turn, 
 difference (what the gateway adds: the WebSocket hop, the session's events written to
 the store, the relay). Then ``--sessions`` editors each open a connection and a session
 and the gateway's RSS before and after gives the memory per open remote session (the
-agent processes, one per session, are counted apart). Results go to
-``bench/results/acp_gateway.json``.
+agent processes, one per session, are counted apart).
+
+The remote-agent hop: the same agent served over WebSocket (``tests/acp_ws_agent.py``,
+in a thread of this process) is timed directly (an editor's WebSocket to it) and through
+the gateway, where it is ``[agents.far] url`` (the editor's WebSocket to ``/acp``, the
+gateway's WebSocket to the agent). Results go to ``bench/results/acp_gateway.json``.
 
 Run: ``.venv/bin/python bench/acp_gateway.py`` (under a minute).
 """
@@ -22,6 +26,7 @@ import asyncio
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,8 +48,38 @@ from bench.common import (
     serve_args,
     write_results,
 )
+from tests.acp_ws_agent import AgentServer
 
 AGENT = Path(__file__).resolve().parents[1] / "tests" / "acp_agent.py"
+
+
+class RemoteAgent:
+    """The test agent over WebSocket, served by a thread with its own event loop."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with AgentServer() as server:
+            self.url = server.url
+            self.ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> RemoteAgent:
+        self._thread.start()
+        self.ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
 
 
 class Editor:
@@ -77,12 +112,14 @@ async def direct(prompts: int, warmup: int, work: Path) -> list[float]:
         return await turns(conn, session.session_id, prompts, warmup)
 
 
-async def through_gateway(url: str, auth: dict[str, str], prompts: int, warmup: int) -> list[float]:
+async def through_gateway(
+    url: str, auth: dict[str, str], prompts: int, warmup: int, cwd: str = "/bench"
+) -> list[float]:
     transport = await create_websocket_stream(url, headers=auth)
     conn = connect_to_agent(Editor(), transport)  # type: ignore[arg-type]
     try:
         await conn.initialize(protocol_version=PROTOCOL_VERSION)
-        session = await conn.new_session(cwd="/bench", mcp_servers=[])
+        session = await conn.new_session(cwd=cwd, mcp_servers=[])
         return await turns(conn, session.session_id, prompts, warmup)
     finally:
         await transport.close()
@@ -120,13 +157,14 @@ def main() -> None:
     info = machine(["agent-client-protocol", "websockets"])
     print_machine(info)
     token = secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, RemoteAgent() as remote:
         work = Path(tmp) / "work"
         work.mkdir()
         servers = Servers(Path(tmp), token)
         extra = (
             f'[agents.echo]\ncommand = ["{sys.executable}", "{AGENT}"]\n'
             f'cwd = "{work}"\nmax_sessions = {args.sessions + 2}\n'
+            f'[agents.far]\nurl = "{remote.url}"\ncwd = "{work}"\n'
         )
         config = servers.gateway_config("gateway", extra=extra)
         servers.start("gateway", serve_args(config))
@@ -136,6 +174,11 @@ def main() -> None:
             url = f"ws://127.0.0.1:{servers.ports['gateway']}/acp?agent=echo"
             direct_s = asyncio.run(direct(args.prompts, args.warmup, work))
             gateway_s = asyncio.run(through_gateway(url, servers.auth, args.prompts, args.warmup))
+            far = url.replace("agent=echo", "agent=far")
+            remote_s = asyncio.run(
+                through_gateway(remote.url, {}, args.prompts, args.warmup, str(work))
+            )
+            remote_gw_s = asyncio.run(through_gateway(far, servers.auth, args.prompts, args.warmup))
             pid = servers.procs["gateway"].pid
             mem = asyncio.run(memory(url, servers.auth, pid, args.sessions))
         finally:
@@ -148,6 +191,12 @@ def main() -> None:
     }
     row["added_p50_ms"] = row["gateway_p50_ms"] - row["direct_p50_ms"]
     row["added_p99_ms"] = row["gateway_p99_ms"] - row["direct_p99_ms"]
+    row["remote_direct_p50_ms"] = pct(remote_s, 0.5) * 1000
+    row["remote_direct_p99_ms"] = pct(remote_s, 0.99) * 1000
+    row["remote_gateway_p50_ms"] = pct(remote_gw_s, 0.5) * 1000
+    row["remote_gateway_p99_ms"] = pct(remote_gw_s, 0.99) * 1000
+    row["remote_added_p50_ms"] = row["remote_gateway_p50_ms"] - row["remote_direct_p50_ms"]
+    row["remote_added_p99_ms"] = row["remote_gateway_p99_ms"] - row["remote_direct_p99_ms"]
     result = {
         **result_head("acp_gateway", info, load_before, load_average()),
         "args": vars(args),

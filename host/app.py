@@ -167,6 +167,8 @@ def _register_blueprints(app: Quart, ctx: GatewayContext) -> None:
                 if rule.endpoint in before:
                     continue
                 methods = tuple(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}))
+                if rule.websocket:  # a WebSocket and an HTTP route may share a path
+                    methods = ("WS",)
                 for method in methods or ("GET",):
                     key = (method, _rule_key(rule.rule))
                     if key in seen:

@@ -12,6 +12,7 @@ prompt's text:
 - ``spawn``: starts ``sleep 300`` in a terminal and leaves it running;
 - ``crash``: exits at once with status 3, mid-prompt;
 - ``sleep``: waits until the prompt is cancelled;
+- ``chunks <a>|<b>|...``: answers the parts, one update each;
 - anything else: echoes the text back in three streamed chunks.
 
 It offers ``session/load``: loading replays the session's history as updates.
@@ -121,6 +122,10 @@ class TestAgent:
             os._exit(3)
         if command == "sleep":
             await asyncio.sleep(3600)
+        if command == "chunks":
+            for part in rest.split("|"):
+                await self._say(session_id, part)
+            return rest.replace("|", "")
         if command == "history":
             answer = f"{before} prompts before"
             await self._say(session_id, answer)

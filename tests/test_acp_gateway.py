@@ -13,6 +13,8 @@ import httpx
 import pytest
 import websockets
 from acp import PROTOCOL_VERSION, Client, RequestError, connect_to_agent, text_block
+from acp.http.client import create_http_stream
+from acp.schema import AllowedOutcome, RequestPermissionResponse
 from acp.ws import create_websocket_stream
 
 from tests.agent_helpers import agent_config, until
@@ -165,6 +167,135 @@ async def test_a_permission_request_becomes_an_approval_and_the_decision_reaches
         await transport.close()
 
 
+class Recorded:
+    """A transport that keeps what the gateway sent."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.inner.send(message)
+
+    async def receive(self) -> dict[str, Any] | None:
+        message = await self.inner.receive()
+        if message is not None:
+            self.received.append(message)
+        return cast("dict[str, Any] | None", message)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class AskedEditor(Editor):
+    """An editor that answers permission requests with ``answer`` (None: never)."""
+
+    def __init__(self, answer: str | None) -> None:
+        super().__init__()
+        self.answer = answer
+        self.asked: list[Any] = []
+
+    async def request_permission(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append(kwargs.get("tool_call"))
+        if self.answer is None:
+            await asyncio.Event().wait()
+        return RequestPermissionResponse(
+            outcome=AllowedOutcome(outcome="selected", option_id=self.answer)
+        )
+
+
+async def ask_editor(server: LiveServer, editor: AskedEditor) -> tuple[Any, Recorded]:
+    inner = await create_websocket_stream(ws_url(server), headers=auth(EDITOR_TOKEN))
+    transport = Recorded(inner)
+    conn = connect_to_agent(cast(Client, editor), transport)
+    await conn.initialize(protocol_version=PROTOCOL_VERSION)
+    return conn, transport
+
+
+def approvals_of(server: LiveServer, sid: str) -> list[dict[str, Any]]:
+    found = api(server, "GET", "/approvals?status=all")["approvals"]
+    return [a for a in found if a.get("subject") == sid]
+
+
+def resolved(server: LiveServer, sid: str) -> list[dict[str, Any]]:
+    page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+    return [e["data"] for e in page["events"] if e["type"] == "permission.resolved"]
+
+
+async def test_the_editor_answering_first_decides_and_closes_the_approval(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    editor = AskedEditor("yes")
+    conn, transport = await ask_editor(server, editor)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "notes.txt").write_text("the editor said yes")
+        await conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/notes.txt")])
+        assert "the editor said yes" in await editor.text(sid, "yes")
+    finally:
+        await transport.close()
+    assert [c.title for c in editor.asked] == [f"Read {workspace}/notes.txt"]
+    [approval] = approvals_of(server, sid)
+    assert (approval["status"], approval["approver"]) == ("approved", "editor:editor")
+    [decision] = resolved(server, sid)
+    assert (decision["by"], decision["decision"]) == ("editor", "approved")
+    assert decision["audit"]["action"] == "agent.permission"
+
+    async def audited() -> Any:
+        log = api(server, "GET", "/gateway/audit/log?action=agent.permission")
+        return log.get("records")
+
+    [record] = await until(audited, "the audit record of the editor's decision")
+    assert (record["target"], record["actor"]) == (sid, "editor:editor")
+
+
+async def test_an_approval_decided_first_withdraws_the_editors_request(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    editor = AskedEditor(None)
+    conn, transport = await ask_editor(server, editor)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "notes.txt").write_text("the queue said no")
+        asked = asyncio.ensure_future(
+            conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/notes.txt")])
+        )
+
+        async def both_asked() -> Any:
+            pending = [a for a in approvals_of(server, sid) if a["status"] == "pending"]
+            return pending if pending and editor.asked else None
+
+        [approval] = await until(both_asked, "the request in the queue and in the editor")
+        api(server, "POST", f"/approvals/{approval['id']}/deny", {"reason": "not now"})
+        await asyncio.wait_for(asked, 30)
+        assert "permission denied" in await editor.text(sid, "denied")
+    finally:
+        await transport.close()
+    [request] = [m for m in transport.received if m.get("method") == "session/request_permission"]
+    [withdrawn] = [m for m in transport.received if m.get("method") == "$/cancel_request"]
+    assert withdrawn["params"] == {"requestId": request["id"]}
+    [decision] = resolved(server, sid)
+    assert (decision["by"], decision["decision"]) == ("queue", "denied")
+
+
+async def test_with_permissions_editor_only_the_editor_is_asked(live_server, tmp_path):
+    settings = config(tmp_path)
+    settings["agents"]["echo"]["permissions"] = "editor"
+    server = live_server(config=settings)
+    editor = AskedEditor("no")
+    conn, transport = await ask_editor(server, editor)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        await conn.prompt(session_id=sid, prompt=[text_block("read notes.txt")])
+        assert "permission denied" in await editor.text(sid, "denied")
+    finally:
+        await transport.close()
+    assert len(editor.asked) == 1
+    assert approvals_of(server, sid) == []
+    [decision] = resolved(server, sid)
+    assert (decision["by"], decision["decision"]) == ("editor", "denied")
+
+
 async def test_a_dropped_editor_resumes_its_session_and_no_one_else_can(live_server, tmp_path):
     server = live_server(config=config(tmp_path))
     _, conn, transport = await connect(server)
@@ -284,6 +415,34 @@ async def test_nothing_past_a_safety_block_reaches_the_editor(live_server, tmp_p
     assert not any("ACME-" in str(update) for _, update in editor.updates)
 
 
+async def test_a_secret_split_across_two_updates_never_reaches_the_editor(live_server, tmp_path):
+    rule = {
+        "rule_id": "test.code",
+        "kind": "secret_leak",
+        "reason_code": "test.code",
+        "pattern": "ACME-[0-9]{8}",
+        "matcher": "regex",
+    }
+    settings = config(tmp_path)
+    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [rule]}
+    server = live_server(config=settings)
+    editor, conn, transport = await connect(server)
+    try:
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        # Each update alone is harmless; together they are the secret.
+        with pytest.raises(RequestError) as blocked:
+            await conn.prompt(session_id=sid, prompt=[text_block("chunks key ACME-1234|5678 ok")])
+        assert isinstance(blocked.value.data, dict)
+        assert blocked.value.data["code"] == "content_blocked"
+        # Text that cannot grow into a match is not held back: split plain text arrives.
+        await conn.prompt(session_id=sid, prompt=[text_block("chunks plain |text| (done)")])
+        assert await editor.text(sid) == "key plain text (done)"
+    finally:
+        await transport.close()
+    sent = "".join(str(update) for _, update in editor.updates)
+    assert "ACME-" not in sent and "1234" not in sent and "5678" not in sent
+
+
 @pytest.mark.parametrize(
     ("token", "agent", "status"),
     [
@@ -349,27 +508,111 @@ async def test_an_agent_that_dies_ends_the_connection_with_an_error(live_server,
     assert "session.agent_exited" in [e["type"] for e in page["events"]]
 
 
-def test_config_check_refuses_remote_agents_and_bad_acp_gateway_keys(tmp_path):
+def test_config_check_names_bad_remote_agents_and_bad_acp_gateway_keys(tmp_path):
     write_config(
         tmp_path / "gateway.toml",
         {
             "state_dir": "state",
-            "agents": {"far": {"url": "wss://agents.example/acp"}},
+            "agents": {
+                "far": {"url": "wss://agents.example/acp", "headers": {"X-Key": {"env": "NOPE_"}}},
+                "both": {"url": "wss://agents.example/acp", "command": ["agent"]},
+                "plain": {"url": "ws://agents.example/acp"},
+                "fine": {"url": "ws://127.0.0.1:9/acp", "permissions": "editor"},
+            },
             "plugins": {"acp_gateway": {"max_frame_bytes": 10, "typo": 1}},
         },
     )
     check = gateway_cli("config", "check", cwd=tmp_path)
     assert check.returncode == 1
     output = check.stdout + check.stderr
-    assert "agents.far.url: remote agents (ACP over WebSocket) are not supported yet" in output
+    assert "agents.far.headers.X-Key" in output and "NOPE_" in output
+    assert "agents.both" in output and "exactly one of command" in output
+    assert "agents.plain" in output and "only to a loopback host" in output
+    assert "agents.fine" not in output
     assert "plugins.acp_gateway." in output
 
 
-def test_acp_over_streamable_http_is_refused_as_not_implemented(live_server, tmp_path):
+def http_url(server: LiveServer, agent: str = "echo") -> str:
+    return f"{server.url}/acp?agent={agent}"
+
+
+async def test_an_editor_over_streamable_http_prompts_and_resumes(live_server, tmp_path):
     server = live_server(config=config(tmp_path))
-    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
-    response = httpx.post(f"{server.url}/acp", json=body, headers=auth(EDITOR_TOKEN), timeout=30)
-    assert response.status_code == 501
-    assert response.json()["error"]["code"] == "not_implemented"
-    refused = httpx.post(f"{server.url}/acp", json=body, timeout=30)
-    assert refused.status_code == 401
+    editor = AskedEditor("yes")
+    transport = create_http_stream(http_url(server), headers=auth(EDITOR_TOKEN))
+    conn = connect_to_agent(cast(Client, editor), transport)
+    try:
+        await conn.initialize(protocol_version=PROTOCOL_VERSION)
+        sid = (await conn.new_session(cwd="/x", mcp_servers=[])).session_id
+        answer = await conn.prompt(session_id=sid, prompt=[text_block("over the web")])
+        assert answer.stop_reason == "end_turn"
+        assert await editor.text(sid) == "echo: over the web (done)"
+        assert editor.chunks(sid) == ["echo:", " over the web", " (done)"]
+        # A permission request reaches the editor on the session's stream; it answers.
+        workspace = Path(api(server, "GET", f"/sessions/{sid}")["workspace"])
+        (workspace / "n.txt").write_text("read over http")
+        await conn.prompt(session_id=sid, prompt=[text_block(f"read {workspace}/n.txt")])
+        assert "read over http" in await editor.text(sid, "http")
+    finally:
+        await transport.close()  # DELETE /acp
+    # Another HTTP connection loads the session back.
+    editor = AskedEditor("yes")
+    transport = create_http_stream(http_url(server), headers=auth(EDITOR_TOKEN))
+    conn = connect_to_agent(cast(Client, editor), transport)
+    try:
+        await conn.initialize(protocol_version=PROTOCOL_VERSION)
+        await conn.load_session(cwd="/x", session_id=sid, mcp_servers=[])
+        await conn.prompt(session_id=sid, prompt=[text_block("history")])
+        assert (await editor.text(sid, "before")).endswith("2 prompts before")
+    finally:
+        await transport.close()
+    page = api(server, "GET", f"/sessions/{sid}/events?format=json&limit=200")
+    assert "acp.session_resumed" in [e["type"] for e in page["events"]]
+
+
+def test_acp_over_streamable_http_refuses_bad_requests_and_other_principals(live_server, tmp_path):
+    server = live_server(config=config(tmp_path))
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}}
+    url = http_url(server)
+    assert httpx.post(url, json=init, timeout=30).status_code == 401
+    refused = httpx.post(f"{server.url}/acp?agent=locked", json=init, headers=auth(EDITOR_TOKEN))
+    assert refused.status_code == 403
+    opened = httpx.post(url, json=init, headers=auth(EDITOR_TOKEN), timeout=30)
+    assert opened.status_code == 200 and opened.json()["id"] == 1
+    cid = opened.headers["Acp-Connection-Id"]
+    mine = {**auth(EDITOR_TOKEN), "Acp-Connection-Id": cid}
+    theirs = {**auth(OTHER_TOKEN), "Acp-Connection-Id": cid}
+    new = {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": "/x"}}
+    cases = [
+        (httpx.post(url, json=new, headers=theirs), 404, "connection_not_found"),
+        (httpx.get(url, headers=theirs), 404, "connection_not_found"),
+        (httpx.delete(url, headers=theirs), 404, "connection_not_found"),
+        (httpx.post(url, json=new, headers=auth(EDITOR_TOKEN)), 400, "invalid_request"),
+        (
+            httpx.post(url, content=b"[1]", headers={**mine, "Content-Type": "application/json"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            httpx.post(url, content=b"{", headers={**mine, "Content-Type": "application/json"}),
+            400,
+            "invalid_json",
+        ),
+        (
+            httpx.post(url, content=b"{}", headers={**mine, "Content-Type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            httpx.post(url, json={**new, "method": "session/prompt"}, headers=mine),
+            400,
+            "invalid_request",
+        ),
+        (httpx.get(url, headers={**mine, "Acp-Session-Id": "nope"}), 404, "session_not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+    assert api(server, "GET", "/sessions")["sessions"] == []
+    assert httpx.delete(url, headers=mine).status_code == 202
+    assert httpx.post(url, json=new, headers=mine).status_code == 404

@@ -961,4 +961,16 @@ async def test_agent_and_bridge_sessions_are_their_owners_and_read_all_holders(s
         for path in ("/sessions", bridge):
             listed = await (await client.get(path, headers=STRANGER)).get_json()
             assert listed["sessions"] == []
+        # Alice's ACP connection over HTTP: another principal cannot read, use or end it.
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+        opened = await client.post("/acp?agent=echo", json=init, headers=ALICE)
+        assert opened.status_code == 200
+        theirs = {**STRANGER, "Acp-Connection-Id": opened.headers["Acp-Connection-Id"]}
+        for method in ("GET", "POST", "DELETE"):
+            new = {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": "/"}}
+            response = await client.open("/acp", method=method, json=new, headers=theirs)
+            assert response.status_code == 404, method
+            assert (await response.get_json())["error"]["code"] == "connection_not_found"
+        mine = {**ALICE, "Acp-Connection-Id": opened.headers["Acp-Connection-Id"]}
+        assert (await client.delete("/acp", headers=mine)).status_code == 202
         assert (await client.delete(f"/sessions/{agent_id}", headers=ADMIN)).status_code == 200

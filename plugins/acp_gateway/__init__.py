@@ -18,5 +18,10 @@ def gateway_register_blueprints(register: Register, settings: Settings) -> None:
 
 
 @hookimpl
+async def gateway_shutdown(app: Quart) -> None:
+    await routes.close_http_connections(app)
+
+
+@hookimpl
 def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
     return problems(settings)

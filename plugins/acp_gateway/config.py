@@ -18,6 +18,13 @@ class AcpGatewayConfig(BaseModel):
         description="agent id -> a policy gate a caller needs (besides "
         "`allow_agent_sessions`) to reach that agent at `/acp`",
     )
+    http_idle_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=86400,
+        description="an ACP connection over HTTP (`POST /acp`) with no request and no open "
+        "stream for this long ends",
+    )
     max_frame_bytes: int = Field(
         1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="one JSON-RPC text frame at most"
     )

@@ -2,12 +2,15 @@
 (``initialize``, ``session/new``, ``session/load``, ``session/prompt``,
 ``session/cancel``, ``session/close``) is done through the agents plugin's
 ``AgentSessions`` service, so each session is an agent session like any other: recorded
-with its event stream, its permission requests in the shared approvals queue (or
+with its event stream, its permission requests in the shared approvals queue and sent
+to this editor (``[agents.<id>] permissions``, ``plugins/agents/permissions.py``; or
 answered by the agent's policy), its files and terminals confined to its workspace.
 
 On the way the prompt's text is scanned (stage ``agent_prompt``, as the agents plugin's
-prompt route does) and each update's text too (stage ``agent_update``): after a block
-nothing more of that turn reaches the editor, the agent's turn is cancelled and the
+prompt route does) and the updates' text too (stage ``agent_update``), as one growing
+text per kind with a held-back tail so that a match split over two updates is seen
+whole before any of it is sent (``update_scan.py``): after a block nothing more of
+that turn reaches the editor, the agent's turn is cancelled and the
 prompt answers an error. An agent that exits ends the editor's connection with an error;
 a dropped editor leaves its sessions open (resumable with ``session/load`` until their
 agent's ``idle_ttl_seconds``).
@@ -17,19 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from acp import PROTOCOL_VERSION, RequestError
 from acp.schema import (
     AgentCapabilities,
+    AllowedOutcome,
     CloseSessionResponse,
     Implementation,
     InitializeResponse,
     LoadSessionResponse,
     NewSessionResponse,
+    PermissionOption,
     PromptResponse,
     ResumeSessionResponse,
     SessionNotification,
+    ToolCallUpdate,
 )
 
 from host.api import (
@@ -41,8 +47,10 @@ from host.api import (
     owner_key,
     scan_text,
 )
-from plugins.acp_gateway.transport import CLOSE_AGENT_GONE, WebSocketTransport
+from plugins.acp_gateway.transport import CLOSE_AGENT_GONE
+from plugins.acp_gateway.update_scan import Blocked, UpdateScan, active
 from plugins.agents.contract import AgentSessions, stream_of
+from plugins.agents.permissions import Editor
 
 log = logging.getLogger("gateway.acp_gateway")
 
@@ -50,6 +58,20 @@ log = logging.getLogger("gateway.acp_gateway")
 CODE_REFUSED = -32000
 CODE_BLOCKED = -32001
 CODE_AGENT_FAILED = -32002
+
+
+class Link(Protocol):
+    """The editor's side of a connection: a WebSocket (``transport.py``) or HTTP
+    (``http_transport.py``)."""
+
+    closed: bool
+    asked: dict[tuple[str, str], Any]
+
+    def end(self, code: int, reason: str) -> None: ...
+
+    def end_after_error(self, code: int, reason: str) -> None: ...
+
+    async def withdraw(self, session_id: str, tool_call_id: str) -> None: ...
 
 
 def audit(
@@ -81,7 +103,7 @@ class GatewayAgent:
         principal: Principal,
         agent_id: str,
         connection_id: str,
-        transport: WebSocketTransport,
+        transport: Link,
     ) -> None:
         self.gateway = gateway
         self.sessions = sessions
@@ -93,6 +115,9 @@ class GatewayAgent:
         self.attached: dict[str, Any] = {}  # session id -> its listener
         self.blocked: set[str] = set()  # sessions whose running turn a safety block ended
         self.prompting: set[str] = set()
+        self.scans: dict[str, UpdateScan] = {}  # session id -> the scan of its updates
+        self.turns: set[str] = set()  # sessions whose turn runs (their updates may grow)
+        self.asking: dict[str, Editor] = {}  # session id -> this editor, asked permissions
 
     def on_connect(self, conn: Any) -> None:
         self.client = conn
@@ -254,7 +279,39 @@ class GatewayAgent:
         self.attached[session_id] = listen
         self.sessions.listeners.setdefault(session_id, []).append(listen)
 
+        async def ask(tool_call: dict[str, Any], options: list[dict[str, Any]]) -> str | None:
+            return await self._ask(session_id, tool_call, options)
+
+        async def withdraw(tool_call: dict[str, Any]) -> None:
+            await self.transport.withdraw(session_id, str(tool_call.get("toolCallId")))
+
+        # The latest editor to attach a session is the one asked.
+        editor = self.asking[session_id] = Editor(self.principal.name, ask, withdraw)
+        self.sessions.editors[session_id] = editor
+
+    async def _ask(
+        self, session_id: str, tool_call: dict[str, Any], options: list[dict[str, Any]]
+    ) -> str | None:
+        """Ask the editor (``session/request_permission``): the option it chose, None
+        when it cancelled; raises when it cannot answer (gone, or does not implement it)."""
+        if self.client is None or self.transport.closed:
+            raise ConnectionError("the editor is not connected")
+        response = await self.client.request_permission(
+            session_id=session_id,
+            tool_call=ToolCallUpdate.model_validate(tool_call),
+            options=[PermissionOption.model_validate(o) for o in options],
+        )
+        self.transport.asked.pop((session_id, str(tool_call.get("toolCallId"))), None)
+        outcome = response.outcome
+        offered = {str(o.get("optionId")) for o in options}
+        if isinstance(outcome, AllowedOutcome) and outcome.option_id in offered:
+            return outcome.option_id
+        return None
+
     def _detach(self, session_id: str) -> None:
+        mine = self.asking.pop(session_id, None)
+        if mine is not None and self.sessions.editors.get(session_id) is mine:
+            del self.sessions.editors[session_id]
         listen = self.attached.pop(session_id, None)
         found = self.sessions.listeners.get(session_id, [])
         if listen is not None and listen in found:
@@ -268,42 +325,59 @@ class GatewayAgent:
         if event.type == "session.agent_exited":
             self._agent_gone(session_id, event.data)
             return
-        if event.type != "session.update" or self.client is None:
+        if self.client is None:
             return
-        if session_id in self.blocked:
+        if event.type == "prompt.started":
+            self.turns.add(session_id)
+            return
+        if event.type in ("prompt.completed", "prompt.failed"):
+            self.turns.discard(session_id)
+            await self._send(session_id, await self._scanned(session_id, None))
+            return
+        if event.type != "session.update" or session_id in self.blocked:
             return
         update = dict(event.data.get("update") or {})
-        if not await self._safe(session_id, update):
-            return
-        note = SessionNotification.model_validate({"sessionId": session_id, "update": update})
-        try:
-            await self.client.session_update(session_id=session_id, update=note.update)
-        except Exception as exc:  # a dropped editor: the session goes on without it
-            log.info("ACP connection %s: update not relayed: %s", self.connection_id, exc)
+        await self._send(session_id, await self._scanned(session_id, update))
 
-    async def _safe(self, session_id: str, update: dict[str, Any]) -> bool:
-        """Scan an update's text; False (and the turn cancelled) when it is blocked. A
-        redaction is applied to what the editor gets."""
-        content = update.get("content")
-        if not isinstance(content, dict) or content.get("type") != "text":
-            return True
-        text = str(content.get("text", ""))
-        scan = await scan_text(
-            self.gateway,
-            text,
-            "output",
-            {"stage": "agent_update", "session_id": session_id, "surface": "acp"},
-        )
-        if scan.blocked:
+    async def _send(self, session_id: str, updates: list[dict[str, Any]]) -> None:
+        for update in updates:
+            note = SessionNotification.model_validate({"sessionId": session_id, "update": update})
+            try:
+                await self.client.session_update(session_id=session_id, update=note.update)
+            except Exception as exc:  # a dropped editor: the session goes on without it
+                log.info("ACP connection %s: update not relayed: %s", self.connection_id, exc)
+                return
+
+    async def _scanned(
+        self, session_id: str, update: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """What of ``update`` may reach the editor now (``None``: the turn ended, release
+        what is held); nothing, and the turn cancelled, once the scan blocks."""
+        if session_id in self.blocked:
+            return []
+        if not active(self.gateway):
+            return [update] if update is not None else []
+        scan = self.scans.get(session_id)
+        if scan is None:
+            info = {"stage": "agent_update", "session_id": session_id, "surface": "acp"}
+            scan = self.scans[session_id] = UpdateScan(self.gateway, info)
+        try:
+            out = await scan.feed(update) if update is not None else []
+            if session_id not in self.turns:  # no more of it may follow: nothing is held
+                out += await scan.finish()
+        except Blocked:
             self.blocked.add(session_id)
             runtime = self.sessions.live.get(session_id)
             if runtime is not None:
                 self.sessions.spawn(runtime.cancel())
-            return False
-        update["content"] = {**content, "text": scan.text}
-        return True
+            return []
+        return out
 
     def _agent_gone(self, session_id: str, data: dict[str, Any]) -> None:
+        if data.get("reason"):
+            # A remote agent's connection dropped: the session's next prompt connects
+            # again (a running prompt fails with the reason), the editor stays.
+            return
         reason = f"agent {self.agent_id!r} exited (status {data.get('returncode')})"
         if session_id in self.prompting:
             self.transport.end_after_error(CLOSE_AGENT_GONE, reason)

@@ -24,6 +24,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_GOING_AWAY = 1001
 CLOSE_AGENT_GONE = 1011
 PARSE_ERROR = -32700
+ASK_PERMISSION = "session/request_permission"
+# JSON-RPC request cancellation as ACP adopted it (LSP's ``$/cancelRequest``, spelled
+# ``$/cancel_request``): an editor that does not know it ignores it.
+CANCEL_REQUEST = "$/cancel_request"
 
 
 class WebSocketTransport:
@@ -47,11 +51,17 @@ class WebSocketTransport:
         self._send_lock = asyncio.Lock()
         self._close_after_error = False
         self._pending: asyncio.Task[Any] | None = None
+        # (session id, tool call id) -> the id of the permission request sent for it
+        self.asked: dict[tuple[str, str], Any] = {}
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             raise ConnectionError("the editor's connection is closed")
         text = json.dumps(message, separators=(",", ":"))
+        if message.get("method") == ASK_PERMISSION:
+            params = message.get("params") or {}
+            call = (params.get("toolCall") or {}).get("toolCallId")
+            self.asked[(str(params.get("sessionId")), str(call))] = message.get("id")
         async with self._send_lock:
             await self.ws.send(text)
         if self._close_after_error and "error" in message and "id" in message:
@@ -105,6 +115,13 @@ class WebSocketTransport:
         error = {"code": PARSE_ERROR, "message": problem}
         await self.send({"jsonrpc": "2.0", "id": None, "error": error})
         return None
+
+    async def withdraw(self, session_id: str, tool_call_id: str) -> None:
+        """Tell the editor a permission request it was sent is no longer asked."""
+        request_id = self.asked.pop((session_id, tool_call_id), None)
+        if request_id is not None and not self.closed:
+            params = {"requestId": request_id}
+            await self.send({"jsonrpc": "2.0", "method": CANCEL_REQUEST, "params": params})
 
     def end(self, code: int, reason: str) -> None:
         """End the connection with ``code`` once the current receive returns."""

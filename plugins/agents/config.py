@@ -7,23 +7,61 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from host.api import GatewayError, Settings, validation_message
+from host.api import GatewayError, Secret, Settings, validation_message
 
 SECTION = "agents"
 AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ToolKind = Literal["read", "edit", "delete", "move", "search", "execute", "think", "fetch", "other"]
+Permissions = Literal["both", "editor", "queue"]
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 class AgentConfig(BaseModel):
-    """``[agents.<id>]``: one ACP agent the gateway starts as a subprocess."""
+    """``[agents.<id>]``: one ACP agent, started as a subprocess (``command``, ACP on
+    stdio) or reached over the network (``url``, ACP over WebSocket)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    command: list[str] = Field(
-        ..., min_length=1, description="the agent's command line; it speaks ACP on stdio"
+    url: str | None = Field(
+        None,
+        description="a remote agent: its ACP WebSocket endpoint (`wss://`, or `ws://` to a "
+        "loopback host); exclusive with `command`",
+    )
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        validate_default=True,
+        description="the agent's command line; it speaks ACP on stdio",
+    )
+    headers: dict[str, Secret] = Field(
+        default_factory=dict,
+        description="headers of the WebSocket handshake of a `url` agent; each value a "
+        'string, `{ env = "NAME" }` or `{ file = "path" }`',
+    )
+    reconnect_max_seconds: float = Field(
+        10.0,
+        ge=0.1,
+        le=600,
+        description="a `url` agent: the longest pause between connection attempts (the "
+        "back-off doubles from 0.1 s up to it)",
+    )
+    permissions: Permissions = Field(
+        "both",
+        description="where a permission request is asked: `queue` (the approvals queue), "
+        "`editor` (the editor connected at `/acp`; the queue when none is), `both` "
+        "(whichever answers first)",
     )
     cwd: str | None = Field(
         None,
@@ -57,6 +95,39 @@ class AgentConfig(BaseModel):
         default_factory=list,
         description="tool kinds whose permission requests are refused without asking",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError("must be a ws:// or wss:// URL")
+        if parts.scheme == "ws" and parts.hostname not in LOOPBACK:
+            raise ValueError("ws:// (unencrypted) only to a loopback host; use wss://")
+        return url
+
+    @field_validator("command")
+    @classmethod
+    def _command_or_url(cls, command: list[str] | None, info: ValidationInfo) -> Any:
+        if (command is None) == (info.data.get("url") is None):
+            raise ValueError("set exactly one of command (stdio) and url (ACP over WebSocket)")
+        return command
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> AgentConfig:
+        if self.url is None:
+            if self.headers:
+                raise ValueError("headers go with url")
+            return self
+        if self.env:
+            raise ValueError("env goes with command, not url")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
 
     def root(self, agent_id: str, state_dir: Path, config_dir: Path | None) -> Path:
         if self.cwd is None:
@@ -100,12 +171,6 @@ def parse(settings: Settings) -> tuple[PluginConfig, dict[str, AgentConfig], lis
             continue
         if not isinstance(raw, dict):
             found.append(f"{SECTION}.{agent_id}: must be a table")
-            continue
-        if "url" in raw:
-            found.append(
-                f"{SECTION}.{agent_id}.url: remote agents (ACP over WebSocket) are not "
-                "supported yet; run the agent with `command`"
-            )
             continue
         try:
             agents[agent_id] = AgentConfig.model_validate(raw)

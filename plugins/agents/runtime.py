@@ -305,20 +305,9 @@ class AgentRuntime:
         ``resume_id`` when the agent offers loading, else a new session. AgentStartError
         (and nothing left running) when any of it fails."""
         stack = AsyncExitStack()
-        command = self.config.command
         try:
             async with asyncio.timeout(self.config.start_timeout_seconds):
-                conn, proc = await stack.enter_async_context(
-                    spawn_agent_process(
-                        lambda _agent: cast(Client, GatewayClient(self)),
-                        command[0],
-                        *command[1:],
-                        env=self.config.env,
-                        cwd=self.workspace,
-                    )
-                )
-                self._conn, self._proc = conn, proc
-                self._tasks.append(asyncio.create_task(self._read_stderr(proc)))
+                conn = self._conn = await self._connect(stack)
                 capabilities = ClientCapabilities(
                     fs=FileSystemCapabilities(read_text_file=True, write_text_file=True),
                     terminal=self.config.terminal,
@@ -348,8 +337,28 @@ class AgentRuntime:
         self._stack = stack
         self._tasks.append(asyncio.create_task(self._watch()))
 
+    async def _connect(self, stack: AsyncExitStack) -> Any:
+        """Start the agent's process; its ACP connection (closed with ``stack``)."""
+        command = self.config.command or []
+        conn, proc = await stack.enter_async_context(
+            spawn_agent_process(
+                lambda _agent: cast(Client, GatewayClient(self)),
+                command[0],
+                *command[1:],
+                env=self.config.env,
+                cwd=self.workspace,
+            )
+        )
+        self._proc = proc
+        self._tasks.append(asyncio.create_task(self._read_stderr(proc)))
+        return conn
+
+    def where(self) -> dict[str, Any]:
+        """Where the agent runs, for the session's events."""
+        return {"pid": self.pid}
+
     def _why(self, exc: BaseException) -> str:
-        command = self.config.command[0]
+        command = (self.config.command or ["?"])[0]
         if isinstance(exc, FileNotFoundError):
             return f"command {command!r} was not found"
         if isinstance(exc, PermissionError):

@@ -5,7 +5,9 @@ gateway process, and what the routes, the bridge and the pipeline step call (the
 A session's events go on its stream ``agent_session:<id>`` in the order they happened:
 one lock per session orders the appends (the ACP package runs each notification in a
 task of its own). Permission requests become approvals in the pipelines plugin's
-approvals queue (``ApprovalQueue``), unless the agent's policy answers them.
+approvals queue (``ApprovalQueue``) and go to the editor holding the session at
+``/acp`` (``permissions.py``), unless the agent's policy answers them. A ``url`` agent
+runs over WebSocket (``remote.py``) and is otherwise handled like a stdio one.
 
 An agent process belongs to the gateway process that started it: a session whose
 process is gone (the agent exited, the gateway restarted) is ``attached: false`` and is
@@ -43,6 +45,8 @@ from host.api import (
 from plugins.agents.config import AgentConfig, PluginConfig
 from plugins.agents.gates import GATE_ACT_ALL, GATE_READ_ALL
 from plugins.agents.models import AgentSession
+from plugins.agents.permissions import Answer, Editor, ask_editor_only, race
+from plugins.agents.remote import make_runtime
 from plugins.agents.runtime import AgentRuntime, AgentStartError
 from plugins.agents.tables import sessions
 from plugins.agents.workspace import session_workspace
@@ -113,7 +117,17 @@ class _Sink:
             )
             return _choose(options, allow=True)
         app = self.sessions.app
-        if not has_service(ApprovalQueue, app=app):
+        has_queue = has_service(ApprovalQueue, app=app)
+        timeout = config.permission_timeout_seconds if config is not None else 300.0
+        policy = config.permissions if config is not None else "queue"
+        editor = self.sessions.editors.get(self.session_id) if policy != "queue" else None
+        if editor is not None and (policy == "editor" or not has_queue):
+            await self.event("permission.requested", {**base, "asked": ["editor"]})
+            answer = await ask_editor_only(editor, tool_call, options, timeout)
+            if answer is not None:
+                await self._resolved(answer, None)
+                return answer.option
+        if not has_queue:
             reason = "no approvals queue (the pipelines plugin is not running): refused"
             await self.event(
                 "permission.resolved", {**base, "decision": "denied", "reason": reason}
@@ -129,19 +143,51 @@ class _Sink:
             details={"agent": self.agent_id, **base},
             run_id=self.run_id,
         )
+        if editor is not None and policy == "both":
+            asked = {"approval_id": approval_id, "asked": ["queue", "editor"]}
+            await self.event("permission.requested", {**base, **asked})
+            answer = await race(
+                queue,
+                approval_id,
+                editor,
+                tool_call,
+                options,
+                timeout,
+                lambda allow: _choose(options, allow=allow),
+            )
+            await self._resolved(answer, approval_id)
+            return answer.option
         await self.event("permission.requested", {**base, "approval_id": approval_id})
-        timeout = config.permission_timeout_seconds if config is not None else 300.0
         decision = await queue.wait(approval_id, timeout)
+        answer = Answer(
+            _choose(options, allow=decision.approved),
+            decision.status,
+            "queue",
+            decision.approver,
+            decision.reason,
+        )
+        await self._resolved(answer, approval_id)
+        return answer.option
+
+    async def _resolved(self, answer: Answer, approval_id: str | None) -> None:
+        outcome = "success" if answer.decision == "approved" else "refused"
         await self.event(
             "permission.resolved",
             {
                 "approval_id": approval_id,
-                "decision": decision.status,
-                "approver": decision.approver,
-                "reason": decision.reason,
+                "decision": answer.decision,
+                "by": answer.by,
+                "approver": answer.approver,
+                "reason": answer.reason,
+                "audit": {
+                    "action": "agent.permission",
+                    "target": self.session_id,
+                    "outcome": outcome,
+                    "reason_code": None if outcome == "success" else answer.decision,
+                    "actor": answer.approver,
+                },
             },
         )
-        return _choose(options, allow=decision.approved)
 
     def exited(self, returncode: int | None, stderr: str) -> None:
         self.sessions.spawn(
@@ -159,6 +205,8 @@ class AgentSessions:
         self.live: dict[str, AgentRuntime] = {}
         self.prompting: dict[str, asyncio.Task[str] | None] = {}
         self.listeners: dict[str, list[Listener]] = {}
+        # The editors connected to sessions at /acp: asked the sessions' permissions.
+        self.editors: dict[str, Editor] = {}
         self._order: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -342,7 +390,7 @@ class AgentSessions:
         session_id = "ags_" + uuid.uuid4().hex
         values = {"owner": owner, "run_id": run_id}
         sink = _Sink(self, session_id, agent_id, values)
-        runtime = AgentRuntime(agent_id, config, folder, sink)
+        runtime = make_runtime(agent_id, config, folder, sink)
         sink.runtime = runtime
         try:
             await runtime.start()
@@ -375,7 +423,7 @@ class AgentSessions:
                     "agent_id": agent_id,
                     "workspace": str(folder),
                     "acp_session_id": runtime.acp_session_id,
-                    "pid": runtime.pid,
+                    **runtime.where(),
                 }
                 event = await store.append_event(
                     stream_of(session_id), "session.opened", data, conn
@@ -408,7 +456,7 @@ class AgentSessions:
         """Start the session's agent again (``session/load`` when the agent offers it)."""
         config = await self._live_config(row.agent_id)
         sink = _Sink(self, row.id, row.agent_id, {"owner": row.owner, "run_id": row.run_id})
-        runtime = AgentRuntime(row.agent_id, config, Path(row.workspace), sink)
+        runtime = make_runtime(row.agent_id, config, Path(row.workspace), sink)
         sink.runtime = runtime
         try:
             await runtime.start(resume_id=row.acp_session_id)
@@ -429,7 +477,7 @@ class AgentSessions:
             {
                 "acp_session_id": runtime.acp_session_id,
                 "loaded": runtime.loaded,
-                "pid": runtime.pid,
+                **runtime.where(),
             },
         )
         return runtime
@@ -494,7 +542,7 @@ class AgentSessions:
             elif self.closing or runtime.stopping:
                 error = "the session's agent was stopped"
             elif isinstance(exc, ConnectionError):
-                error = "the agent exited during the prompt"
+                error = getattr(runtime, "lost", None) or "the agent exited during the prompt"
             else:
                 error = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
@@ -596,11 +644,10 @@ class AgentSessions:
         if runtime is not None and self.live.get(session_id) is runtime:
             del self.live[session_id]
         with contextlib.suppress(Exception):
-            await self.publish(
-                session_id,
-                "session.agent_exited",
-                {"returncode": returncode, "stderr": stderr[-2000:]},
-            )
+            data = {"returncode": returncode, "stderr": stderr[-2000:]}
+            if lost := getattr(runtime, "lost", None):
+                data["reason"] = lost
+            await self.publish(session_id, "session.agent_exited", data)
             if has_service(ApprovalQueue, app=self.app):
                 await service(ApprovalQueue, app=self.app).cancel_subject(
                     SOURCE, session_id, "the agent exited"
