@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from quart import Response
@@ -46,13 +48,22 @@ async def run_asgi(
     *,
     stream: Callable[[AsyncIterator[bytes], str], Response],
     draining: Callable[[], bool],
+    app_context: Callable[[], AbstractAsyncContextManager[Any]],
 ) -> Response:
     """``app``'s answer to the request ``scope`` + ``body``. A streamed answer (no end
     in its first body message) is built with ``stream(body, content_type)``; it ends
     when the app ends it, when the client goes away, or when ``draining()`` turns true
     (shutdown: an open SSE stream must not hold the graceful stop)."""
     exchange = _Exchange(body)
-    task = asyncio.create_task(app(scope, exchange.receive, exchange.send))
+
+    async def serve() -> None:
+        async with app_context():
+            await app(scope, exchange.receive, exchange.send)
+
+    # A context of its own, with the app's context only: the sessions the app starts
+    # outlive this request and must not see its request context (a finished request's
+    # principal), while the tools they call find the app (``host.api.context()``).
+    task = asyncio.create_task(serve(), context=contextvars.Context())
     task.add_done_callback(lambda _t: exchange.sent.put_nowait(_DONE))
     start = await exchange.sent.get()
     if start["type"] != "http.response.start":

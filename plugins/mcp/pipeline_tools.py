@@ -40,11 +40,8 @@ def _api(gateway: GatewayContext) -> PipelinesAPI | None:
 
 
 def _schema(pipeline: Any) -> dict[str, Any]:
-    model = pipeline.input_model
-    if model is None:
-        return {"type": "object"}
-    schema: dict[str, Any] = model.model_json_schema()
-    schema.setdefault("type", "object")
+    schema: dict[str, Any] = dict(pipeline.input_schema())
+    schema.setdefault("type", "object")  # MCP wants an object schema at the root
     return schema
 
 

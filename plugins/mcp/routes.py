@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 
 from host.api import (
     GatewayError,
@@ -58,4 +58,5 @@ async def mcp_endpoint() -> Response:
         body,
         stream=_streamed,
         draining=lambda: ctx.lifecycle.draining,
+        app_context=current_app._get_current_object().app_context,  # type: ignore[attr-defined]
     )

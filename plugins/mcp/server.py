@@ -260,7 +260,7 @@ class GatewayMcpServer:
                 "target": tool,
                 "outcome": outcome,
                 "reason_code": reason,
-                "actor": principal.name,
+                "actor": owner_key(principal),
             },
         }
         try:
