@@ -7,13 +7,17 @@ to read (``raw_body``): a malformed one is a JSON-RPC error, as MCP clients expe
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, current_app, request
+from quart_schema import document_response
 
 from host.api import (
     GatewayError,
     context,
     current_principal,
+    document_media_type,
     live_response,
     raw_body,
     requires_gate,
@@ -24,6 +28,20 @@ from plugins.mcp.server import GatewayMcpServer, scope_for
 bp = Blueprint("mcp", __name__)
 GATE_MCP = "allow_mcp"
 SERVER_KEY = "mcp.server"
+
+
+class JsonRpcMessage(BaseModel):
+    """A JSON-RPC 2.0 message of MCP (a request, a notification, a response or an error);
+    an SSE answer carries one per ``data:`` line."""
+
+    model_config = ConfigDict(extra="allow")
+
+    jsonrpc: str = "2.0"
+    id: int | str | None = Field(None, description="absent on a notification")
+    method: str | None = None
+    params: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = Field(None, description="{code, message, data}")
 
 
 def _streamed(body: AsyncIterator[bytes], content_type: str) -> Response:
@@ -41,6 +59,9 @@ def _streamed(body: AsyncIterator[bytes], content_type: str) -> Response:
 @bp.route("/mcp", methods=["GET", "POST", "DELETE"])
 @requires_gate(GATE_MCP)
 @raw_body
+@document_response(JsonRpcMessage, 200)
+@document_media_type("text/event-stream")
+@document_response(JsonRpcMessage, 404)
 async def mcp_endpoint() -> Response:
     """The gateway's MCP endpoint (streamable HTTP transport): ``POST`` JSON-RPC messages
     (answered as JSON or an SSE stream), ``GET`` the session's server stream (SSE),
