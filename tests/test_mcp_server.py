@@ -427,9 +427,7 @@ async def test_every_call_is_audited_refused_ones_included(gateway):
             await client.call_tool("whoami", {})
     async with mcp(server, ALICE) as client:
         await client.call_tool("danger.delete", {"target": "x"})
-    rows = await db_rows(
-        server.store_url, "SELECT type, data FROM gateway_events WHERE stream = 'mcp' ORDER BY seq"
-    )
+    rows = await mcp_events(server, 3)
     events = [(t, json.loads(d) if isinstance(d, str) else d) for t, d in rows]
     assert [t for t, _ in events] == ["mcp.tool_call"] * 3
     audits = [
@@ -444,6 +442,19 @@ async def test_every_call_is_audited_refused_ones_included(gateway):
     records = await audit_records(server, 3)
     assert sorted(r["actor"] for r in records) == ["token:alice", "token:narrow", "token:narrow"]
     assert sorted(r["outcome"] for r in records) == ["failed", "refused", "succeeded"]
+
+
+async def mcp_events(server: LiveServer, count: int) -> list[tuple[Any, ...]]:
+    """The ``mcp`` stream's rows once there are ``count`` (written off the calls' path)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        rows = await db_rows(
+            server.store_url,
+            "SELECT type, data FROM gateway_events WHERE stream = 'mcp' ORDER BY seq",
+        )
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.1)
 
 
 async def audit_records(server: LiveServer, count: int) -> list[dict[str, Any]]:

@@ -94,12 +94,17 @@ class GatewayMcpServer:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
+        # Audit events are written by one task, in call order, off the call's path: a
+        # store commit per call would be most of a call's latency (tens of ms on SQLite).
+        self._audits: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._auditor: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         # The manager's task group is entered and left in this one task, as anyio wants.
         self._task = asyncio.create_task(self._run(), name="mcp-server")
+        self._auditor = asyncio.create_task(self._write_audits(), name="mcp-audit")
 
     async def _run(self) -> None:
         async with self.manager.run():
@@ -111,6 +116,18 @@ class GatewayMcpServer:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 10)
+        if self._auditor is not None:
+            # Before the store closes: the last calls' events are written, not lost.
+            self._audits.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._auditor, 10)
+
+    async def _write_audits(self) -> None:
+        while (data := await self._audits.get()) is not None:
+            try:
+                await self.gateway.hub.publish(MCP_STREAM, "mcp.tool_call", data)
+            except Exception:
+                log.exception("could not record the MCP call of %r", data.get("tool"))
 
     @property
     def sessions(self) -> int:
@@ -177,7 +194,7 @@ class GatewayMcpServer:
             else name in self.gateway.registry("tools")
         )
         if not known or not allow_list(self.gateway, principal).allows(name):
-            await self._audit(principal, session, name, "refused", "tool_not_found", started)
+            self._audit(principal, session, name, "refused", "tool_not_found", started)
             raise unknown_tool(name)
         call = contract.McpCall(
             tool=name,
@@ -211,7 +228,7 @@ class GatewayMcpServer:
             contract.unbind(token)
         if result.is_error and outcome == "succeeded":
             outcome, reason = "failed", reason or "tool_error"
-        await self._audit(principal, session, name, outcome, reason, started)
+        self._audit(principal, session, name, outcome, reason, started)
         return result
 
     def _progress(self, ctx: ServerRequestContext[Any]) -> Any:
@@ -238,7 +255,7 @@ class GatewayMcpServer:
 
         return log_message
 
-    async def _audit(
+    def _audit(
         self,
         principal: Principal,
         session: str | None,
@@ -263,10 +280,7 @@ class GatewayMcpServer:
                 "actor": owner_key(principal),
             },
         }
-        try:
-            await self.gateway.hub.publish(MCP_STREAM, "mcp.tool_call", data)
-        except Exception:
-            log.exception("could not record the MCP call of %r", tool)
+        self._audits.put_nowait(data)
 
 
 def error_result(message: str) -> types.CallToolResult:
