@@ -320,6 +320,23 @@ async def test_a_session_id_used_by_another_principal_is_not_found(gateway):
         assert (await _ping(http, server, ALICE, session)).status_code == 200
 
 
+async def test_the_server_stream_takes_one_of_the_callers_stream_slots(gateway):
+    server = gateway(events={"max_streams_per_principal": 1})
+    async with httpx.AsyncClient(timeout=30) as http:
+        session = await _open_session(http, server, ALICE)
+        headers = {**WIRE, **bearer(ALICE), "Mcp-Session-Id": session}
+        async with http.stream("GET", f"{server.url}/mcp", headers=headers) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            second = await http.get(f"{server.url}/mcp", headers=headers)
+            assert second.status_code == 429
+            assert_error(second.json(), "too_many_streams")
+        # A refused GET (no session id) gives its slot back at once.
+        for _ in range(2):
+            refused = await http.get(f"{server.url}/mcp", headers={**WIRE, **bearer(BOB)})
+            assert refused.status_code == 400
+
+
 # -- pipelines as tools ------------------------------------------------------------------------
 
 

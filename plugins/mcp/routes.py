@@ -15,12 +15,14 @@ from quart_schema import document_response
 
 from host.api import (
     GatewayError,
+    StreamSlot,
     context,
     current_principal,
     document_media_type,
     live_response,
     raw_body,
     requires_gate,
+    stream_slot,
 )
 from plugins.mcp.bridge import run_asgi
 from plugins.mcp.server import GatewayMcpServer, scope_for
@@ -44,16 +46,22 @@ class JsonRpcMessage(BaseModel):
     error: dict[str, Any] | None = Field(None, description="{code, message, data}")
 
 
-def _streamed(body: AsyncIterator[bytes], content_type: str) -> Response:
-    if request.method == "GET":
-        # The standalone stream lives as long as the client keeps it: one of the
-        # caller's stream slots, as every event stream of the gateway.
-        return live_response(body, content_type)
-    response = Response(body, content_type=content_type)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.timeout = None
-    return response
+class _Streamer:
+    """Builds the streamed answer (an SSE stream of the SDK); remembers whether it did."""
+
+    def __init__(self, slot: StreamSlot | None) -> None:
+        self.slot = slot
+        self.used = False
+
+    def __call__(self, body: AsyncIterator[bytes], content_type: str) -> Response:
+        self.used = True
+        if self.slot is not None:
+            return live_response(body, content_type, self.slot)
+        response = Response(body, content_type=content_type)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"
+        response.timeout = None
+        return response
 
 
 @bp.route("/mcp", methods=["GET", "POST", "DELETE"])
@@ -73,11 +81,24 @@ async def mcp_endpoint() -> Response:
     req = request._get_current_object()  # type: ignore[attr-defined]
     body = await req.get_data(cache=False) if req.method == "POST" else b""
     scope = {**req.scope, **scope_for(current_principal())}
-    return await run_asgi(
-        server.manager.handle_request,
-        scope,
-        body,
-        stream=_streamed,
-        draining=lambda: ctx.lifecycle.draining,
-        app_context=current_app._get_current_object().app_context,  # type: ignore[attr-defined]
-    )
+    # The standalone GET stream lives as long as the client keeps it: one of the caller's
+    # stream slots, as every event stream of the gateway, taken before the session sees
+    # the request (429 ``too_many_streams`` past the cap).
+    slot = stream_slot() if req.method == "GET" else None
+    streamer = _Streamer(slot)
+    try:
+        response = await run_asgi(
+            server.manager.handle_request,
+            scope,
+            body,
+            stream=streamer,
+            draining=lambda: ctx.lifecycle.draining,
+            app_context=current_app._get_current_object().app_context,  # type: ignore[attr-defined]
+        )
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    if slot is not None and not streamer.used:
+        slot.release()  # answered without a stream (400, 404, 405)
+    return response
