@@ -113,10 +113,14 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def mcp(server: LiveServer, token: str, **options: Any) -> AsyncIterator[Client]:
+async def mcp(
+    server: LiveServer, token: str, mode: Any = "legacy", **options: Any
+) -> AsyncIterator[Client]:
+    """An SDK client: the initialize handshake with a session (``legacy``), or the
+    stateless 2026-07-28 revision (``auto`` finds it by ``server/discover``)."""
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
     transport = streamable_http_client(f"{server.url}/mcp", http_client=http)
-    async with Client(transport, mode="legacy", **options) as client:
+    async with Client(transport, mode=mode, **options) as client:
         yield client
 
 
@@ -190,6 +194,24 @@ async def test_a_token_allow_list_limits_what_it_lists_and_calls_as_if_the_rest_
             # The same answer as for a tool that does not exist.
             assert refused.value.code == absent.value.code
             assert refused.value.message == f"Unknown tool: {forbidden}"
+
+
+async def test_the_stateless_2026_revision_serves_the_same_tools_to_the_same_callers(gateway):
+    server = gateway()
+    async with mcp(server, NARROW, mode="auto") as client:
+        assert client.protocol_version == "2026-07-28"
+        assert await tool_names(client) == {
+            "gateway_pipelines",
+            "gateway_run_status",
+            "pipeline.greet",
+        }
+        result = await client.call_tool("pipeline.greet", {"name": "Ada"})
+        assert result.content[0].text == "hello Ada"  # type: ignore[union-attr]
+        with pytest.raises(MCPError, match="Unknown tool: whoami"):
+            await client.call_tool("whoami", {})
+    async with mcp(server, ALICE, mode="auto") as client:
+        who = await client.call_tool("whoami", {})
+    assert who.structured_content == {"kind": "mcp", "owner": "token:alice"}
 
 
 async def test_an_account_allow_list_applies_to_its_sessions(gateway):
