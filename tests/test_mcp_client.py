@@ -243,7 +243,7 @@ def test_config_check_names_every_bad_mcp_server_key(
 ) -> None:
     config = base_config(tmp_path / "state")
     config["mcp"] = {
-        "server": {"enabled": True, "max_sessions": 0},
+        "server": {"enabled": True, "max_sessions": 0, "pipelines": "yes"},
         "servers": {
             "pipeline": {"command": ["x"]},
             "both": {"command": ["x"], "url": "http://127.0.0.1:1/mcp"},
@@ -253,11 +253,14 @@ def test_config_check_names_every_bad_mcp_server_key(
             "ok": {"command": [sys.executable, SERVER, "stdio"]},
         },
     }
+    config["auth"]["tokens"]["reader"]["tools"] = ["gateway_*", " "]
     path = write_config(tmp_path / "gateway.toml", config)
     result = gateway_cli("config", "check", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     out = result.stdout + result.stderr
     for expected in (
+        "auth.tokens.reader.tools: ' ' is not a tool name or pattern",
+        "mcp.server.pipelines: must be true or false",
         "mcp.server.enabled: unknown setting",
         "mcp.server.max_sessions: must be a number from 1 to 1e+06",
         "mcp.servers.pipeline: the name is reserved",
