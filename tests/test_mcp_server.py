@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +21,17 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import ADMIN, READER, LiveServer, assert_error, bearer, db_rows
+from host.api import context
+from plugins.mcp.server import MCP_STREAM
+from tests.conftest import (
+    ADMIN,
+    READER,
+    LiveServer,
+    assert_error,
+    bearer,
+    db_rows,
+    running_app,
+)
 from tests.pipelines_fixtures import write_pipelines
 from tests.plugins_for_tests import mcp_server_tools
 from tests.plugins_for_tests.kit import fake_distribution, subprocess_env
@@ -512,3 +523,22 @@ async def audit_records(server: LiveServer, count: int) -> list[dict[str, Any]]:
             if len(records) >= count or asyncio.get_running_loop().time() > deadline:
                 return records
             await asyncio.sleep(0.1)
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+async def test_old_mcp_call_events_are_pruned_like_the_gateways_log(make_settings, store_url):
+    day = 86_400_000
+    async with running_app(make_settings()) as (app, _client):
+        hub = context(app).hub
+        for n in range(3):  # what each call leaves (the calls' own path is tested above)
+            await hub.publish(MCP_STREAM, "mcp.tool_call", {"tool": f"t{n}"})
+        retention = context(app).retention
+        assert retention is not None
+        soon = await retention.prune(now=int(time.time() * 1000) + day)
+        assert soon.removed["mcp"] == {"events": 0}
+        later = await retention.prune(now=int(time.time() * 1000) + 31 * day)
+        assert later.removed["mcp"] == {"events": 3}
+    rows = await db_rows(store_url, "SELECT seq FROM gateway_events WHERE stream = 'mcp'")
+    assert rows == []
