@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from quart import Quart, g, has_request_context, request
 
+from host.auth.allowlist import AllowList, allow_list_problems, allow_lists
 from host.auth.decorators import public, raw_body, requires_gate
 from host.auth.ownership import can_act, can_read, owned_by, owner_key, require_owner
 from host.auth.principal import Principal
@@ -121,6 +122,7 @@ __all__ = [
     "MASK",
     "STAGES",
     "Action",
+    "AllowList",
     "ErrorDetail",
     "ErrorResponse",
     "Event",
@@ -151,6 +153,8 @@ __all__ = [
     "Verdict",
     "WsContext",
     "args_digest",
+    "allow_list_problems",
+    "allow_lists",
     "bearer_token",
     "build_settings",
     "call_tool",

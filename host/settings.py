@@ -74,6 +74,10 @@ class TokenSettings(_Section):
         None, description="model names or glob patterns it may use; unset = every model"
     )
     budgets: dict[str, Any] = Field(default_factory=dict, description="model spending limits")
+    # Read by the MCP plugin: which tools it may list and call on /mcp.
+    tools: list[str] | None = Field(
+        None, description="tool names or glob patterns it may use on /mcp; unset = every tool"
+    )
 
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -93,6 +97,10 @@ class UserSettings(_Section):
         None, description="model names or glob patterns it may use; unset = every model"
     )
     budgets: dict[str, Any] = Field(default_factory=dict, description="model spending limits")
+    # Read by the MCP plugin: which tools it may list and call on /mcp.
+    tools: list[str] | None = Field(
+        None, description="tool names or glob patterns it may use on /mcp; unset = every tool"
+    )
 
     @field_validator("password_hash")
     @classmethod

@@ -21,8 +21,6 @@ import pytest
 from host.api import Tool
 from tests.conftest import (
     ADMIN,
-    READER,
-    assert_error,
     base_config,
     free_port,
     gateway_cli,
@@ -240,27 +238,14 @@ async def test_a_disabled_server_is_not_started(settings_with):
         assert not [n for n in await tools_of(client) if n.startswith("local.")]
 
 
-async def test_mcp_endpoint_needs_credentials_and_is_not_supported_yet(settings_with):
-    async with running_app(settings_with({})) as (_app, client):
-        refused = await client.post("/mcp", json={})
-        assert refused.status_code == 401
-        no_gate = await client.post("/mcp", json={}, headers=READER)
-        assert no_gate.status_code == 403
-        answered = await client.post("/mcp", json={}, headers=ADMIN)
-        assert answered.status_code == 501
-        assert (
-            "not supported yet"
-            in assert_error(await answered.get_json(), "not_implemented")["message"]
-        )
-
-
-def test_config_check_names_every_bad_mcp_server_key_and_what_is_not_supported_yet(
+def test_config_check_names_every_bad_mcp_server_key(
     tmp_path: Path,
 ) -> None:
     config = base_config(tmp_path / "state")
     config["mcp"] = {
-        "server": {"enabled": True},
+        "server": {"enabled": True, "max_sessions": 0, "pipelines": "yes"},
         "servers": {
+            "pipeline": {"command": ["x"]},
             "both": {"command": ["x"], "url": "http://127.0.0.1:1/mcp"},
             "Bad.Name": {"command": ["x"]},
             "slow": {"url": "ftp://nowhere", "timeout_seconds": 0, "colour": "red"},
@@ -268,12 +253,17 @@ def test_config_check_names_every_bad_mcp_server_key_and_what_is_not_supported_y
             "ok": {"command": [sys.executable, SERVER, "stdio"]},
         },
     }
+    config["auth"]["tokens"]["reader"]["tools"] = ["gateway_*", " "]
     path = write_config(tmp_path / "gateway.toml", config)
     result = gateway_cli("config", "check", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     out = result.stdout + result.stderr
     for expected in (
-        "mcp.server: the gateway as an MCP server (/mcp) is not supported yet",
+        "auth.tokens.reader.tools: ' ' is not a tool name or pattern",
+        "mcp.server.pipelines: must be true or false",
+        "mcp.server.enabled: unknown setting",
+        "mcp.server.max_sessions: must be a number from 1 to 1e+06",
+        "mcp.servers.pipeline: the name is reserved",
         "mcp.servers.both: set exactly one of command (stdio) and url (streamable HTTP)",
         "mcp.servers.Bad.Name: a server name is 1-64 of a-z",
         "mcp.servers.slow.url: must be an http or https URL",

@@ -69,8 +69,8 @@ def _strategy(operation: Any) -> Any:
 def _designed_unavailable(response: Any) -> bool:
     """A 503 ``gateway_paused`` is the designed answer to starting work while the gateway is
     paused, which the fuzzer does when it calls POST /gateway/pause before a start route;
-    a 501 ``not_implemented`` is the declared answer of a route not built yet (``/mcp`` as
-    an MCP server), listed as such in http.md. Every other 5xx is a
+    a 501 ``not_implemented`` is the declared answer of a route not built yet (none
+    today), listed as such in http.md. Every other 5xx is a
     failure."""
     designed = {503: "gateway_paused", 501: "not_implemented"}
     if response.status_code not in designed:

@@ -1,6 +1,7 @@
 """Built-in MCP plugin: the gateway as a client of the MCP servers in
 ``[mcp.servers.<name>]`` (their tools join the tool registry as ``<server>.<tool>``),
-and the ``/mcp`` endpoint. Written like a third-party plugin: ``host.api`` only."""
+and as an MCP server on ``/mcp`` (``server.py``: the registry's tools and the pipelines,
+per caller). Written like a third-party plugin: ``host.api`` only."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Register, Settings, context, hookimpl
-from plugins.mcp import routes
+from host.api import Register, Settings, Store, context, hookimpl
+from plugins.mcp import access, routes, server_config
 from plugins.mcp.client import Supervisor
 from plugins.mcp.config import problems, servers_of
+from plugins.mcp.server import MCP_STREAM, GatewayMcpServer
 
 SUPERVISORS_KEY = "mcp.supervisors"
 
@@ -33,7 +35,7 @@ def gateway_register_secret_keys(register: Register) -> None:
 
 @hookimpl
 def gateway_validate_config(settings: Settings) -> list[str]:
-    found = problems(settings)
+    found = problems(settings) + server_config.problems(settings) + access.problems(settings)
     found += [
         f"plugins.mcp.{key}: unknown setting (the servers go in [mcp.servers.<name>])"
         for key in sorted(settings.plugin_section("mcp"))
@@ -57,13 +59,37 @@ async def _stop(app: Quart) -> None:
 
 @hookimpl
 async def gateway_startup(app: Quart) -> None:
+    ctx = context(app)
+    server = GatewayMcpServer(ctx, server_config.server_settings(ctx))
+    ctx.extras[routes.SERVER_KEY] = server
+    server.start()
     await _start(app)
+    await server.ready.wait()
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
     # Stdio servers are child processes: they are stopped with the gateway.
     await _stop(app)
+    server: GatewayMcpServer | None = context(app).extras.pop(routes.SERVER_KEY, None)
+    if server is not None:
+        await server.stop()
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    # The mcp stream is a log (one event per tool call): pruned like the gateway's.
+    r = settings.retention
+    removed = await store.prune_stream(
+        MCP_STREAM,
+        before_ms=r.cutoff_ms(r.events_max_age_days, now_ms),
+        keep_last=r.limit(r.events_max_count),
+        batch_size=r.batch_size,
+        dry_run=dry_run,
+    )
+    return {"events": removed}
 
 
 @hookimpl
@@ -76,5 +102,10 @@ async def gateway_reload(app: Quart, settings: Settings) -> dict[str, Any]:
 
 @hookimpl
 async def gateway_status(app: Quart) -> dict[str, Any]:
-    supervisors: dict[str, Supervisor] = context(app).extras.get(SUPERVISORS_KEY, {})
-    return {"servers": [s.status() for s in supervisors.values()]}
+    ctx = context(app)
+    supervisors: dict[str, Supervisor] = ctx.extras.get(SUPERVISORS_KEY, {})
+    server: GatewayMcpServer | None = ctx.extras.get(routes.SERVER_KEY)
+    return {
+        "servers": [s.status() for s in supervisors.values()],
+        "server_sessions": server.sessions if server is not None else 0,
+    }

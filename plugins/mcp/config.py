@@ -25,8 +25,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
 DEFAULTS = {"timeout_seconds": 30.0, "ping_seconds": 15.0, "max_backoff_seconds": 30.0}
 KEYS = {"enabled", "command", "url", "headers", "env", "cwd", "approval", *BOUNDS}
 APPROVALS = ("never", "always")  # "always": every call of its tools waits for approval
-# Keys of [mcp] the issue names that this version does not serve yet.
-NOT_YET = {"server": "the gateway as an MCP server (/mcp) is not supported yet"}
+# Tool names of the MCP server (/mcp) start with it: no client-side server may use it.
+RESERVED = {"pipeline": "the name is reserved (the tools pipeline.<id> of /mcp)"}
 
 
 @dataclass(frozen=True)
@@ -138,14 +138,17 @@ def parse(settings: Settings) -> tuple[dict[str, ServerConfig], list[str]]:
         return {}, found
     if not isinstance(section, dict):
         return {}, [f"{SECTION}: must be a table"]
-    for key in sorted(set(section) - {"servers"}):
-        reason = NOT_YET.get(key, "unknown setting")
-        found.append(f"{SECTION}.{key}: {reason}")
+    found += [
+        f"{SECTION}.{key}: unknown setting" for key in sorted(set(section) - {"servers", "server"})
+    ]
     servers = section.get("servers", {})
     if not isinstance(servers, dict):
         return {}, [*found, f"{PREFIX}: must be a table of servers"]
     out: dict[str, ServerConfig] = {}
     for name, table in servers.items():
+        if name in RESERVED:
+            found.append(f"{PREFIX}.{name}: {RESERVED[name]}")
+            continue
         server = _server(str(name), table, settings.config_dir, found)
         if server is not None:
             out[server.name] = server

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from host.api import Principal, Settings, context
+from host.api import AllowList, Principal, Settings, context
 
 POLICIES_KEY = "openai_compat.access"
 OTHER = "other"  # the metrics label of principals the config does not name
@@ -65,17 +65,14 @@ class Policy:
     label: str  # its name in metrics: the principal's key, or OTHER
     patterns: tuple[str, ...] | None = None
     budgets: Budgets | None = None
-    _allowed: dict[str, bool] = field(default_factory=dict, compare=False)
+    _allowed: AllowList = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The host's allow-list (the same as the tools allow-list of /mcp): cached per name.
+        object.__setattr__(self, "_allowed", AllowList(self.patterns))
 
     def allows(self, model: str) -> bool:
-        if self.patterns is None:
-            return True
-        found = self._allowed.get(model)
-        if found is None:
-            found = any(fnmatch.fnmatchcase(model, p) for p in self.patterns)
-            if len(self._allowed) < 4096:
-                self._allowed[model] = found
-        return found
+        return self._allowed.allows(model)
 
 
 UNRESTRICTED = Policy(OTHER)
