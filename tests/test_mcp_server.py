@@ -88,7 +88,7 @@ def gateway(live_server: Any, tmp_path: Path) -> Any:
     plugin, and tokens alice and bob (MCP and pipeline runs), narrow (an allow-list),
     nopipes (MCP only)."""
 
-    def start(**config: Any) -> LiveServer:
+    def start(env_extra: dict[str, str] | None = None, **config: Any) -> LiveServer:
         directory = write_pipelines(tmp_path, "mcp", SOURCE)
         site = fake_distribution(
             tmp_path / "site", "mcp-tools", {"mcp_tools": mcp_server_tools.__name__}
@@ -107,7 +107,8 @@ def gateway(live_server: Any, tmp_path: Path) -> Any:
             "auth": {"tokens": tokens},
             "plugins": {"pipelines": {"directory": str(directory), "poll_seconds": 0.05}},
         }
-        server: LiveServer = live_server(config=_merge(base, config), env=subprocess_env(site))
+        env = {**subprocess_env(site), **(env_extra or {})}
+        server: LiveServer = live_server(config=_merge(base, config), env=env)
         return server
 
     return start
@@ -175,14 +176,62 @@ async def test_registry_tools_and_pipelines_are_listed_and_called_through_the_sd
             await client.call_tool("no_such_tool", {})
 
 
-async def test_a_call_needing_approval_is_a_tool_error_naming_it(gateway):
-    server = gateway()
+HELD = {"tools": {"approval": {"always": ["danger.*"]}}}
+
+
+async def _decide_when_listed(server: LiveServer, decision: str) -> dict[str, Any]:
+    """Wait for the held call's approval in ``GET /approvals`` (alice's own), then decide
+    it as the admin; the approval as listed."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        deadline = time.monotonic() + 30
+        while True:
+            listed = (await http.get("/approvals", headers=bearer(ALICE))).json()["approvals"]
+            if listed:
+                break
+            assert time.monotonic() < deadline, "no approval was requested"
+            await asyncio.sleep(0.05)
+        [approval] = listed
+        decided = await http.post(
+            f"/approvals/{approval['id']}/{decision}", json={"reason": "checked"}, headers=ADMIN
+        )
+        assert decided.status_code == 200, decided.text
+    found: dict[str, Any] = approval
+    return found
+
+
+async def test_a_held_call_waits_with_progress_and_runs_once_when_approved(
+    gateway, live_server, tmp_path
+):
+    deletions = tmp_path / "deletions.log"
+    server = gateway(**HELD, env_extra={"GATEWAY_TEST_DELETIONS": str(deletions)})
+    updates: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append(message)
+
     async with mcp(server, ALICE) as client:
-        result = await client.call_tool("danger.delete", {"target": "prod"})
+        call = asyncio.create_task(
+            client.call_tool("danger.delete", {"target": "prod"}, progress_callback=on_progress)
+        )
+        approval = await _decide_when_listed(server, "approve")
+        result = await asyncio.wait_for(call, 60)
+    assert not result.is_error, result
+    assert result.content[0].text == "deleted prod"  # type: ignore[union-attr]
+    assert deletions.read_text() == "prod\n"  # exactly once
+    assert approval["source"] == "tool_call"
+    assert any(approval["id"] in (m or "") for m in updates)
+
+
+async def test_a_denied_call_runs_nothing_and_says_who_denied(gateway, tmp_path):
+    deletions = tmp_path / "deletions.log"
+    server = gateway(**HELD, env_extra={"GATEWAY_TEST_DELETIONS": str(deletions)})
+    async with mcp(server, ALICE) as client:
+        call = asyncio.create_task(client.call_tool("danger.delete", {"target": "prod"}))
+        await _decide_when_listed(server, "deny")
+        result = await asyncio.wait_for(call, 60)
     assert result.is_error
-    assert result.content[0].text == (  # type: ignore[union-attr]
-        "approval_required: deleting 'prod' needs an approval"
-    )
+    assert result.content[0].text.startswith("approval_denied:")  # type: ignore[union-attr]
+    assert not deletions.exists()
 
 
 # -- allow-lists and gates -------------------------------------------------------------------
@@ -476,7 +525,7 @@ async def test_every_call_is_audited_refused_ones_included(gateway):
         with pytest.raises(MCPError):
             await client.call_tool("whoami", {})
     async with mcp(server, ALICE) as client:
-        await client.call_tool("danger.delete", {"target": "x"})
+        await client.call_tool("whoami", {"extra": 1})
     rows = await mcp_events(server, 3)
     events = [(t, json.loads(d) if isinstance(d, str) else d) for t, d in rows]
     assert [t for t, _ in events] == ["mcp.tool_call"] * 3
@@ -486,12 +535,19 @@ async def test_every_call_is_audited_refused_ones_included(gateway):
     assert audits == [
         ("gateway_pipelines", "succeeded", None),
         ("whoami", "refused", "tool_not_found"),
-        ("danger.delete", "failed", "approval_required"),
+        ("whoami", "failed", "invalid_tool_args"),
     ]
     assert [d["owner"] for _, d in events] == ["token:narrow", "token:narrow", "token:alice"]
     records = await audit_records(server, 3)
     assert sorted(r["actor"] for r in records) == ["token:alice", "token:narrow", "token:narrow"]
     assert sorted(r["outcome"] for r in records) == ["failed", "refused", "succeeded"]
+    # The calls' successful POST /mcp requests are not recorded again (the default
+    # exclude_routes); the MCP tool call records say more.
+    async with httpx.AsyncClient() as http:
+        page = await http.get(
+            f"{server.url}/gateway/audit/log", params={"action": "POST /mcp"}, headers=ADMIN
+        )
+    assert page.status_code == 200 and page.json()["records"] == []
 
 
 async def mcp_events(server: LiveServer, count: int) -> list[tuple[Any, ...]]:

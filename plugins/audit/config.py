@@ -20,6 +20,9 @@ KEYS = frozenset({"retention_max_age_days", "retention_max_count", "exclude_rout
 # was a store write per call (about a third of a proxied call's CPU, bench/README.md).
 # Their refusals and failures are still recorded; ``exclude_routes = []`` records all.
 MODEL_CALL_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+# /mcp: each tool call is its own audit record (mcp.tool_call, refusals included), which
+# says more than the request's; the request record cost a chained write per call.
+DEFAULT_EXCLUDED = MODEL_CALL_ROUTES | {"/mcp"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class AuditConfig:
     retention_max_count: int = 0
     # Route templates whose *successful* requests are not recorded (a busy model route);
     # refusals and failures on them still are.
-    exclude_routes: frozenset[str] = MODEL_CALL_ROUTES
+    exclude_routes: frozenset[str] = DEFAULT_EXCLUDED
 
 
 def parse(section: dict[str, Any]) -> tuple[AuditConfig, list[str]]:

@@ -46,6 +46,7 @@ from host.api import (
 from plugins.mcp import contract, pipeline_tools
 from plugins.mcp.access import allow_list
 from plugins.mcp.server_config import ServerSettings, server_settings
+from plugins.tools.contract import ToolApprovalProgress, wait_for_tool_approval
 
 log = logging.getLogger(__name__)
 MCP_STREAM = "mcp"
@@ -214,11 +215,11 @@ class GatewayMcpServer:
                     "kind": "mcp",
                     "owner": owner_key(principal),
                     "principal": principal.name,
+                    "gates": sorted(principal.gates),
                     "session": session,
                 }
-                result = as_result(await call_tool(self.gateway, name, args, caller=caller))
+                result = as_result(await self._call_registry_tool(name, args, caller, call))
         except ToolError as exc:
-            # approval_required (a call that needs a person's approval) included, for now.
             outcome, reason = "failed", exc.code
             result = error_result(f"{exc.code}: {exc.message}")
         except Exception as exc:
@@ -230,6 +231,41 @@ class GatewayMcpServer:
             outcome, reason = "failed", reason or "tool_error"
         self._audit(principal, session, name, outcome, reason, started)
         return result
+
+    async def _call_registry_tool(
+        self, name: str, args: dict[str, Any], caller: dict[str, Any], call: contract.McpCall
+    ) -> Any:
+        """``call_tool``; a call held for approval stays open, with a progress notification
+        every few seconds, until a person decides in the approvals queue (or
+        ``pipeline_timeout_seconds`` pass), then runs once if approved: the approval is
+        bound to this tool, these arguments and this caller."""
+        try:
+            return await call_tool(self.gateway, name, args, caller=caller)
+        except ToolError as exc:
+            approval_id = exc.approval_id
+            if exc.code != "approval_required" or approval_id is None:
+                raise
+        limit = server_settings(self.gateway).pipeline_timeout_seconds
+        waiting = f"waiting for approval {approval_id} (GET /approvals)"
+        await call.progress(0, None, waiting)
+
+        async def progress(update: ToolApprovalProgress) -> None:
+            await call.progress(update.elapsed_seconds, update.timeout_seconds, waiting)
+
+        decision = await wait_for_tool_approval(
+            self.gateway, approval_id, timeout=limit, on_progress=progress
+        )
+        if decision.status == "pending":
+            raise ToolError(
+                "approval_pending",
+                f"approval {approval_id} was not decided within {limit:g} s; the call did not run",
+                {"approval_id": approval_id},
+            )
+        # Decided: the call again with the approval, which runs it once if approved and
+        # otherwise says why not (denied, expired, ...).
+        return await call_tool(
+            self.gateway, name, args, caller={**caller, "approval_id": approval_id}
+        )
 
     def _progress(self, ctx: ServerRequestContext[Any]) -> Any:
         async def progress(value: float, total: float | None, message: str | None) -> None:

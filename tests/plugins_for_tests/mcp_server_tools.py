@@ -1,16 +1,22 @@
-"""Tools of a plugin for the ``/mcp`` tests: one that needs a person's approval (its call
-raises ``approval_required``, as the tools layer's approvals do), and one that reports
-its caller (what ``call_tool`` was given)."""
+"""Tools of a plugin for the ``/mcp`` tests: ``danger.delete``, which the tests put under
+``[tools.approval]`` and which writes each execution as a line to the file
+``$GATEWAY_TEST_DELETIONS`` (so a test counts them), and one that reports its caller
+(what ``call_tool`` was given)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from host.api import Tool, ToolError, hookimpl
+from host.api import Tool, hookimpl
 
 
-async def guarded(target: str) -> str:
-    raise ToolError("approval_required", f"deleting {target!r} needs an approval")
+def guarded(target: str) -> str:
+    log = os.environ.get("GATEWAY_TEST_DELETIONS")
+    if log:
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(target + "\n")
+    return f"deleted {target}"
 
 
 async def whoami(caller: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +33,7 @@ TOOLS = {
             "additionalProperties": False,
         },
         guarded,
+        blocking=True,
     ),
     "whoami": Tool(
         "Who calls.",
