@@ -94,6 +94,8 @@ async def test_the_built_in_plugins_provide_their_services_while_they_run(make_s
             "plugins.pipelines.approval_queue.ApprovalQueue": "pipelines",
             "plugins.agents.service.AgentSessions": "agents",
             "plugins.deploy.contract.AgentState": "deploy",
+            "plugins.jobs.contract.JobsAPI": "jobs",
+            "plugins.safety.contract.SafetyAPI": "safety",
         }
         models = service(ModelCatalog, app=app)
         answer = await models.chat("echo", {"messages": [{"role": "user", "content": "hi"}]})

@@ -15,6 +15,7 @@ from host.api import Event, GatewayError, Register, Settings, context, hookimpl,
 from plugins.dashboard import (
     api_routes,
     hookspecs,
+    ops_forms,  # noqa: F401 - adds its routes to pages.bp
     ops_panels,  # noqa: F401 - adds its pages to pages.bp
     ops_sessions,  # noqa: F401 - adds its pages to pages.bp
     pages,

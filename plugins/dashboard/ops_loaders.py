@@ -1,0 +1,83 @@
+"""What the ops sections show without a script: each loader reads a plugin's data
+through its typed service (or ``host.api`` for the configuration) as the signed-in
+principal, with the gates and ownership of the API it stands for. A refusal (403, or
+the plugin off) is shown in its panel instead of the data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import current_app
+
+from host.api import GatewayError, context, has_service, masked_config, service
+from plugins.channels.contract import ChannelsAPI
+from plugins.dashboard.websession import WebSession
+from plugins.jobs.contract import JobsAPI
+from plugins.safety.contract import SafetyAPI
+
+GATE_CONFIG_READ = "allow_gateway_read"  # GET /gateway/config's gate (control plugin)
+_POLICY_STATE = ("version", "updated_ms", "updated_by", "floor")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    data: Any = None
+    error: GatewayError | None = None
+    prefill: dict[str, str] | None = None  # form fields to fill in, by Field.prefill
+
+
+def need(kind: type[Any], plugin: str) -> Any:
+    if not has_service(kind):
+        raise GatewayError(503, "feature_disabled", f"the {plugin} plugin is off")
+    return service(kind)
+
+
+async def _jobs(session: WebSession) -> Loaded:
+    jobs = await need(JobsAPI, "jobs").list_jobs(session.principal, limit=50)
+    rows = [
+        {k: j[k] for k in ("id", "kind", "status", "owner", "created_by", "created_ms")}
+        for j in (job.model_dump() for job in jobs.jobs)
+    ]
+    return Loaded(rows)
+
+
+async def _channels(session: WebSession) -> Loaded:
+    return Loaded({"channels": need(ChannelsAPI, "channels").names()})
+
+
+async def _config(session: WebSession) -> Loaded:
+    context().auth.require_gate(session.principal, GATE_CONFIG_READ, "reading the configuration")
+    return Loaded(masked_config(current_app))
+
+
+async def _safety_policy(session: WebSession) -> Loaded:
+    policy = (await need(SafetyAPI, "safety").policy(session.principal)).model_dump(mode="json")
+    editable = {k: v for k, v in policy.items() if k not in _POLICY_STATE}
+    return Loaded(policy, prefill={"policy": json.dumps(editable, indent=2)})
+
+
+async def _safety_rules(session: WebSession) -> Loaded:
+    rules = (await need(SafetyAPI, "safety").rules(session.principal)).model_dump(mode="json")
+    return Loaded(rules["rules"])
+
+
+LOADERS: dict[str, Callable[[WebSession], Awaitable[Loaded]]] = {
+    "jobs": _jobs,
+    "channels": _channels,
+    "config": _config,
+    "safety_policy": _safety_policy,
+    "safety_rules": _safety_rules,
+}
+
+
+async def load_panels(session: WebSession, names: Iterable[str]) -> dict[str, Loaded]:
+    out: dict[str, Loaded] = {}
+    for name in names:
+        try:
+            out[name] = await LOADERS[name](session)
+        except GatewayError as exc:
+            out[name] = Loaded(error=exc)
+    return out
