@@ -60,14 +60,14 @@ def feed() -> Feed:
 async def snapshot(app: Quart, principal: Principal) -> dict[str, Any]:
     """Everything the overview shows to ``principal`` at once."""
     cfg = config(app)
-    runs = await overview.recent_runs(app, principal, cfg)
-    found_alerts = await alert_rules.compute(app, principal, cfg, runs)
+    runs = await overview.recent_runs(app, principal)
+    found_alerts = await alert_rules.compute(app, principal, cfg)
     approvals = await overview.pending_approvals(app, principal)
     health = await overview.health(app)
     now = now_ms()
     return {
         "health": health,
-        "runs_by_state": overview.runs_by_state(runs),
+        "runs_by_state": await overview.runs_by_state(app, principal),
         "recent_runs": [
             {
                 "id": r.id,
@@ -76,11 +76,11 @@ async def snapshot(app: Quart, principal: Principal) -> dict[str, Any]:
                 "created_ms": r.created_ms,
                 "updated_ms": r.updated_ms,
             }
-            for r in runs[:20]
+            for r in runs
         ],
         "approvals": approvals,
         "alerts": found_alerts,
-        "timeline": overview.timeline(runs, now - 3600_000, now, 30),
+        "timeline": await overview.timeline(app, principal, now - 3600_000, now, 30),
     }
 
 
@@ -92,13 +92,12 @@ async def health() -> HealthResponse:
     principal = current_principal()
     cfg = config()
     base = await overview.health(current_app)
-    runs = await overview.recent_runs(current_app, principal, cfg)
     has_runs = overview.pipelines(current_app) is not None
     approvals = await overview.pending_approvals(current_app, principal)
-    found = await alert_rules.compute(current_app, principal, cfg, runs)
+    found = await alert_rules.compute(current_app, principal, cfg)
     return HealthResponse(
         **base,
-        runs_by_state=overview.runs_by_state(runs) if has_runs else None,
+        runs_by_state=await overview.runs_by_state(current_app, principal) if has_runs else None,
         approvals_pending=len(approvals) if has_runs else None,
         alerts_active=sum(1 for a in found if not a["acknowledged"]),
     )
@@ -143,8 +142,10 @@ async def queue_timeline(query_args: TimelineQuery) -> TimelineResponse:
         )
     now = now_ms()
     start = now - query_args.window_seconds * 1000
-    runs = await overview.recent_runs(current_app, current_principal(), config(), since_ms=start)
-    return TimelineResponse(**overview.timeline(runs, start, now, query_args.buckets))
+    found = await overview.timeline(
+        current_app, current_principal(), start, now, query_args.buckets
+    )
+    return TimelineResponse(**found)
 
 
 @bp.get("/dashboard/alerts")
@@ -153,9 +154,7 @@ async def list_alerts() -> AlertList:
     """Alerts computed from the current state (most severe first), each with its code,
     severity, since, a link to its cause and whether it was acknowledged."""
     principal = current_principal()
-    cfg = config()
-    runs = await overview.recent_runs(current_app, principal, cfg)
-    found = await alert_rules.compute(current_app, principal, cfg, runs)
+    found = await alert_rules.compute(current_app, principal, config())
     return AlertList.model_validate({"alerts": found})
 
 
@@ -221,9 +220,7 @@ async def _act(ctx: Any, principal: Principal, data: ActionRequest) -> ActionRes
         raise GatewayError(
             400, "invalid_request_body", "alert_id: required to acknowledge", param="alert_id"
         )
-    cfg = config()
-    runs = await overview.recent_runs(current_app, principal, cfg)
-    found = await alert_rules.compute(current_app, principal, cfg, runs)
+    found = await alert_rules.compute(current_app, principal, config())
     alert = await alert_rules.acknowledge(current_app, principal, found, data.alert_id, data.note)
     return ActionResponse.model_validate({"action": "ack", "outcome": "done", "alert": alert})
 
