@@ -319,3 +319,32 @@ def test_a_forbidden_principals_form_changes_nothing_without_javascript(
     config = httpx.get(f"{server.url}/gateway/config", headers=server.headers).json()
     assert config["config"]["events"]["heartbeat_seconds"] != 3.0
     shot(tab, "ops-refused-no-script")
+
+
+def test_the_usage_and_cortex_pages_show_in_the_browser(page: Any, live_server: Any) -> None:
+    server = live_server()
+    answer = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+        headers=server.headers,
+    )
+    assert answer.status_code == 200
+    # The call is counted as it ends, just after its answer is sent.
+    until(
+        lambda: bool(
+            httpx.get(f"{server.url}/gateway/usage", headers=server.headers).json()["data"]
+        )
+    )
+    sign_in(page, server.url, "/ops/usage")
+    assert "echo" in page.text_content("#usage-rows")
+    page.select_option('select[name="scope"]', "all")
+    page.click("#usage-filter button[type=submit]")
+    page.wait_for_url(f"{server.url}/ops/usage?scope=all&since=&until=")
+    assert "echo" in page.text_content("#usage-rows")
+    shot(page, "ops-usage")
+    page.click('nav a[href="/ops/cortex"]')
+    page.wait_for_url(f"{server.url}/ops/cortex")
+    assert page.text_content("#cortex-ready h2") == "Readiness"
+    assert page.query_selector("#cortex-tools table") is not None
+    shot(page, "ops-cortex")
+    assert page.problems == []

@@ -96,6 +96,8 @@ async def test_the_built_in_plugins_provide_their_services_while_they_run(make_s
             "plugins.deploy.contract.AgentState": "deploy",
             "plugins.jobs.contract.JobsAPI": "jobs",
             "plugins.safety.contract.SafetyAPI": "safety",
+            "plugins.openai_compat.usage_api.UsageAPI": "openai_compat",
+            "plugins.cortex.contract.CortexAPI": "cortex",
         }
         models = service(ModelCatalog, app=app)
         answer = await models.chat("echo", {"messages": [{"role": "user", "content": "hi"}]})

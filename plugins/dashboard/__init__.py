@@ -18,6 +18,7 @@ from plugins.dashboard import (
     ops_forms,  # noqa: F401 - adds its routes to pages.bp
     ops_panels,  # noqa: F401 - adds its pages to pages.bp
     ops_sessions,  # noqa: F401 - adds its pages to pages.bp
+    ops_usage,  # noqa: F401 - adds its pages to pages.bp
     pages,
     tables,
     websession,
