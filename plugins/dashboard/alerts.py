@@ -14,7 +14,7 @@ from quart import Quart
 from host.api import GatewayError, Principal, context, now_ms, owner_key
 from plugins.dashboard.config import DashboardConfig
 from plugins.dashboard.overview import pending_approvals, pipelines
-from plugins.dashboard.signals import Signals
+from plugins.dashboard.signals import BLOCK, PROVIDER_ERROR, Signals
 from plugins.dashboard.tables import alert_acks
 from plugins.pipelines.contract import RunCounts
 
@@ -88,7 +88,7 @@ async def compute(app: Quart, reader: Principal, config: DashboardConfig) -> lis
                         f"/schedules/{schedule.id}",
                     )
                 )
-    found.extend(_signals(app, config, now))
+    found.extend(await _signals(app, config, now))
     await _mark_acknowledged(app, found)
     rank = {"critical": 0, "warning": 1, "info": 2}
     found.sort(key=lambda a: (rank.get(a["severity"], 3), a["since_ms"], a["id"]))
@@ -120,14 +120,14 @@ def _failure_rate(finished_in_window: RunCounts, config: DashboardConfig) -> lis
     ]
 
 
-def _signals(app: Quart, config: DashboardConfig, now: int) -> list[dict[str, Any]]:
+async def _signals(app: Quart, config: DashboardConfig, now: int) -> list[dict[str, Any]]:
     signals: Signals | None = context(app).extras.get(SIGNALS_KEY)
     if signals is None:
         return []
     found = []
     window_start = now - config.signal_window_seconds * 1000
     minutes = f"{config.signal_window_seconds / 60:g} min"
-    blocks, first_block = signals.blocks_since(window_start)
+    blocks, first_block = await signals.since(BLOCK, window_start)
     if blocks >= config.safety_block_threshold and first_block is not None:
         found.append(
             _alert(
@@ -140,7 +140,7 @@ def _signals(app: Quart, config: DashboardConfig, now: int) -> list[dict[str, An
                 "/gateway/events?stream=safety",
             )
         )
-    errors, first_error = signals.errors_since(context(app), window_start)
+    errors, first_error = await signals.since(PROVIDER_ERROR, window_start)
     if errors >= config.provider_error_threshold:
         found.append(
             _alert(

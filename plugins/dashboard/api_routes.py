@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,7 +30,7 @@ from host.api import (
 from plugins.dashboard import alerts as alert_rules
 from plugins.dashboard import overview
 from plugins.dashboard.config import DashboardConfig, configured
-from plugins.dashboard.feed import Feed
+from plugins.dashboard.feed import Feed, notice_of
 from plugins.dashboard.gates import GATE_ACT, GATE_CONTROL
 from plugins.dashboard.models import (
     ActionRequest,
@@ -45,7 +46,6 @@ from plugins.dashboard.models import (
 bp = Blueprint("dashboard_api", __name__)
 FEED_KEY = "dashboard.feed"
 STREAM = "dashboard"  # the event stream of dashboard actions (the audit plugin reads it)
-HEARTBEAT_SECONDS = 15.0
 
 
 def config(app: Quart | None = None) -> DashboardConfig:
@@ -213,7 +213,7 @@ async def _act(ctx: Any, principal: Principal, data: ActionRequest) -> ActionRes
         state = "paused" if record["paused"] else "running"
         return ActionResponse(action=data.action, outcome="done", state=state)
     if data.action == "refresh":
-        await feed().push("refresh", "dashboard.refresh")
+        await feed().push("refresh", "dashboard.refresh")  # at once, not coalesced
         return ActionResponse(action="refresh", outcome="done")
     ctx.auth.require_gate(principal, GATE_ACT, "acknowledging an alert")
     if not data.alert_id:
@@ -246,7 +246,7 @@ async def stream() -> Response:
     as_json = "application/json" in accept and "text/event-stream" not in accept
     if as_json or request.args.get("format") == "json":
         # A client that cannot read a stream gets the snapshot once, as JSON.
-        page = {"seq": feed().seq, **await snapshot(current_app, principal)}
+        page = {"seq": await feed().head(), **await snapshot(current_app, principal)}
         return Response(json.dumps(page), content_type="application/json")
     if ctx.hub.draining:
         raise GatewayError(503, "draining", "the gateway is shutting down")
@@ -266,32 +266,17 @@ async def stream() -> Response:
 
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        position = the_feed.seq
-        backlog = the_feed.after(last) if last is not None else None
-        if backlog is None:
-            yield _sse("snapshot", await snapshot(app, principal), position)
+        if last is not None and await the_feed.kept_after(last):
+            position = last  # the notices since are replayed from the store
         else:
-            for item in backlog:
-                yield _sse("change", item, item["seq"])
-                position = item["seq"]
-        idle = 0.0
-        while not ctx.hub.draining:
-            await the_feed.wait(position, 1.0)
-            items = the_feed.after(position)
-            if items is None:  # fell behind the kept notices: start afresh
-                position = the_feed.seq
-                yield _sse("snapshot", await snapshot(app, principal), position)
-                continue
-            if not items:
-                idle += 1.0
-                if idle >= HEARTBEAT_SECONDS:
-                    idle = 0.0
+            position = await the_feed.head()
+            yield _sse("snapshot", await snapshot(app, principal), position)
+        async with contextlib.aclosing(the_feed.follow(position)) as notices:
+            async for event in notices:
+                if event is None:
                     yield b": heartbeat\n\n"
-                continue
-            idle = 0.0
-            for item in items:
-                yield _sse("change", item, item["seq"])
-                position = item["seq"]
+                else:
+                    yield _sse("change", notice_of(event), event.seq)
         yield _sse("stream.closing", {"type": "stream.closing", "reason": "gateway shutting down"})
 
     return live_response(body(), "text/event-stream")

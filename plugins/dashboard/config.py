@@ -23,7 +23,7 @@ class DashboardConfig:
     failure_rate_threshold: float = 0.5
     failure_min_runs: int = 5
     # Safety blocks and failed model calls within ``signal_window_seconds`` that raise
-    # ``safety_blocks`` and ``provider_errors`` (counted in this process).
+    # ``safety_blocks`` and ``provider_errors`` (counted by every replica, summed).
     signal_window_seconds: int = 300
     safety_block_threshold: int = 10
     provider_error_threshold: int = 5
