@@ -216,11 +216,12 @@ def test_the_api_backed_ops_sections_show_their_data_and_send_their_forms(
     # Tools are still read by the page's script; a JS form still shows its API's answer.
     page.wait_for_selector('[data-api-get="/gateway/tools"] table')
     page.goto(f"{server.url}/ops/training")
-    page.wait_for_selector('[data-api-get="/gateway/training/status"] dl')
-    page.fill('form.api-form input[name="rollout_id"]', "nope")
-    page.fill('form.api-form textarea[name="body"]', '{"reward": 1}')
-    page.click("form.api-form button[type=submit]")
-    page.wait_for_selector("form.api-form .api-result.error")
+    page.wait_for_selector('[data-panel="training_status"] dl')
+    page.fill('form[action="/ops/training/feedback"] input[name="rollout_id"]', "nope")
+    page.fill('form[action="/ops/training/feedback"] textarea[name="body"]', '{"reward": 1}')
+    with page.expect_navigation():
+        page.click('form[action="/ops/training/feedback"] button[type=submit]')
+    assert "404 rollout_not_found" in page.text_content("main")
     shot(page, "ops-training")
     # The server-side forms work with the script on as well.
     page.goto(f"{server.url}/ops/safety")

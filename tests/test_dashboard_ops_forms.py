@@ -190,3 +190,67 @@ async def test_the_safety_policy_is_replaced_from_its_form_above_the_floor_only(
         assert "<dt>blocked</dt><dd><span>True</span></dd>" in answer
     rows = await db_rows(store_url, "SELECT name, version FROM safety_state")
     assert rows == [("policy", 1)]
+
+
+async def test_an_agent_is_deployed_and_stopped_from_the_forms_with_the_deploy_gate(
+    make_settings: Any, tmp_path: Path, store_url: str
+) -> None:
+    async with running_app(dashboard_settings(make_settings, tmp_path)) as (_, client):
+        await sign_in(client, token=READER_TOKEN)
+        status, html = await text(client, "/ops/deploy")
+        assert status == 200 and "403 policy_gate_denied" in html  # the list needs the gate
+        body = {"agent_id": "gated", "kind": "pipeline", "version": "v1", "spec": {"model": "echo"}}
+        refused = await post_form(client, "/ops/deploy", "/ops/deploy", body=json.dumps(body))
+        assert refused.status_code == 403
+        await sign_in(client)
+        done = await post_form(client, "/ops/deploy", "/ops/deploy", body=json.dumps(body))
+        assert done.status_code == 303 and done.headers["Location"] == "/ops/deploy"
+        _, html = await text(client, "/ops/deploy")
+        assert "Agent gated is live at version v1." in html
+        assert "<td>gated</td><td>pipeline</td><td>live</td>" in html
+        bad = await post_form(client, "/ops/deploy", "/ops/deploy", body='{"agent_id": "gated"}')
+        assert bad.status_code in (400, 422)
+        stopped = await post_form(
+            client, "/ops/agents/stop", "/ops/agents", agent_id="gated", back="/ops/agents"
+        )
+        assert stopped.status_code == 303 and stopped.headers["Location"] == "/ops/agents"
+        _, html = await text(client, "/ops/agents")
+        assert "Agent gated is stopped." in html
+        missing = await post_form(client, "/ops/agents/stop", "/ops/agents", agent_id="nope")
+        assert missing.status_code == 404
+    rows = await db_rows(store_url, "SELECT agent_id, state FROM deploy_agents")
+    assert rows == [("gated", "stopped")]
+
+
+async def test_training_settings_and_feedback_forms_keep_their_gates(
+    make_settings: Any, store_url: str
+) -> None:
+    async with running_app(make_settings()) as (_, client):
+        await sign_in(client, token=READER_TOKEN)
+        refused = await post_form(
+            client, "/ops/training/config", "/ops/training", patch='{"sample_rate": 0.5}'
+        )
+        assert refused.status_code == 403
+        await sign_in(client)
+        status, html = await text(client, "/ops/training")
+        assert status == 200 and "sample_rate" in html  # the status, without a script
+        done = await post_form(
+            client, "/ops/training/config", "/ops/training", patch='{"sample_rate": 0.5}'
+        )
+        assert done.status_code == 303
+        _, html = await text(client, "/ops/training")
+        assert "Training settings changed: sample_rate." in html
+        bad = await post_form(
+            client, "/ops/training/config", "/ops/training", patch='{"sample_rate": 7}'
+        )
+        assert bad.status_code == 400
+        missing = await post_form(
+            client,
+            "/ops/training/feedback",
+            "/ops/training",
+            rollout_id="nope",
+            body='{"reward": 1}',
+        )
+        assert missing.status_code == 404
+        status_now = await (await client.get("/gateway/training/status", headers=ADMIN)).get_json()
+        assert status_now["config"]["sample_rate"] == 0.5

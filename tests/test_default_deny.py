@@ -54,10 +54,14 @@ PUBLIC = {
     ("GET", "/ops/config"),
     ("POST", "/ops/config"),
     ("GET", "/ops/training"),
+    ("POST", "/ops/training/feedback"),
+    ("POST", "/ops/training/config"),
     ("GET", "/ops/safety"),
     ("POST", "/ops/safety/policy"),
     ("POST", "/ops/safety/test"),
     ("GET", "/ops/deploy"),
+    ("POST", "/ops/deploy"),
+    ("POST", "/ops/agents/stop"),
     # Authenticated by its HMAC signature (channels plugin, webhook channel).
     ("POST", "/gateway/channels/webhook/inbound"),
 }
@@ -78,6 +82,7 @@ PUBLIC_PATHS = {
     "/ops/chat/send",
     "/ops/config",
     "/ops/deploy",
+    "/ops/agents/stop",
     "/ops/diagnostics",
     "/ops/login",
     "/ops/logout",
@@ -95,6 +100,8 @@ PUBLIC_PATHS = {
     "/ops/tools-jobs",
     "/ops/tools-jobs/cancel",
     "/ops/training",
+    "/ops/training/feedback",
+    "/ops/training/config",
     "/webchat",
     "/gateway/channels/webhook/inbound",
 }

@@ -17,8 +17,10 @@ from plugins.dashboard.ops_loaders import need
 from plugins.dashboard.ops_panels import SECTIONS, section_page
 from plugins.dashboard.pages import bp, current_session, flashed, html, page, require_form
 from plugins.dashboard.websession import WebSession
+from plugins.deploy.contract import AgentState
 from plugins.jobs.contract import JobsAPI
 from plugins.safety.contract import SafetyAPI
+from plugins.training.contract import TrainingAPI
 
 GATE_CONFIG_WRITE = "allow_config_write"  # PATCH /gateway/config's gate (control plugin)
 
@@ -161,3 +163,80 @@ async def ops_safety_test() -> Any:
         result={"form": "/ops/safety/test", "data": shown},
         form_values={"text": text, "stage": stage},
     )
+
+
+@bp.post("/ops/deploy")
+@public
+@raw_body
+@html()
+async def ops_deploy_agent() -> Any:
+    """Deploy or roll back an agent (form: ``body``, the JSON of ``POST
+    /gateway/deploy``) through the deploy plugin's ``AgentState`` service:
+    ``allow_deploy`` (403), 400 naming the field, 404, 409, 422 as the route."""
+    session, form = await require_form(await current_session())
+    try:
+        body = _json_object(form, "body")
+        record = await need(AgentState, "deploy").deploy(session.principal, body)
+    except GatewayError as exc:
+        return await _refused(session, "deploy", exc)
+    return flashed(
+        "/ops/deploy",
+        f"Agent {record.agent_id} is {record.state} at version {record.live_version}.",
+    )
+
+
+@bp.post("/ops/agents/stop")
+@public
+@raw_body
+@html()
+async def ops_stop_agent() -> Any:
+    """Stop an agent (form: ``agent_id``, ``reason``; ``back``: the page to return to)
+    as ``POST /gateway/agents/{agent_id}/stop``: ``allow_deploy`` (403), 404
+    ``agent_not_found``; its running work is cancelled."""
+    session, form = await require_form(await current_session())
+    back = "/ops/agents" if form.get("back") != "/ops/deploy" else "/ops/deploy"
+    try:
+        agent_id = _text(form, "agent_id") or ""
+        record = await need(AgentState, "deploy").stop(
+            session.principal, agent_id, _text(form, "reason", False)
+        )
+    except GatewayError as exc:
+        return await _refused(session, back.removeprefix("/ops/"), exc)
+    return flashed(back, f"Agent {record.agent_id} is {record.state}.")
+
+
+@bp.post("/ops/training/feedback")
+@public
+@raw_body
+@html()
+async def ops_training_feedback() -> Any:
+    """Rate a rollout (form: ``rollout_id``, ``body``: ``{reward, label, comment}``) as
+    ``POST /gateway/training/rollouts/{id}/feedback``: ``allow_training_feedback`` (403),
+    another's rollout 404 or 403 without ``allow_training_act_all``."""
+    session, form = await require_form(await current_session())
+    try:
+        rollout_id = _text(form, "rollout_id") or ""
+        body = _json_object(form, "body")
+        body.pop("policy_gate", None)
+        done = await need(TrainingAPI, "training").feedback(session.principal, rollout_id, body)
+    except GatewayError as exc:
+        return await _refused(session, "training", exc)
+    return flashed("/ops/training", f"Feedback stored on rollout {done.id}.")
+
+
+@bp.post("/ops/training/config")
+@public
+@raw_body
+@html()
+async def ops_training_config() -> Any:
+    """Change what is collected (form: ``patch``, JSON) as ``PATCH
+    /gateway/training/config``: ``allow_training_config`` (403), 400 naming the field."""
+    session, form = await require_form(await current_session())
+    try:
+        changes = _json_object(form, "patch")
+        changes.pop("policy_gate", None)
+        done = await need(TrainingAPI, "training").change_config(session.principal, changes)
+    except GatewayError as exc:
+        return await _refused(session, "training", exc)
+    changed = ", ".join(done.changed) or "nothing"
+    return flashed("/ops/training", f"Training settings changed: {changed}.")

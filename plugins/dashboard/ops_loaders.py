@@ -15,8 +15,10 @@ from quart import current_app
 from host.api import GatewayError, context, has_service, masked_config, service
 from plugins.channels.contract import ChannelsAPI
 from plugins.dashboard.websession import WebSession
+from plugins.deploy.contract import AgentState
 from plugins.jobs.contract import JobsAPI
 from plugins.safety.contract import SafetyAPI
+from plugins.training.contract import TrainingAPI
 
 GATE_CONFIG_READ = "allow_gateway_read"  # GET /gateway/config's gate (control plugin)
 _POLICY_STATE = ("version", "updated_ms", "updated_by", "floor")
@@ -64,12 +66,30 @@ async def _safety_rules(session: WebSession) -> Loaded:
     return Loaded(rules["rules"])
 
 
+async def _deployments(session: WebSession) -> Loaded:
+    return Loaded(await need(AgentState, "deploy").states(session.principal))
+
+
+async def _training_status(session: WebSession) -> Loaded:
+    status = await need(TrainingAPI, "training").status(session.principal)
+    return Loaded(status.model_dump(mode="json"))
+
+
+async def _training_rollouts(session: WebSession) -> Loaded:
+    found = await need(TrainingAPI, "training").rollouts(session.principal, limit=50)
+    keep = ("id", "source", "pipeline_id", "model", "outcome", "owner", "reward", "created_ms")
+    return Loaded([{k: r.model_dump(mode="json")[k] for k in keep} for r in found.rollouts])
+
+
 LOADERS: dict[str, Callable[[WebSession], Awaitable[Loaded]]] = {
     "jobs": _jobs,
     "channels": _channels,
     "config": _config,
     "safety_policy": _safety_policy,
     "safety_rules": _safety_rules,
+    "deployments": _deployments,
+    "training_status": _training_status,
+    "training_rollouts": _training_rollouts,
 }
 
 

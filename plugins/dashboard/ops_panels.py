@@ -190,6 +190,7 @@ SECTIONS: dict[str, Section] = {
             (
                 Panel(
                     "Deployments",
+                    load="deployments",
                     forms=(
                         Form(
                             "Deploy an agent",
@@ -198,18 +199,24 @@ SECTIONS: dict[str, Section] = {
                             (
                                 Field(
                                     "body",
-                                    "Body: {agent_id, kind, version, spec}",
+                                    "Body: {agent_id, kind, version, spec} or "
+                                    "{agent_id, rollback_to}",
                                     "json",
                                     required=True,
                                 ),
                             ),
                             ("*",),
+                            action="/ops/deploy",
                         ),
                         Form(
                             "Stop an agent",
                             "POST",
                             "/gateway/agents/{agent_id}/stop",
-                            (Field("agent_id", "Agent id", required=True),),
+                            (
+                                Field("agent_id", "Agent id", required=True),
+                                Field("reason", "Reason"),
+                            ),
+                            action="/ops/agents/stop",
                         ),
                     ),
                 ),
@@ -220,10 +227,10 @@ SECTIONS: dict[str, Section] = {
             "Training",
             ("training",),
             (
-                Panel("Status", get="/gateway/training/status"),
+                Panel("Status", load="training_status"),
                 Panel(
                     "Rollouts",
-                    get="/gateway/training/rollouts",
+                    load="training_rollouts",
                     forms=(
                         Form(
                             "Feedback on a rollout",
@@ -231,9 +238,12 @@ SECTIONS: dict[str, Section] = {
                             "/gateway/training/rollouts/{rollout_id}/feedback",
                             (
                                 Field("rollout_id", "Rollout id", required=True),
-                                Field("body", "Body: {reward, ...}", "json", required=True),
+                                Field(
+                                    "body", "Body: {reward, label, comment}", "json", required=True
+                                ),
                             ),
                             ("*",),
+                            action="/ops/training/feedback",
                         ),
                     ),
                 ),
@@ -253,6 +263,7 @@ SECTIONS: dict[str, Section] = {
                                 ),
                             ),
                             ("*",),
+                            action="/ops/training/config",
                         ),
                     ),
                 ),
@@ -271,7 +282,11 @@ SECTIONS: dict[str, Section] = {
                             "Stop",
                             "POST",
                             "/gateway/agents/{agent_id}/stop",
-                            (Field("agent_id", "Agent id", required=True),),
+                            (
+                                Field("agent_id", "Agent id", required=True),
+                                Field("reason", "Reason"),
+                            ),
+                            action="/ops/agents/stop",
                         ),
                     ),
                     note="Stopping needs the deploy plugin and allow_deploy.",
