@@ -216,6 +216,9 @@ async def test_an_agent_is_deployed_and_stopped_from_the_forms_with_the_deploy_g
         assert stopped.status_code == 303 and stopped.headers["Location"] == "/ops/agents"
         _, html = await text(client, "/ops/agents")
         assert "Agent gated is stopped." in html
+        # The agent sessions are listed on the server too (none were opened).
+        assert '<article class="wide panel" data-panel="agent_sessions">' in html
+        assert "/ops/static/panels.js" not in html  # nothing on this page needs a script
         missing = await post_form(client, "/ops/agents/stop", "/ops/agents", agent_id="nope")
         assert missing.status_code == 404
     rows = await db_rows(store_url, "SELECT agent_id, state FROM deploy_agents")

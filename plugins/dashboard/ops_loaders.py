@@ -13,6 +13,7 @@ from typing import Any
 from quart import current_app
 
 from host.api import GatewayError, context, has_service, masked_config, service
+from plugins.agents.contract import AgentSessions
 from plugins.channels.contract import ChannelsAPI
 from plugins.dashboard.websession import WebSession
 from plugins.deploy.contract import AgentState
@@ -81,6 +82,12 @@ async def _training_rollouts(session: WebSession) -> Loaded:
     return Loaded([{k: r.model_dump(mode="json")[k] for k in keep} for r in found.rollouts])
 
 
+async def _agent_sessions(session: WebSession) -> Loaded:
+    found = await need(AgentSessions, "agents").list_sessions(session.principal, None, None, 100)
+    keep = ("id", "agent_id", "state", "owner", "workspace", "created_ms", "closed_ms")
+    return Loaded([{k: s.model_dump(mode="json")[k] for k in keep} for s in found])
+
+
 LOADERS: dict[str, Callable[[WebSession], Awaitable[Loaded]]] = {
     "jobs": _jobs,
     "channels": _channels,
@@ -90,6 +97,7 @@ LOADERS: dict[str, Callable[[WebSession], Awaitable[Loaded]]] = {
     "deployments": _deployments,
     "training_status": _training_status,
     "training_rollouts": _training_rollouts,
+    "agent_sessions": _agent_sessions,
 }
 
 

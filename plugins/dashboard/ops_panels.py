@@ -274,7 +274,7 @@ SECTIONS: dict[str, Section] = {
             "Agents",
             ("agents",),
             (
-                Panel("Agent sessions", get="/sessions"),
+                Panel("Agent sessions", load="agent_sessions"),
                 Panel(
                     "Stop an agent",
                     forms=(
