@@ -83,7 +83,9 @@ class Feed:
 
     async def push(self, topic: str, type_: str) -> int:
         """A notice stored now (an explicit refresh); its ``seq``."""
-        event = await self.ctx.hub.publish(NOTICES, NOTICE, {"topic": topic, "type": type_})
+        event = await self.ctx.hub.publish(
+            NOTICES, NOTICE, {"topic": topic, "type": type_}, observe=False
+        )
         return event.seq
 
     async def _flush(self) -> None:
