@@ -251,6 +251,17 @@ async def patch_config(app: Quart, patch: dict[str, Any], principal: Principal) 
             "state_dir: cannot be changed at runtime; set it in gateway.toml, "
             "GATEWAY_STATE_DIR or --state-dir",
         )
+    kept = _removals_kept_below(patch, _lower_layers(ctx.settings))
+    if kept:
+        # The overrides file lies on top of the config file: a null there cannot take out
+        # a key the file sets, and answering "applied" would leave e.g. a token valid.
+        raise GatewayError(
+            409,
+            "config_key_in_file",
+            f"{', '.join(kept)}: set in the config file (or a command-line flag), which a "
+            "PATCH cannot remove; remove it there and POST /gateway/reload; nothing was "
+            "written",
+        )
     current = read_toml(path) if path.is_file() else {}
     overrides = _prune_empty(merge_patch(current, patch))
     try:
@@ -283,6 +294,30 @@ async def patch_config(app: Quart, patch: dict[str, Any], principal: Principal) 
         "env_shadowed": env_shadowed,
         **report,
     }
+
+
+def _lower_layers(settings: Settings) -> dict[str, Any]:
+    """The config file (or the data the app was built from) with the CLI flags on top:
+    what lies under the overrides file."""
+    config_file = settings.config_file
+    if config_file is not None and config_file.is_file():
+        base = read_toml(config_file)
+    else:
+        base = settings.base_data
+    return deep_merge(base, settings.cli_overrides)
+
+
+def _removals_kept_below(patch: dict[str, Any], lower: Any, prefix: str = "") -> list[str]:
+    """The keys ``patch`` removes (``null``) that ``lower`` sets all the same."""
+    kept: list[str] = []
+    if not isinstance(lower, dict):
+        return kept
+    for key, value in patch.items():
+        if value is None and key in lower:
+            kept.append(prefix + key)
+        elif isinstance(value, dict):
+            kept += _removals_kept_below(value, lower.get(key), f"{prefix}{key}.")
+    return kept
 
 
 def _prune_empty(data: dict[str, Any]) -> dict[str, Any]:

@@ -209,10 +209,17 @@ class EventHub:
 
     # -- producing ------------------------------------------------------------------------
 
-    async def publish(self, stream: str, type: str, data: dict[str, Any] | None = None) -> Event:
-        """Store an event and wake its subscribers."""
+    async def publish(
+        self, stream: str, type: str, data: dict[str, Any] | None = None, *, observe: bool = True
+    ) -> Event:
+        """Store an event and wake its subscribers. ``observe=False``: the
+        ``gateway_on_event`` observers are not told (an event derived from others, such
+        as the dashboard's change notices, which would otherwise be observed again)."""
         event = await self.store.append_event(stream, type, data)
-        await self.notify(event)
+        if observe:
+            await self.notify(event)
+        else:
+            self._wake(event.stream)
         return event
 
     async def notify(self, event: Event) -> None:

@@ -462,6 +462,20 @@ async def test_patch_config_null_removes_a_key(make_settings):
     assert _temp_files(settings.state_dir) == []
 
 
+async def test_patch_config_refuses_to_remove_a_key_the_config_file_sets(config_file):
+    settings = load_settings(config_file)
+    async with running_app(settings) as (_app, client):
+        refused = await client.patch(
+            "/gateway/config", json={"auth": {"tokens": {"reader": None}}}, headers=ADMIN
+        )
+        assert refused.status_code == 409
+        error = assert_error(await refused.get_json(), "config_key_in_file")
+        assert "auth.tokens.reader" in error["message"]
+        # The token still signs in: nothing was taken out, nothing was written.
+        assert (await client.get("/gateway/status", headers=READER)).status_code == 200
+    assert not settings.overrides_path.exists()
+
+
 async def test_patch_config_refuses_to_move_the_state_dir(make_settings, tmp_path):
     settings = make_settings()
     async with running_app(settings) as (_app, client):

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from host.api import Principal, hookimpl
+from host.api import Principal, hookimpl, now_ms, service
+from plugins.pipelines.contract import PipelinesAPI
 from tests.conftest import ADMIN, READER, assert_error, db_rows, running_app
 from tests.dashboard_fixtures import (
     dashboard_config,
@@ -216,6 +217,37 @@ async def test_queue_timeline_counts_runs_per_bucket(make_settings: Any, tmp_pat
             bad = await client.get(f"/dashboard/queue-timeline?{query}", headers=ADMIN)
             assert bad.status_code == 400, query
             assert_error(await bad.get_json(), "invalid_query")
+
+
+async def test_the_pipelines_service_counts_runs_and_buckets_them_in_sql(
+    make_settings: Any, tmp_path: Path, store_url: str
+) -> None:
+    async with running_app(dashboard_settings(make_settings, tmp_path)) as (app, client):
+        failed = await start_run(client, "failing")
+        await wait_status(client, failed, "failed")
+        waiting = await start_run(client, "gated")
+        await wait_status(client, waiting, "waiting")
+        api = service(PipelinesAPI, app=app)
+        admin = Principal("admin", "token", frozenset({"*"}))
+        reader = Principal("reader", "token", frozenset())
+        counts = await api.run_counts(admin)
+        assert counts.by_status == {"failed": 1, "waiting": 1} and counts.total == 2
+        assert (await api.run_counts(reader)).by_status == {}
+        sql = "SELECT finished_ms FROM pipelines_runs WHERE status = 'failed'"
+        ((finished,),) = await db_rows(store_url, sql)
+        recent = await api.run_counts(admin, finished_since_ms=finished)
+        assert recent.by_status == {"failed": 1}
+        assert recent.first_finished_ms == {"failed": finished}
+        assert (await api.run_counts(admin, finished_since_ms=finished + 1)).by_status == {}
+        # A window after both runs: the waiting run, started before it, runs through it.
+        later = now_ms() + 60_000
+        ahead = await api.run_timeline(admin, later, later + 20_000, 2)
+        assert [b["running"] for b in ahead["buckets"]] == [1, 1]
+        assert sum(b["queued"] + b["failed"] for b in ahead["buckets"]) == 0
+        around = await api.run_timeline(admin, finished - 60_000, later, 4)
+        assert sum(b["queued"] for b in around["buckets"]) == 2
+        assert sum(b["failed"] for b in around["buckets"]) == 1
+        assert around["buckets"][-1]["running"] == 1
 
 
 class _Widgets:

@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN, READER_TOKEN, assert_error, db_rows, running_app
+from host.settings import deep_merge, load_settings
+from tests.conftest import (
+    ADMIN,
+    READER_TOKEN,
+    assert_error,
+    base_config,
+    db_rows,
+    running_app,
+    store_section,
+    write_config,
+)
 from tests.dashboard_fixtures import dashboard_settings
 from tests.dashboard_pages_helpers import login_nonce, page_csrf, sign_in
 
@@ -237,3 +247,23 @@ async def test_an_ops_section_whose_plugin_is_off_says_it_is_disabled(make_setti
             "This feature is disabled: the training plugin is off"
             in (await page.get_data()).decode()
         )
+
+
+async def test_a_token_removed_from_the_config_signs_its_cookie_session_out(
+    store_url: str, state_dir: Path, tmp_path: Path
+) -> None:
+    data = deep_merge(base_config(state_dir), store_section(store_url))
+    config_file = write_config(tmp_path / "conf" / "gateway.toml", data)
+    async with running_app(load_settings(config_file)) as (_, client):
+        await sign_in(client, token=READER_TOKEN)
+        assert (await client.get("/ops")).status_code == 200
+        assert (await client.get("/gateway/status")).status_code == 200
+        del data["auth"]["tokens"]["reader"]
+        write_config(config_file, data)
+        reloaded = await client.post("/gateway/reload", headers=ADMIN)
+        assert reloaded.status_code == 200, await reloaded.get_json()
+        page = await client.get("/ops")
+        assert page.status_code == 303 and page.headers["Location"].startswith("/ops/login")
+        assert (await client.get("/gateway/status")).status_code == 401
+        # Nothing else was signed out.
+        assert (await client.get("/gateway/status", headers=ADMIN)).status_code == 200

@@ -136,6 +136,8 @@ PAGES = {
     "/ops/sessions/<session_key>",
     "/ops/memory",
     "/ops/memory-graph",
+    "/ops/usage",
+    "/ops/cortex",
     "/ops/tools-jobs",
     "/ops/channels",
     "/ops/config",

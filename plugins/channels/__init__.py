@@ -12,6 +12,7 @@ from quart import Quart
 from host.api import (
     FrameError,
     GatewayError,
+    Principal,
     Register,
     Settings,
     Store,
@@ -23,7 +24,7 @@ from host.api import (
 )
 from plugins.channels import hookspecs, retention, routes, store
 from plugins.channels.config import problems
-from plugins.channels.contract import ChannelsAPI
+from plugins.channels.contract import ACTIONS, ChannelsAPI, LifecycleOutcome
 from plugins.channels.webchat import WebchatChannel
 from plugins.channels.webhook import WebhookChannel
 
@@ -76,7 +77,12 @@ def gateway_startup(app: Quart) -> None:
         result: dict[str, Any] = await target.send(ctx, session_key, message)
         return result
 
-    provide(ChannelsAPI, ChannelsAPI(deliver), app=app)
+    async def act(principal: Principal, channel: str, action: str) -> LifecycleOutcome:
+        if action not in ACTIONS:
+            raise GatewayError(400, "invalid_request_body", f"action: no action {action!r}")
+        return await routes.act(ctx, principal, channel, action)
+
+    provide(ChannelsAPI, ChannelsAPI(deliver, act, lambda: list(ctx.registry("channels"))), app=app)
 
 
 @hookimpl

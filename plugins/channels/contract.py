@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from host.api import GatewayContext
+from host.api import GatewayContext, Principal
 
 ACTIONS = ("status", "probe", "login", "logout", "start", "stop")
 
@@ -47,16 +47,42 @@ class Channel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LifecycleOutcome:
+    """What a lifecycle action did: the stored state after it and the channel's report."""
+
+    channel: str
+    action: str
+    changed: bool
+    state: ChannelState
+    result: dict[str, Any]
+
+
 class ChannelsAPI:
     """The channels plugin's service: deliver a session's message through a channel
-    (the sessions plugin calls it). 404 ``channel_not_found``, 409 ``channel_stopped``."""
+    (the sessions plugin calls it; 404 ``channel_not_found``, 409 ``channel_stopped``),
+    and drive a channel's lifecycle for a principal as
+    ``POST /gateway/channels/{channel}/lifecycle`` does (the dashboard's forms)."""
 
-    def __init__(self, deliver: Any) -> None:
+    def __init__(self, deliver: Any, act: Any = None, names: Any = None) -> None:
         self._deliver = deliver
+        self._act = act
+        self._names = names
 
     async def send(self, channel: str, session_key: str, message: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._deliver(channel, session_key, message)
         return result
 
+    async def act(self, principal: Principal, channel: str, action: str) -> LifecycleOutcome:
+        """403 without ``allow_channels_control``; 404 ``channel_not_found``; 409
+        ``action_not_supported`` and the channel's own refusals. Stored and published
+        (audited) as the route does."""
+        outcome: LifecycleOutcome = await self._act(principal, channel, action)
+        return outcome
 
-__all__ = ["ACTIONS", "Channel", "ChannelState", "ChannelsAPI"]
+    def names(self) -> list[str]:
+        """The registered channels."""
+        return sorted(self._names()) if self._names is not None else []
+
+
+__all__ = ["ACTIONS", "Channel", "ChannelState", "ChannelsAPI", "LifecycleOutcome"]

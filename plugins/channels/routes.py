@@ -15,6 +15,7 @@ from host.api import (
     GatewayContext,
     GatewayError,
     InvalidJSON,
+    Principal,
     context,
     current_principal,
     now_ms,
@@ -26,7 +27,7 @@ from host.api import (
 )
 from plugins.channels import store, webhook
 from plugins.channels.config import webhook_config
-from plugins.channels.contract import Channel
+from plugins.channels.contract import Channel, LifecycleOutcome
 
 bp = Blueprint("channels", __name__)
 GATE = "allow_channels_control"
@@ -89,35 +90,55 @@ async def lifecycle(channel: str, data: LifecycleRequest) -> LifecycleResponse:
     does not have (and the channel's own refusals, such as ``channel_not_configured``).
     Every action but ``status`` is stored before the answer and published on the
     ``channels`` stream (audited)."""
-    ctx = context()
+    out = await act(context(), current_principal(), channel, data.action)
+    after = out.state
+    return LifecycleResponse(
+        channel=channel,
+        action=out.action,
+        changed=out.changed,
+        state=StateRecord(
+            running=after.running,
+            logged_in=after.logged_in,
+            detail=after.detail,
+            updated_ms=after.updated_ms,
+            updated_by=after.updated_by,
+        ),
+        result=out.result,
+    )
+
+
+async def act(
+    ctx: GatewayContext, principal: Principal, channel: str, action: str
+) -> LifecycleOutcome:
+    """The lifecycle action (the route's, and the ``ChannelsAPI`` service's)."""
+    ctx.auth.require_gate(principal, GATE, f"the channel action {action!r}")
     target = channel_of(ctx, channel)
-    if data.action not in target.actions:
+    if action not in target.actions:
         raise GatewayError(
             409,
             "action_not_supported",
-            f"channel {channel!r} does not support {data.action!r} "
+            f"channel {channel!r} does not support {action!r} "
             f"(it supports {', '.join(sorted(target.actions))})",
         )
     before = await store.load(ctx.store, channel)
-    after, result = await target.act(ctx, data.action, before)
+    after, result = await target.act(ctx, action, before)
     changed = (after.running, after.logged_in, after.detail) != (
         before.running,
         before.logged_in,
         before.detail,
     )
-    if data.action != "status":
-        principal = current_principal()
+    if action != "status":
         after = after.but(updated_ms=now_ms(), updated_by=principal.name)
         await store.save(ctx.store, channel, after)
         audit = {
-            "action": f"channel.{data.action}",
+            "action": f"channel.{action}",
             "target": channel,
             "outcome": "succeeded" if result.get("ok", True) else "failed",
             "reason_code": None,
         }
         await ctx.hub.publish(
             EVENTS,
-            f"channel.{data.action}",
+            f"channel.{action}",
             {
                 "channel": channel,
                 "by": principal.name,
@@ -127,19 +148,7 @@ async def lifecycle(channel: str, data: LifecycleRequest) -> LifecycleResponse:
                 "audit": audit,
             },
         )
-    return LifecycleResponse(
-        channel=channel,
-        action=data.action,
-        changed=changed,
-        state=StateRecord(
-            running=after.running,
-            logged_in=after.logged_in,
-            detail=after.detail,
-            updated_ms=after.updated_ms,
-            updated_by=after.updated_by,
-        ),
-        result=result,
-    )
+    return LifecycleOutcome(channel, action, changed, after, result)
 
 
 @bp.post("/gateway/channels/webhook/inbound")

@@ -9,9 +9,10 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Register, Settings, context, hookimpl
+from host.api import Register, Settings, context, hookimpl, provide
 from plugins.cortex import routes, tables, tools
 from plugins.cortex.config import configured, problems
+from plugins.cortex.contract import CortexAPI
 from plugins.cortex.gates import GATE_CHAT
 
 
@@ -45,6 +46,7 @@ def gateway_validate_config(app: Quart, settings: Settings) -> list[str]:
 @hookimpl
 async def gateway_startup(app: Quart) -> None:
     context(app).extras[routes.CONFIG_KEY] = configured(context(app).settings)
+    provide(CortexAPI, routes.CortexService(), app=app)
 
 
 @hookimpl

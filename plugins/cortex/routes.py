@@ -14,6 +14,7 @@ from quart_schema import document_request, document_response, validate_response
 from host.api import (
     ErrorResponse,
     GatewayError,
+    Principal,
     context,
     current_principal,
     document_media_type,
@@ -27,6 +28,7 @@ from host.api import (
 )
 from plugins.cortex.chat import SYSTEM, Chat, Readiness
 from plugins.cortex.config import CortexConfig, configured
+from plugins.cortex.contract import CortexAPI
 from plugins.cortex.gates import GATE_CHAT
 from plugins.cortex.models import (
     ChatEvent,
@@ -142,9 +144,14 @@ async def cortex_status() -> CortexStatus:
     """Readiness: the configured model (in the catalog, reachable at the last call or
     ``?probe=true`` now), the tools the caller's chat may use, and the caller's last use
     (with when anyone last used it)."""
+    return await status_of(current_principal(), request.args.get("probe") == "true")
+
+
+async def status_of(principal: Principal, probe: bool = False) -> CortexStatus:
+    """The readiness as ``principal`` sees it (the route's, and the ``CortexAPI``
+    service's); ``probe``: call the model now."""
     settings = config()
     seen = readiness()
-    principal = current_principal()
     model = ModelReadiness(name=settings.model, configured=False)
     from plugins.openai_compat.contract import ModelCatalog
 
@@ -153,7 +160,7 @@ async def cortex_status() -> CortexStatus:
         route = models.models.get(settings.model)
         if route is not None:
             model.configured, model.provider = True, route.provider
-            if request.args.get("probe") == "true":
+            if probe:
                 await _probe(models, settings.model, seen)
     model.reachable, model.checked_ms, model.error = seen.reachable, seen.checked_ms, seen.error
     t = chats
@@ -181,6 +188,11 @@ async def cortex_status() -> CortexStatus:
         last_use=last,
         last_use_any_ms=anyone,
     )
+
+
+class CortexService(CortexAPI):
+    async def status(self, principal: Principal, probe: bool = False) -> CortexStatus:
+        return await status_of(principal, probe)
 
 
 async def _probe(models: Any, model: str, seen: Readiness) -> None:

@@ -11,19 +11,21 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Event, GatewayError, Register, Settings, context, hookimpl, now_ms
+from host.api import Event, GatewayError, Register, Settings, Store, context, hookimpl
 from plugins.dashboard import (
     api_routes,
     hookspecs,
+    ops_forms,  # noqa: F401 - adds its routes to pages.bp
     ops_panels,  # noqa: F401 - adds its pages to pages.bp
     ops_sessions,  # noqa: F401 - adds its pages to pages.bp
+    ops_usage,  # noqa: F401 - adds its pages to pages.bp
     pages,
     tables,
     websession,
 )
 from plugins.dashboard.alerts import SIGNALS_KEY
 from plugins.dashboard.config import configured, problems
-from plugins.dashboard.feed import Feed, topic_of
+from plugins.dashboard.feed import NOTICES, Feed, topic_of
 from plugins.dashboard.gates import GATE_ACT
 from plugins.dashboard.signals import Signals
 
@@ -56,13 +58,32 @@ def gateway_register_migrations(register: Register) -> None:
 async def gateway_startup(app: Quart) -> None:
     ctx = context(app)
     config = configured(ctx.settings)  # an invalid section fails start-up, naming the key
-    ctx.extras[api_routes.FEED_KEY] = Feed(config.stream_buffer)
-    ctx.extras.setdefault(SIGNALS_KEY, Signals(now_ms()))
+    feed = ctx.extras[api_routes.FEED_KEY] = Feed(ctx, config.stream_buffer)
+    feed.start()
+    signals = ctx.extras[SIGNALS_KEY] = Signals(ctx)
+    signals.start()
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
-    context(app).extras.pop(api_routes.FEED_KEY, None)
+    feed: Feed | None = context(app).extras.pop(api_routes.FEED_KEY, None)
+    if feed is not None:
+        await feed.stop()
+    signals: Signals | None = context(app).extras.pop(SIGNALS_KEY, None)
+    if signals is not None:
+        await signals.stop()
+
+
+@hookimpl
+async def gateway_prune(
+    store: Store, settings: Settings, now_ms: int, dry_run: bool
+) -> dict[str, int]:
+    # The notices are only for resuming a stream: the last stream_buffer of them do.
+    keep = configured(settings).stream_buffer
+    removed = await store.prune_stream(
+        NOTICES, before_ms=None, keep_last=keep, batch_size=1000, dry_run=dry_run
+    )
+    return {"events": removed}
 
 
 @hookimpl
@@ -81,7 +102,7 @@ async def gateway_on_event(event: Event, app: Quart) -> None:
         return
     found: Feed | None = context(app).extras.get(api_routes.FEED_KEY)
     if found is not None:
-        await found.push(topic, event.type)
+        found.mark(topic, event.type)
 
 
 @hookimpl

@@ -14,9 +14,9 @@ from quart import Quart
 from host.api import GatewayError, Principal, context, now_ms, owner_key
 from plugins.dashboard.config import DashboardConfig
 from plugins.dashboard.overview import pending_approvals, pipelines
-from plugins.dashboard.signals import Signals
+from plugins.dashboard.signals import BLOCK, PROVIDER_ERROR, Signals
 from plugins.dashboard.tables import alert_acks
-from plugins.pipelines.contract import RunRecord
+from plugins.pipelines.contract import RunCounts
 
 PAUSED_KEY = "gateway.paused"  # the control state every worker reads (host lifecycle)
 SIGNALS_KEY = "dashboard.signals"
@@ -38,9 +38,7 @@ def _alert(
     }
 
 
-async def compute(
-    app: Quart, reader: Principal, config: DashboardConfig, runs: list[RunRecord]
-) -> list[dict[str, Any]]:
+async def compute(app: Quart, reader: Principal, config: DashboardConfig) -> list[dict[str, Any]]:
     """The alerts ``reader`` may see, most severe first, then oldest first."""
     ctx = context(app)
     now = now_ms()
@@ -73,9 +71,10 @@ async def compute(
                         f"/runs/{approval['run_id']}",
                     )
                 )
-        found.extend(_failure_rate(runs, config, now))
         api = pipelines(app)
         assert api is not None
+        window_start = now - config.failure_window_seconds * 1000
+        found.extend(_failure_rate(await api.run_counts(reader, window_start), config))
         for schedule in (await api.list_schedules(reader)).schedules:
             if schedule.missed > 0:
                 found.append(
@@ -89,37 +88,31 @@ async def compute(
                         f"/schedules/{schedule.id}",
                     )
                 )
-    found.extend(_signals(app, config, now))
+    found.extend(await _signals(app, config, now))
     await _mark_acknowledged(app, found)
     rank = {"critical": 0, "warning": 1, "info": 2}
     found.sort(key=lambda a: (rank.get(a["severity"], 3), a["since_ms"], a["id"]))
     return found
 
 
-def _failure_rate(runs: list[RunRecord], config: DashboardConfig, now: int) -> list[dict[str, Any]]:
-    window_start = now - config.failure_window_seconds * 1000
-    finished = [
-        r
-        for r in runs
-        if r.status in ("completed", "failed")
-        and r.finished_ms is not None
-        and r.finished_ms >= window_start
-    ]
-    failed = [r for r in finished if r.status == "failed"]
-    if len(finished) < config.failure_min_runs or not finished:
+def _failure_rate(finished_in_window: RunCounts, config: DashboardConfig) -> list[dict[str, Any]]:
+    counts = finished_in_window.by_status
+    failed_n = counts.get("failed", 0)
+    finished_n = failed_n + counts.get("completed", 0)
+    if finished_n < config.failure_min_runs or not finished_n:
         return []
-    rate = len(failed) / len(finished)
+    rate = failed_n / finished_n
     if rate <= config.failure_rate_threshold:
         return []
     # The occurrence starts at the oldest failure in the window (stable while it lasts).
-    since = min(r.finished_ms or now for r in failed)
+    since = finished_in_window.first_finished_ms["failed"]
     return [
         _alert(
             "failure_rate",
             "failure_rate",
             "critical",
             since,
-            f"{len(failed)} of {len(finished)} runs finished in the last "
+            f"{failed_n} of {finished_n} runs finished in the last "
             f"{config.failure_window_seconds // 60} min failed ({rate:.0%}, threshold "
             f"{config.failure_rate_threshold:.0%})",
             "/runs?status=failed",
@@ -127,14 +120,14 @@ def _failure_rate(runs: list[RunRecord], config: DashboardConfig, now: int) -> l
     ]
 
 
-def _signals(app: Quart, config: DashboardConfig, now: int) -> list[dict[str, Any]]:
+async def _signals(app: Quart, config: DashboardConfig, now: int) -> list[dict[str, Any]]:
     signals: Signals | None = context(app).extras.get(SIGNALS_KEY)
     if signals is None:
         return []
     found = []
     window_start = now - config.signal_window_seconds * 1000
     minutes = f"{config.signal_window_seconds / 60:g} min"
-    blocks, first_block = signals.blocks_since(window_start)
+    blocks, first_block = await signals.since(BLOCK, window_start)
     if blocks >= config.safety_block_threshold and first_block is not None:
         found.append(
             _alert(
@@ -147,7 +140,7 @@ def _signals(app: Quart, config: DashboardConfig, now: int) -> list[dict[str, An
                 "/gateway/events?stream=safety",
             )
         )
-    errors, first_error = signals.errors_since(context(app), window_start)
+    errors, first_error = await signals.since(PROVIDER_ERROR, window_start)
     if errors >= config.provider_error_threshold:
         found.append(
             _alert(

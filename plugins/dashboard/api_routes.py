@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,7 +30,7 @@ from host.api import (
 from plugins.dashboard import alerts as alert_rules
 from plugins.dashboard import overview
 from plugins.dashboard.config import DashboardConfig, configured
-from plugins.dashboard.feed import Feed
+from plugins.dashboard.feed import Feed, notice_of
 from plugins.dashboard.gates import GATE_ACT, GATE_CONTROL
 from plugins.dashboard.models import (
     ActionRequest,
@@ -45,7 +46,6 @@ from plugins.dashboard.models import (
 bp = Blueprint("dashboard_api", __name__)
 FEED_KEY = "dashboard.feed"
 STREAM = "dashboard"  # the event stream of dashboard actions (the audit plugin reads it)
-HEARTBEAT_SECONDS = 15.0
 
 
 def config(app: Quart | None = None) -> DashboardConfig:
@@ -60,14 +60,14 @@ def feed() -> Feed:
 async def snapshot(app: Quart, principal: Principal) -> dict[str, Any]:
     """Everything the overview shows to ``principal`` at once."""
     cfg = config(app)
-    runs = await overview.recent_runs(app, principal, cfg)
-    found_alerts = await alert_rules.compute(app, principal, cfg, runs)
+    runs = await overview.recent_runs(app, principal)
+    found_alerts = await alert_rules.compute(app, principal, cfg)
     approvals = await overview.pending_approvals(app, principal)
     health = await overview.health(app)
     now = now_ms()
     return {
         "health": health,
-        "runs_by_state": overview.runs_by_state(runs),
+        "runs_by_state": await overview.runs_by_state(app, principal),
         "recent_runs": [
             {
                 "id": r.id,
@@ -76,11 +76,11 @@ async def snapshot(app: Quart, principal: Principal) -> dict[str, Any]:
                 "created_ms": r.created_ms,
                 "updated_ms": r.updated_ms,
             }
-            for r in runs[:20]
+            for r in runs
         ],
         "approvals": approvals,
         "alerts": found_alerts,
-        "timeline": overview.timeline(runs, now - 3600_000, now, 30),
+        "timeline": await overview.timeline(app, principal, now - 3600_000, now, 30),
     }
 
 
@@ -92,13 +92,12 @@ async def health() -> HealthResponse:
     principal = current_principal()
     cfg = config()
     base = await overview.health(current_app)
-    runs = await overview.recent_runs(current_app, principal, cfg)
     has_runs = overview.pipelines(current_app) is not None
     approvals = await overview.pending_approvals(current_app, principal)
-    found = await alert_rules.compute(current_app, principal, cfg, runs)
+    found = await alert_rules.compute(current_app, principal, cfg)
     return HealthResponse(
         **base,
-        runs_by_state=overview.runs_by_state(runs) if has_runs else None,
+        runs_by_state=await overview.runs_by_state(current_app, principal) if has_runs else None,
         approvals_pending=len(approvals) if has_runs else None,
         alerts_active=sum(1 for a in found if not a["acknowledged"]),
     )
@@ -143,8 +142,10 @@ async def queue_timeline(query_args: TimelineQuery) -> TimelineResponse:
         )
     now = now_ms()
     start = now - query_args.window_seconds * 1000
-    runs = await overview.recent_runs(current_app, current_principal(), config(), since_ms=start)
-    return TimelineResponse(**overview.timeline(runs, start, now, query_args.buckets))
+    found = await overview.timeline(
+        current_app, current_principal(), start, now, query_args.buckets
+    )
+    return TimelineResponse(**found)
 
 
 @bp.get("/dashboard/alerts")
@@ -153,9 +154,7 @@ async def list_alerts() -> AlertList:
     """Alerts computed from the current state (most severe first), each with its code,
     severity, since, a link to its cause and whether it was acknowledged."""
     principal = current_principal()
-    cfg = config()
-    runs = await overview.recent_runs(current_app, principal, cfg)
-    found = await alert_rules.compute(current_app, principal, cfg, runs)
+    found = await alert_rules.compute(current_app, principal, config())
     return AlertList.model_validate({"alerts": found})
 
 
@@ -214,16 +213,14 @@ async def _act(ctx: Any, principal: Principal, data: ActionRequest) -> ActionRes
         state = "paused" if record["paused"] else "running"
         return ActionResponse(action=data.action, outcome="done", state=state)
     if data.action == "refresh":
-        await feed().push("refresh", "dashboard.refresh")
+        await feed().push("refresh", "dashboard.refresh")  # at once, not coalesced
         return ActionResponse(action="refresh", outcome="done")
     ctx.auth.require_gate(principal, GATE_ACT, "acknowledging an alert")
     if not data.alert_id:
         raise GatewayError(
             400, "invalid_request_body", "alert_id: required to acknowledge", param="alert_id"
         )
-    cfg = config()
-    runs = await overview.recent_runs(current_app, principal, cfg)
-    found = await alert_rules.compute(current_app, principal, cfg, runs)
+    found = await alert_rules.compute(current_app, principal, config())
     alert = await alert_rules.acknowledge(current_app, principal, found, data.alert_id, data.note)
     return ActionResponse.model_validate({"action": "ack", "outcome": "done", "alert": alert})
 
@@ -249,7 +246,7 @@ async def stream() -> Response:
     as_json = "application/json" in accept and "text/event-stream" not in accept
     if as_json or request.args.get("format") == "json":
         # A client that cannot read a stream gets the snapshot once, as JSON.
-        page = {"seq": feed().seq, **await snapshot(current_app, principal)}
+        page = {"seq": await feed().head(), **await snapshot(current_app, principal)}
         return Response(json.dumps(page), content_type="application/json")
     if ctx.hub.draining:
         raise GatewayError(503, "draining", "the gateway is shutting down")
@@ -269,32 +266,17 @@ async def stream() -> Response:
 
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        position = the_feed.seq
-        backlog = the_feed.after(last) if last is not None else None
-        if backlog is None:
-            yield _sse("snapshot", await snapshot(app, principal), position)
+        if last is not None and await the_feed.kept_after(last):
+            position = last  # the notices since are replayed from the store
         else:
-            for item in backlog:
-                yield _sse("change", item, item["seq"])
-                position = item["seq"]
-        idle = 0.0
-        while not ctx.hub.draining:
-            await the_feed.wait(position, 1.0)
-            items = the_feed.after(position)
-            if items is None:  # fell behind the kept notices: start afresh
-                position = the_feed.seq
-                yield _sse("snapshot", await snapshot(app, principal), position)
-                continue
-            if not items:
-                idle += 1.0
-                if idle >= HEARTBEAT_SECONDS:
-                    idle = 0.0
+            position = await the_feed.head()
+            yield _sse("snapshot", await snapshot(app, principal), position)
+        async with contextlib.aclosing(the_feed.follow(position)) as notices:
+            async for event in notices:
+                if event is None:
                     yield b": heartbeat\n\n"
-                continue
-            idle = 0.0
-            for item in items:
-                yield _sse("change", item, item["seq"])
-                position = item["seq"]
+                else:
+                    yield _sse("change", notice_of(event), event.seq)
         yield _sse("stream.closing", {"type": "stream.closing", "reason": "gateway shutting down"})
 
     return live_response(body(), "text/event-stream")

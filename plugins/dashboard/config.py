@@ -23,15 +23,13 @@ class DashboardConfig:
     failure_rate_threshold: float = 0.5
     failure_min_runs: int = 5
     # Safety blocks and failed model calls within ``signal_window_seconds`` that raise
-    # ``safety_blocks`` and ``provider_errors`` (counted in this process).
+    # ``safety_blocks`` and ``provider_errors`` (counted by every replica, summed).
     signal_window_seconds: int = 300
     safety_block_threshold: int = 10
     provider_error_threshold: int = 5
     # Change notices the live stream keeps for ``Last-Event-ID`` resume; a client further
     # behind gets a snapshot event instead.
     stream_buffer: int = 1000
-    # Runs read at most per overview (counts, timeline); older ones are left out.
-    max_runs_scanned: int = 5000
     # How long a sign-in with a gateway token lasts (a password sign-in lasts as long as
     # its auth session: ``auth.session_ttl_seconds``).
     login_ttl_seconds: int = 12 * 3600
@@ -46,7 +44,6 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "safety_block_threshold": (1, 1_000_000),
     "provider_error_threshold": (1, 1_000_000),
     "stream_buffer": (10, 100_000),
-    "max_runs_scanned": (100, 1_000_000),
     "login_ttl_seconds": (60, 30 * 86400),
 }
 

@@ -1,9 +1,11 @@
 """The ops sections that stand for other plugins' HTTP APIs: tools and jobs, channels,
-config, safety, deploy, agents. Each page is a set of panels: a GET of the plugin's API
-shown as a table, and forms that call its API (the page's script sends them with the
-cookie and the CSRF header, so the API's own gates and ownership apply). A section
-whose plugin is off says it is disabled. These forms need the page's script (the
-sessions and memory pages' forms work without it)."""
+config, safety, deploy, agents. Each page is a set of panels. A panel with ``load`` is
+read on the server through the plugin's typed service and a form with ``action`` posts
+to the server (``ops_forms.py``: session, CSRF and the API's gates; no script needed).
+The rest still need the page's script: a panel with ``get`` is read from the plugin's
+API, a form without ``action`` calls it (with the cookie and the CSRF header, so the
+API's own gates and ownership apply). A section whose plugin is off says it is
+disabled."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 from quart import current_app
 
 from host.api import public
+from plugins.dashboard.ops_loaders import load_panels
 from plugins.dashboard.overview import plugin_names
 from plugins.dashboard.pages import bp, current_session, html, page, to_login
 
@@ -24,6 +27,7 @@ class Field:
     kind: str = "text"  # text, textarea, select, json
     options: tuple[str, ...] = ()
     required: bool = False
+    prefill: str | None = None  # the key of the section's loaded values to fill it with
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Form:
     path: str  # {field} parts are filled from the form
     fields: tuple[Field, ...] = ()
     body: tuple[str, ...] = ()  # the fields sent in the JSON body ("*": a JSON field's value)
+    action: str | None = None  # a server-side form: this page's POST route
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Panel:
     get: str | None = None
     forms: tuple[Form, ...] = ()
     note: str = ""
+    load: str | None = None  # read on the server: a loader of ops_forms.LOADERS
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ SECTIONS: dict[str, Section] = {
                 Panel("Tool usage", get="/gateway/tools/stats"),
                 Panel(
                     "Jobs",
-                    get="/gateway/jobs",
+                    load="jobs",
                     forms=(
                         Form(
                             "Cancel a job",
@@ -71,6 +77,7 @@ SECTIONS: dict[str, Section] = {
                             "/gateway/jobs/{job_id}/cancel",
                             (Field("job_id", "Job id", required=True), Field("reason", "Reason")),
                             ("reason",),
+                            action="/ops/tools-jobs/cancel",
                         ),
                     ),
                 ),
@@ -83,6 +90,7 @@ SECTIONS: dict[str, Section] = {
             (
                 Panel(
                     "Lifecycle",
+                    load="channels",
                     forms=(
                         Form(
                             "Act on a channel",
@@ -98,6 +106,7 @@ SECTIONS: dict[str, Section] = {
                                 ),
                             ),
                             ("action",),
+                            action="/ops/channels/lifecycle",
                         ),
                     ),
                 ),
@@ -110,7 +119,7 @@ SECTIONS: dict[str, Section] = {
             (
                 Panel(
                     "Running configuration (secrets masked)",
-                    get="/gateway/config",
+                    load="config",
                     forms=(
                         Form(
                             "Change it (a JSON merge patch, validated and written to the "
@@ -119,6 +128,7 @@ SECTIONS: dict[str, Section] = {
                             "/gateway/config",
                             (Field("patch", "Patch", "json", required=True),),
                             ("*",),
+                            action="/ops/config",
                         ),
                     ),
                 ),
@@ -129,8 +139,21 @@ SECTIONS: dict[str, Section] = {
             "Safety",
             ("safety",),
             (
-                Panel("Policy", get="/gateway/safety/policy"),
-                Panel("Rules", get="/gateway/safety/rules"),
+                Panel(
+                    "Policy",
+                    load="safety_policy",
+                    forms=(
+                        Form(
+                            "Replace the policy (above the floor set in gateway.toml)",
+                            "PUT",
+                            "/gateway/safety/policy",
+                            (Field("policy", "Policy", "json", required=True, prefill="policy"),),
+                            ("*",),
+                            action="/ops/safety/policy",
+                        ),
+                    ),
+                ),
+                Panel("Rules", load="safety_rules"),
                 Panel(
                     "Test a text",
                     forms=(
@@ -154,6 +177,7 @@ SECTIONS: dict[str, Section] = {
                                 ),
                             ),
                             ("text", "stage"),
+                            action="/ops/safety/test",
                         ),
                     ),
                 ),
@@ -166,6 +190,7 @@ SECTIONS: dict[str, Section] = {
             (
                 Panel(
                     "Deployments",
+                    load="deployments",
                     forms=(
                         Form(
                             "Deploy an agent",
@@ -174,18 +199,24 @@ SECTIONS: dict[str, Section] = {
                             (
                                 Field(
                                     "body",
-                                    "Body: {agent_id, kind, version, spec}",
+                                    "Body: {agent_id, kind, version, spec} or "
+                                    "{agent_id, rollback_to}",
                                     "json",
                                     required=True,
                                 ),
                             ),
                             ("*",),
+                            action="/ops/deploy",
                         ),
                         Form(
                             "Stop an agent",
                             "POST",
                             "/gateway/agents/{agent_id}/stop",
-                            (Field("agent_id", "Agent id", required=True),),
+                            (
+                                Field("agent_id", "Agent id", required=True),
+                                Field("reason", "Reason"),
+                            ),
+                            action="/ops/agents/stop",
                         ),
                     ),
                 ),
@@ -196,10 +227,10 @@ SECTIONS: dict[str, Section] = {
             "Training",
             ("training",),
             (
-                Panel("Status", get="/gateway/training/status"),
+                Panel("Status", load="training_status"),
                 Panel(
                     "Rollouts",
-                    get="/gateway/training/rollouts",
+                    load="training_rollouts",
                     forms=(
                         Form(
                             "Feedback on a rollout",
@@ -207,9 +238,12 @@ SECTIONS: dict[str, Section] = {
                             "/gateway/training/rollouts/{rollout_id}/feedback",
                             (
                                 Field("rollout_id", "Rollout id", required=True),
-                                Field("body", "Body: {reward, ...}", "json", required=True),
+                                Field(
+                                    "body", "Body: {reward, label, comment}", "json", required=True
+                                ),
                             ),
                             ("*",),
+                            action="/ops/training/feedback",
                         ),
                     ),
                 ),
@@ -229,6 +263,7 @@ SECTIONS: dict[str, Section] = {
                                 ),
                             ),
                             ("*",),
+                            action="/ops/training/config",
                         ),
                     ),
                 ),
@@ -239,7 +274,7 @@ SECTIONS: dict[str, Section] = {
             "Agents",
             ("agents",),
             (
-                Panel("Agent sessions", get="/sessions"),
+                Panel("Agent sessions", load="agent_sessions"),
                 Panel(
                     "Stop an agent",
                     forms=(
@@ -247,7 +282,11 @@ SECTIONS: dict[str, Section] = {
                             "Stop",
                             "POST",
                             "/gateway/agents/{agent_id}/stop",
-                            (Field("agent_id", "Agent id", required=True),),
+                            (
+                                Field("agent_id", "Agent id", required=True),
+                                Field("reason", "Reason"),
+                            ),
+                            action="/ops/agents/stop",
                         ),
                     ),
                     note="Stopping needs the deploy plugin and allow_deploy.",
@@ -258,7 +297,7 @@ SECTIONS: dict[str, Section] = {
 }
 
 
-async def section_page(slug: str, **values: Any) -> Any:
+async def section_page(slug: str, status: int = 200, **values: Any) -> Any:
     session = await current_session()
     if session is None:
         return to_login()
@@ -274,7 +313,18 @@ async def section_page(slug: str, **values: Any) -> Any:
             title=section.title,
             plugin=", ".join(missing),
         )
-    return await page("panels.html", session, section=slug, spec=section, **values)
+    loaded_values = await load_panels(session, [p.load for p in section.panels if p.load])
+    needs_script = any(p.get or any(f.action is None for f in p.forms) for p in section.panels)
+    return await page(
+        "panels.html",
+        session,
+        code=status,
+        section=slug,
+        spec=section,
+        loaded=loaded_values,
+        needs_script=needs_script,
+        **values,
+    )
 
 
 @bp.get("/ops/tools-jobs")

@@ -3,13 +3,11 @@ filtered by the reader's ownership and gates (the pipelines service applies them
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from quart import Quart
 
 from host.api import GATEWAY_VERSION, Principal, context, has_service, now_ms, service
-from plugins.dashboard.config import DashboardConfig
 from plugins.pipelines.contract import ApprovalQuery, PipelinesAPI, RunQuery, RunRecord
 
 RUN_STATES = ("pending", "running", "waiting", "paused", "completed", "failed", "cancelled")
@@ -50,73 +48,36 @@ def features(app: Quart) -> dict[str, bool]:
     }
 
 
-async def recent_runs(
-    app: Quart, reader: Principal, config: DashboardConfig, since_ms: int | None = None
-) -> list[RunRecord]:
-    """The runs ``reader`` may read, newest first, at most ``max_runs_scanned``."""
+async def recent_runs(app: Quart, reader: Principal, limit: int = 20) -> list[RunRecord]:
+    """The newest runs ``reader`` may read."""
     api = pipelines(app)
     if api is None:
         return []
-    found: list[RunRecord] = []
-    before: int | None = None
-    while len(found) < config.max_runs_scanned:
-        page = await api.list_runs(RunQuery(limit=500, before=before, since_ms=since_ms), reader)
-        found.extend(page.runs)
-        if page.next_before is None:
-            break
-        before = page.next_before
-    return found[: config.max_runs_scanned]
+    return (await api.list_runs(RunQuery(limit=limit), reader)).runs
 
 
-def runs_by_state(runs: list[RunRecord]) -> dict[str, int]:
-    counts: Counter[str] = Counter(r.status for r in runs)
+async def runs_by_state(app: Quart, reader: Principal) -> dict[str, int]:
+    """Every run ``reader`` may read, by state (counted by the pipelines service in SQL)."""
+    api = pipelines(app)
+    counts = (await api.run_counts(reader)).by_status if api is not None else {}
     return {state: counts.get(state, 0) for state in RUN_STATES}
 
 
-def timeline(runs: list[RunRecord], start_ms: int, end_ms: int, buckets: int) -> dict[str, Any]:
+async def timeline(
+    app: Quart, reader: Principal, start_ms: int, end_ms: int, buckets: int
+) -> dict[str, Any]:
     """Per bucket: runs created (queued), started, completed, failed in it, and how many
-    were running at its end."""
-    width = max(1, (end_ms - start_ms) // buckets)
-    rows = [
-        {
-            "start_ms": start_ms + i * width,
-            "end_ms": start_ms + (i + 1) * width,
-            "queued": 0,
-            "started": 0,
-            "completed": 0,
-            "failed": 0,
-            "running": 0,
+    were running at its end (counted by the pipelines service in SQL)."""
+    api = pipelines(app)
+    if api is None:
+        return {
+            "start_ms": start_ms,
+            "end_ms": end_ms,
+            "bucket_ms": 0,
+            "buckets": [],
+            "sources": [],
         }
-        for i in range(buckets)
-    ]
-
-    def bucket(ms: int | None) -> dict[str, Any] | None:
-        if ms is None or ms < start_ms or ms >= start_ms + width * buckets:
-            return None
-        return rows[(ms - start_ms) // width]
-
-    for run in runs:
-        for key, ms in (("queued", run.created_ms), ("started", run.started_ms)):
-            row = bucket(ms)
-            if row is not None:
-                row[key] += 1
-        if run.status in ("completed", "failed"):
-            row = bucket(run.finished_ms)
-            if row is not None:
-                row[run.status] += 1
-        began = run.started_ms
-        ended = run.finished_ms
-        if began is not None:
-            for row in rows:
-                if began < row["end_ms"] and (ended is None or ended >= row["end_ms"]):
-                    row["running"] += 1
-    return {
-        "start_ms": start_ms,
-        "end_ms": start_ms + width * buckets,
-        "bucket_ms": width,
-        "buckets": rows,
-        "sources": ["runs"],
-    }
+    return {**await api.run_timeline(reader, start_ms, end_ms, buckets), "sources": ["runs"]}
 
 
 async def pending_approvals(app: Quart, reader: Principal) -> list[dict[str, Any]]:

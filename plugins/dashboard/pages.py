@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from quart import Blueprint, Response, current_app, redirect, render_template, request
 from quart_schema import document_response
@@ -25,6 +25,9 @@ from plugins.dashboard.websession import COOKIE, CSRF_FIELD, PRE_COOKIE, WebSess
 bp = Blueprint("dashboard_pages", __name__, template_folder="templates")
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+FLASH_COOKIE = "gw_flash"
+FLASH_MAX = 600
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -67,14 +70,35 @@ def to_login() -> Response:
 
 
 async def page(template: str, session: WebSession, code: int = 200, **values: Any) -> Any:
+    flash = unquote(request.cookies.get(FLASH_COOKIE, ""))[:FLASH_MAX]
     html = await render_template(
         template,
         principal=session.principal,
         csrf=session.csrf,
         features=features(current_app),
+        flash=flash,
         **values,
     )
-    return html, code, {"Content-Type": "text/html; charset=utf-8"}
+    response = Response(html, code, content_type="text/html; charset=utf-8")
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path="/")  # shown once
+    return response
+
+
+def flashed(target: str, message: str) -> Response:
+    """Post/redirect/get: go to ``target`` (a path of this site), which shows
+    ``message`` once (a short-lived cookie, escaped like everything printed)."""
+    response = redirect(target, 303)
+    response.set_cookie(
+        FLASH_COOKIE,
+        quote(message[:FLASH_MAX]),
+        max_age=120,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.scheme == "https",
+    )
+    return response  # type: ignore[return-value]
 
 
 async def require_form(session: WebSession | None) -> tuple[WebSession, Any]:

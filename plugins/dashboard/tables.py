@@ -1,6 +1,6 @@
-"""The dashboard's tables (namespace ``dashboard``): alert acknowledgements, and the
+"""The dashboard's tables (namespace ``dashboard``): alert acknowledgements, the
 sign-ins of the pages made with a gateway token (a password sign-in is a host auth
-session: it lives and dies with it)."""
+session: it lives and dies with it), and the alerts' signal counts."""
 
 from __future__ import annotations
 
@@ -34,4 +34,17 @@ logins = sa.Table(
     sa.Column("expires_ms", sa.BigInteger, nullable=False, index=True),
 )
 
-MIGRATIONS = [Migration.create_tables(NAMESPACE, 1, "alert acks and logins", [alert_acks, logins])]
+# What the alerts count, summed over every replica (signals.py): per kind and bucket.
+signals = sa.Table(
+    "dashboard_signals",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("bucket_ms", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("first_ms", sa.BigInteger, nullable=False),
+)
+
+MIGRATIONS = [
+    Migration.create_tables(NAMESPACE, 1, "alert acks and logins", [alert_acks, logins]),
+    Migration.create_tables(NAMESPACE, 2, "alert signals shared by replicas", [signals]),
+]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from host.api import GatewayContext
+from host.api import GatewayContext, GatewayError, Principal, validation_message
+
+GATE = "allow_deploy"  # the deploy routes' gate
 
 
 class AgentKind(Protocol):
@@ -47,6 +49,39 @@ class AgentState:
         from plugins.deploy import deployments
 
         return await deployments.live_spec(self.gateway, agent_id, kind)
+
+    async def deploy(self, principal: Principal, body: dict[str, Any]) -> Any:
+        """``POST /gateway/deploy`` for ``principal`` (``allow_deploy``: 403): the
+        ``AgentRecord``; 400 naming a bad field, 404, 409, 422 as the route."""
+        from pydantic import ValidationError
+
+        from plugins.deploy import deployments
+        from plugins.deploy.models import DeployRequest
+
+        self.gateway.auth.require_gate(principal, GATE, "deploying an agent")
+        body = {k: v for k, v in body.items() if k != "policy_gate"}
+        try:
+            request = DeployRequest.model_validate(body)
+        except ValidationError as exc:
+            message, param = validation_message(exc)
+            raise GatewayError(400, "invalid_request_body", message, param=param) from None
+        return await deployments.deploy(self.gateway, request, principal)
+
+    async def stop(self, principal: Principal, agent_id: str, reason: str | None) -> Any:
+        """``POST /gateway/agents/{agent_id}/stop`` for ``principal`` (``allow_deploy``:
+        403): the ``AgentRecord``; 404 ``agent_not_found``."""
+        from plugins.deploy import deployments
+
+        self.gateway.auth.require_gate(principal, GATE, "stopping an agent")
+        return await deployments.stop(self.gateway, agent_id, principal, reason)
+
+    async def states(self, principal: Principal) -> list[dict[str, Any]]:
+        """Every agent deployed or stopped (``allow_deploy``: 403): kind, state, live
+        version, last change."""
+        from plugins.deploy import deployments
+
+        self.gateway.auth.require_gate(principal, GATE, "reading the deployments")
+        return await deployments.states(self.gateway)
 
 
 __all__ = ["AgentKind", "AgentState"]

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.api import Register, Settings, Store, context, hookimpl
+from quart import Quart
+
+from host.api import Register, Settings, Store, context, hookimpl, provide, withdraw
 from plugins.jobs import hookspecs, listing, routes, ws
+from plugins.jobs.contract import JobsAPI
 from plugins.jobs.pipeline_source import PipelineRuns
+from plugins.jobs.service import JobsService
 
 
 @hookimpl
@@ -27,6 +31,16 @@ def gateway_register_policy_gates(register: Register) -> None:
     register(listing.GATE_CANCEL, "cancel background jobs (one's own; others' with act-all)")
     register(listing.GATE_READ_ALL, "see every principal's jobs")
     register(listing.GATE_ACT_ALL, "cancel every principal's jobs")
+
+
+@hookimpl
+async def gateway_startup(app: Quart) -> None:
+    provide(JobsAPI, JobsService(context(app)), app=app)
+
+
+@hookimpl
+async def gateway_shutdown(app: Quart) -> None:
+    withdraw(JobsAPI, app=app)
 
 
 @hookimpl

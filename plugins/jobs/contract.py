@@ -18,7 +18,8 @@ from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 
-from host.api import GatewayContext, GatewayError
+from host.api import GatewayContext, GatewayError, Principal
+from plugins.jobs.models import JobList, JobRecord
 
 JobStatus = Literal["pending", "running", "waiting", "paused", "completed", "failed", "cancelled"]
 ACTIVE: tuple[str, ...] = ("pending", "running", "waiting", "paused")
@@ -102,4 +103,29 @@ class JobSource(Protocol):
         ...
 
 
-__all__ = ["ACTIVE", "FINISHED", "Job", "JobQuery", "JobSource", "JobStatus"]
+class JobsAPI:
+    """The jobs plugin's service (``service(JobsAPI)``): what ``GET /gateway/jobs`` and
+    ``POST /gateway/jobs/{job_id}/cancel`` do, for another plugin acting for
+    ``principal`` (the dashboard's forms), with the same ownership and gates. A plain
+    base class, so ``service(JobsAPI)`` type-checks; the plugin provides the
+    implementation."""
+
+    async def list_jobs(
+        self,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        """``principal``'s jobs (everyone's with ``allow_jobs_read_all``), newest first."""
+        raise NotImplementedError
+
+    async def cancel(self, principal: Principal, job_id: str, reason: str | None) -> JobRecord:
+        """Cancel for real: 403 without ``allow_jobs_cancel`` (or another's job without
+        ``allow_jobs_act_all``), 404 ``job_not_found``, 409 ``job_finished``."""
+        raise NotImplementedError
+
+
+__all__ = ["ACTIVE", "FINISHED", "Job", "JobQuery", "JobSource", "JobStatus", "JobsAPI"]

@@ -49,6 +49,7 @@ from plugins.openai_compat.providers.echo import EchoProvider
 from plugins.openai_compat.providers.upstream import OpenAIUpstream
 from plugins.openai_compat.responses import routes as responses_routes
 from plugins.openai_compat.responses import store as responses_store
+from plugins.openai_compat.usage_api import UsageAPI
 
 # The section's scalar keys (plugin_settings.py).
 SETTINGS = (
@@ -132,6 +133,7 @@ def gateway_startup(app: Quart) -> None:
     ctx.extras[_FLUSHER] = asyncio.get_running_loop().create_task(buffer.run(ctx.store, every))
     # Its routes and other plugins (the pipelines llm step) find it as this service.
     provide(ModelCatalog, _build_catalog(app, ctx.settings), app=app)
+    provide(UsageAPI, usage_routes.UsageService(ctx), app=app)
     ctx.extras[access.POLICIES_KEY] = _policies(ctx.settings)
     ctx.extras[pipeline_models.EXPOSED_KEY] = pipeline_models.configured(ctx.settings)
     for setting in SETTINGS:

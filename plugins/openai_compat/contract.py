@@ -16,5 +16,6 @@ from __future__ import annotations
 
 from plugins.openai_compat.model_catalog import ModelCatalog
 from plugins.openai_compat.providers.base import ModelRoute, Provider, ProviderError
+from plugins.openai_compat.usage_api import UsageAPI
 
-__all__ = ["ModelCatalog", "ModelRoute", "Provider", "ProviderError"]
+__all__ = ["ModelCatalog", "ModelRoute", "Provider", "ProviderError", "UsageAPI"]

@@ -15,8 +15,9 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, request
 from quart_schema import document_response
 
-from host.api import GatewayError, context, current_principal
+from host.api import GatewayContext, GatewayError, Principal, context, current_principal
 from plugins.openai_compat import usage
+from plugins.openai_compat.contract import UsageAPI
 from plugins.openai_compat.model_calls import USAGE_KEY
 
 GATE_READ_ALL = "allow_usage_read_all"
@@ -55,24 +56,71 @@ async def get_usage() -> Any:
     """Model usage per principal, model and UTC day, newest first: the caller's own; with
     ``allow_usage_read_all``, ``?principal=<key>`` or ``?all=true`` for everyone's.
     ``?since=`` and ``?until=`` bound the days (YYYY-MM-DD, inclusive)."""
-    principal = current_principal()
-    since, until = _day("since"), _day("until")
-    who: str | None = principal.key
-    asked = request.args.get("principal")
     everyone = request.args.get("all", "false")
     if everyone not in ("true", "false"):
         raise GatewayError(400, "invalid_query", "all must be true or false", param="all")
-    if (asked is not None and asked != principal.key) or everyone == "true":
+    rows = await read_usage(
+        context(),
+        current_principal(),
+        principal_key=request.args.get("principal"),
+        everyone=everyone == "true",
+        since=_day("since"),
+        until=_day("until"),
+    )
+    return {"object": "list", "data": rows}
+
+
+async def read_usage(
+    ctx: GatewayContext,
+    principal: Principal,
+    *,
+    principal_key: str | None = None,
+    everyone: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+) -> list[dict[str, Any]]:
+    """The route's report (and the ``UsageAPI`` service's): ``principal``'s own usage;
+    another's or everyone's needs ``allow_usage_read_all`` (403)."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and not _DAY.match(value):
+            raise GatewayError(
+                400, "invalid_query", f"{name} must be a day, YYYY-MM-DD", param=name
+            )
+    who: str | None = principal.key
+    if (principal_key is not None and principal_key != principal.key) or everyone:
         if not principal.has_gate(GATE_READ_ALL):
             raise GatewayError(
                 403,
                 "policy_gate_denied",
                 f"another principal's usage needs the gate {GATE_READ_ALL!r}",
             )
-        who = None if everyone == "true" else asked
-    ctx = context()
+        who = None if everyone else principal_key
     await ctx.extras[USAGE_KEY].flush(ctx.store)  # this process's latest calls too
-    return {"object": "list", "data": await usage.report(ctx.store, who, since, until)}
+    rows: list[dict[str, Any]] = await usage.report(ctx.store, who, since, until)
+    return rows
+
+
+class UsageService(UsageAPI):
+    def __init__(self, ctx: GatewayContext) -> None:
+        self._ctx = ctx
+
+    async def report(
+        self,
+        principal: Principal,
+        *,
+        principal_key: str | None = None,
+        everyone: bool = False,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return await read_usage(
+            self._ctx,
+            principal,
+            principal_key=principal_key,
+            everyone=everyone,
+            since=since,
+            until=until,
+        )
 
 
 # -- gateway usage ----------------------------------------------------------------------------

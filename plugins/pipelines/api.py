@@ -34,7 +34,14 @@ from host.api import (
     owner_key,
     require_owner,
 )
-from plugins.pipelines import approval_queue, breakpoints, runs, schedules, webhooks
+from plugins.pipelines import (
+    approval_queue,
+    breakpoints,
+    run_stats,
+    runs,
+    schedules,
+    webhooks,
+)
 from plugins.pipelines.catalog import PipelineCatalog
 from plugins.pipelines.definition import Pipeline
 from plugins.pipelines.engine import engine_of
@@ -163,6 +170,23 @@ class PipelinesAPI:
         """The runs ``reader`` may read, newest first, filtered and paged by ``query``."""
         async with self.gateway.store.read() as conn:
             return await runs.page(conn, query, reader)
+
+    async def run_counts(
+        self, reader: Principal, finished_since_ms: int | None = None
+    ) -> run_stats.RunCounts:
+        """The runs ``reader`` may read by status, counted in SQL (with
+        ``finished_since_ms``: those finished since then, and each status's earliest
+        ``finished_ms``)."""
+        async with self.gateway.store.read() as conn:
+            return await run_stats.counts(conn, reader, finished_since_ms)
+
+    async def run_timeline(
+        self, reader: Principal, start_ms: int, end_ms: int, buckets: int
+    ) -> dict[str, Any]:
+        """Per time bucket, the readable runs queued, started, completed, failed in it and
+        running at its end, counted in SQL (``run_stats.timeline``)."""
+        async with self.gateway.store.read() as conn:
+            return await run_stats.timeline(conn, reader, start_ms, end_ms, buckets)
 
     async def events(self, run_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
         """The run's events after ``after`` (stored ones, then live ones), ending with the

@@ -35,6 +35,7 @@ from plugins.pipelines.definition import (
 )
 from plugins.pipelines.kinds import Suspend
 from plugins.pipelines.models import ApprovalQuery, RunQuery, RunRecord
+from plugins.pipelines.run_stats import RunCounts
 
 __all__ = [
     "STOP_EVENTS",
@@ -44,6 +45,7 @@ __all__ = [
     "DefinitionError",
     "Pipeline",
     "PipelinesAPI",
+    "RunCounts",
     "RunQuery",
     "RunRecord",
     "RunState",

@@ -15,11 +15,13 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Event, Register, Settings, context, hookimpl
+from host.api import Event, Register, Settings, context, hookimpl, provide, withdraw
 from plugins.safety import routes, tables
 from plugins.safety.config import configured, parse
+from plugins.safety.contract import SafetyAPI
 from plugins.safety.metrics import SafetyMetrics
 from plugins.safety.scanner import NAME, RuleScanner
+from plugins.safety.service import SafetyService
 from plugins.safety.state import SafetyState
 
 METRICS_KEY = "safety.metrics"
@@ -58,10 +60,12 @@ async def gateway_startup(app: Quart) -> None:
     scanner = ctx.registry("safety_scanners")[NAME]
     if isinstance(scanner, RuleScanner):
         scanner.state = state
+    provide(SafetyAPI, SafetyService(ctx), app=app)
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
+    withdraw(SafetyAPI, app=app)
     scanner = context(app).registry("safety_scanners")[NAME]
     if isinstance(scanner, RuleScanner):
         scanner.state = None

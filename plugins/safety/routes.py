@@ -127,14 +127,17 @@ async def put_policy() -> PolicyResponse:
     ``safety_floor`` naming what it tried when it would switch safety or secret detection
     off, set a mode below the floor or drop a floor stage; 422 when a rule matches the
     redaction token. A refused PUT writes nothing."""
-    policy = await body_of(Policy)
+    return await replace_policy(await body_of(Policy), current_principal().name)
+
+
+async def replace_policy(policy: Policy, by: str) -> PolicyResponse:
+    """The PUT's work (the route's, and the ``SafetyAPI`` service's)."""
     st = state()
     violations = st.config.floor().violations(policy)
     if violations:
         raise floor_refused(violations)
     snap = await st.current()
     check_token(policy.redaction_token, snap, snap.rules)
-    by = current_principal().name
     snap = await st.write("policy", policy.model_dump(), by)
     await publish("safety.policy_updated", {"by": by, "version": snap.versions["policy"]})
     return policy_response(snap)
@@ -211,7 +214,11 @@ async def test_scan() -> SafetyTestResponse:
     (nothing is published or counted): the action, whether it would be blocked, the
     reason codes, every match with its span and rule, and the text as redacted. At a
     stage the policy does not apply to, the matches are listed but the action is allow."""
-    body = await body_of(SafetyTestRequest)
+    return await scan(await body_of(SafetyTestRequest))
+
+
+async def scan(body: SafetyTestRequest) -> SafetyTestResponse:
+    """The test scan (the route's, and the ``SafetyAPI`` service's)."""
     st = state()
     snap = await st.current()
     applies = body.stage in snap.policy.applies_to

@@ -9,10 +9,11 @@ from typing import Any
 
 from quart import Quart
 
-from host.api import Event, Register, Settings, Store, context, hookimpl
+from host.api import Event, Register, Settings, Store, context, hookimpl, provide
 from plugins.training import hookspecs, rollouts, routes, tables
 from plugins.training.collector import COLLECTOR_KEY, TERMINAL_EVENTS, Collector, collector_of
 from plugins.training.config import configured, problems
+from plugins.training.contract import TrainingAPI
 from plugins.training.gates import GATES
 
 
@@ -48,6 +49,7 @@ async def gateway_startup(app: Quart) -> None:
     collector = Collector(app, configured(context(app).settings))
     context(app).extras[COLLECTOR_KEY] = collector
     collector.start()
+    provide(TrainingAPI, routes.TrainingService(), app=app)
 
 
 @hookimpl

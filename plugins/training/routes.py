@@ -17,6 +17,7 @@ from quart_schema import (
 from host.api import (
     ErrorResponse,
     GatewayError,
+    Principal,
     context,
     current_principal,
     now_ms,
@@ -27,6 +28,7 @@ from host.api import (
 from plugins.training import exports, rollouts
 from plugins.training.collector import Collector, collector_of
 from plugins.training.config import patch_of
+from plugins.training.contract import TrainingAPI
 from plugins.training.exports import STREAM, audit
 from plugins.training.gates import (
     GATE_ACT_ALL,
@@ -85,9 +87,13 @@ async def training_status() -> TrainingStatus:
     """Collection state (the effective settings), rollout counts by outcome and source
     (the caller's own, everyone's with ``allow_training_read_all``), this process's
     recording queue, the last export the caller may read, and the trainer plugins."""
+    return await status_of(current_principal())
+
+
+async def status_of(principal: Principal) -> TrainingStatus:
+    """The status as ``principal`` sees it (the route's, and the ``TrainingAPI``'s)."""
     found = collector()
     config = await found.config()
-    principal = current_principal()
     async with context().store.read() as conn:
         counts = await rollouts.counts(conn, principal)
     trainers = [name for name, _ in context().plugins.impls(exports.HOOK)]
@@ -110,10 +116,14 @@ async def training_config() -> ConfigResponse:
     ``redact_safety``, ``redact_keys``, ``export_batch_size``. Stored in the database (every
     replica uses it within a second) over the ``[plugins.training]`` defaults; published
     on the ``training`` stream with an ``audit`` field."""
-    changes = patch_of(await json_body())
+    return await change_config(current_principal(), await json_body())
+
+
+async def change_config(principal: Principal, data: dict[str, Any]) -> ConfigResponse:
+    """The PATCH's work (the route's, and the ``TrainingAPI``'s)."""
+    changes = patch_of(data)
     found = collector()
     before = (await found.config(fresh=True)).model_dump()
-    principal = current_principal()
     config, stored = await found.save(changes, principal.name)
     changed = sorted(k for k in changes if before.get(k) != config.model_dump().get(k))
     await context().hub.publish(
@@ -166,7 +176,13 @@ async def rollout_feedback(rollout_id: str) -> RolloutRecord:
     to a rollout; a later call replaces what it sends. One's own rollouts, or anyone's
     with ``allow_training_act_all`` (404 if the caller cannot read it)."""
     body: FeedbackRequest = await body_of(FeedbackRequest)
-    principal = current_principal()
+    return await give_feedback(current_principal(), rollout_id, body)
+
+
+async def give_feedback(
+    principal: Principal, rollout_id: str, body: FeedbackRequest
+) -> RolloutRecord:
+    """The feedback's work (the route's, and the ``TrainingAPI``'s)."""
     store = context().store
     async with store.read() as conn:
         row = await rollouts.one(conn, rollout_id)
@@ -213,3 +229,29 @@ async def list_exports() -> ExportList:
     """Exports, newest first (the caller's own; everyone's with
     ``allow_training_read_all``): completed and failed, with their counts and files."""
     return await exports.listing(current_app, current_principal())
+
+
+class TrainingService(TrainingAPI):
+    async def status(self, principal: Principal) -> TrainingStatus:
+        return await status_of(principal)
+
+    async def rollouts(self, principal: Principal, limit: int = 50) -> RolloutList:
+        async with context().store.read() as conn:
+            return await rollouts.page(conn, RolloutQuery(limit=limit), principal)
+
+    async def change_config(self, principal: Principal, changes: dict[str, Any]) -> ConfigResponse:
+        context().auth.require_gate(principal, GATE_CONFIG, "changing the training settings")
+        return await change_config(principal, dict(changes))
+
+    async def feedback(
+        self, principal: Principal, rollout_id: str, body: dict[str, Any]
+    ) -> RolloutRecord:
+        context().auth.require_gate(principal, GATE_FEEDBACK, "rating a rollout")
+        try:
+            parsed = FeedbackRequest.model_validate(body)
+        except ValidationError as exc:
+            message, param = validation_message(exc)
+            raise GatewayError(
+                400, "invalid_request_body", message, details={"param": param}
+            ) from None
+        return await give_feedback(principal, rollout_id, parsed)
