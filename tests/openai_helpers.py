@@ -130,7 +130,9 @@ async def served(app: Quart) -> AsyncIterator[InProcessServer]:
         yield InProcessServer(f"http://127.0.0.1:{port}")
     finally:
         stop.set()
-        await asyncio.wait_for(task, 10)
+        # Graceful (2 s for open connections) plus the shut-down hooks: well within 30 s,
+        # also on a loaded machine (10 s was exceeded once under load).
+        await asyncio.wait_for(task, 30)
 
 
 async def _wait_listening(port: int, task: asyncio.Task[Any]) -> None:

@@ -383,6 +383,7 @@ OLD_HOST_SCHEMA = [
 ]
 
 
+@pytest.mark.empty_store
 async def test_sessions_from_before_the_upgrade_are_invalid(accounts, store_url):
     """A store made before accounts existed (no credential fingerprint column): the
     migration adds the column, and the old sessions, whose principal the client chose,

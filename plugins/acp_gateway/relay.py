@@ -49,8 +49,7 @@ from host.api import (
 )
 from plugins.acp_gateway.transport import CLOSE_AGENT_GONE
 from plugins.acp_gateway.update_scan import Blocked, UpdateScan, active
-from plugins.agents.contract import AgentSessions, stream_of
-from plugins.agents.permissions import Editor
+from plugins.agents.contract import AgentSessions, Editor, stream_of
 
 log = logging.getLogger("gateway.acp_gateway")
 
