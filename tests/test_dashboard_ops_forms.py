@@ -39,6 +39,8 @@ async def test_a_job_is_cancelled_from_the_form_and_the_page_says_so_once(
         await sign_in(client)
         status, html = await text(client, "/ops/tools-jobs")
         assert status == 200 and f"pipelines:{run_id}" in html  # listed without a script
+        # The tool inventory and its statistics too (the tools plugin's service).
+        assert "http_fetch" in html and "gateway_run_status" in html
         done = await post_form(
             client, "/ops/tools-jobs/cancel", "/ops/tools-jobs", job_id=f"pipelines:{run_id}"
         )
@@ -77,6 +79,8 @@ async def test_a_principal_without_the_gates_changes_nothing_from_the_section_fo
         # The pages still show, with the refusal of what the reader may not read.
         status, html = await text(client, "/ops/config")
         assert status == 200 and "403 policy_gate_denied" in html
+        _, tools_page = await text(client, "/ops/tools-jobs")  # no allow_tools_read
+        assert "403 policy_gate_denied" in tools_page and "http_fetch" not in tools_page
         await wait_status(client, run_id, "waiting")
         settings_path = app.extensions["gateway"].settings.overrides_path
     assert not settings_path.exists()

@@ -22,7 +22,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from host.api import context
-from plugins.mcp.server import MCP_STREAM
+from plugins.mcp.contract import MCP_STREAM
 from tests.conftest import (
     ADMIN,
     READER,

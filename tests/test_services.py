@@ -95,6 +95,7 @@ async def test_the_built_in_plugins_provide_their_services_while_they_run(make_s
             "plugins.agents.service.AgentSessions": "agents",
             "plugins.deploy.contract.AgentState": "deploy",
             "plugins.tools.approvals.ToolApprovals": "tools",
+            "plugins.tools.service.ToolsAPI": "tools",
             "plugins.jobs.contract.JobsAPI": "jobs",
             "plugins.safety.contract.SafetyAPI": "safety",
             "plugins.openai_compat.usage_api.UsageAPI": "openai_compat",

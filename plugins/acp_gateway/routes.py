@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from acp import AgentSideConnection
 from quart import Blueprint, Response, current_app, request, websocket
 from quart_schema import document_request, document_response
 
@@ -39,9 +38,11 @@ from host.api import (
 from plugins.acp_gateway.config import configured
 from plugins.acp_gateway.http_transport import HttpConnection, HttpConnections
 from plugins.acp_gateway.models import AcpAccepted, JsonRpcMessage
-from plugins.acp_gateway.relay import GatewayAgent, audit
 from plugins.acp_gateway.transport import CLOSE_GOING_AWAY, WebSocketTransport
 from plugins.agents.contract import AGENT_GATE, AgentSessions
+
+if TYPE_CHECKING:  # the ACP package is imported by the first connection (start-up time)
+    from plugins.acp_gateway.relay import GatewayAgent
 
 CONNECTION_ID_HEADER = "Acp-Connection-Id"
 SESSION_ID_HEADER = "Acp-Session-Id"
@@ -119,6 +120,10 @@ async def acp_socket() -> None:
             still_valid=watch.valid if watch is not None else None,
             draining=lambda: gateway.hub.draining,
         )
+        from acp import AgentSideConnection
+
+        from plugins.acp_gateway.relay import GatewayAgent, audit
+
         relay = GatewayAgent(gateway, sessions, principal, agent_id, connection_id, transport)
         conn = AgentSideConnection(relay, transport, listening=False)
         await relay.record(
@@ -238,6 +243,10 @@ async def _open_http(app: Any, message: dict[str, Any]) -> Any:
     _allowed(gateway, principal, agent_id)
     connection_id = "acpc_" + uuid.uuid4().hex
     link = HttpConnection(connection_id, principal.key)
+    from acp import AgentSideConnection
+
+    from plugins.acp_gateway.relay import GatewayAgent, audit
+
     relay = GatewayAgent(gateway, sessions, principal, agent_id, connection_id, link)
     conn = AgentSideConnection(relay, link, listening=False)
     await relay.record(

@@ -48,14 +48,11 @@ from acp.schema import (
 
 from host.api import GATEWAY_VERSION
 from plugins.agents.config import AgentConfig
+from plugins.agents.errors import AgentStartError
 from plugins.agents.workspace import OutsideWorkspace, confine
 
 STDERR_TAIL = 4000
 TERMINAL_OUTPUT_MAX = 1_000_000
-
-
-class AgentStartError(Exception):
-    """The agent could not be started or would not open its session."""
 
 
 class Sink(Protocol):

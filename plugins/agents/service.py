@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from quart import Quart
@@ -43,14 +43,16 @@ from host.api import (
     service,
 )
 from plugins.agents.config import AgentConfig, PluginConfig
+from plugins.agents.errors import AgentStartError
 from plugins.agents.gates import GATE_ACT_ALL, GATE_READ_ALL
 from plugins.agents.models import AgentSession
 from plugins.agents.permissions import Answer, Editor, ask_editor_only, race
-from plugins.agents.remote import make_runtime
-from plugins.agents.runtime import AgentRuntime, AgentStartError
 from plugins.agents.tables import sessions
 from plugins.agents.workspace import session_workspace
 from plugins.pipelines.contract import ApprovalQueue
+
+if TYPE_CHECKING:  # the runtimes import the ACP package: on the first agent, not at start
+    from plugins.agents.runtime import AgentRuntime
 
 log = logging.getLogger("gateway.agents")
 
@@ -390,6 +392,8 @@ class AgentSessions:
         session_id = "ags_" + uuid.uuid4().hex
         values = {"owner": owner, "run_id": run_id}
         sink = _Sink(self, session_id, agent_id, values)
+        from plugins.agents.remote import make_runtime
+
         runtime = make_runtime(agent_id, config, folder, sink)
         sink.runtime = runtime
         try:
@@ -456,6 +460,8 @@ class AgentSessions:
         """Start the session's agent again (``session/load`` when the agent offers it)."""
         config = await self._live_config(row.agent_id)
         sink = _Sink(self, row.id, row.agent_id, {"owner": row.owner, "run_id": row.run_id})
+        from plugins.agents.remote import make_runtime
+
         runtime = make_runtime(row.agent_id, config, Path(row.workspace), sink)
         sink.runtime = runtime
         try:

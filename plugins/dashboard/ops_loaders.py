@@ -19,6 +19,7 @@ from plugins.dashboard.websession import WebSession
 from plugins.deploy.contract import AgentState
 from plugins.jobs.contract import JobsAPI
 from plugins.safety.contract import SafetyAPI
+from plugins.tools.contract import ToolsAPI
 from plugins.training.contract import TrainingAPI
 
 GATE_CONFIG_READ = "allow_gateway_read"  # GET /gateway/config's gate (control plugin)
@@ -36,6 +37,21 @@ def need(kind: type[Any], plugin: str) -> Any:
     if not has_service(kind):
         raise GatewayError(503, "feature_disabled", f"the {plugin} plugin is off")
     return service(kind)
+
+
+async def _tools(session: WebSession) -> Loaded:
+    listed = await need(ToolsAPI, "tools").list_tools(session.principal)
+    rows = [
+        {"name": t.name, "plugin": t.plugin, "enabled": t.enabled, "description": t.description}
+        for t in listed.tools
+    ]
+    return Loaded(rows)
+
+
+async def _tool_stats(session: WebSession) -> Loaded:
+    found = await need(ToolsAPI, "tools").stats(session.principal)
+    keys = ("name", "calls", "errors", "p50_ms", "p95_ms", "last_error")
+    return Loaded([{k: getattr(t, k) for k in keys} for t in found.tools])
 
 
 async def _jobs(session: WebSession) -> Loaded:
@@ -89,6 +105,8 @@ async def _agent_sessions(session: WebSession) -> Loaded:
 
 
 LOADERS: dict[str, Callable[[WebSession], Awaitable[Loaded]]] = {
+    "tools": _tools,
+    "tool_stats": _tool_stats,
     "jobs": _jobs,
     "channels": _channels,
     "config": _config,

@@ -2,9 +2,10 @@
 config, safety, deploy, agents. Each page is a set of panels. A panel with ``load`` is
 read on the server through the plugin's typed service and a form with ``action`` posts
 to the server (``ops_forms.py``: session, CSRF and the API's gates; no script needed).
-The rest still need the page's script: a panel with ``get`` is read from the plugin's
-API, a form without ``action`` calls it (with the cookie and the CSRF header, so the
-API's own gates and ownership apply). A section whose plugin is off says it is
+Every section's panels are read on the server now; a panel with ``get`` (read from the
+plugin's API by the page's script) and a form without ``action`` (the script calls the
+API with the cookie and the CSRF header, so its own gates and ownership apply) remain
+possible for a section that needs no server side. A section whose plugin is off says it is
 disabled."""
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ SECTIONS: dict[str, Section] = {
             "Tools and jobs",
             ("tools", "jobs"),
             (
-                Panel("Tools", get="/gateway/tools"),
-                Panel("Tool usage", get="/gateway/tools/stats"),
+                Panel("Tools", load="tools"),
+                Panel("Tool usage", load="tool_stats"),
                 Panel(
                     "Jobs",
                     load="jobs",

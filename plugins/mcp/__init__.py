@@ -5,15 +5,18 @@ per caller). Written like a third-party plugin: ``host.api`` only."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import Quart
 
 from host.api import Register, Settings, Store, context, hookimpl
 from plugins.mcp import access, routes, server_config
-from plugins.mcp.client import Supervisor
 from plugins.mcp.config import problems, servers_of
-from plugins.mcp.server import MCP_STREAM, GatewayMcpServer
+from plugins.mcp.contract import MCP_STREAM
+
+if TYPE_CHECKING:  # the SDK is imported only where it is used (it costs start-up time)
+    from plugins.mcp.client import Supervisor
+    from plugins.mcp.server import GatewayMcpServer
 
 SUPERVISORS_KEY = "mcp.supervisors"
 
@@ -45,7 +48,12 @@ def gateway_validate_config(settings: Settings) -> list[str]:
 
 async def _start(app: Quart) -> None:
     ctx = context(app)
-    supervisors = {name: Supervisor(ctx, cfg) for name, cfg in servers_of(ctx).items()}
+    configured = servers_of(ctx)
+    supervisors: dict[str, Supervisor] = {}
+    if configured:
+        from plugins.mcp.client import Supervisor
+
+        supervisors = {name: Supervisor(ctx, cfg) for name, cfg in configured.items()}
     ctx.extras[SUPERVISORS_KEY] = supervisors
     for supervisor in supervisors.values():
         supervisor.start()
@@ -59,18 +67,15 @@ async def _stop(app: Quart) -> None:
 
 @hookimpl
 async def gateway_startup(app: Quart) -> None:
-    ctx = context(app)
-    server = GatewayMcpServer(ctx, server_config.server_settings(ctx))
-    ctx.extras[routes.SERVER_KEY] = server
-    server.start()
+    # The MCP server (/mcp) starts with its first request (routes.py).
     await _start(app)
-    await server.ready.wait()
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
     # Stdio servers are child processes: they are stopped with the gateway.
     await _stop(app)
+    context(app).extras[routes.STOPPED_KEY] = True
     server: GatewayMcpServer | None = context(app).extras.pop(routes.SERVER_KEY, None)
     if server is not None:
         await server.stop()

@@ -15,7 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Content", "McpCall", "current_call", "log_message", "report_progress"]
+__all__ = ["MCP_STREAM", "Content", "McpCall", "current_call", "log_message", "report_progress"]
+
+# The event stream of the MCP server's calls (``mcp.tool_call``, each with an audit block).
+MCP_STREAM = "mcp"
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ to read (``raw_body``): a malformed one is a JSON-RPC error, as MCP clients expe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, current_app, request
@@ -24,12 +25,17 @@ from host.api import (
     requires_gate,
     stream_slot,
 )
+from plugins.mcp import server_config
 from plugins.mcp.bridge import run_asgi
-from plugins.mcp.server import GatewayMcpServer, scope_for
+
+if TYPE_CHECKING:
+    from plugins.mcp.server import GatewayMcpServer
 
 bp = Blueprint("mcp", __name__)
 GATE_MCP = "allow_mcp"
 SERVER_KEY = "mcp.server"
+STARTING_KEY = "mcp.server.starting"
+STOPPED_KEY = "mcp.server.stopped"
 
 
 class JsonRpcMessage(BaseModel):
@@ -75,9 +81,9 @@ async def mcp_endpoint() -> Response:
     (answered as JSON or an SSE stream), ``GET`` the session's server stream (SSE),
     ``DELETE`` ends the session named by ``Mcp-Session-Id``."""
     ctx = context()
-    server: GatewayMcpServer | None = ctx.extras.get(SERVER_KEY)
-    if server is None or not server.ready.is_set():
-        raise GatewayError(503, "mcp_not_ready", "the MCP server has not started")
+    server = await _server()
+    from plugins.mcp.server import scope_for
+
     req = request._get_current_object()  # type: ignore[attr-defined]
     body = await req.get_data(cache=False) if req.method == "POST" else b""
     scope = {**req.scope, **scope_for(current_principal())}
@@ -102,3 +108,27 @@ async def mcp_endpoint() -> Response:
     if slot is not None and not streamer.used:
         slot.release()  # answered without a stream (400, 404, 405)
     return response
+
+
+async def _server() -> GatewayMcpServer:
+    """The app's MCP server, started by the first request that needs it (the SDK is
+    imported then, not at every gateway's start)."""
+    ctx = context()
+    server: GatewayMcpServer | None = ctx.extras.get(SERVER_KEY)
+    if server is None:
+        if ctx.extras.get(STOPPED_KEY) or ctx.lifecycle.draining:
+            raise GatewayError(503, "mcp_not_ready", "the gateway is shutting down")
+        starting: asyncio.Lock = ctx.extras.setdefault(STARTING_KEY, asyncio.Lock())
+        async with starting:
+            server = ctx.extras.get(SERVER_KEY)
+            if server is None:
+                from plugins.mcp.server import GatewayMcpServer
+
+                server = GatewayMcpServer(ctx, server_config.server_settings(ctx))
+                server.start(current_app._get_current_object().app_context)  # type: ignore[attr-defined]
+                ctx.extras[SERVER_KEY] = server
+    try:
+        await asyncio.wait_for(server.ready.wait(), 30)
+    except TimeoutError:
+        raise GatewayError(503, "mcp_not_ready", "the MCP server has not started") from None
+    return server

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from mcp import types
@@ -45,11 +48,11 @@ from host.api import (
 )
 from plugins.mcp import contract, pipeline_tools
 from plugins.mcp.access import allow_list
+from plugins.mcp.contract import MCP_STREAM
 from plugins.mcp.server_config import ServerSettings, server_settings
 from plugins.tools.contract import ToolApprovalProgress, wait_for_tool_approval
 
 log = logging.getLogger(__name__)
-MCP_STREAM = "mcp"
 PRINCIPAL_SCOPE_KEY = "gateway.principal"
 SESSION_HEADER = "mcp-session-id"
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
@@ -68,7 +71,9 @@ def unknown_tool(name: str) -> MCPError:
 
 
 class GatewayMcpServer:
-    """One per app: started with the gateway, stopped with it."""
+    """One per app: started by the first request to ``/mcp`` (the SDK costs half a
+    second of start-up to import, which a gateway nobody reaches over MCP need not pay),
+    stopped with the gateway."""
 
     def __init__(self, gateway: GatewayContext, config: ServerSettings) -> None:
         self.gateway = gateway
@@ -102,13 +107,21 @@ class GatewayMcpServer:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, app_context: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        """Start the session manager. It is started by the first request to ``/mcp``: its
+        tasks begin in a context of their own with only the app context in it, never the
+        request's that happened to start it."""
+        loop = asyncio.get_running_loop()
         # The manager's task group is entered and left in this one task, as anyio wants.
-        self._task = asyncio.create_task(self._run(), name="mcp-server")
-        self._auditor = asyncio.create_task(self._write_audits(), name="mcp-audit")
+        self._task = loop.create_task(
+            self._run(app_context), name="mcp-server", context=contextvars.Context()
+        )
+        self._auditor = loop.create_task(
+            self._write_audits(), name="mcp-audit", context=contextvars.Context()
+        )
 
-    async def _run(self) -> None:
-        async with self.manager.run():
+    async def _run(self, app_context: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        async with app_context(), self.manager.run():
             self.ready.set()
             await self._stop.wait()
 

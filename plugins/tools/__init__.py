@@ -23,6 +23,7 @@ from host.api import (
 from plugins.tools import approvals, routes, stats
 from plugins.tools.builtin import BUILTIN_TOOLS
 from plugins.tools.config import config_of, problems
+from plugins.tools.service import ToolsAPI
 
 
 @hookimpl
@@ -89,11 +90,13 @@ async def gateway_startup(app: Quart) -> None:
     ctx.extras[routes.RECORDER_KEY] = recorder
     recorder.start()
     provide(approvals.ToolApprovals, approvals_of(ctx), app=app)
+    provide(ToolsAPI, ToolsAPI(ctx), app=app)
 
 
 @hookimpl
 async def gateway_shutdown(app: Quart) -> None:
     withdraw(approvals.ToolApprovals, app=app)
+    withdraw(ToolsAPI, app=app)
     # Before the store closes: the counts of the last calls are written, not lost.
     recorder: stats.StatsRecorder | None = context(app).extras.pop(routes.RECORDER_KEY, None)
     if recorder is not None:

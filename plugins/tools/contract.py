@@ -1,6 +1,7 @@
 """What other plugins import from the tools plugin: the :class:`ToolApprovals` service
 (``host.api.service(ToolApprovals)``) and :func:`wait_for_tool_approval`, for a caller
-that holds a tool call open until a person decides (the MCP server).
+that holds a tool call open until a person decides (the MCP server); the
+:class:`ToolsAPI` service (the inventory and call statistics for a principal).
 
 The contract of a call that needs approval (``host.api.call_tool``): it raises
 ``ToolError("approval_required")`` whose ``approval_id`` names the approval created in the
@@ -18,12 +19,17 @@ from plugins.tools.approvals import (
     ToolApprovalProgress,
     ToolApprovals,
 )
+from plugins.tools.routes import ToolList, ToolStatsList
+from plugins.tools.service import ToolsAPI
 
 __all__ = [
     "ProgressCallback",
     "ToolApprovalDecision",
     "ToolApprovalProgress",
     "ToolApprovals",
+    "ToolList",
+    "ToolStatsList",
+    "ToolsAPI",
     "wait_for_tool_approval",
 ]
 

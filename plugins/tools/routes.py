@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_response
 
-from host.api import context, describe_tools, requires_gate
+from host.api import GatewayContext, context, describe_tools, requires_gate
 from plugins.tools.config import config_of
 from plugins.tools.stats import StatsRecorder, record_of
 
@@ -44,19 +44,14 @@ class ToolStatsList(BaseModel):
     tools: list[ToolStats]
 
 
-def recorder() -> StatsRecorder:
-    found: StatsRecorder = context().extras[RECORDER_KEY]
+def recorder(gateway: GatewayContext) -> StatsRecorder:
+    found: StatsRecorder = gateway.extras[RECORDER_KEY]
     return found
 
 
-@bp.get("/gateway/tools")
-@requires_gate(GATE_READ)
-@validate_response(ToolList)
-async def list_tools() -> ToolList:
-    """Every registered tool: name, description, JSON schema of its arguments, the plugin
-    that registered it, and whether it is enabled."""
-    ctx = context()
-    disabled = set(config_of(ctx).disabled)
+def inventory(gateway: GatewayContext) -> ToolList:
+    """Every registered tool (``GET /gateway/tools``; the ``ToolsAPI`` service)."""
+    disabled = set(config_of(gateway).disabled)
     return ToolList(
         tools=[
             ToolRecord(
@@ -66,9 +61,30 @@ async def list_tools() -> ToolList:
                 plugin=t.plugin,
                 enabled=t.name not in disabled,
             )
-            for t in describe_tools(ctx)
+            for t in describe_tools(gateway)
         ]
     )
+
+
+async def usage(gateway: GatewayContext) -> ToolStatsList:
+    """Every tool's call statistics (``GET /gateway/tools/stats``; the ``ToolsAPI``)."""
+    registered = set(gateway.registry("tools"))
+    totals = await recorder(gateway).totals(registered)
+    return ToolStatsList(
+        tools=[
+            ToolStats(**record_of(name, tally, name in registered))
+            for name, tally in sorted(totals.items())
+        ]
+    )
+
+
+@bp.get("/gateway/tools")
+@requires_gate(GATE_READ)
+@validate_response(ToolList)
+async def list_tools() -> ToolList:
+    """Every registered tool: name, description, JSON schema of its arguments, the plugin
+    that registered it, and whether it is enabled."""
+    return inventory(context())
 
 
 @bp.get("/gateway/tools/stats")
@@ -78,11 +94,4 @@ async def tool_stats() -> ToolStatsList:
     """Calls, errors and p50/p95 latency per tool, over every call made through the
     tool registry (pipelines, agents) on every worker and replica, kept across restarts
     (this worker's latest calls included before they are written)."""
-    registered = set(context().registry("tools"))
-    totals = await recorder().totals(registered)
-    return ToolStatsList(
-        tools=[
-            ToolStats(**record_of(name, tally, name in registered))
-            for name, tally in sorted(totals.items())
-        ]
-    )
+    return await usage(context())
