@@ -213,8 +213,9 @@ def test_the_api_backed_ops_sections_show_their_data_and_send_their_forms(
 ) -> None:
     server = live_server()
     sign_in(page, server.url, "/ops/tools-jobs")
-    # Tools are still read by the page's script; a JS form still shows its API's answer.
-    page.wait_for_selector('[data-api-get="/gateway/tools"] table')
+    # The tools and their statistics are read on the server, like the jobs.
+    page.wait_for_selector('[data-panel="tools"] table >> text=http_fetch')
+    page.wait_for_selector('[data-panel="tool_stats"]')
     page.goto(f"{server.url}/ops/training")
     page.wait_for_selector('[data-panel="training_status"] dl')
     page.fill('form[action="/ops/training/feedback"] input[name="rollout_id"]', "nope")

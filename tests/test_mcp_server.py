@@ -22,6 +22,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from host.api import context
+from host.settings import deep_merge
 from plugins.mcp.contract import MCP_STREAM
 from tests.conftest import (
     ADMIN,
@@ -108,20 +109,10 @@ def gateway(live_server: Any, tmp_path: Path) -> Any:
             "plugins": {"pipelines": {"directory": str(directory), "poll_seconds": 0.05}},
         }
         env = {**subprocess_env(site), **(env_extra or {})}
-        server: LiveServer = live_server(config=_merge(base, config), env=env)
+        server: LiveServer = live_server(config=deep_merge(base, config), env=env)
         return server
 
     return start
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 @asynccontextmanager

@@ -133,6 +133,30 @@ async def test_a_stream_broken_mid_way_gives_its_first_chunk_then_connection_bro
     assert server.connections == 2
 
 
+async def test_broken_chunk_framing_after_the_first_chunk_ends_the_stream_at_once():
+    # aiohttp records such a parse error on the connection, not on the body, whose
+    # reader then waited forever (past the read timeout): seen as a hung test in CI.
+    received = asyncio.Event()
+
+    async def garbles(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await received.wait()  # the rest comes in a read of its own
+        writer.write(b"not a chunk size\r\n")
+        await writer.drain()
+        return False
+
+    async with ScriptedServer(garbles) as server:
+        pool = pool_for()
+        response = await pool.request("POST", url(server), {}, b"{}")
+        parts = response.aiter_bytes()
+        assert await anext(parts) == b"first"
+        received.set()
+        with pytest.raises(ConnectionBroken, match="body broke off"):
+            await asyncio.wait_for(anext(parts), 30)
+        await pool.aclose()
+
+
 async def test_a_response_closed_before_its_end_closes_its_connection():
     release = asyncio.Event()
 

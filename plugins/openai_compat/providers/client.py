@@ -22,12 +22,16 @@ the gateway's own errors:
 
 from __future__ import annotations
 
+import functools
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import _EXC_SENTINEL as _SENTINEL
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a non-streamed answer larger than this is refused
 
@@ -84,6 +88,27 @@ def _error(exc: BaseException) -> TransportError:
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientProxyConnectionError):
         return ConnectFailed(f"{type(exc).__name__}: {exc}")
     return ConnectionBroken(f"{type(exc).__name__}: {exc}")
+
+
+class _BodyFailingHandler(ResponseHandler):
+    """aiohttp (3.14) records a parse error in a response's body (broken chunked
+    framing from the upstream) on the connection's protocol only: the body's reader is
+    never told and waits forever, past every timeout (the read timer is dropped with
+    the error). Tell the body too, so the stream ends with ``upstream_stream_broken``."""
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException = _SENTINEL) -> None:
+        super().set_exception(exc, exc_cause)
+        payload = self._payload
+        if payload is not None and payload.exception() is None:
+            payload.set_exception(aiohttp.ClientPayloadError(f"the body broke off: {exc!r}"))
+
+
+def _fail_bodies_with_their_connection(connector: aiohttp.TCPConnector) -> None:
+    # The connector's protocol factory is private: where a newer aiohttp lacks it, its
+    # own handler is kept (and a broken body may again wait for its read timeout).
+    if hasattr(connector, "_factory"):
+        factory: Any = functools.partial(_BodyFailingHandler, loop=connector._loop)
+        connector._factory = factory
 
 
 def _salvage(content: aiohttp.StreamReader) -> bytes:
@@ -191,6 +216,7 @@ class UpstreamPool:
             keepalive_timeout=keepalive_seconds,
             ssl=ssl_context if ssl_context is not None else True,
         )
+        _fail_bodies_with_their_connection(self._connector)
         self._session = aiohttp.ClientSession(
             connector=self._connector,
             # ``connect`` counts the wait for a free connection too, as the old pool did.
