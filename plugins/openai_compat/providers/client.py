@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import _EXC_SENTINEL as _SENTINEL
+from aiohttp.http_exceptions import HttpProcessingError
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a non-streamed answer larger than this is refused
 
@@ -99,7 +100,9 @@ class _BodyFailingHandler(ResponseHandler):
     def set_exception(self, exc: BaseException, exc_cause: BaseException = _SENTINEL) -> None:
         super().set_exception(exc, exc_cause)
         payload = self._payload
-        if payload is not None and payload.exception() is None:
+        # Only the parse error: a read timeout, say, reaches the body by aiohttp's own path.
+        broken = isinstance(exc, HttpProcessingError)
+        if broken and payload is not None and payload.exception() is None:
             payload.set_exception(aiohttp.ClientPayloadError(f"the body broke off: {exc!r}"))
 
 
