@@ -32,6 +32,7 @@ import pytest
 import sqlalchemy as sa
 import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
+from quart.testing.app import TestApp
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -193,7 +194,10 @@ async def running_app(settings: Settings, **kwargs: Any) -> AsyncIterator[Any]:
     """Yield ``(app, client)`` with start-up and shut-down hooks run."""
     kwargs.setdefault("load_entrypoints", False)
     app = create_app(settings, **kwargs)
-    async with app.test_app() as test_app:
+    # Quart's test app allows 6 s for start-up and for shut-down: a loaded machine took
+    # longer once (draining waiting runs); a hang is still caught, by pytest's timeout.
+    test_app = TestApp(app, startup_timeout=60, shutdown_timeout=60)
+    async with test_app:
         yield app, test_app.test_client()
 
 
