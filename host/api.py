@@ -42,6 +42,7 @@ from host.operator import (
     ws_capabilities,
 )
 from host.plugins import PluginError, Registry
+from host.request_body import json_body
 from host.safety import (
     STAGES,
     Action,
@@ -172,6 +173,7 @@ __all__ = [
     "has_service",
     "hookimpl",
     "hookspec",
+    "json_body",
     "live_response",
     "load_settings",
     "masked_config",

@@ -3,9 +3,6 @@ Handlers parse the request and call the session service (``service.py``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
 from quart import Blueprint, Response, current_app, request
 from quart_schema import (
     document_request,
@@ -21,11 +18,11 @@ from host.api import (
     context,
     current_principal,
     document_stream,
+    json_body,
     owner_key,
     requires_gate,
     scan_text,
     stream_response,
-    validation_message,
 )
 from plugins.agents.gates import GATE_WRITE
 from plugins.agents.models import (
@@ -51,26 +48,6 @@ def agent_sessions() -> AgentSessions:
     return found
 
 
-async def body_of(model: type[BaseModel]) -> Any:
-    """The JSON body as ``model``; an empty body is ``{}``. 400 naming the field."""
-    raw = await request.get_data()
-    data: Any = {}
-    if raw.strip():
-        if not request.is_json:
-            raise GatewayError(
-                415, "unsupported_media_type", "send the request body as application/json"
-            )
-        data = await request.get_json()
-    if not isinstance(data, dict):
-        raise GatewayError(400, "invalid_request_body", "the request body must be a JSON object")
-    data.pop("policy_gate", None)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        message, param = validation_message(exc, given=data)
-        raise GatewayError(400, "invalid_request_body", message, details={"param": param}) from None
-
-
 @bp.get("/sessions")
 @validate_querystring(SessionQuery)
 @validate_response(AgentSessionList)
@@ -94,7 +71,7 @@ async def open_session() -> tuple[AgentSession, int]:
     """Start a configured agent and open an ACP session in a workspace. 404
     ``agent_not_found``, 409 ``too_many_sessions``, 502 ``agent_start_failed`` (nothing
     is kept: no session, no process)."""
-    body: OpenRequest = await body_of(OpenRequest)
+    body: OpenRequest = await json_body(OpenRequest)
     principal = current_principal()
     record = await agent_sessions().open(
         body.agent,
@@ -114,7 +91,7 @@ async def prune_sessions() -> PruneResponse:
     """Expire idle sessions past their agent's TTL, then remove closed and expired ones
     (last active ``older_than_seconds`` ago, if given) with their events: the caller's,
     everyone's with ``allow_agent_act_all``."""
-    body: PruneRequest = await body_of(PruneRequest)
+    body: PruneRequest = await json_body(PruneRequest)
     removed, expired = await agent_sessions().prune(current_principal(), body.older_than_seconds)
     return PruneResponse(removed=removed, expired=expired)
 
@@ -152,7 +129,7 @@ async def prompt_session(session_id: str) -> tuple[PromptAccepted, int]:
     ``wait``, 200 when its turn ended). The text is scanned first (400
     ``content_blocked``). 409 ``session_closed`` or ``prompt_in_progress``; a session
     whose agent is gone is resumed first (502 ``agent_start_failed``)."""
-    body: PromptRequest = await body_of(PromptRequest)
+    body: PromptRequest = await json_body(PromptRequest)
     principal = current_principal()
     sessions = agent_sessions()
     await sessions.get(session_id, principal)

@@ -4,9 +4,7 @@ the request and call the API (``api.py``); an ACP agent's sessions go through
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from quart import Blueprint, Response, current_app, request
 from quart_schema import (
     document_request,
@@ -22,10 +20,10 @@ from host.api import (
     context,
     current_principal,
     document_stream,
+    json_body,
     requires_gate,
     scan_text,
     stream_response,
-    validation_message,
 )
 from plugins.coding_agent_bridge import agent_link
 from plugins.coding_agent_bridge.api import END_EVENTS, BridgeAPI, stream_of
@@ -52,26 +50,6 @@ bp = Blueprint("coding_agent_bridge", __name__, url_prefix=PREFIX)
 
 def bridge() -> BridgeAPI:
     return BridgeAPI(current_app)
-
-
-async def body_of(model: type[BaseModel]) -> Any:
-    """The JSON body as ``model``; an empty body is ``{}``. 400 naming the field."""
-    raw = await request.get_data()
-    data: Any = {}
-    if raw.strip():
-        if not request.is_json:
-            raise GatewayError(
-                415, "unsupported_media_type", "send the request body as application/json"
-            )
-        data = await request.get_json()
-    if not isinstance(data, dict):
-        raise GatewayError(400, "invalid_request_body", "the request body must be a JSON object")
-    data.pop("policy_gate", None)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        message, param = validation_message(exc, given=data)
-        raise GatewayError(400, "invalid_request_body", message, details={"param": param}) from None
 
 
 class SessionQuery(BaseModel):
@@ -101,7 +79,7 @@ async def open_session() -> tuple[BridgeSession, int]:
     ``reused``); 409 ``too_many_sessions`` at the configured maximum. With ``agent`` the
     gateway starts that ACP agent: 502 ``agent_start_failed`` (and no session) if it
     cannot."""
-    parsed: OpenRequest = await body_of(OpenRequest)
+    parsed: OpenRequest = await json_body(OpenRequest)
     principal = current_principal()
     if parsed.agent is None:
         record = await bridge().open(parsed.workspace, principal, parsed.metadata)
@@ -124,7 +102,7 @@ async def get_session(session_id: str) -> BridgeSession:
 @document_response(ErrorResponse, 409)
 async def append_progress(session_id: str) -> tuple[ProgressEvent, int]:
     """Append a progress event to the session's stream; 409 ``session_closed``."""
-    parsed: ProgressRequest = await body_of(ProgressRequest)
+    parsed: ProgressRequest = await json_body(ProgressRequest)
     data = {"kind": parsed.kind, "message": parsed.message, "data": parsed.data}
     event = await bridge().progress(session_id, current_principal(), "progress", data)
     return event, 201
@@ -140,7 +118,7 @@ async def queue_followup(session_id: str) -> tuple[FollowupQueued, int]:
     """Queue an instruction for the agent (an ACP agent gets it as its next prompt); the
     text is scanned first: 400 ``content_blocked`` (nothing queued), or the redacted text
     is queued. 409 ``session_closed``."""
-    parsed: FollowupRequest = await body_of(FollowupRequest)
+    parsed: FollowupRequest = await json_body(FollowupRequest)
     principal = current_principal()
     api = bridge()
     await api.readable(session_id, principal)
@@ -164,7 +142,7 @@ async def drain_followups(session_id: str) -> DrainResponse:
     """Hand the queued follow-ups to the caller, oldest first, at most ``limit``; each
     follow-up is handed out once (also to callers draining at once through several
     gateway processes). 409 ``session_closed``."""
-    parsed: DrainRequest = await body_of(DrainRequest)
+    parsed: DrainRequest = await json_body(DrainRequest)
     principal = current_principal()
     return await bridge().drain(session_id, principal, parsed.limit, principal.name)
 
@@ -189,7 +167,7 @@ async def stream(session_id: str) -> Response:
 async def close_session(session_id: str) -> BridgeSession:
     """Close the session (an ACP agent's session is closed too); a session already closed
     or expired is answered as it is."""
-    parsed: CloseRequest = await body_of(CloseRequest)
+    parsed: CloseRequest = await json_body(CloseRequest)
     record, changed = await bridge().end(session_id, current_principal(), "closed", parsed.reason)
     if changed:
         await agent_link.stop(current_app, record, parsed.reason or "bridge session closed")
@@ -203,7 +181,7 @@ async def close_session(session_id: str) -> BridgeSession:
 async def reap() -> ReapResponse:
     """Expire the caller's open sessions (everyone's with ``allow_bridge_act_all``) idle
     for ``idle_seconds`` (default ``idle_ttl_seconds``); returns their ids."""
-    parsed: ReapRequest = await body_of(ReapRequest)
+    parsed: ReapRequest = await json_body(ReapRequest)
     api, principal = bridge(), current_principal()
     config: BridgeConfig = api.config
     idle = parsed.idle_seconds if parsed.idle_seconds is not None else config.idle_ttl_seconds
