@@ -150,6 +150,7 @@ class GatewayRequest(Request):
     ``wait_for``)."""
 
     _gw_json: Any = Ellipsis
+    _gw_raw: bytes | None = None
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         if not (force or self.is_json):
@@ -190,17 +191,21 @@ class GatewayRequest(Request):
     ) -> str | bytes:
         if parse_form_data:
             return await super().get_data(cache, as_text, parse_form_data)
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                raw: bytes = await self.body
-        except TimeoutError:
-            raise GatewayError(
-                408,
-                "request_timeout",
-                f"the request body did not arrive within {self.body_timeout:g} s",
-            ) from None
-        if not cache:
-            self.body.clear()
+        raw: bytes | None = self._gw_raw
+        if raw is None:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    raw = await self.body
+            except TimeoutError:
+                raise GatewayError(
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {self.body_timeout:g} s",
+                ) from None
+            if cache:
+                self._gw_raw = raw  # read once: later calls skip the wait and its timer
+            else:
+                self.body.clear()
         return raw.decode() if as_text else raw
 
     def on_json_loading_failed(self, error: Exception) -> Any:

@@ -3,8 +3,9 @@
 quart-schema wraps ``app.make_response`` and, for every dict or list a view returns,
 builds a new pydantic ``TypeAdapter(type(value))`` to dump it; building an adapter costs
 far more than using one (pydantic's docs: build once, reuse). This keeps one adapter per
-container type and dumps exactly as quart-schema would; anything else (models, responses,
-tuples, strings) still takes quart-schema's path.
+container type and dumps exactly as quart-schema would; a response object is returned as
+it is (as Quart does, without quart-schema's checks of what it might be); anything else
+(models, tuples, strings) still takes quart-schema's path.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import TypeAdapter
-from quart import Quart
+from quart import Quart, Response
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+_RESPONSES = (Response, WerkzeugResponse)
 
 
 def install_cached_conversion(app: Quart) -> None:
@@ -24,6 +28,8 @@ def install_cached_conversion(app: Quart) -> None:
     config = app.config
 
     async def make_response(result: Any) -> Any:
+        if isinstance(result, _RESPONSES):
+            return result  # a response already (quart-schema would only check it)
         value, rest = (result[0], result[1:]) if type(result) is tuple and result else (result, ())
         adapter = adapters.get(type(value))
         if (

@@ -111,8 +111,10 @@ async def gateway_actor_from_request(request: Any, settings: Settings) -> Any:
     SameSite=Strict keeps it to this site's pages). A bearer token, when sent, wins; a
     WebSocket upgrade is never signed in by the cookie; a state-changing request needs
     the CSRF token in ``X-CSRF-Token`` (403 without, nothing done)."""
+    if request.headers.get("Authorization"):
+        return None  # checked first: most API calls carry a token and no cookie to parse
     cookie = request.cookies.get(websession.COOKIE)
-    if not cookie or request.headers.get("Authorization"):
+    if not cookie:
         return None
     if getattr(request, "method", None) is None or _is_websocket(request):
         return None

@@ -53,6 +53,7 @@ class LLMMetrics:
             registry=registry,
         )
         self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._label_children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.deployment_up = Gauge(
             "gateway_llm_deployment_up",
             "1 while a model's deployment takes calls, 0 while it is cooled down",
@@ -83,24 +84,33 @@ class LLMMetrics:
         if spent.output_tokens:
             tokens_out.inc(spent.output_tokens)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: every label set here is bounded
+        (configured models, providers, deployments, APIs, outcomes)."""
+        key = (id(metric), labels)
+        found = self._label_children.get(key)
+        if found is None:
+            found = self._label_children[key] = metric.labels(*labels)
+        return found
+
     def deployment(self, model: str, deployment: Any, event: str) -> None:
         """The router's observer (routing.Observer)."""
         if event == "failed":
-            self.deployment_failures.labels(model, deployment.label).inc()
-        self.deployment_up.labels(model, deployment.label).set(0 if event == "failed" else 1)
+            self._child(self.deployment_failures, model, deployment.label).inc()
+        self._child(self.deployment_up, model, deployment.label).set(0 if event == "failed" else 1)
 
     def finished(self, labels: tuple[str, str], api: str, outcome: str, started: float) -> None:
         """A model call ended (``ok``, ``error`` or ``cancelled``), ``started`` being its
         ``time.perf_counter()`` at the request: counted, and its duration observed,
         whatever the outcome."""
-        self.requests.labels(*labels, api, outcome).inc()
-        self.latency.labels(*labels).observe(time.perf_counter() - started)
+        self._child(self.requests, *labels, api, outcome).inc()
+        self._child(self.latency, *labels).observe(time.perf_counter() - started)
 
     def count_usage(self, model: str, provider: str, usage: dict[str, int] | None) -> None:
         if not usage:
             return
-        self.tokens.labels(model, provider, "in").inc(usage.get("prompt_tokens") or 0)
-        self.tokens.labels(model, provider, "out").inc(usage.get("completion_tokens") or 0)
+        self._child(self.tokens, model, provider, "in").inc(usage.get("prompt_tokens") or 0)
+        self._child(self.tokens, model, provider, "out").inc(usage.get("completion_tokens") or 0)
 
 
 class ModelCall:
@@ -115,7 +125,8 @@ class ModelCall:
 
     def first_token(self) -> None:
         """The first content arrived (streaming): time to first token observed."""
-        self.metrics.ttft.labels(*self.labels).observe(time.perf_counter() - self.started)
+        ttft = self.metrics._child(self.metrics.ttft, *self.labels)
+        ttft.observe(time.perf_counter() - self.started)
 
     def usage(self, usage: dict[str, int] | None) -> None:
         self.metrics.count_usage(*self.labels, usage)

@@ -112,9 +112,10 @@ class OutputScanner:
         self.ctx = gateway or context()
         self.active = _active(self.ctx)
         self.info = _info(surface, model, "model_output", principal) if self.active else {}
-        self.reach = reach(self.ctx) if self.active else 0
-        # read here, in the request: a stream's scans run after its context is gone
-        self.default_holdback = safety_stream.SETTING.current() if self.active else 0
+        # What only a stream needs is read by ``stream`` (still in the request: a
+        # stream's scans run after its context is gone).
+        self.reach = 0
+        self.default_holdback = 0
 
     async def text(self, text: str) -> str:
         if not self.active or not text:
@@ -155,6 +156,8 @@ class OutputScanner:
         they grow (``safety_stream.py``); ``chunks`` unchanged when nothing scans."""
         if not self.active:
             return chunks
+        self.reach = reach(self.ctx)
+        self.default_holdback = safety_stream.SETTING.current()
         return safety_stream.StreamScan(self, self.reach).run(chunks)
 
     async def completion(self, result: dict[str, Any]) -> dict[str, Any]:
