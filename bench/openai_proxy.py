@@ -50,6 +50,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from common import (  # noqa: E402
     RESULTS_DIR,
+    TOKEN_ENV,
     Sample,
     Servers,
     Target,
@@ -454,6 +455,20 @@ def main() -> int:
                     api_base,
                 ],
             )
+            # The least a proxy that checks what it forwards does (bare_proxy_app.py).
+            checks_port = servers.ports["checks"] = free_port()
+            servers.start(
+                "checks",
+                [
+                    str(BENCH_DIR / "bare_proxy_app.py"),
+                    "--bind",
+                    f"127.0.0.1:{checks_port}",
+                    "--upstream",
+                    api_base,
+                    "--checks-token-env",
+                    TOKEN_ENV,
+                ],
+            )
             if litellm_exe is not None:
                 ll_port = free_port()
                 servers.ports["litellm"] = ll_port
@@ -502,6 +517,10 @@ def main() -> int:
                     print(f"\n*** LiteLLM is NOT measured: {litellm_note}\n", flush=True)
             servers.wait("floor", "/health", False)
             proxies.append(Proxy("floor", "(floor: bare proxy)", "floor", "bench-model"))
+            servers.wait("checks", "/health", False)
+            proxies.append(
+                Proxy("checks", "(floor + checks)", "checks", "bench", headers=dict(servers.auth))
+            )
             for p in proxies:
                 p.url = servers.url(p.server, PATH)
             gw = proxies[1]
@@ -661,6 +680,16 @@ def main() -> int:
             f"{TARGET_TTFT_OVER_FLOOR_MS:g} ms: {verdict(over <= TARGET_TTFT_OVER_FLOOR_MS)})"
         )
         info["floor_share"], info["ttft_over_floor_ms"] = share, over
+    checks = rows.get("checks")
+    if floor and checks and checks["load"]["cpu_us_per_request"] and gw_cpu:
+        floor_cpu = floor["load"]["cpu_us_per_request"] or 0
+        checks_cpu = checks["load"]["cpu_us_per_request"]
+        print(
+            f"(floor + checks, the least a checking proxy does: {floor_cpu / checks_cpu:.1%} "
+            f"of the floor's throughput by CPU per request, {checks_cpu - floor_cpu:+.0f} us; "
+            f"the gateway {gw_cpu - checks_cpu:+.0f} us over it)"
+        )
+        info["checks_share_by_cpu"] = floor_cpu / checks_cpu
     if floor:
         floor_ttft = (floor["stream"]["ttft_p50_ms"] or 0) - (direct["stream"]["ttft_p50_ms"] or 0)
         print(
