@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Quart, current_app
 
+try:  # Quart's app-context variable, what ``current_app`` reads (a private name)
+    from quart.globals import _cv_app
+except ImportError:  # pragma: no cover - a Quart without it: the proxy then
+    _cv_app = None  # type: ignore[assignment]
+
 from host.auth.guard import Authenticator
 from host.events import EventHub
 from host.lifecycle import Lifecycle
@@ -70,6 +75,11 @@ class GatewayContext:
 
 def context(app: Quart | None = None) -> GatewayContext:
     """The gateway context of ``app`` (or of the current app)."""
-    target = app if app is not None else current_app
+    if app is None:
+        # What ``current_app`` reads, without the proxy: a model call asks ~10 times.
+        app_ctx = _cv_app.get(None) if _cv_app is not None else None
+        target = app_ctx.app if app_ctx is not None else current_app  # (the usual error)
+    else:
+        target = app
     ctx: GatewayContext = target.extensions[EXTENSION_KEY]
     return ctx

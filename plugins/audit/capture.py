@@ -75,12 +75,12 @@ async def request_record(response: Response, config: AuditConfig) -> AuditRecord
     rule = req.url_rule
     if rule is None and auth_failure is None:
         return None
-    actor = _actor()
-    if status == 429 and actor is None:
-        return None  # a flood of unauthenticated requests must not flood the log
     route = rule.rule if rule is not None else None
     if status < 400 and route in config.exclude_routes:
         return None
+    actor = _actor()
+    if status == 429 and actor is None:
+        return None  # a flood of unauthenticated requests must not flood the log
     body = _peek_json(response) if status >= 400 or not req.view_args else None
     error = body.get("error") if isinstance(body, dict) else None
     reason = error.get("code") if isinstance(error, dict) else None
