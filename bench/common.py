@@ -134,6 +134,35 @@ per_minute = 1000000  # the ceiling; far above what one worker serves here
 """
 
 
+# The OpenAI benchmarks' gateway with access checks, budgets and routing on: the bench
+# token may call two models and has budgets it never reaches; the model has two weighted
+# deployments (the same upstream) and a fallback.
+TEAMS_TOKEN = (
+    'models = ["bench", "bench-*"]\n'
+    "budgets = { requests_per_minute = 10000000, tokens_per_day = 1000000000000 }\n"
+)
+
+
+def teams_models(api_base: str) -> str:
+    """``[models]`` of the teams configuration, every deployment at ``api_base``."""
+    return (
+        f'[models.bench]\nprovider = "openai"\nupstream_model = "bench-model"\n'
+        'fallbacks = ["bench-fallback"]\n'
+        f'[[models.bench.deployments]]\nbase_url = "{api_base}"\nweight = 2\n'
+        f'[[models.bench.deployments]]\nbase_url = "{api_base}"\n'
+        f'[models.bench-fallback]\nprovider = "openai"\nbase_url = "{api_base}"\n'
+        'upstream_model = "bench-model"\n'
+    )
+
+
+def one_model(api_base: str) -> str:
+    """``[models]`` with the one model ``bench`` at ``api_base``."""
+    return (
+        f'[models.bench]\nprovider = "openai"\nbase_url = "{api_base}"\n'
+        'upstream_model = "bench-model"\n'
+    )
+
+
 def serve_args(config: Path) -> list[str]:
     """``gateway serve`` as shipped, without the access log."""
     return ["-m", "host.cli", "serve", "--config", str(config), "--no-access-log"]

@@ -50,6 +50,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from common import (  # noqa: E402
     RESULTS_DIR,
+    TEAMS_TOKEN,
     TOKEN_ENV,
     Sample,
     Servers,
@@ -58,6 +59,7 @@ from common import (  # noqa: E402
     free_port,
     load_average,
     machine,
+    one_model,
     pct,
     post,
     post_lua,
@@ -66,6 +68,7 @@ from common import (  # noqa: E402
     run_wrk,
     serve_args,
     summarize,
+    teams_models,
     with_cpu,
     write_results,
 )
@@ -417,21 +420,9 @@ def main() -> int:
             )
             api_base = f"http://127.0.0.1:{up_port}/v1"
 
-            # Access, budgets and routing on: the token may call two models and has
-            # budgets it never reaches; the model has two deployments (the same
-            # upstream) and a fallback.
-            models = (
-                f'[models.bench]\nprovider = "openai"\nupstream_model = "bench-model"\n'
-                'fallbacks = ["bench-fallback"]\n'
-                f'[[models.bench.deployments]]\nbase_url = "{api_base}"\nweight = 2\n'
-                f'[[models.bench.deployments]]\nbase_url = "{api_base}"\n'
-                f'[models.bench-fallback]\nprovider = "openai"\nbase_url = "{api_base}"\n'
-                'upstream_model = "bench-model"\n'
-            )
-            token_extra = (
-                'models = ["bench", "bench-*"]\n'
-                "budgets = { requests_per_minute = 10000000, tokens_per_day = 1000000000000 }\n"
-            )
+            # Access, budgets and routing on (common.teams_models, TEAMS_TOKEN).
+            models = teams_models(api_base)
+            token_extra = TEAMS_TOKEN
 
             def gateway_config(name: str) -> Path:
                 return servers.gateway_config(name, models, token_extra)
@@ -439,10 +430,7 @@ def main() -> int:
             servers.start("gateway", serve_args(gateway_config("gateway")))
             # The same gateway with one model and no access list or budgets, for what
             # those cost.
-            plain_models = (
-                f'[models.bench]\nprovider = "openai"\nbase_url = "{api_base}"\n'
-                'upstream_model = "bench-model"\n'
-            )
+            plain_models = one_model(api_base)
             servers.start("plain", serve_args(servers.gateway_config("plain", plain_models)))
             floor_port = servers.ports["floor"] = free_port()
             servers.start(
