@@ -167,7 +167,9 @@ async def db_execute(url: str, *statements: str) -> None:
     if url.startswith("sqlite"):
         import sqlite3
 
-        with sqlite3.connect(sa.engine.make_url(url).database or "") as conn:
+        # The gateway may hold the write lock for a moment (a loaded machine: over the
+        # default 5 s once, "database is locked"); wait for it as the store does.
+        with sqlite3.connect(sa.engine.make_url(url).database or "", timeout=30) as conn:
             for sql in statements:
                 conn.execute(sql)
         return
