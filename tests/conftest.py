@@ -16,6 +16,7 @@ skipped, except in CI (``CI=true``), where that is an error. Pick one store with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -145,14 +146,28 @@ def module_store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     server.drop_database(name)
 
 
+def _sqlite(url: str, *statements: str) -> list[tuple[Any, ...]]:
+    """Run ``statements`` on the SQLite file of ``url`` in one committed transaction; the
+    last one's rows. Called in a thread: the test's event loop also runs an in-process
+    gateway, whose open write transaction cannot end while a call here holds the loop
+    (the wait for its lock then ran out as "database is locked" on a loaded machine)."""
+    import sqlite3
+
+    with contextlib.closing(
+        sqlite3.connect(sa.engine.make_url(url).database or "", timeout=30)
+    ) as conn:
+        with conn:
+            rows: list[tuple[Any, ...]] = []
+            for sql in statements:
+                rows = conn.execute(sql).fetchall()
+            return rows
+
+
 async def db_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     """Read a store's database independently of the store: the plain sqlite3 module, or
     a connection of its own to PostgreSQL. ``sql`` must be valid on the store's dialect."""
     if url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(sa.engine.make_url(url).database or "") as conn:
-            return conn.execute(sql).fetchall()
+        return await asyncio.to_thread(_sqlite, url, sql)
     engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.connect() as conn:
@@ -165,13 +180,7 @@ async def db_execute(url: str, *statements: str) -> None:
     """Run ``statements`` on a store's database in one committed transaction, beside the
     store (as another program, or an older gateway, would). Valid on the store's dialect."""
     if url.startswith("sqlite"):
-        import sqlite3
-
-        # The gateway may hold the write lock for a moment (a loaded machine: over the
-        # default 5 s once, "database is locked"); wait for it as the store does.
-        with sqlite3.connect(sa.engine.make_url(url).database or "", timeout=30) as conn:
-            for sql in statements:
-                conn.execute(sql)
+        await asyncio.to_thread(_sqlite, url, *statements)
         return
     engine = create_async_engine(url, poolclass=NullPool)
     try:
