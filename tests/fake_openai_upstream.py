@@ -139,6 +139,10 @@ def _error(message: str, type_: str, code: str) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     upstream: FakeUpstream
     protocol_version = "HTTP/1.1"
+    # Each chunk is written as it is made: without TCP_NODELAY a small write behind an
+    # unacknowledged one waits for the gateway's delayed ACK (40 ms a stream, 10 s over
+    # the hold-back tests' hundreds of streams).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return None

@@ -133,7 +133,7 @@ class PostgresServer:
         if self._template is None:
             name = self.create_database()
             assert self._admin is not None
-            self._admin.run(_migrate(self.url(name)))
+            self._admin.run(migrate(self.url(name)))
             self._template = name
         return self.create_database(template=self._template)
 
@@ -284,7 +284,7 @@ class _Admin:
         self._thread.join(timeout=10)
 
 
-async def _migrate(url: str) -> None:
+async def migrate(url: str) -> None:
     """Apply the migrations of the host and of every built-in plugin to ``url``."""
     from host.app import collect_migrations
     from host.plugins import BUILTIN_PLUGINS, PluginHost

@@ -443,28 +443,31 @@ async def test_a_secret_split_across_two_updates_never_reaches_the_editor(live_s
     assert "ACME-" not in sent and "1234" not in sent and "5678" not in sent
 
 
-@pytest.mark.parametrize(
-    ("token", "agent", "status"),
-    [
-        (None, "echo", 401),
-        ("wrong-token-0123456789", "echo", 401),
-        (READER_TOKEN, "echo", 403),  # no allow_agent_sessions
-        (EDITOR_TOKEN, "locked", 403),  # the agent's own gate
-        (EDITOR_TOKEN, "nope", 404),
-        (EDITOR_TOKEN, "", 400),
-    ],
-)
-async def test_refused_callers_start_no_agent(live_server, tmp_path, token, agent, status):
+REFUSALS = [
+    (None, "echo", 401),
+    ("wrong-token-0123456789", "echo", 401),
+    (READER_TOKEN, "echo", 403),  # no allow_agent_sessions
+    (EDITOR_TOKEN, "locked", 403),  # the agent's own gate
+    (EDITOR_TOKEN, "nope", 404),
+    (EDITOR_TOKEN, "", 400),
+]
+
+
+async def test_refused_callers_start_no_agent(live_server, tmp_path):
+    # One gateway for every refusal (a gateway each cost a process start per case): each
+    # is checked to have started nothing before the next is sent.
     server = live_server(config=config(tmp_path))
-    headers = auth(token) if token else {}
-    with pytest.raises(websockets.InvalidStatus) as refused:
-        async with websockets.connect(ws_url(server, agent), additional_headers=headers):
-            pass
-    response = refused.value.response
-    assert response.status_code == status
-    assert "error" in json.loads(response.body)
-    assert api(server, "GET", "/sessions")["sessions"] == []
-    assert not list((tmp_path / "work").glob("*"))
+    for token, agent, status in REFUSALS:
+        case = (token, agent, status)
+        headers = auth(token) if token else {}
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(ws_url(server, agent), additional_headers=headers):
+                pass
+        response = refused.value.response
+        assert response.status_code == status, case
+        assert "error" in json.loads(response.body), case
+        assert api(server, "GET", "/sessions")["sessions"] == [], case
+        assert not list((tmp_path / "work").glob("*")), case
     # The gate-holding caller reaches the locked agent.
     editor, conn, transport = await connect(server, ADMIN_TOKEN, "locked")
     try:

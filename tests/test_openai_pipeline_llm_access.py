@@ -80,7 +80,9 @@ async def test_an_llm_step_of_a_model_the_owner_may_not_use_fails_before_the_ups
 
         allowed = await run(client, "ask-test", LIMITED)
         assert allowed["status"] == "completed", allowed
-        # The admin (no models list) may run the other one.
+        # The admin (no models list) may run the other one; the slow model answers at
+        # once when released (unreleased, it held its last delta for 15 s).
+        upstream.release.set()
         assert (await run(client, "ask-slow", ADMIN))["status"] == "completed"
 
 

@@ -71,7 +71,13 @@ async def run_asgi(
         await _finish(task)
         raise RuntimeError("the MCP transport ended without an answer")
     headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]])
-    first = await exchange.sent.get()
+    first: dict[str, Any]
+    if headers.get("content-type", "").startswith("text/event-stream"):
+        # An SSE answer streams from its start: the SDK's GET stream sends no byte before
+        # its first event or keep-alive ping (15 s), and the client waits for the headers.
+        first = {"type": "http.response.body", "body": b"", "more_body": True}
+    else:
+        first = await exchange.sent.get()
     if first["type"] != "http.response.body" or not first.get("more_body"):
         content = first.get("body", b"") if first["type"] == "http.response.body" else b""
         exchange.disconnected.set()
