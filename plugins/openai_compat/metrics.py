@@ -52,7 +52,6 @@ class LLMMetrics:
             ["principal", "model", "direction"],
             registry=registry,
         )
-        self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._label_children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.deployment_up = Gauge(
             "gateway_llm_deployment_up",
@@ -68,25 +67,17 @@ class LLMMetrics:
         )
 
     def count_principal(self, principal: str, model: str, spent: Any) -> None:
-        # The children, looked up once per (principal, model): labels() costs more than
-        # the increments (both sets are bounded: configured principals and models).
-        found = self._children.get((principal, model))
-        if found is None:
-            found = self._children[(principal, model)] = (
-                self.principal_requests.labels(principal, model),
-                self.principal_tokens.labels(principal, model, "in"),
-                self.principal_tokens.labels(principal, model, "out"),
-            )
-        requests, tokens_in, tokens_out = found
-        requests.inc()
+        # Both label sets are bounded: configured principals and models.
+        self.child(self.principal_requests, principal, model).inc()
         if spent.input_tokens:
-            tokens_in.inc(spent.input_tokens)
+            self.child(self.principal_tokens, principal, model, "in").inc(spent.input_tokens)
         if spent.output_tokens:
-            tokens_out.inc(spent.output_tokens)
+            self.child(self.principal_tokens, principal, model, "out").inc(spent.output_tokens)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: every label set here is bounded
-        (configured models, providers, deployments, APIs, outcomes)."""
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (``labels()`` takes a lock and builds
+        a key; it costs more than the increment): every label set here is bounded
+        (configured principals, models, providers, deployments, APIs, outcomes)."""
         key = (id(metric), labels)
         found = self._label_children.get(key)
         if found is None:
@@ -96,21 +87,21 @@ class LLMMetrics:
     def deployment(self, model: str, deployment: Any, event: str) -> None:
         """The router's observer (routing.Observer)."""
         if event == "failed":
-            self._child(self.deployment_failures, model, deployment.label).inc()
-        self._child(self.deployment_up, model, deployment.label).set(0 if event == "failed" else 1)
+            self.child(self.deployment_failures, model, deployment.label).inc()
+        self.child(self.deployment_up, model, deployment.label).set(0 if event == "failed" else 1)
 
     def finished(self, labels: tuple[str, str], api: str, outcome: str, started: float) -> None:
         """A model call ended (``ok``, ``error`` or ``cancelled``), ``started`` being its
         ``time.perf_counter()`` at the request: counted, and its duration observed,
         whatever the outcome."""
-        self._child(self.requests, *labels, api, outcome).inc()
-        self._child(self.latency, *labels).observe(time.perf_counter() - started)
+        self.child(self.requests, *labels, api, outcome).inc()
+        self.child(self.latency, *labels).observe(time.perf_counter() - started)
 
     def count_usage(self, model: str, provider: str, usage: dict[str, int] | None) -> None:
         if not usage:
             return
-        self._child(self.tokens, model, provider, "in").inc(usage.get("prompt_tokens") or 0)
-        self._child(self.tokens, model, provider, "out").inc(usage.get("completion_tokens") or 0)
+        self.child(self.tokens, model, provider, "in").inc(usage.get("prompt_tokens") or 0)
+        self.child(self.tokens, model, provider, "out").inc(usage.get("completion_tokens") or 0)
 
 
 class ModelCall:
@@ -125,7 +116,7 @@ class ModelCall:
 
     def first_token(self) -> None:
         """The first content arrived (streaming): time to first token observed."""
-        ttft = self.metrics._child(self.metrics.ttft, *self.labels)
+        ttft = self.metrics.child(self.metrics.ttft, *self.labels)
         ttft.observe(time.perf_counter() - self.started)
 
     def usage(self, usage: dict[str, int] | None) -> None:
