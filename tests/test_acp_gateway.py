@@ -31,6 +31,14 @@ pytestmark = pytest.mark.usefixtures("store_url")
 
 EDITOR_TOKEN = "test-editor-token-0123456789"
 OTHER_TOKEN = "test-other-editor-token-0123456789"
+# A blocking rule for the safety tests: text matching it must never reach the editor.
+ACME_RULE = {
+    "rule_id": "test.code",
+    "kind": "secret_leak",
+    "reason_code": "test.code",
+    "pattern": "ACME-[0-9]{8}",
+    "matcher": "regex",
+}
 
 
 def config(tmp_path: Path, **acp: Any) -> dict[str, Any]:
@@ -383,16 +391,9 @@ async def test_two_editors_prompt_at_once(live_server, tmp_path):
 
 
 async def test_nothing_past_a_safety_block_reaches_the_editor(live_server, tmp_path):
-    rule = {
-        "rule_id": "test.code",
-        "kind": "secret_leak",
-        "reason_code": "test.code",
-        "pattern": "ACME-[0-9]{8}",
-        "matcher": "regex",
-    }
     settings = config(tmp_path)
     settings["agents"]["echo"]["auto_approve"] = ["read"]
-    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [rule]}
+    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [ACME_RULE]}
     server = live_server(config=settings)
     editor, conn, transport = await connect(server)
     try:
@@ -416,15 +417,8 @@ async def test_nothing_past_a_safety_block_reaches_the_editor(live_server, tmp_p
 
 
 async def test_a_secret_split_across_two_updates_never_reaches_the_editor(live_server, tmp_path):
-    rule = {
-        "rule_id": "test.code",
-        "kind": "secret_leak",
-        "reason_code": "test.code",
-        "pattern": "ACME-[0-9]{8}",
-        "matcher": "regex",
-    }
     settings = config(tmp_path)
-    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [rule]}
+    settings["plugins"]["safety"] = {"leak_mode": "block", "rules": [ACME_RULE]}
     server = live_server(config=settings)
     editor, conn, transport = await connect(server)
     try:
